@@ -1,0 +1,1 @@
+"""Persistent, streaming AI chat agents on Django, speaking Cloudflare's cf_agent_chat protocol."""

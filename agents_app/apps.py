@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+
+
+class AgentsAppConfig(AppConfig):
+    name = "agents_app"
+    verbose_name = "Agents"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Importing the demo module registers its agent classes with the registry.
+        from agents_app import demo_agents  # noqa: F401
+        from agents_app.runtime.registry import load_configured_agents
+
+        load_configured_agents()

@@ -1,0 +1,161 @@
+"""UIMessage validation, legacy normalisation and sanitisation (protocol §10.1, §10.3, §11.2, §14)."""
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+UIMessage = dict[str, Any]
+ROLES = frozenset({"user", "assistant", "system"})
+SETTLED_TOOL_STATES = frozenset({"output-available", "output-error", "output-denied"})
+_LEGACY_TOOL_STATES = {
+    "partial-call": "input-streaming",
+    "call": "input-available",
+    "result": "output-available",
+    "error": "output-error",
+}
+
+
+class InvalidMessage(ValueError):
+    """An incoming message that cannot be stored; the text says what is wrong."""
+
+
+def is_tool_part(part: dict[str, Any]) -> bool:
+    part_type = part.get("type", "")
+    return isinstance(part_type, str) and (part_type.startswith("tool-") or part_type == "dynamic-tool")
+
+
+def tool_name_of(part: dict[str, Any]) -> str:
+    if part.get("type") == "dynamic-tool":
+        return str(part.get("toolName", ""))
+    return str(part["type"]).split("-", 1)[1]
+
+
+def normalize_tool_input(value: Any) -> dict[str, Any]:
+    """Providers reject non-object tool inputs on the next call, so coerce to an object."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return {}
+
+
+def _legacy_parts(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    if isinstance(raw.get("reasoning"), str) and raw["reasoning"]:
+        parts.append({"type": "reasoning", "text": raw["reasoning"]})
+    content = raw.get("content")
+    if isinstance(content, str):
+        parts.append({"type": "text", "text": content})
+    elif isinstance(content, list):
+        parts.extend(
+            {"type": "text", "text": item["text"]}
+            for item in content
+            if isinstance(item, dict) and isinstance(item.get("text"), str)
+        )
+    for invocation in raw.get("toolInvocations") or []:
+        if not isinstance(invocation, dict):
+            continue
+        state = _LEGACY_TOOL_STATES.get(invocation.get("state", ""), "input-available")
+        part: dict[str, Any] = {
+            "type": f"tool-{invocation.get('toolName', 'unknown')}",
+            "toolCallId": str(invocation.get("toolCallId", "")),
+            "state": state,
+            "input": normalize_tool_input(invocation.get("args")),
+        }
+        if state == "output-available":
+            part["output"] = invocation.get("result")
+        parts.append(part)
+    return parts
+
+
+def _normalize_part(part: Any) -> dict[str, Any]:
+    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        raise InvalidMessage("every part must be an object with a string 'type'")
+    if part["type"] == "file" and "data" in part and "url" not in part:
+        media_type = part.get("mimeType") or part.get("mediaType") or "application/octet-stream"
+        converted = {k: v for k, v in part.items() if k not in {"data", "mimeType"}}
+        converted.update(mediaType=media_type, url=f"data:{media_type};base64,{part['data']}")
+        return converted
+    if is_tool_part(part) and part.get("state") != "input-streaming":
+        if "input" in part or part.get("state") in {"input-available", "approval-requested"}:
+            return {**part, "input": normalize_tool_input(part.get("input"))}
+    return part
+
+
+def normalize_message(raw: Any, index: int = 0) -> UIMessage:
+    """Validate one incoming message, converting legacy (AI SDK v4) shapes; raise InvalidMessage."""
+    if not isinstance(raw, dict):
+        raise InvalidMessage(f"message {index} is not an object")
+    role = raw.get("role")
+    if role == "data":
+        role = "system"
+    if role not in ROLES:
+        raise InvalidMessage(f"message {index} has an invalid role {role!r}")
+    message_id = raw.get("id")
+    if message_id is None or message_id == "":
+        message_id = f"msg-{index}"
+    if not isinstance(message_id, str):
+        raise InvalidMessage(f"message {index} has a non-string id")
+    if len(message_id) > 255:
+        raise InvalidMessage(f"message {index} has an id longer than 255 characters")
+    parts = raw.get("parts")
+    if parts is None:
+        parts = _legacy_parts(raw)
+    if not isinstance(parts, list):
+        raise InvalidMessage(f"message {index} has non-array 'parts'")
+    message: UIMessage = {"id": message_id, "role": role, "parts": [_normalize_part(p) for p in parts]}
+    if raw.get("metadata") is not None:
+        message["metadata"] = raw["metadata"]
+    return message
+
+
+def normalize_messages(raw: Any) -> list[UIMessage]:
+    if not isinstance(raw, list):
+        raise InvalidMessage("'messages' must be an array")
+    messages = [normalize_message(item, index) for index, item in enumerate(raw)]
+    seen: set[str] = set()
+    for message in messages:
+        if message["id"] in seen:
+            raise InvalidMessage(f"duplicate message id {message['id']!r}")
+        seen.add(message["id"])
+    return messages
+
+
+def _strip_openai_metadata(holder: dict[str, Any], key: str) -> None:
+    metadata = holder.get(key)
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("openai"), dict):
+        return
+    openai_meta = {k: v for k, v in metadata["openai"].items() if k not in {"itemId", "reasoningEncryptedContent"}}
+    rest = {k: v for k, v in metadata.items() if k != "openai"}
+    if openai_meta:
+        rest["openai"] = openai_meta
+    if rest:
+        holder[key] = rest
+    else:
+        holder.pop(key)
+
+
+def sanitize_for_persistence(message: UIMessage) -> UIMessage:
+    """Drop provider bookkeeping and empty reasoning before a write (protocol §11.2)."""
+    cleaned = copy.deepcopy(message)
+    parts: list[dict[str, Any]] = []
+    for part in cleaned.get("parts", []):
+        _strip_openai_metadata(part, "providerMetadata")
+        _strip_openai_metadata(part, "callProviderMetadata")
+        if part.get("type") == "reasoning" and not str(part.get("text", "")).strip() and not part.get(
+            "providerMetadata"
+        ):
+            continue
+        parts.append(part)
+    cleaned["parts"] = parts
+    return cleaned
+
+
+def text_of(message: UIMessage) -> str:
+    """The plain text of a message's text parts, for display, search and summaries."""
+    return "".join(p.get("text", "") for p in message.get("parts", []) if p.get("type") == "text")

@@ -1,0 +1,254 @@
+"""The Python agent API: `Agent` (identity, state, RPC), `AIChatAgent` (you write the turn
+handler) and `ThinkAgent` (the framework runs the model loop; you configure it).
+
+Subclass, decorate with `@register_agent`, and the class is served at
+`/agents/<kebab-case class name>/<name>` over WebSocket and HTTP.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any, ClassVar
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse
+
+from agents_app.protocol import frames
+from agents_app.protocol.inbound import AppMessage
+from agents_app.providers.convert import to_openai_messages
+from agents_app.providers.openai_chat import ModelError, StepStream, default_model, make_client, text_ids
+from agents_app.runtime import broadcast
+from agents_app.runtime.tools import Tool, ToolInputError
+from agents_app.runtime.types import ChatOptions, ChatResponse, ChatResponseResult, Connection
+from agents_app.storage import transcript
+from agents_app.storage.models import Agent as AgentRecord
+from agents_app.storage.models import Session
+
+_UNSET: Any = object()
+
+
+def callable_method(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a method as invokable by clients through `rpc` frames (the reference's @callable)."""
+    func.agent_callable = True  # type: ignore[attr-defined]
+    return func
+
+
+class Agent:
+    """Base agent: identity, synchronised state, RPC and connection hooks."""
+
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    send_identity_on_connect: ClassVar[bool] = True
+    initial_state: ClassVar[Any] = _UNSET
+    # Class attributes an admin may override per agent through Agent.settings (JSON).
+    configurable: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, session: Session, record: AgentRecord) -> None:
+        self.session = session
+        self.record = record
+        self.name = session.name
+        for key, value in (record.settings or {}).items():
+            if key in self.configurable:
+                setattr(self, key, value)
+
+    # -- state ---------------------------------------------------------------------
+    @property
+    def has_state(self) -> bool:
+        return self.session.has_state or self.initial_state is not _UNSET
+
+    @property
+    def state(self) -> Any:
+        if self.session.has_state:
+            return self.session.state
+        return None if self.initial_state is _UNSET else self.initial_state
+
+    def validate_state_change(self, state: Any, source: Connection | None) -> None:
+        """Raise to reject a client's state update (the client sees a generic error)."""
+
+    async def on_state_update(self, state: Any, source: Connection | None) -> None:
+        """Called after a state change was persisted and broadcast."""
+
+    async def _store_state(self, state: Any) -> None:
+        self.session.state = state
+        self.session.has_state = True
+        await sync_to_async(Session.objects.filter(pk=self.session.pk).update)(state=state, has_state=True)
+
+    async def set_state(self, state: Any) -> None:
+        """Persist state and broadcast it to every connection."""
+        await self._store_state(state)
+        await broadcast.broadcast(self.session.pk, [frames.state(state)], skip_pending_resume=False)
+        await self.on_state_update(state, None)
+
+    async def apply_client_state(self, state: Any, source: Connection) -> None:
+        self.validate_state_change(state, source)
+        await self._store_state(state)
+        await broadcast.broadcast(
+            self.session.pk, [frames.state(state)], exclude=(source.id,), skip_pending_resume=False
+        )
+        await self.on_state_update(state, source)
+
+    # -- connection hooks ------------------------------------------------------------
+    async def on_connect(self, connection: Connection) -> None:
+        """Runs after the connect frames were sent."""
+
+    async def on_close(self, connection: Connection) -> None:
+        """Runs when a connection closes. Turns it started keep running."""
+
+    async def on_message(self, connection: Connection, message: AppMessage) -> list[frames.Frame]:
+        """Frames outside the protocol. The default answers with an error frame."""
+        kind = message.data.get("type") if isinstance(message.data, dict) else None
+        if kind is None:
+            return [frames.error("Frames must be JSON objects with a string 'type'.")]
+        return [frames.error(f"Unknown message type {kind!r}.", frame_type=str(kind))]
+
+    async def on_request(self, request: HttpRequest, path: str) -> HttpResponse:
+        """HTTP requests to /agents/<agent>/<name>/<path> other than get-messages."""
+        return HttpResponse("Not implemented", status=404, content_type="text/plain")
+
+
+class AIChatAgent(Agent):
+    """A chat agent whose turns you write yourself in `on_chat_message` (the reference's AIChatAgent)."""
+
+    message_concurrency: ClassVar[Any] = "queue"
+    max_persisted_messages: ClassVar[int | None] = None
+    # ai-chat flavour: `finish.finishReason` moves into messageMetadata, and the requester does
+    # not get the final transcript (it built the message from the stream itself).
+    finish_reason_in_metadata: ClassVar[bool] = True
+    final_transcript_to_requester: ClassVar[bool] = False
+    configurable = ("message_concurrency", "max_persisted_messages")
+
+    @staticmethod
+    def new_message_id() -> str:
+        return f"assistant_{uuid.uuid4().hex[:20]}"
+
+    async def get_messages(self) -> list[dict[str, Any]]:
+        return await sync_to_async(transcript.transcript)(self.session)
+
+    async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
+        """Produce the reply: UI message stream chunks, plain text, or None."""
+        raise NotImplementedError(f"{type(self).__name__} must implement on_chat_message()")
+
+    async def on_chat_response(self, result: ChatResponseResult) -> None:
+        """After every turn, outside the turn lock (safe to start another turn)."""
+
+    def on_chat_error(self, error: BaseException) -> BaseException:
+        """Return the error whose message clients see; the default shows it unchanged."""
+        return error
+
+
+class ThinkAgent(AIChatAgent):
+    """An agent whose model loop is run by the framework (the reference's Think).
+
+    Override `get_model`, `get_system_prompt` and `get_tools`; the framework streams the
+    model's answer, runs server tools, pauses for client tools and approvals.
+    """
+
+    max_steps: ClassVar[int] = 10
+    send_reasoning: ClassVar[bool] = True
+    model: ClassVar[str | None] = None
+    system_prompt: ClassVar[str] = (
+        "You are a careful, capable assistant. Answer clearly and concisely, say when you are unsure, "
+        "and use the tools you are given when they help."
+    )
+    finish_reason_in_metadata = False
+    final_transcript_to_requester = True
+    configurable = ("message_concurrency", "max_persisted_messages", "max_steps", "send_reasoning", "model", "system_prompt")
+
+    @staticmethod
+    def new_message_id() -> str:
+        return str(uuid.uuid4())
+
+    def get_model(self) -> str:
+        return self.model or default_model()
+
+    def get_system_prompt(self) -> str:
+        return self.system_prompt
+
+    def get_tools(self) -> dict[str, Tool]:
+        return {}
+
+    async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
+        return self._model_loop(options)
+
+    async def _model_loop(self, options: ChatOptions) -> AsyncIterator[dict[str, Any]]:
+        tools = self.get_tools()
+        schemas = [t.openai_schema() for t in tools.values()] + [
+            {"type": "function", "function": {"name": t["name"], "description": t.get("description", ""), "parameters": t.get("parameters") or {"type": "object", "properties": {}}}}
+            for t in options.client_tools or []
+            if t["name"] not in tools
+        ]
+        history = to_openai_messages(options.messages, self.get_system_prompt())
+        part_ids = text_ids()
+        usage_total: dict[str, int] = {}
+        finish_reason = "stop"
+        yield {"type": "start"}
+        async with make_client() as client:
+            for _ in range(self.max_steps):
+                yield {"type": "start-step"}
+                step = StepStream(
+                    client,
+                    model=self.get_model(),
+                    messages=history,
+                    tools=schemas or None,
+                    send_reasoning=self.send_reasoning,
+                    part_ids=part_ids,
+                )
+                try:
+                    async for chunk in step:
+                        yield chunk
+                except ModelError as error:
+                    yield {"type": "error", "errorText": str(error)}
+                    return
+                outcome = step.outcome
+                for key, value in (outcome.usage or {}).items():
+                    usage_total[key] = usage_total.get(key, 0) + value
+                finish_reason = outcome.finish_reason
+                results = []
+                paused = False
+                for call in outcome.tool_calls:
+                    tool = tools.get(call.name)
+                    if call.error is not None:
+                        results.append((call, call.error))
+                        continue
+                    if tool is None or tool.execute is None:
+                        # A client tool (or one unknown to the server): the browser answers it.
+                        paused = True
+                        continue
+                    if await tool.requires_approval(call.input or {}):
+                        yield {"type": "tool-approval-request", "approvalId": f"approval_{call.id}", "toolCallId": call.id}
+                        paused = True
+                        continue
+                    try:
+                        output = await tool.run(call.input or {})
+                    except ToolInputError as error:
+                        yield {"type": "tool-output-error", "toolCallId": call.id, "errorText": str(error)}
+                        results.append((call, str(error)))
+                    except Exception as error:  # a tool failure is the model's to handle, not the turn's
+                        text = f"Tool {call.name} failed: {error}"
+                        yield {"type": "tool-output-error", "toolCallId": call.id, "errorText": text}
+                        results.append((call, text))
+                    else:
+                        yield {"type": "tool-output-available", "toolCallId": call.id, "output": output}
+                        results.append((call, output))
+                yield {"type": "finish-step"}
+                if not outcome.tool_calls or paused:
+                    break
+                history.append(
+                    {
+                        "role": "assistant",
+                        "content": outcome.text or None,
+                        "tool_calls": [
+                            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}}
+                            for c, _ in results
+                        ],
+                    }
+                )
+                for call, output in results:
+                    history.append(
+                        {"role": "tool", "tool_call_id": call.id, "content": output if isinstance(output, str) else json.dumps(output, default=str)}
+                    )
+        finish: dict[str, Any] = {"type": "finish", "finishReason": finish_reason}
+        if usage_total:
+            finish["messageMetadata"] = {"usage": usage_total}
+        yield finish

@@ -1,0 +1,72 @@
+"""Chat protocol operations that change a session: new turns, clear, client message lists.
+
+Called by the WebSocket consumer (and by HTTP views); the turn itself runs in the runner.
+"""
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+
+from agents_app.protocol import frames
+from agents_app.protocol.inbound import ChatRequest
+from agents_app.protocol.messages import UIMessage
+from agents_app.runtime import broadcast, runner
+from agents_app.runtime.types import Connection, TurnRequest
+from agents_app.storage import transcript
+from agents_app.storage.models import Session, Turn, TurnChunk
+
+
+def _accept(session: Session, request: TurnRequest, messages: list[UIMessage]) -> tuple[Turn, bool, list[UIMessage]]:
+    turn, created = runner.admit(request)
+    if not created:
+        return turn, False, []
+    Session.objects.filter(pk=session.pk).update(terminal=None)
+    transcript.upsert_client_messages(session, messages, move_leaf=True)
+    return turn, True, transcript.transcript(session)
+
+
+async def submit(session: Session, connection: Connection, request: ChatRequest) -> None:
+    """A cf_agent_use_chat_request: persist the client's messages, then queue the turn (§5.1)."""
+    turn_request = TurnRequest(
+        session_id=session.pk,
+        request_id=request.request_id,
+        source=Turn.Source.WEBSOCKET,
+        trigger=request.trigger,
+        client_tools=request.client_tools,
+        body=request.body,
+        origin=connection,
+    )
+    await broadcast.broadcast(session.pk, [frames.chat_messages(request.messages)], exclude=(connection.id,))
+    turn, created, current = await sync_to_async(_accept)(session, turn_request, request.messages)
+    if not created:
+        return  # the same request id again: the turn already exists and never runs twice
+    await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=(connection.id,))
+    runner.start(turn_request, turn)
+
+
+def _clear(session: Session) -> list[str]:
+    running = list(
+        Turn.objects.filter(session=session, status__in=(Turn.Status.RUNNING, Turn.Status.STREAMING)).values_list(
+            "request_id", flat=True
+        )
+    )
+    Turn.objects.filter(session=session, status=Turn.Status.QUEUED).update(status=Turn.Status.SKIPPED)
+    transcript.clear_messages(session)
+    TurnChunk.objects.filter(turn__session=session).delete()
+    Session.objects.filter(pk=session.pk).update(terminal=None, request_context={})
+    return running
+
+
+async def clear(session: Session, connection: Connection | None) -> None:
+    """cf_agent_chat_clear: abort and skip turns, delete the conversation, tell the others (§5.3)."""
+    running = await sync_to_async(_clear)(session)
+    for request_id in running:
+        await runner.cancel(session.pk, request_id)
+    exclude = (connection.id,) if connection is not None else ()
+    await broadcast.broadcast(session.pk, [frames.chat_clear()], exclude=exclude)
+    await broadcast.release_parked(session.pk)
+
+
+async def set_messages(session: Session, connection: Connection, messages: list[UIMessage]) -> None:
+    """cf_agent_chat_messages from a client: reconcile and upsert, never delete (§5.4)."""
+    reconciled = await sync_to_async(transcript.upsert_client_messages)(session, messages, move_leaf=False)
+    await broadcast.broadcast(session.pk, [frames.chat_messages(reconciled)], exclude=(connection.id,))

@@ -1,0 +1,55 @@
+"""Agent classes by URL segment, and their database records."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from agents_app.protocol.naming import agent_segment
+from agents_app.storage.models import Agent as AgentRecord
+
+if TYPE_CHECKING:
+    from agents_app.runtime.agent import Agent
+
+_REGISTRY: dict[str, type[Agent]] = {}
+
+
+def register_agent(cls: type[Agent]) -> type[Agent]:
+    """Class decorator: make an agent reachable at /agents/<kebab-case class name>/<name>."""
+    _REGISTRY[agent_segment(cls.__name__)] = cls
+    return cls
+
+
+def load_configured_agents() -> None:
+    """Import the classes listed in the AGENTS_CLASSES setting (dotted paths)."""
+    for path in getattr(settings, "AGENTS_CLASSES", []):
+        register_agent(import_string(path))
+
+
+def agent_class(segment: str) -> type[Agent] | None:
+    return _REGISTRY.get(segment)
+
+
+def registered_segments() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def agent_record(segment: str) -> AgentRecord | None:
+    """The enabled database record of a registered agent, created on first use."""
+    cls = _REGISTRY.get(segment)
+    if cls is None:
+        return None
+    record, _ = AgentRecord.objects.get_or_create(
+        slug=segment,
+        defaults={
+            "class_path": f"{cls.__module__}.{cls.__qualname__}",
+            "title": cls.title or cls.__name__,
+            "description": cls.description,
+        },
+    )
+    return record if record.enabled else None
+
+
+def sync_agent_records() -> list[AgentRecord]:
+    return [record for segment in registered_segments() if (record := agent_record(segment)) is not None]

@@ -1,0 +1,223 @@
+"""The resume handshake and live-stream delivery for one connection (protocol §4, §5.7, §5.8, §9.10).
+
+Each connection keeps its own view of the shared truth in the database:
+* offered a resume and not yet acknowledged → live frames of that stream are held back;
+* parked (a turn is accepted but not streaming) → waits for stream-start or release;
+* every live chunk carries a sequence number, so after a replay from the chunk log the
+  live tail continues exactly after the last replayed chunk: nothing lost, nothing twice,
+  whichever process produced the stream.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import transaction
+from django.utils import timezone
+
+from agents_app.protocol import frames
+from agents_app.protocol.message_builder import rebuild_message
+from agents_app.runtime import broadcast
+from agents_app.storage import chunk_log, transcript
+from agents_app.storage.models import Session, Turn
+
+# A streaming turn whose producer has not written for this long is an orphan (its process died).
+ORPHAN_AFTER = timedelta(seconds=20)
+GAP_WAIT_SECONDS = 5.0
+Send = Callable[[list[frames.Frame]], Awaitable[None]]
+
+
+def _active_stream(session_id: int) -> Turn | None:
+    return Turn.objects.filter(session_id=session_id, status=Turn.Status.STREAMING).order_by("-id").first()
+
+
+def _latest_pre_stream(session_id: int) -> Turn | None:
+    return Turn.objects.filter(session_id=session_id, status__in=Turn.PRE_STREAM).order_by("-id").first()
+
+
+def _is_live(turn: Turn) -> bool:
+    return turn.heartbeat_at is not None and turn.heartbeat_at > timezone.now() - ORPHAN_AFTER
+
+
+def _finalize_orphan(turn: Turn) -> bool:
+    """Complete a stream nobody produces any more and persist what it had streamed.
+    Only one caller wins; the others see the stream as completed."""
+    with transaction.atomic():
+        if not Turn.objects.filter(pk=turn.pk, status=Turn.Status.STREAMING).update(
+            status=Turn.Status.COMPLETED, finished_at=timezone.now()
+        ):
+            return False
+        bodies = [body for _, body in chunk_log.read_bodies(turn.pk) if body is not None]
+        session = Session.objects.get(pk=turn.session_id)
+        base = None
+        if turn.is_continuation:
+            base = next((m for m in reversed(transcript.transcript(session)) if m["role"] == "assistant"), None)
+        message = rebuild_message(turn.message_uid or f"assistant_{turn.request_id}", bodies, base=base)
+        if message["parts"]:
+            transcript.save_message(session, message)
+            return True
+    return False
+
+
+class ConnectionStreams:
+    """Per-connection stream state; `send` writes frames to this connection's socket."""
+
+    def __init__(self, session_id: int, send: Send) -> None:
+        self.session_id = session_id
+        self.send = send
+        self.offered: str | None = None  # request id offered with cf_agent_stream_resuming
+        self.parked = False
+        self._held: list[tuple[int | None, frames.Frame]] = []
+        self._last_seq: dict[str, int] = {}
+
+    # -- connect and probe ----------------------------------------------------------
+    async def on_connect(self) -> None:
+        active = await sync_to_async(_active_stream)(self.session_id)
+        if active is not None:
+            await self._offer(active.request_id)
+            return
+        pending = await sync_to_async(_latest_pre_stream)(self.session_id)
+        if pending is not None:
+            self.parked = True
+            await self.send([frames.stream_pending(pending.request_id)])
+
+    async def on_probe(self, probe_id: str | None) -> None:
+        active = await sync_to_async(_active_stream)(self.session_id)
+        if active is not None:
+            await self._offer(active.request_id, probe_id)
+            return
+        session_terminal = await sync_to_async(
+            lambda: Session.objects.filter(pk=self.session_id).values_list("terminal", flat=True).first()
+        )()
+        if session_terminal and session_terminal.get("requestId"):
+            await self.send([frames.stream_resuming(session_terminal["requestId"], probe_id)])
+            return
+        pending = await sync_to_async(_latest_pre_stream)(self.session_id)
+        if pending is not None:
+            self.parked = True
+            await self.send([frames.stream_pending(pending.request_id, probe_id)])
+            return
+        await self.send([frames.stream_resume_none("idle", probe_id)])
+
+    async def _offer(self, request_id: str, probe_id: str | None = None) -> None:
+        if self.offered != request_id:
+            self._held = []
+        self.offered = request_id
+        await self.send([frames.stream_resuming(request_id, probe_id)])
+
+    # -- acknowledgement --------------------------------------------------------------
+    async def on_ack(self, request_id: str) -> None:
+        held, self._held = self._held, []
+        self.offered = None
+        active = await sync_to_async(_active_stream)(self.session_id)
+        if active is not None:
+            if active.request_id != request_id:
+                return
+            await self._replay_active(active, held)
+            return
+        await self._replay_finished(request_id)
+
+    async def _replay(self, turn: Turn) -> int:
+        pairs = await sync_to_async(chunk_log.read_bodies)(turn.pk)
+        replayed = [
+            frames.chat_response(turn.request_id, body, done=False, replay=True, continuation=turn.is_continuation)
+            for _, body in pairs
+            if body is not None
+        ]
+        if replayed:
+            await self.send(replayed)
+        return pairs[-1][0] if pairs else -1
+
+    async def _replay_active(self, turn: Turn, held: list[tuple[int | None, frames.Frame]]) -> None:
+        last = await self._replay(turn)
+        if _is_live(turn):
+            await self.send(
+                [frames.chat_response(turn.request_id, done=False, replay=True, replay_complete=True, continuation=turn.is_continuation)]
+            )
+            self._last_seq[turn.request_id] = last
+            await self._deliver(turn.request_id, held)
+            return
+        orphan_persisted = await sync_to_async(_finalize_orphan)(turn)
+        await self.send([frames.chat_response(turn.request_id, done=True, replay=True, continuation=turn.is_continuation)])
+        if orphan_persisted:
+            session = await sync_to_async(Session.objects.get)(pk=self.session_id)
+            current = await sync_to_async(transcript.transcript)(session)
+            await broadcast.broadcast(self.session_id, [frames.chat_messages(current)])
+
+    async def _replay_finished(self, request_id: str) -> None:
+        def lookup() -> tuple[Turn | None, dict[str, Any] | None]:
+            turn = Turn.objects.filter(session_id=self.session_id, request_id=request_id).first()
+            terminal = Session.objects.filter(pk=self.session_id).values_list("terminal", flat=True).first()
+            return turn, terminal if terminal and terminal.get("requestId") == request_id else None
+
+        turn, terminal = await sync_to_async(lookup)()
+        if terminal is not None:
+            if turn is not None:
+                await self._replay(turn)
+            await self.send([frames.chat_response(request_id, terminal.get("body", ""), done=True, error=True)])
+            return
+        continuation = bool(turn and turn.is_continuation)
+        if turn is not None and turn.status in (Turn.Status.COMPLETED, Turn.Status.ABORTED):
+            await self._replay(turn)
+        await self.send([frames.chat_response(request_id, done=True, replay=True, continuation=continuation)])
+
+    # -- live delivery ----------------------------------------------------------------
+    async def on_stream_frames(self, request_id: str, sequenced: list[tuple[int | None, frames.Frame]]) -> None:
+        if self.offered is not None:
+            if self.offered == request_id:
+                self._held.extend(sequenced)
+            return
+        await self._deliver(request_id, sequenced)
+
+    async def _deliver(self, request_id: str, sequenced: list[tuple[int | None, frames.Frame]]) -> None:
+        outgoing: list[frames.Frame] = []
+        for seq, frame in sequenced:
+            if seq is None:
+                outgoing.append(frame)
+                continue
+            last = self._last_seq.get(request_id, -1)
+            if seq <= last:
+                continue
+            if seq > last + 1:
+                outgoing.extend(await self._fill_gap(request_id, last + 1, seq - 1, frame))
+            outgoing.append(frame)
+            self._last_seq[request_id] = seq
+        if outgoing:
+            await self.send(outgoing)
+
+    async def _fill_gap(self, request_id: str, first: int, last: int, template: frames.Frame) -> list[frames.Frame]:
+        """Chunks broadcast before this connection listened: read them from the chunk log,
+        waiting briefly for the producer's next batch write."""
+        turn_id = await sync_to_async(
+            lambda: Turn.objects.filter(session_id=self.session_id, request_id=request_id).values_list("id", flat=True).first()
+        )()
+        deadline = asyncio.get_running_loop().time() + GAP_WAIT_SECONDS
+        pairs: list[tuple[int, str | None]] = []
+        while turn_id is not None:
+            pairs = await sync_to_async(chunk_log.read_bodies)(turn_id, first, last)
+            if len(pairs) >= last - first + 1 or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.03)
+        flags = {"continuation": True} if template.get("continuation") else {}
+        return [frames.chat_response(request_id, body, done=False, **flags) for _, body in pairs if body is not None]
+
+    # -- turn lifecycle notifications ----------------------------------------------------
+    async def on_stream_started(self, request_id: str) -> None:
+        if self.parked:
+            self.parked = False
+            await self._offer(request_id)
+
+    async def on_turn_settled(self, *, streamed: bool, pre_stream_remaining: bool) -> None:
+        if self.parked and not streamed and not pre_stream_remaining:
+            self.parked = False
+            await self.send([frames.stream_resume_none()])
+
+    async def on_release(self) -> None:
+        self.offered = None
+        self._held = []
+        if self.parked:
+            self.parked = False
+            await self.send([frames.stream_resume_none()])

@@ -1,0 +1,298 @@
+"""The one turn runner. Every turn — WebSocket, HTTP, Celery, programmatic, continuation —
+is admitted, run, streamed, persisted and broadcast here, never bound to a connection.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db import IntegrityError
+from django.utils import timezone
+
+from agents_app.protocol import frames
+from agents_app.protocol.message_builder import MessageBuilder
+from agents_app.protocol.messages import UIMessage
+from agents_app.runtime import broadcast, turn_lock
+from agents_app.runtime.agent import AIChatAgent
+from agents_app.runtime.instances import load_agent
+from agents_app.runtime.stream_publisher import StreamPublisher
+from agents_app.runtime.types import ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
+from agents_app.storage import transcript
+from agents_app.storage.models import Session, Turn
+
+logger = logging.getLogger(__name__)
+
+# Turns running in this process: request id → abort event. Keeps the tasks referenced too.
+_running: dict[str, asyncio.Event] = {}
+_tasks: set[asyncio.Task[Any]] = set()
+
+
+class _InBandError(Exception):
+    """An `error` chunk from the model stream: error frame, then a normal done frame."""
+
+
+def admit(request: TurnRequest) -> tuple[Turn, bool]:
+    """Record an accepted turn (status queued). Returns (turn, created); a repeated request id
+    returns the existing turn so that a turn never runs twice."""
+    try:
+        turn = Turn.objects.create(
+            session_id=request.session_id,
+            request_id=request.request_id,
+            source=request.source,
+            is_continuation=request.continuation,
+        )
+        return turn, True
+    except IntegrityError:
+        return Turn.objects.get(session_id=request.session_id, request_id=request.request_id), False
+
+
+def start(request: TurnRequest, turn: Turn) -> asyncio.Task[TurnResult]:
+    """Run an admitted turn in the background of this process."""
+    task = asyncio.create_task(run(request, turn))
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    return task
+
+
+async def cancel(session_id: int, request_id: str) -> None:
+    """Abort a running turn wherever it runs; unknown or finished ids are a no-op."""
+    local = _running.get(request_id)
+    if local is not None:
+        local.set()
+        return
+    channel = await sync_to_async(
+        lambda: Turn.objects.filter(session_id=session_id, request_id=request_id)
+        .exclude(status__in=Turn.FINISHED)
+        .values_list("runner_channel", flat=True)
+        .first()
+    )()
+    if channel:
+        layer = get_channel_layer()
+        await layer.send(channel, {"type": "turn.cancel", "request_id": request_id})
+
+
+async def _listen_for_cancel(channel: str, abort: asyncio.Event) -> None:
+    layer = get_channel_layer()
+    while not abort.is_set():
+        message = await layer.receive(channel)
+        if message.get("type") == "turn.cancel":
+            abort.set()
+
+
+async def _pre_stream_remaining(session_id: int, request_id: str) -> bool:
+    return await sync_to_async(
+        Turn.objects.filter(session_id=session_id, status__in=Turn.PRE_STREAM).exclude(request_id=request_id).exists
+    )()
+
+
+async def _settle(turn: Turn, *, streamed: bool) -> None:
+    remaining = await _pre_stream_remaining(turn.session_id, turn.request_id)
+    await broadcast.turn_settled(turn.session_id, turn.request_id, streamed=streamed, pre_stream_remaining=remaining)
+
+
+async def run(request: TurnRequest, turn: Turn) -> TurnResult:
+    layer = get_channel_layer()
+    runner_channel = await layer.new_channel("turn.")
+    abort = asyncio.Event()
+    _running[request.request_id] = abort
+    listener = asyncio.create_task(_listen_for_cancel(runner_channel, abort))
+    try:
+        if not await turn_lock.acquire(request.session_id, turn.pk, runner_channel):
+            if request.origin is not None:
+                await broadcast.send_to_channel(
+                    request.origin.channel_name, [frames.chat_response(request.request_id, done=True)]
+                )
+            await _settle(turn, streamed=False)
+            return TurnResult(request.request_id, "skipped")
+        try:
+            result, agent = await _execute(request, turn, abort)
+        finally:
+            await turn_lock.release(request.session_id, request.request_id)
+        if agent is not None and result.status != "skipped":
+            await _safe_on_chat_response(agent, request, result)
+        return result
+    finally:
+        listener.cancel()
+        _running.pop(request.request_id, None)
+
+
+async def _safe_on_chat_response(agent: AIChatAgent, request: TurnRequest, result: TurnResult) -> None:
+    try:
+        await agent.on_chat_response(
+            ChatResponseResult(result.message, request.request_id, request.continuation, result.status, result.error)
+        )
+    except Exception:  # a failing hook must not break the turn that already completed
+        logger.exception("on_chat_response failed for %s", request.request_id)
+
+
+def _load_turn_context(request: TurnRequest) -> tuple[Session, list[UIMessage]]:
+    session = Session.objects.select_related("agent").get(pk=request.session_id)
+    context = dict(session.request_context or {})
+    if request.client_tools is not None:
+        context["lastClientTools"] = request.client_tools
+    else:
+        context.pop("lastClientTools", None)
+    if request.body is not None:
+        context["lastBody"] = request.body
+    else:
+        context.pop("lastBody", None)
+    if context != session.request_context:
+        Session.objects.filter(pk=session.pk).update(request_context=context)
+        session.request_context = context
+    return session, transcript.transcript(session)
+
+
+async def _execute(request: TurnRequest, turn: Turn, abort: asyncio.Event) -> tuple[TurnResult, AIChatAgent | None]:
+    session, messages = await sync_to_async(_load_turn_context)(request)
+    agent = await sync_to_async(load_agent)(session)
+    if not isinstance(agent, AIChatAgent):
+        await _finish_turn(turn, "error", error="This agent does not chat.")
+        return TurnResult(request.request_id, "error", "This agent does not chat."), None
+    options = ChatOptions(
+        request_id=request.request_id,
+        abort=abort,
+        messages=messages,
+        client_tools=request.client_tools,
+        body=request.body,
+        continuation=request.continuation,
+    )
+    base = _continuation_base(messages) if request.continuation else None
+    builder = MessageBuilder(
+        base or {"id": agent.new_message_id(), "role": "assistant", "parts": []},
+        continuation=base is not None,
+        finish_reason_in_metadata=agent.finish_reason_in_metadata,
+    )
+    try:
+        response = await agent.on_chat_message(options)
+    except Exception as error:  # the handler failed before streaming: tell every client
+        logger.exception("on_chat_message failed for %s", request.request_id)
+        text = str(agent.on_chat_error(error)) or "The agent failed to answer."
+        await broadcast.broadcast(
+            session.pk, [frames.chat_response(request.request_id, text, done=True, error=True, continuation=request.continuation)]
+        )
+        await _finish_turn(turn, "error", error=text)
+        await _settle(turn, streamed=False)
+        return TurnResult(request.request_id, "error", text), agent
+    if response is None:
+        await broadcast.broadcast(
+            session.pk, [frames.chat_response(request.request_id, frames.NO_RESPONSE_TEXT, done=True, continuation=request.continuation)]
+        )
+        await _finish_turn(turn, "completed")
+        await _settle(turn, streamed=False)
+        return TurnResult(request.request_id, "completed"), agent
+
+    publisher = StreamPublisher(session.pk, turn.pk, request.request_id, continuation=request.continuation)
+    await publisher.start(builder.message["id"])
+    outcome = await _stream(response, builder, publisher, abort, agent, request.request_id)
+    await publisher.flush()
+    await publisher.send_final(outcome.final_frames(request.request_id, request.continuation))
+    message = builder.finalize()
+    await _finish_turn(turn, outcome.status, error=outcome.error or "", message_uid=message["id"])
+    if message["parts"]:
+        await sync_to_async(transcript.save_message)(session, message)
+        exclude = ()
+        if request.origin is not None and not request.continuation and not agent.final_transcript_to_requester:
+            exclude = (request.origin.id,)
+        current = await sync_to_async(transcript.transcript)(session)
+        await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=exclude)
+    await _settle(turn, streamed=True)
+    return TurnResult(request.request_id, outcome.status, outcome.error, message), agent
+
+
+@dataclass
+class _StreamOutcome:
+    status: TurnStatus
+    error: str | None = None
+    # An in-band `error` chunk gets an error frame then a normal done (protocol §9.13);
+    # an exception gets a single error frame that is also the done frame.
+    in_band: bool = False
+
+    def final_frames(self, request_id: str, continuation: bool) -> list[frames.Frame]:
+        done = frames.chat_response(request_id, done=True, continuation=continuation)
+        if self.status != "error":
+            return [done]
+        error = frames.chat_response(request_id, self.error or "", done=not self.in_band, error=True, continuation=continuation)
+        return [error, done] if self.in_band else [error]
+
+
+async def _stream(
+    response: Any,
+    builder: MessageBuilder,
+    publisher: StreamPublisher,
+    abort: asyncio.Event,
+    agent: AIChatAgent,
+    request_id: str,
+) -> _StreamOutcome:
+    """Drain the handler's response into the publisher until it ends, fails or is aborted."""
+
+    async def consume() -> None:
+        async for chunk in _as_chunks(response, request_id):
+            if chunk.get("type") == "error":
+                raise _InBandError(str(chunk.get("errorText") or "The model stream failed."))
+            rewritten = builder.rewrite(chunk)
+            if rewritten is None:
+                continue
+            builder.apply(rewritten)
+            publisher.publish(rewritten)
+
+    consumer = asyncio.create_task(consume())
+    aborted = asyncio.create_task(abort.wait())
+    try:
+        await asyncio.wait({consumer, aborted}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        aborted.cancel()
+    if not consumer.done():
+        # Cancelling the task closes the upstream HTTP response inside the openai SDK.
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await consumer
+        return _StreamOutcome("aborted")
+    error = consumer.exception()
+    if error is None:
+        return _StreamOutcome("completed")
+    if isinstance(error, _InBandError):
+        return _StreamOutcome("error", str(agent.on_chat_error(error)), in_band=True)
+    logger.error("turn %s failed while streaming: %s", request_id, error, exc_info=error)
+    return _StreamOutcome("error", str(agent.on_chat_error(error)) or "The agent failed while answering.")
+
+
+async def _as_chunks(response: Any, request_id: str) -> AsyncIterator[dict[str, Any]]:
+    """Normalise a handler's response to UI chunks. Plain text becomes one text part whose
+    id is the request id (as the reference wraps non-SSE responses)."""
+    if isinstance(response, str):
+        yield {"type": "text-start", "id": request_id}
+        yield {"type": "text-delta", "id": request_id, "delta": response}
+        yield {"type": "text-end", "id": request_id}
+        return
+    text_open = False
+    async for item in response:
+        if isinstance(item, str):
+            if not text_open:
+                text_open = True
+                yield {"type": "text-start", "id": request_id}
+            yield {"type": "text-delta", "id": request_id, "delta": item}
+        elif isinstance(item, dict):
+            yield item
+    if text_open:
+        yield {"type": "text-end", "id": request_id}
+
+
+def _continuation_base(messages: list[UIMessage]) -> UIMessage | None:
+    return next((m for m in reversed(messages) if m["role"] == "assistant"), None)
+
+
+async def _finish_turn(turn: Turn, status: TurnStatus, *, error: str = "", message_uid: str = "") -> None:
+    def write() -> None:
+        Turn.objects.filter(pk=turn.pk).update(
+            status=status, finished_at=timezone.now(), error_text=error, message_uid=message_uid
+        )
+        terminal = {"requestId": turn.request_id, "body": error} if status == "error" else None
+        Session.objects.filter(pk=turn.session_id).update(terminal=terminal)
+
+    await sync_to_async(write)()

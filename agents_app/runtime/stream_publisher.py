@@ -1,0 +1,125 @@
+"""Publishing a turn's chunks: one sequence, batched to the channel layer and the chunk log.
+
+Hot path: a chunk is appended to an in-memory list and a flusher task sends whatever has
+accumulated in one channel-layer message, so a fast model costs one group_send per batch
+rather than per token. Consecutive deltas of the same part that have not been sent yet are
+merged (the protocol allows it, and the stored body is the merged one, exactly as broadcast).
+The chunk log is written in batches of up to `STORE_BATCH` chunks or every `STORE_INTERVAL`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from agents_app.protocol import frames
+from agents_app.runtime import broadcast
+from agents_app.storage import chunk_log
+from agents_app.storage.models import Turn
+
+STORE_BATCH = 64
+STORE_INTERVAL = 0.1
+HEARTBEAT_INTERVAL = 5.0
+_MERGEABLE = frozenset({"text-delta", "reasoning-delta"})
+
+
+class StreamPublisher:
+    def __init__(self, session_id: int, turn_id: int, request_id: str, *, continuation: bool) -> None:
+        self.session_id = session_id
+        self.turn_id = turn_id
+        self.request_id = request_id
+        self.continuation = continuation
+        self._next_seq = 0
+        self._outbox: list[list[Any]] = []  # [seq, chunk] not yet broadcast
+        self._store: list[str] = []
+        self._store_first_seq = 0
+        self._last_store = time.monotonic()
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._flusher: asyncio.Task[None] | None = None
+        self.started = False
+
+    async def start(self, message_uid: str) -> None:
+        """Mark the turn as streaming and tell parked connections to resume onto it. The
+        message id is recorded so that an orphaned stream can be rebuilt under it."""
+        await sync_to_async(Turn.objects.filter(pk=self.turn_id).update)(
+            status=Turn.Status.STREAMING, heartbeat_at=timezone.now(), message_uid=message_uid
+        )
+        await broadcast.stream_started(self.session_id, self.request_id)
+        self.started = True
+        self._flusher = asyncio.create_task(self._flush_loop())
+
+    def publish(self, chunk: dict[str, Any]) -> None:
+        last = self._outbox[-1][1] if self._outbox else None
+        if (
+            last is not None
+            and chunk.get("type") in _MERGEABLE
+            and last.get("type") == chunk.get("type")
+            and last.get("id") == chunk.get("id")
+            and set(chunk) == {"type", "id", "delta"}
+            and set(last) == {"type", "id", "delta"}
+        ):
+            last["delta"] += chunk.get("delta", "")
+            return
+        self._outbox.append([self._next_seq, dict(chunk)])
+        self._next_seq += 1
+        self._wake.set()
+
+    def _frame(self, body: str, **flags: bool) -> frames.Frame:
+        return frames.chat_response(self.request_id, body, continuation=self.continuation, **flags)
+
+    async def _send_outbox(self) -> None:
+        batch, self._outbox = self._outbox, []
+        if not batch:
+            return
+        sequenced: list[tuple[int | None, frames.Frame]] = []
+        for seq, chunk in batch:
+            body = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
+            if not self._store:
+                self._store_first_seq = seq
+            self._store.append(body)
+            sequenced.append((seq, self._frame(body, done=False)))
+        await broadcast.publish_stream(self.session_id, self.request_id, sequenced)
+
+    async def _write_store(self) -> None:
+        if not self._store:
+            return
+        bodies, self._store = self._store, []
+        await sync_to_async(chunk_log.write_batch)(self.turn_id, self._store_first_seq, bodies)
+        self._last_store = time.monotonic()
+
+    async def _flush_loop(self) -> None:
+        while not self._closed:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=STORE_INTERVAL)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self._send_outbox()
+            since_store = time.monotonic() - self._last_store
+            if len(self._store) >= STORE_BATCH or (self._store and since_store >= STORE_INTERVAL):
+                await self._write_store()
+            elif since_store >= HEARTBEAT_INTERVAL:
+                await sync_to_async(Turn.objects.filter(pk=self.turn_id).update)(heartbeat_at=timezone.now())
+                self._last_store = time.monotonic()
+
+    async def flush(self) -> None:
+        """Everything published so far is broadcast and stored when this returns."""
+        self._closed = True
+        self._wake.set()
+        if self._flusher is not None:
+            await self._flusher
+        await self._send_outbox()
+        await self._write_store()
+
+    async def send_final(self, final_frames: list[frames.Frame]) -> None:
+        """Terminal frames (error, done) after the stored chunks; not part of the chunk log."""
+        await broadcast.publish_stream(self.session_id, self.request_id, [(None, f) for f in final_frames])
+
+    @property
+    def chunk_total(self) -> int:
+        return self._next_seq

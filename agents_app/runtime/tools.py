@@ -1,0 +1,99 @@
+"""Tools the model can call: schema from a pydantic model or a typed signature, validated input.
+
+A tool without `execute` is a client tool: the turn pauses until the browser answers with
+cf_agent_tool_result. `needs_approval` pauses for cf_agent_tool_approval instead.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+Approval = bool | Callable[[dict[str, Any]], bool | Awaitable[bool]]
+
+
+class ToolInputError(ValueError):
+    """The model sent arguments that do not match the tool's schema."""
+
+
+@dataclass
+class Tool:
+    name: str
+    description: str
+    input_model: type[pydantic.BaseModel]
+    execute: Callable[..., Any] | None = None
+    needs_approval: Approval = False
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        schema = self.input_model.model_json_schema()
+        schema.pop("title", None)
+        return schema
+
+    def openai_schema(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.input_model.model_validate(arguments).model_dump()
+        except pydantic.ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in item['loc']) or 'input'}: {item['msg']}" for item in error.errors()
+            )
+            raise ToolInputError(f"Invalid arguments for tool {self.name}: {problems}") from error
+
+    async def requires_approval(self, arguments: dict[str, Any]) -> bool:
+        if callable(self.needs_approval):
+            decision = self.needs_approval(arguments)
+            return bool(await decision) if inspect.isawaitable(decision) else bool(decision)
+        return bool(self.needs_approval)
+
+    async def run(self, arguments: dict[str, Any]) -> Any:
+        assert self.execute is not None, f"{self.name} is a client tool"
+        kwargs = self.validate(arguments)
+        if inspect.iscoroutinefunction(self.execute):
+            return await self.execute(**kwargs)
+        return await asyncio.to_thread(self.execute, **kwargs)
+
+
+def _model_from_signature(func: Callable[..., Any], name: str) -> type[pydantic.BaseModel]:
+    fields: dict[str, Any] = {}
+    for parameter in inspect.signature(func).parameters.values():
+        annotation = parameter.annotation if parameter.annotation is not inspect.Parameter.empty else Any
+        default = parameter.default if parameter.default is not inspect.Parameter.empty else ...
+        fields[parameter.name] = (annotation, default)
+    return pydantic.create_model(f"{name}Input", **fields)
+
+
+def tool(
+    description: str,
+    *,
+    name: str | None = None,
+    input_model: type[pydantic.BaseModel] | None = None,
+    needs_approval: Approval = False,
+) -> Callable[[Callable[..., Any]], Tool]:
+    """Decorator turning a function into a server tool; its typed signature is the input schema."""
+
+    def wrap(func: Callable[..., Any]) -> Tool:
+        tool_name = name or func.__name__
+        return Tool(
+            name=tool_name,
+            description=description,
+            input_model=input_model or _model_from_signature(func, tool_name),
+            execute=func,
+            needs_approval=needs_approval,
+        )
+
+    return wrap
+
+
+def client_tool(name: str, description: str, input_model: type[pydantic.BaseModel] | None = None) -> Tool:
+    """A tool the browser executes (no server implementation)."""
+    return Tool(name=name, description=description, input_model=input_model or pydantic.create_model(f"{name}Input"))

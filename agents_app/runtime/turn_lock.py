@@ -1,0 +1,78 @@
+"""One running turn per session across every process, in FIFO order of admission.
+
+The lock is a compare-and-set on `Session.turn_lock` (works on SQLite and PostgreSQL). A
+holder whose turn stopped heart-beating is presumed dead and its lock can be taken over.
+Waiters poll, and waiters in the same process are also woken directly on release.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from datetime import timedelta
+
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from agents_app.storage.models import Session, Turn
+
+STALE_AFTER = timedelta(seconds=30)
+POLL_INTERVAL = 0.1
+# Keyed by event loop too: an asyncio.Event belongs to the loop that first waits on it.
+_release_events: defaultdict[tuple[int, int], asyncio.Event] = defaultdict(asyncio.Event)
+
+
+def _event(session_id: int) -> asyncio.Event:
+    return _release_events[(id(asyncio.get_running_loop()), session_id)]
+
+
+def _try_acquire(session_id: int, turn_id: int, runner_channel: str) -> str:
+    """Returns 'acquired', 'wait' or 'skipped' (the turn was skipped, e.g. by a clear)."""
+    turn = Turn.objects.only("status", "request_id").get(pk=turn_id)
+    if turn.status != Turn.Status.QUEUED:
+        return "skipped" if turn.status == Turn.Status.SKIPPED else "wait"
+    oldest = (
+        Turn.objects.filter(session_id=session_id, status=Turn.Status.QUEUED).order_by("id").values_list("id", flat=True).first()
+    )
+    if oldest != turn_id:
+        return "wait"
+    holder = Session.objects.filter(pk=session_id).values_list("turn_lock", flat=True).first() or ""
+    if holder:
+        holding_turn = Turn.objects.filter(session_id=session_id, request_id=holder).first()
+        alive = (
+            holding_turn is not None
+            and holding_turn.status not in Turn.FINISHED
+            and holding_turn.heartbeat_at is not None
+            and holding_turn.heartbeat_at > timezone.now() - STALE_AFTER
+        )
+        if alive:
+            return "wait"
+    now = timezone.now()
+    if not Session.objects.filter(pk=session_id, turn_lock=holder).update(turn_lock=turn.request_id, turn_lock_heartbeat=now):
+        return "wait"
+    Turn.objects.filter(pk=turn_id).update(
+        status=Turn.Status.RUNNING, started_at=now, heartbeat_at=now, runner_channel=runner_channel
+    )
+    return "acquired"
+
+
+async def acquire(session_id: int, turn_id: int, runner_channel: str) -> bool:
+    """Wait until this turn may run. False when it was skipped while waiting."""
+    event = _event(session_id)
+    while True:
+        outcome = await sync_to_async(_try_acquire)(session_id, turn_id, runner_channel)
+        if outcome != "wait":
+            return outcome == "acquired"
+        event.clear()
+        try:
+            await asyncio.wait_for(event.wait(), timeout=POLL_INTERVAL)
+        except TimeoutError:
+            pass
+
+
+async def release(session_id: int, request_id: str) -> None:
+    await sync_to_async(Session.objects.filter(pk=session_id, turn_lock=request_id).update)(turn_lock="")
+    _event(session_id).set()
+
+
+def wake_waiters(session_id: int) -> None:
+    _event(session_id).set()

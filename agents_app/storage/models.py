@@ -1,0 +1,196 @@
+"""Agents, their sessions, branching message trees and the chunk log of turns in flight."""
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class Agent(models.Model):
+    """A registered agent class, addressed by its kebab-case URL segment, with per-agent settings."""
+
+    slug = models.SlugField(max_length=120, unique=True, help_text="URL segment: /agents/<slug>/<name>")
+    class_path = models.CharField(max_length=255, help_text="Dotted path of the Python agent class")
+    title = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    settings = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Overrides of class attributes, e.g. {\"model\": \"gpt-4o-mini\", \"max_steps\": 5}",
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Session(models.Model):
+    """One agent instance (`/agents/<agent>/<name>`) owned by one user: state, config and a message tree."""
+
+    agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="sessions")
+    name = models.CharField(max_length=200, help_text="Instance name as it appears in the URL")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="agent_sessions"
+    )
+    title = models.CharField(max_length=200, blank=True)
+    state = models.JSONField(null=True, blank=True)
+    # Distinguishes "state explicitly set to a falsy value" (sent on connect) from "no state".
+    has_state = models.BooleanField(default=False)
+    config = models.JSONField(null=True, blank=True)
+    active_leaf = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    request_context = models.JSONField(
+        default=dict, blank=True, help_text="lastClientTools / lastBody reused by continuations"
+    )
+    terminal = models.JSONField(null=True, blank=True, help_text="{requestId, body} of the last failed turn")
+    turn_lock = models.CharField(max_length=64, blank=True, default="")
+    turn_lock_heartbeat = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["agent", "owner", "name"], condition=Q(owner__isnull=False), name="uniq_session_per_owner"
+            ),
+            models.UniqueConstraint(
+                fields=["agent", "name"], condition=Q(owner__isnull=True), name="uniq_anonymous_session"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent.slug}/{self.name}"
+
+    @property
+    def group_name(self) -> str:
+        """Channel-layer group that every connection and turn of this session talks through."""
+        return f"agent-session.{self.pk}"
+
+
+class Message(models.Model):
+    """A node of the session's message tree. The conversation is the path root → active leaf."""
+
+    ROLE_CHOICES = [("user", "user"), ("assistant", "assistant"), ("system", "system")]
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="messages")
+    uid = models.CharField(max_length=255, help_text="UIMessage id")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    depth = models.PositiveIntegerField(default=0)
+    role = models.CharField(max_length=16, choices=ROLE_CHOICES)
+    parts = models.JSONField(default=list, blank=True)
+    metadata = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["session", "uid"], name="uniq_message_uid")]
+        indexes = [
+            models.Index(fields=["session", "parent", "id"], name="message_children_idx"),
+            models.Index(fields=["parent"], name="message_parent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} {self.uid}"
+
+    def as_ui_message(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"id": self.uid, "role": self.role, "parts": self.parts}
+        if self.metadata is not None:
+            message["metadata"] = self.metadata
+        return message
+
+
+class Turn(models.Model):
+    """One turn of a session, whatever started it: its progress, status and resumable chunk log."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        STREAMING = "streaming"
+        COMPLETED = "completed"
+        ERROR = "error"
+        ABORTED = "aborted"
+        SKIPPED = "skipped"
+
+    class Source(models.TextChoices):
+        WEBSOCKET = "websocket"
+        HTTP = "http"
+        PROGRAMMATIC = "programmatic"
+        SCHEDULE = "schedule"
+        CONTINUATION = "continuation"
+        RECOVERY = "recovery"
+
+    PRE_STREAM = (Status.QUEUED, Status.RUNNING)
+    FINISHED = (Status.COMPLETED, Status.ERROR, Status.ABORTED, Status.SKIPPED)
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="turns")
+    request_id = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.WEBSOCKET)
+    is_continuation = models.BooleanField(default=False)
+    message_uid = models.CharField(max_length=255, blank=True)
+    error_text = models.TextField(blank=True)
+    chunk_count = models.PositiveIntegerField(default=0)
+    # Channel the running turn listens on for cancel requests from any process.
+    runner_channel = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["session", "request_id"], name="uniq_turn_request")]
+        indexes = [models.Index(fields=["session", "status", "id"], name="turn_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} ({self.status})"
+
+
+class TurnChunk(models.Model):
+    """A batch of consecutive stream chunks, stored exactly as broadcast, for resume replays."""
+
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="chunks")
+    seq = models.PositiveIntegerField(help_text="Sequence number of the first body in this batch")
+    bodies = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["seq"]
+        constraints = [models.UniqueConstraint(fields=["turn", "seq"], name="uniq_chunk_batch")]
+
+
+class ApiToken(models.Model):
+    """A per-user token for non-browser clients (`?token=` on WebSocket and HTTP). Only a hash is stored."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agent_tokens")
+    name = models.CharField(max_length=100, default="default")
+    prefix = models.CharField(max_length=12, editable=False)
+    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash_key(raw_key: str) -> str:
+        return hashlib.sha256(raw_key.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user: Any, name: str = "default") -> tuple[ApiToken, str]:
+        """Create a token and return it with the raw key, which is shown once and never stored."""
+        raw_key = "agt_" + secrets.token_urlsafe(32)
+        token = cls.objects.create(user=user, name=name, prefix=raw_key[:12], key_hash=cls.hash_key(raw_key))
+        return token, raw_key

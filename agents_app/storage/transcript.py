@@ -1,0 +1,194 @@
+"""The message tree: path queries, reconciliation of client lists, persistence (protocol §11).
+
+The conversation is the path root → `Session.active_leaf`. Nothing here deletes a message to
+"truncate" a conversation: regenerate and edit move the active leaf, so older branches stay
+reachable while the wire behaviour matches the reference (the client sees the active path).
+All functions are synchronous ORM code; async callers wrap them with `sync_to_async`.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from django.db import connection, transaction
+
+from agents_app.protocol.messages import (
+    SETTLED_TOOL_STATES,
+    UIMessage,
+    is_tool_part,
+    sanitize_for_persistence,
+)
+from agents_app.storage.models import Message, Session
+
+_PATH_SQL = """
+WITH RECURSIVE path(id, parent_id) AS (
+    SELECT id, parent_id FROM agents_app_message WHERE id = %s
+    UNION ALL
+    SELECT m.id, m.parent_id FROM agents_app_message m JOIN path ON m.id = path.parent_id
+)
+SELECT id FROM path
+"""
+_UNSETTLED_CLIENT_STATES = frozenset({"input-available", "approval-requested", "approval-responded"})
+
+
+def path_to(leaf_id: int | None) -> list[Message]:
+    """Messages from the root down to `leaf_id`, in one recursive query (O(depth))."""
+    if leaf_id is None:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(_PATH_SQL, [leaf_id])
+        ids = [row[0] for row in cursor.fetchall()]
+    by_id = Message.objects.in_bulk(ids)
+    return [by_id[pk] for pk in reversed(ids) if pk in by_id]
+
+
+def latest_leaf(session: Session) -> Message | None:
+    """The newest message without children: the default leaf when none is recorded."""
+    return session.messages.filter(children__isnull=True).order_by("-id").first()
+
+
+def active_path(session: Session) -> list[Message]:
+    leaf_id = session.active_leaf_id
+    if leaf_id is None:
+        leaf = latest_leaf(session)
+        if leaf is None:
+            return []
+        leaf_id = leaf.pk
+    return path_to(leaf_id)
+
+
+def transcript(session: Session) -> list[UIMessage]:
+    """The active path as UIMessages: what get-messages returns and the model sees."""
+    return [message.as_ui_message() for message in active_path(session)]
+
+
+def _tool_parts(message: UIMessage) -> list[dict[str, Any]]:
+    return [part for part in message.get("parts", []) if is_tool_part(part)]
+
+
+def _settled_tool_parts(session: Session) -> dict[str, tuple[str, dict[str, Any]]]:
+    """toolCallId → (owning message uid, settled part) for every settled tool part stored."""
+    settled: dict[str, tuple[str, dict[str, Any]]] = {}
+    for uid, parts in session.messages.filter(role="assistant").values_list("uid", "parts"):
+        for part in parts or []:
+            if is_tool_part(part) and part.get("toolCallId"):
+                if part.get("state") in SETTLED_TOOL_STATES or part["toolCallId"] not in settled:
+                    settled[part["toolCallId"]] = (uid, part)
+    return settled
+
+
+def reconcile(session: Session, incoming: list[UIMessage]) -> list[UIMessage]:
+    """Apply the reference's reconciliation rules to a client-sent list (protocol §11.1)."""
+    stored = {m.uid: m for m in session.messages.all()}
+    tool_owners = _settled_tool_parts(session)
+    result: list[UIMessage] = []
+    claimed = {m["id"] for m in incoming if m["id"] in stored}
+    unclaimed_plain = [
+        m
+        for m in stored.values()
+        if m.role == "assistant" and m.uid not in claimed and not _tool_parts({"parts": m.parts})
+    ]
+    for message in incoming:
+        message = dict(message, parts=[dict(part) for part in message.get("parts", [])])
+        if message["role"] == "assistant":
+            # 1. Server tool results win over a stale client copy.
+            for part in _tool_parts(message):
+                owner = tool_owners.get(part.get("toolCallId", ""))
+                if owner and part.get("state") in _UNSETTLED_CLIENT_STATES:
+                    server_part = owner[1]
+                    if server_part.get("state") in SETTLED_TOOL_STATES:
+                        part["state"] = server_part["state"]
+                        for key in ("output", "errorText", "approval"):
+                            part.pop(key, None)
+                            if key in server_part:
+                                part[key] = server_part[key]
+            if message["id"] not in stored:
+                # 3. A toolCallId already owned by a stored message keeps that message's id.
+                owner_ids = {tool_owners[p["toolCallId"]][0] for p in _tool_parts(message) if p.get("toolCallId") in tool_owners}
+                if len(owner_ids) == 1:
+                    message["id"] = owner_ids.pop()
+                elif not _tool_parts(message):
+                    # 2. Same content under a client-minted id adopts the stored id.
+                    wanted = json.dumps(sanitize_for_persistence(message)["parts"], sort_keys=True)
+                    for candidate in unclaimed_plain:
+                        if json.dumps(candidate.parts, sort_keys=True) == wanted:
+                            message["id"] = candidate.uid
+                            unclaimed_plain.remove(candidate)
+                            break
+        result.append(message)
+    return result
+
+
+def _write(session: Session, message: UIMessage, parent: Message | None, existing: Message | None) -> Message:
+    clean = sanitize_for_persistence(message)
+    if existing is not None:
+        changed = existing.parts != clean["parts"] or existing.metadata != clean.get("metadata") or existing.role != clean["role"]
+        if changed:
+            existing.parts = clean["parts"]
+            existing.metadata = clean.get("metadata")
+            existing.role = clean["role"]
+            existing.save(update_fields=["parts", "metadata", "role", "updated_at"])
+        return existing
+    return Message.objects.create(
+        session=session,
+        uid=clean["id"],
+        parent=parent,
+        depth=parent.depth + 1 if parent else 0,
+        role=clean["role"],
+        parts=clean["parts"],
+        metadata=clean.get("metadata"),
+    )
+
+
+@transaction.atomic
+def upsert_client_messages(session: Session, incoming: list[UIMessage], *, move_leaf: bool) -> list[UIMessage]:
+    """Reconcile and upsert a client's message list.
+
+    Known ids are updated in place. New ids are appended under the current leaf. With
+    `move_leaf` (chat requests) and a list made only of known ids, the active leaf moves to
+    the last incoming message: the reference deletes the rows after it, we keep them as a
+    branch. Returns the reconciled list.
+    """
+    session = Session.objects.select_for_update().get(pk=session.pk)
+    reconciled = reconcile(session, incoming)
+    stored = {m.uid: m for m in session.messages.all()}
+    all_known = bool(reconciled) and all(m["id"] in stored for m in reconciled)
+    leaf = session.active_leaf or latest_leaf(session)
+    for message in reconciled:
+        existing = stored.get(message["id"])
+        written = _write(session, message, leaf, existing)
+        if existing is None:
+            leaf = written
+    if move_leaf and all_known:
+        leaf = stored[reconciled[-1]["id"]]
+    if leaf is not None and leaf.pk != session.active_leaf_id:
+        Session.objects.filter(pk=session.pk).update(active_leaf=leaf)
+    return reconciled
+
+
+@transaction.atomic
+def save_message(session: Session, message: UIMessage, *, parent_uid: str | None = None) -> Message:
+    """Insert or update one message. New messages hang under `parent_uid` or the active leaf,
+    and become the active leaf."""
+    session = Session.objects.select_for_update().get(pk=session.pk)
+    existing = session.messages.filter(uid=message["id"]).first()
+    if existing is not None:
+        return _write(session, message, None, existing)
+    if parent_uid is not None:
+        parent = session.messages.filter(uid=parent_uid).first()
+    else:
+        parent = session.active_leaf or latest_leaf(session)
+    written = _write(session, message, parent, None)
+    Session.objects.filter(pk=session.pk).update(active_leaf=written)
+    return written
+
+
+def clear_messages(session: Session) -> None:
+    with transaction.atomic():
+        Session.objects.filter(pk=session.pk).update(active_leaf=None)
+        session.messages.all().delete()
+
+
+def messages_by_uid(session: Session, uids: Iterable[str]) -> dict[str, Message]:
+    return {m.uid: m for m in session.messages.filter(uid__in=list(uids))}

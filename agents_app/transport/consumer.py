@@ -1,0 +1,195 @@
+"""The WebSocket endpoint of an agent instance: `/agents/<agent>/<name>`.
+
+Frames in are parsed by `protocol.inbound` and handed to the runtime; frames out come from
+the runtime through the session's channel-layer group. This consumer only routes: it owns
+no turn, so a closing socket never stops one.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from agents_app.protocol import frames
+from agents_app.protocol.inbound import (
+    AppMessage,
+    CancelRequest,
+    ChatRequest,
+    ClearRequest,
+    ProtocolError,
+    ResumeAck,
+    ResumeRequest,
+    RpcCall,
+    SetMessages,
+    StateUpdate,
+    parse_frame,
+)
+from agents_app.runtime import chat, runner
+from agents_app.runtime.agent import AIChatAgent, Agent, ThinkAgent
+from agents_app.runtime.broadcast import session_group
+from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_session
+from agents_app.runtime.resume import ConnectionStreams
+from agents_app.runtime.rpc import invoke
+from agents_app.runtime.types import Connection
+from agents_app.storage import transcript
+from agents_app.storage.models import Session
+from agents_app.transport.auth import origin_allowed, query_params
+
+logger = logging.getLogger(__name__)
+
+# Close codes in 4000–4999 stop the official client from reconnecting (protocol §1.6).
+CLOSE_UNAUTHENTICATED = 4001
+CLOSE_UNKNOWN_AGENT = 4004
+
+
+class AgentConsumer(AsyncWebsocketConsumer):
+    session: Session
+    connection: Connection
+    streams: ConnectionStreams
+
+    async def connect(self) -> None:
+        if not origin_allowed(self.scope):
+            await self.close()  # rejected before the handshake completes: HTTP 403
+            return
+        route = self.scope["url_route"]["kwargs"]
+        self.segment, self.instance_name = route["agent"], route["name"]
+        user = self.scope.get("user")
+        authenticated = user is not None and user.is_authenticated
+        await self.accept()
+        if not authenticated and not settings.AGENTS_ALLOW_ANONYMOUS:
+            await self._refuse("Authentication required: log in or pass ?token=<api token>.", CLOSE_UNAUTHENTICATED)
+            return
+        try:
+            self.session = await sync_to_async(resolve_session)(self.segment, self.instance_name, user if authenticated else None)
+        except UnknownAgent:
+            await self._refuse(f"Unknown agent {self.segment!r}.", CLOSE_UNKNOWN_AGENT)
+            return
+        self.connection = Connection(
+            id=query_params(self.scope).get("_pk") or str(uuid.uuid4()),
+            channel_name=self.channel_name,
+            user_id=user.pk if authenticated else None,
+        )
+        self.streams = ConnectionStreams(self.session.pk, self.send_frames)
+        await self.channel_layer.group_add(session_group(self.session.pk), self.channel_name)
+        agent = await self._agent()
+        await self._send_chat_connect_frames(agent)
+        connect_frames = []
+        if agent.send_identity_on_connect:
+            connect_frames.append(frames.identity(self.instance_name, self.segment))
+        if agent.has_state:
+            connect_frames.append(frames.state(agent.state))
+        connect_frames.append(frames.mcp_servers())
+        await self.send_frames(connect_frames)
+        await agent.on_connect(self.connection)
+
+    async def _send_chat_connect_frames(self, agent: Agent) -> None:
+        if not isinstance(agent, AIChatAgent):
+            return
+        await self.streams.on_connect()
+        if isinstance(agent, ThinkAgent) and self.streams.offered is None:
+            # Think pushes the transcript unless a replay is about to rebuild the message.
+            await self.send_frames([frames.chat_messages(await sync_to_async(transcript.transcript)(self.session))])
+
+    async def _refuse(self, message: str, code: int) -> None:
+        await self.send_frames([frames.error(message)])
+        await self.close(code=code)
+
+    async def _agent(self) -> Agent:
+        """A fresh agent over the current session row (state may change in other processes)."""
+        self.session = await sync_to_async(Session.objects.select_related("agent").get)(pk=self.session.pk)
+        return await sync_to_async(load_agent)(self.session)
+
+    async def disconnect(self, code: int) -> None:
+        if not hasattr(self, "connection"):
+            return
+        await self.channel_layer.group_discard(session_group(self.session.pk), self.channel_name)
+        agent = await self._agent()
+        await agent.on_close(self.connection)
+
+    async def send_frames(self, outgoing: list[frames.Frame]) -> None:
+        for frame in outgoing:
+            await self.send(text_data=json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
+
+    # -- frames in ---------------------------------------------------------------------
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data is None:
+            await self.send_frames([frames.error("Binary frames are not supported; send JSON text frames.")])
+            return
+        if len(text_data.encode()) > settings.AGENTS_MAX_FRAME_BYTES:
+            await self.send_frames(
+                [frames.error(f"Frame too large: the limit is {settings.AGENTS_MAX_FRAME_BYTES} bytes.")]
+            )
+            return
+        try:
+            frame = parse_frame(text_data)
+        except ProtocolError as error:
+            await self._report(error)
+            return
+        try:
+            await self._dispatch(frame)
+        except Exception:  # one bad frame must not take the connection down
+            logger.exception("frame handling failed on %s/%s", self.segment, self.instance_name)
+            await self.send_frames([frames.error("The server could not process that frame.")])
+
+    async def _report(self, error: ProtocolError) -> None:
+        if error.request_id:
+            await self.send_frames([frames.chat_response(error.request_id, str(error), done=True, error=True)])
+        else:
+            await self.send_frames([frames.error(str(error), frame_type=error.frame_type)])
+
+    async def _dispatch(self, frame: Any) -> None:
+        match frame:
+            case ChatRequest():
+                await chat.submit(self.session, self.connection, frame)
+            case CancelRequest(request_id=request_id):
+                await runner.cancel(self.session.pk, request_id)
+            case ClearRequest():
+                await chat.clear(self.session, self.connection)
+            case SetMessages(messages=messages):
+                agent = await self._agent()
+                if not isinstance(agent, ThinkAgent):  # Think is server-authoritative (§5.4)
+                    await chat.set_messages(self.session, self.connection, messages)
+            case ResumeRequest(probe_id=probe_id):
+                await self.streams.on_probe(probe_id)
+            case ResumeAck(request_id=request_id):
+                await self.streams.on_ack(request_id)
+            case StateUpdate(state=state):
+                await self._apply_state(state)
+            case RpcCall():
+                await self.send_frames(await invoke(await self._agent(), frame))
+            case AppMessage():
+                agent = await self._agent()
+                await self.send_frames(await agent.on_message(self.connection, frame))
+
+    async def _apply_state(self, state: Any) -> None:
+        agent = await self._agent()
+        try:
+            await agent.apply_client_state(state, self.connection)
+        except Exception:
+            logger.info("state update rejected on %s/%s", self.segment, self.instance_name, exc_info=True)
+            await self.send_frames([frames.state_error("State update rejected")])
+
+    # -- frames out (channel-layer group messages) ------------------------------------------
+    async def agent_frames(self, message: dict[str, Any]) -> None:
+        if self.connection.id in message["exclude"]:
+            return
+        if message["skip_pending_resume"] and self.streams.offered is not None:
+            return
+        await self.send_frames(message["frames"])
+
+    async def agent_stream(self, message: dict[str, Any]) -> None:
+        await self.streams.on_stream_frames(message["request_id"], [(seq, frame) for seq, frame in message["frames"]])
+
+    async def agent_stream_started(self, message: dict[str, Any]) -> None:
+        await self.streams.on_stream_started(message["request_id"])
+
+    async def agent_turn_settled(self, message: dict[str, Any]) -> None:
+        await self.streams.on_turn_settled(streamed=message["streamed"], pre_stream_remaining=message["pre_stream_remaining"])
+
+    async def agent_release_parked(self, message: dict[str, Any]) -> None:
+        await self.streams.on_release()

@@ -1,0 +1,9 @@
+from django.urls import re_path
+
+from agents_app.transport.consumer import AgentConsumer
+from agents_app.ui.consumer import ChatPageConsumer
+
+websocket_urlpatterns = [
+    re_path(r"^ui/ws/(?P<agent>[^/]+)/(?P<name>[^/]+)/$", ChatPageConsumer.as_asgi()),
+    re_path(r"^agents/(?P<agent>[^/]+)/(?P<name>[^/]+)(?:/(?P<rest>.*))?$", AgentConsumer.as_asgi()),
+]

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from agents_app.transport.views import agent_endpoint
+
+urlpatterns = [
+    path("<str:agent>/<str:name>", agent_endpoint, name="agent-endpoint"),
+    path("<str:agent>/<str:name>/<path:rest>", agent_endpoint, name="agent-endpoint-path"),
+]

@@ -1,0 +1,144 @@
+"""The chat page's socket (htmx ws extension): the same session group, the same resume
+logic and the same turn path as the protocol consumer, but it speaks HTML fragments.
+
+The page sends `{"action": "send", "message": "..."}` or `{"action": "stop"}`; the socket
+answers with out-of-band swaps: the in-flight assistant message re-rendered per batch of
+frames, and the whole conversation when a turn's transcript is broadcast.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.template.loader import render_to_string
+
+from agents_app.protocol import frames
+from agents_app.protocol.inbound import ChatRequest
+from agents_app.protocol.message_builder import MessageBuilder
+from agents_app.protocol.messages import UIMessage
+from agents_app.runtime import chat, runner
+from agents_app.runtime.broadcast import session_group
+from agents_app.runtime.instances import UnknownAgent, resolve_session
+from agents_app.runtime.resume import ConnectionStreams
+from agents_app.runtime.types import Connection
+from agents_app.storage import transcript
+from agents_app.storage.models import Session, Turn
+from agents_app.transport.auth import origin_allowed
+from agents_app.ui.rendering import render_message_html
+
+
+class ChatPageConsumer(AsyncWebsocketConsumer):
+    session: Session
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if not origin_allowed(self.scope) or user is None or not user.is_authenticated:
+            await self.close()
+            return
+        route = self.scope["url_route"]["kwargs"]
+        try:
+            self.session = await sync_to_async(resolve_session)(route["agent"], route["name"], user)
+        except UnknownAgent:
+            await self.close()
+            return
+        self.connection = Connection(id=f"ui-{uuid.uuid4()}", channel_name=self.channel_name, user_id=user.pk)
+        self.streaming: dict[str, MessageBuilder] = {}
+        self.streams = ConnectionStreams(self.session.pk, self.render_frames)
+        await self.accept()
+        await self.channel_layer.group_add(session_group(self.session.pk), self.channel_name)
+        await self.streams.on_connect()
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "connection"):
+            await self.channel_layer.group_discard(session_group(self.session.pk), self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        try:
+            data = json.loads(text_data or "")
+        except ValueError:
+            return
+        action = data.get("action", "send")
+        if action == "stop":
+            active = await sync_to_async(
+                lambda: list(
+                    Turn.objects.filter(session=self.session, status__in=(Turn.Status.RUNNING, Turn.Status.STREAMING)).values_list(
+                        "request_id", flat=True
+                    )
+                )
+            )()
+            for request_id in active:
+                await runner.cancel(self.session.pk, request_id)
+            return
+        text = str(data.get("message", "")).strip()
+        if not text:
+            return
+        history = await sync_to_async(transcript.transcript)(self.session)
+        user_message: UIMessage = {"id": uuid.uuid4().hex[:16], "role": "user", "parts": [{"type": "text", "text": text}]}
+        request = ChatRequest(uuid.uuid4().hex[:8], [*history, user_message], "submit-message", None, None)
+        await self._send_html(self._conversation_html([*history, user_message]))
+        await chat.submit(self.session, self.connection, request)
+
+    # -- frames → HTML ----------------------------------------------------------------------
+    async def render_frames(self, outgoing: list[frames.Frame]) -> None:
+        html: list[str] = []
+        for frame in outgoing:
+            kind = frame.get("type")
+            if kind == frames.STREAM_RESUMING:
+                # The page always wants the stream: acknowledge on its behalf.
+                await self.streams.on_ack(frame["id"])
+            elif kind == frames.USE_CHAT_RESPONSE:
+                html.extend(self._apply_response(frame))
+            elif kind == frames.CHAT_MESSAGES:
+                self.streaming.clear()
+                html.append(self._conversation_html(frame["messages"]))
+            elif kind == frames.CHAT_CLEAR:
+                html.append(self._conversation_html([]))
+        if html:
+            await self._send_html("".join(html))
+
+    def _apply_response(self, frame: frames.Frame) -> list[str]:
+        request_id = frame["id"]
+        if frame.get("error"):
+            return [render_to_string("chat/_error.html", {"text": frame.get("body", "")})]
+        if frame.get("done"):
+            self.streaming.pop(request_id, None)
+            return ['<div id="streaming-slot" hx-swap-oob="innerHTML"></div>'] if frame.get("replay") else []
+        body = frame.get("body")
+        if not body:
+            return []
+        builder = self.streaming.setdefault(
+            request_id, MessageBuilder({"id": f"stream-{request_id}", "role": "assistant", "parts": []})
+        )
+        try:
+            builder.apply(json.loads(body))
+        except ValueError:
+            return []
+        return [f'<div id="streaming-slot" hx-swap-oob="innerHTML">{render_message_html(builder.message)}</div>']
+
+    @staticmethod
+    def _conversation_html(messages: list[UIMessage]) -> str:
+        rendered = "".join(render_message_html(m) for m in messages)
+        return f'<div id="messages" hx-swap-oob="innerHTML">{rendered}</div><div id="streaming-slot" hx-swap-oob="innerHTML"></div>'
+
+    async def _send_html(self, html: str) -> None:
+        await self.send(text_data=html)
+
+    # -- channel-layer messages (same envelope as the protocol consumer) ----------------------------------
+    async def agent_frames(self, message: dict[str, Any]) -> None:
+        # The page renders every transcript, including the ones a protocol requester skips.
+        await self.render_frames(message["frames"])
+
+    async def agent_stream(self, message: dict[str, Any]) -> None:
+        await self.streams.on_stream_frames(message["request_id"], [(seq, frame) for seq, frame in message["frames"]])
+
+    async def agent_stream_started(self, message: dict[str, Any]) -> None:
+        await self.streams.on_stream_started(message["request_id"])
+
+    async def agent_turn_settled(self, message: dict[str, Any]) -> None:
+        await self.streams.on_turn_settled(streamed=message["streamed"], pre_stream_remaining=message["pre_stream_remaining"])
+
+    async def agent_release_parked(self, message: dict[str, Any]) -> None:
+        await self.streams.on_release()

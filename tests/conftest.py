@@ -1,0 +1,121 @@
+"""Shared fixtures: users and tokens, the fake OpenAI-compatible upstream wired into settings,
+and WebSocket clients speaking to the real ASGI application."""
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+
+from agents_app.storage.models import ApiToken
+
+pytest_plugins = ["tests.plugins.fake_openai"] if __import__("importlib.util").util.find_spec("tests.plugins.fake_openai") else []
+
+
+@pytest.fixture
+def user(db: Any) -> Any:
+    return get_user_model().objects.create_user("alice", password="wonderland-42")
+
+
+@pytest.fixture
+def other_user(db: Any) -> Any:
+    return get_user_model().objects.create_user("bob", password="builder-42")
+
+
+@pytest.fixture
+def token(user: Any) -> str:
+    return ApiToken.issue(user)[1]
+
+
+@pytest.fixture
+def model(fake_openai: Any, settings: Any) -> Iterator[Any]:
+    """The fake upstream, configured as the model provider for every turn."""
+    settings.OPENAI_BASE_URL = fake_openai.base_url
+    settings.OPENAI_API_KEY = "sk-test-secret"
+    settings.OPENAI_MODEL = "fake-model"
+    yield fake_openai
+
+
+class AgentSocket:
+    """A WebSocket client on the real ASGI app that reads frames as the official client would."""
+
+    def __init__(self, communicator: WebsocketCommunicator, connection_id: str) -> None:
+        self.communicator = communicator
+        self.connection_id = connection_id
+        self.received: list[dict[str, Any]] = []
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.communicator.send_to(text_data=json.dumps(frame))
+
+    async def send_raw(self, text: str) -> None:
+        await self.communicator.send_to(text_data=text)
+
+    async def next(self, timeout: float = 5) -> dict[str, Any]:
+        frame = json.loads(await self.communicator.receive_from(timeout=timeout))
+        self.received.append(frame)
+        return frame
+
+    async def until(self, predicate: Any, timeout: float = 10) -> list[dict[str, Any]]:
+        """Frames up to and including the first one matching `predicate`."""
+        seen = []
+        while True:
+            frame = await self.next(timeout)
+            seen.append(frame)
+            if predicate(frame):
+                return seen
+
+    async def no_frame(self, timeout: float = 0.3) -> bool:
+        return await self.communicator.receive_nothing(timeout=timeout)
+
+    async def chat(self, request_id: str, messages: list[dict[str, Any]], **body: Any) -> None:
+        payload = {"messages": messages, "trigger": "submit-message", **body}
+        await self.send(
+            {"type": "cf_agent_use_chat_request", "id": request_id, "init": {"method": "POST", "body": json.dumps(payload)}}
+        )
+
+    async def close(self) -> None:
+        await self.communicator.disconnect()
+
+
+def user_message(text: str, message_id: str | None = None) -> dict[str, Any]:
+    return {"id": message_id or uuid.uuid4().hex[:16], "role": "user", "parts": [{"type": "text", "text": text}]}
+
+
+def is_done(request_id: str) -> Any:
+    return lambda f: f.get("type") == "cf_agent_use_chat_response" and f.get("id") == request_id and f.get("done")
+
+
+def chunks_of(frames: list[dict[str, Any]], request_id: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(f["body"])
+        for f in frames
+        if f.get("type") == "cf_agent_use_chat_response" and f.get("id") == request_id and f.get("body") and not f.get("error")
+    ]
+
+
+@pytest.fixture
+async def open_socket() -> AsyncIterator[Any]:
+    from chatproject.asgi import application
+
+    sockets: list[AgentSocket] = []
+
+    async def connect(path: str, *, token: str | None = None, connection_id: str | None = None, headers: list[tuple[bytes, bytes]] | None = None, expect_connected: bool = True) -> AgentSocket:
+        connection_id = connection_id or str(uuid.uuid4())
+        query = f"_pk={connection_id}" + (f"&token={token}" if token else "")
+        communicator = WebsocketCommunicator(application, f"{path}?{query}", headers=headers or [])
+        connected, _ = await communicator.connect()
+        assert connected is expect_connected
+        socket = AgentSocket(communicator, connection_id)
+        sockets.append(socket)
+        return socket
+
+    yield connect
+    for socket in sockets:
+        try:
+            await socket.communicator.disconnect()
+        except Exception:  # already closed by the test or the server
+            pass

@@ -1,0 +1,66 @@
+"""The message tree: the conversation is the path root → active leaf (protocol §11)."""
+import pytest
+
+from agents_app.runtime.instances import resolve_session
+from agents_app.storage import transcript
+from tests.conftest import user_message
+
+
+def assistant(message_id: str, text: str) -> dict:
+    return {"id": message_id, "role": "assistant", "parts": [{"type": "text", "text": text}]}
+
+
+@pytest.fixture
+def session(user):
+    return resolve_session("chat-agent", "tree", user)
+
+
+def ids(session) -> list[str]:
+    return [m["id"] for m in transcript.transcript(session)]
+
+
+def test_messages_appended_in_order_form_the_active_path(session):
+    transcript.upsert_client_messages(session, [user_message("hi", "u1")], move_leaf=True)
+    transcript.save_message(session, assistant("a1", "hello"))
+    transcript.upsert_client_messages(session, [user_message("hi", "u1"), assistant("a1", "hello"), user_message("more", "u2")], move_leaf=True)
+    assert ids(session) == ["u1", "a1", "u2"]
+
+
+def test_a_truncated_list_of_known_ids_moves_the_leaf_and_keeps_the_old_branch(session):
+    transcript.upsert_client_messages(session, [user_message("hi", "u1")], move_leaf=True)
+    transcript.save_message(session, assistant("a1", "first answer"))
+    transcript.upsert_client_messages(session, [user_message("hi", "u1")], move_leaf=True)
+    transcript.save_message(session, assistant("a2", "second answer"))
+    assert ids(session) == ["u1", "a2"]
+    assert session.messages.filter(uid="a1").exists()
+    assert sorted(session.messages.get(uid="u1").children.values_list("uid", flat=True)) == ["a1", "a2"]
+
+
+def test_set_messages_never_deletes_or_moves_the_leaf(session):
+    transcript.upsert_client_messages(session, [user_message("hi", "u1")], move_leaf=True)
+    transcript.save_message(session, assistant("a1", "answer"))
+    transcript.upsert_client_messages(session, [user_message("hi", "u1")], move_leaf=False)
+    assert ids(session) == ["u1", "a1"]
+
+
+def test_server_tool_results_win_over_a_stale_client_copy(session):
+    settled = {"id": "a1", "role": "assistant", "parts": [{"type": "tool-t", "toolCallId": "c1", "state": "output-available", "input": {}, "output": 42}]}
+    transcript.upsert_client_messages(session, [user_message("hi", "u1")], move_leaf=True)
+    transcript.save_message(session, settled)
+    stale = {"id": "a1", "role": "assistant", "parts": [{"type": "tool-t", "toolCallId": "c1", "state": "input-available", "input": {}}]}
+    transcript.upsert_client_messages(session, [user_message("hi", "u1"), stale], move_leaf=False)
+    assert transcript.transcript(session)[1]["parts"][0]["output"] == 42
+
+
+def test_identical_assistant_content_under_a_client_id_adopts_the_stored_id(session):
+    transcript.upsert_client_messages(session, [user_message("hi", "u1")], move_leaf=True)
+    transcript.save_message(session, assistant("server-id", "same words"))
+    transcript.upsert_client_messages(session, [user_message("hi", "u1"), assistant("client-id", "same words")], move_leaf=False)
+    assert ids(session) == ["u1", "server-id"]
+    assert not session.messages.filter(uid="client-id").exists()
+
+
+def test_sessions_are_separate_per_owner(user, other_user):
+    mine = resolve_session("chat-agent", "default", user)
+    theirs = resolve_session("chat-agent", "default", other_user)
+    assert mine.pk != theirs.pk
