@@ -49,7 +49,9 @@ def latest_leaf(session: Session) -> Message | None:
 
 
 def active_path(session: Session) -> list[Message]:
-    leaf_id = session.active_leaf_id
+    # Read the leaf from the database: writers update it with queryset updates, so an
+    # in-memory Session may be stale.
+    leaf_id = Session.objects.filter(pk=session.pk).values_list("active_leaf_id", flat=True).first()
     if leaf_id is None:
         leaf = latest_leaf(session)
         if leaf is None:
