@@ -90,6 +90,8 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 20,
             },
+            # A file, not memory: browser and Node tests run the server as a separate process.
+            "TEST": {"NAME": str(DATA_DIR / "test-db.sqlite3")},
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -163,6 +165,8 @@ AGENTS_LOCAL_MODEL_PORT = int(os.environ.get("AGENTS_LOCAL_MODEL_PORT", "8765"))
 AGENTS_MODEL_TIMEOUT = float(os.environ.get("AGENTS_MODEL_TIMEOUT", "120"))
 
 AGENTS_ALLOW_ANONYMOUS = env_bool("AGENTS_ALLOW_ANONYMOUS", False)
+# Dotted paths of agent classes defined outside agents_app (comma-separated in the environment).
+AGENTS_CLASSES = env_list("AGENTS_CLASSES", [])
 AGENTS_MAX_FRAME_BYTES = int(os.environ.get("AGENTS_MAX_FRAME_BYTES", str(1024 * 1024)))
 
 LOGGING = {

@@ -119,3 +119,9 @@ async def open_socket() -> AsyncIterator[Any]:
             await socket.communicator.disconnect()
         except Exception:  # already closed by the test or the server
             pass
+
+
+@pytest.fixture(autouse=True)
+def _test_agents() -> None:
+    """Register the test agents (importing the module registers them)."""
+    import tests.agents  # noqa: F401

@@ -110,12 +110,12 @@ class ConnectionStreams:
 
     # -- acknowledgement --------------------------------------------------------------
     async def on_ack(self, request_id: str) -> None:
+        active = await sync_to_async(_active_stream)(self.session_id)
+        if active is not None and active.request_id != request_id:
+            return  # an ACK for another stream is ignored: the offer still stands
         held, self._held = self._held, []
         self.offered = None
-        active = await sync_to_async(_active_stream)(self.session_id)
         if active is not None:
-            if active.request_id != request_id:
-                return
             await self._replay_active(active, held)
             return
         await self._replay_finished(request_id)

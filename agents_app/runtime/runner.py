@@ -11,14 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from channels.layers import get_channel_layer
 from django.db import IntegrityError
 from django.utils import timezone
 
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage
-from agents_app.runtime import broadcast, turn_lock
+from agents_app.runtime import broadcast, cancellation, turn_lock
 from agents_app.runtime.agent import AIChatAgent
 from agents_app.runtime.instances import load_agent
 from agents_app.runtime.stream_publisher import StreamPublisher
@@ -28,8 +27,7 @@ from agents_app.storage.models import Session, Turn
 
 logger = logging.getLogger(__name__)
 
-# Turns running in this process: request id → abort event. Keeps the tasks referenced too.
-_running: dict[str, asyncio.Event] = {}
+# Keeps background turns referenced until they finish.
 _tasks: set[asyncio.Task[Any]] = set()
 
 
@@ -60,29 +58,9 @@ def start(request: TurnRequest, turn: Turn) -> asyncio.Task[TurnResult]:
     return task
 
 
-async def cancel(session_id: int, request_id: str) -> None:
+async def cancel(request_id: str) -> None:
     """Abort a running turn wherever it runs; unknown or finished ids are a no-op."""
-    local = _running.get(request_id)
-    if local is not None:
-        local.set()
-        return
-    channel = await sync_to_async(
-        lambda: Turn.objects.filter(session_id=session_id, request_id=request_id)
-        .exclude(status__in=Turn.FINISHED)
-        .values_list("runner_channel", flat=True)
-        .first()
-    )()
-    if channel:
-        layer = get_channel_layer()
-        await layer.send(channel, {"type": "turn.cancel", "request_id": request_id})
-
-
-async def _listen_for_cancel(channel: str, abort: asyncio.Event) -> None:
-    layer = get_channel_layer()
-    while not abort.is_set():
-        message = await layer.receive(channel)
-        if message.get("type") == "turn.cancel":
-            abort.set()
+    await cancellation.request_cancel(request_id)
 
 
 async def _pre_stream_remaining(session_id: int, request_id: str) -> bool:
@@ -97,13 +75,8 @@ async def _settle(turn: Turn, *, streamed: bool) -> None:
 
 
 async def run(request: TurnRequest, turn: Turn) -> TurnResult:
-    layer = get_channel_layer()
-    runner_channel = await layer.new_channel("turn.")
-    abort = asyncio.Event()
-    _running[request.request_id] = abort
-    listener = asyncio.create_task(_listen_for_cancel(runner_channel, abort))
-    try:
-        if not await turn_lock.acquire(request.session_id, turn.pk, runner_channel):
+    async with cancellation.abort_signal(request.request_id) as abort:
+        if not await turn_lock.acquire(request.session_id, turn.pk):
             if request.origin is not None:
                 await broadcast.send_to_channel(
                     request.origin.channel_name, [frames.chat_response(request.request_id, done=True)]
@@ -114,12 +87,9 @@ async def run(request: TurnRequest, turn: Turn) -> TurnResult:
             result, agent = await _execute(request, turn, abort)
         finally:
             await turn_lock.release(request.session_id, request.request_id)
-        if agent is not None and result.status != "skipped":
-            await _safe_on_chat_response(agent, request, result)
-        return result
-    finally:
-        listener.cancel()
-        _running.pop(request.request_id, None)
+    if agent is not None and result.status != "skipped":
+        await _safe_on_chat_response(agent, request, result)
+    return result
 
 
 async def _safe_on_chat_response(agent: AIChatAgent, request: TurnRequest, result: TurnResult) -> None:

@@ -25,7 +25,7 @@ def _event(session_id: int) -> asyncio.Event:
     return _release_events[(id(asyncio.get_running_loop()), session_id)]
 
 
-def _try_acquire(session_id: int, turn_id: int, runner_channel: str) -> str:
+def _try_acquire(session_id: int, turn_id: int) -> str:
     """Returns 'acquired', 'wait' or 'skipped' (the turn was skipped, e.g. by a clear)."""
     turn = Turn.objects.only("status", "request_id").get(pk=turn_id)
     if turn.status != Turn.Status.QUEUED:
@@ -50,16 +50,16 @@ def _try_acquire(session_id: int, turn_id: int, runner_channel: str) -> str:
     if not Session.objects.filter(pk=session_id, turn_lock=holder).update(turn_lock=turn.request_id, turn_lock_heartbeat=now):
         return "wait"
     Turn.objects.filter(pk=turn_id).update(
-        status=Turn.Status.RUNNING, started_at=now, heartbeat_at=now, runner_channel=runner_channel
+        status=Turn.Status.RUNNING, started_at=now, heartbeat_at=now
     )
     return "acquired"
 
 
-async def acquire(session_id: int, turn_id: int, runner_channel: str) -> bool:
+async def acquire(session_id: int, turn_id: int) -> bool:
     """Wait until this turn may run. False when it was skipped while waiting."""
     event = _event(session_id)
     while True:
-        outcome = await sync_to_async(_try_acquire)(session_id, turn_id, runner_channel)
+        outcome = await sync_to_async(_try_acquire)(session_id, turn_id)
         if outcome != "wait":
             return outcome == "acquired"
         event.clear()

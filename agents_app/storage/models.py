@@ -143,8 +143,6 @@ class Turn(models.Model):
     message_uid = models.CharField(max_length=255, blank=True)
     error_text = models.TextField(blank=True)
     chunk_count = models.PositiveIntegerField(default=0)
-    # Channel the running turn listens on for cancel requests from any process.
-    runner_channel = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -70,7 +70,7 @@ class ChatPageConsumer(AsyncWebsocketConsumer):
                 )
             )()
             for request_id in active:
-                await runner.cancel(self.session.pk, request_id)
+                await runner.cancel(request_id)
             return
         text = str(data.get("message", "")).strip()
         if not text:

@@ -1,0 +1,45 @@
+"""Agents used by the tests: turns whose timing and content the test controls through the
+request body, so protocol behaviour is tested without depending on a model."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agents_app.runtime.agent import AIChatAgent
+from agents_app.runtime.registry import register_agent
+from agents_app.runtime.types import ChatOptions, ChatResponse
+
+
+@register_agent
+class ScriptedAgent(AIChatAgent):
+    """Streams `body.words` (default 5) text deltas, `body.delay` seconds apart. With
+    `body.fail_after` it raises after that many deltas; with `body.plain` it answers plain text."""
+
+    async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
+        body = options.body or {}
+        if body.get("pre_delay"):
+            await asyncio.sleep(float(body["pre_delay"]))
+        if body.get("none"):
+            return None
+        if body.get("raise_before"):
+            raise RuntimeError("the handler failed before streaming")
+        if "plain" in body:
+            return str(body["plain"])
+        return self._stream(int(body.get("words", 5)), float(body.get("delay", 0)), body.get("fail_after"), body)
+
+    async def _stream(self, words: int, delay: float, fail_after: Any, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        yield {"type": "start"}
+        yield {"type": "start-step"}
+        yield {"type": "text-start", "id": "t0"}
+        for index in range(words):
+            if fail_after is not None and index == int(fail_after):
+                raise RuntimeError("the stream broke")
+            if delay:
+                await asyncio.sleep(delay)
+            yield {"type": "text-delta", "id": "t0", "delta": f"w{index} "}
+        yield {"type": "text-end", "id": "t0"}
+        if body.get("echo_body"):
+            yield {"type": "data-body", "data": body}
+        yield {"type": "finish-step"}
+        yield {"type": "finish", "finishReason": "stop"}

@@ -1,0 +1,168 @@
+"""Resumable streams and the resume handshake (protocol §5.7, §5.8, §9.10)."""
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from agents_app.runtime.instances import resolve_session
+from agents_app.storage import transcript
+from agents_app.storage.models import Turn, TurnChunk
+from tests.conftest import is_done, user_message
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
+PATH = "/agents/scripted-agent/resume"
+EXPECTED_TEXT = "".join(f"w{i} " for i in range(30))
+
+
+def text_from(frames, request_id):
+    deltas = []
+    for frame in frames:
+        if frame.get("type") == "cf_agent_use_chat_response" and frame.get("id") == request_id and frame.get("body") and not frame.get("error"):
+            chunk = json.loads(frame["body"])
+            if chunk["type"] == "text-delta":
+                deltas.append(chunk["delta"])
+    return "".join(deltas)
+
+
+async def ready(open_socket, token, **kwargs):
+    socket = await open_socket(PATH, token=token, **kwargs)
+    await socket.until(lambda f: f["type"] == "cf_agent_mcp_servers")
+    return socket
+
+
+async def turn_status(user, request_id):
+    session = await sync_to_async(resolve_session)("scripted-agent", "resume", user)
+    return await sync_to_async(lambda: Turn.objects.get(session=session, request_id=request_id).status)()
+
+
+async def wait_for_status(user, request_id, statuses, timeout=10):
+    for _ in range(int(timeout / 0.05)):
+        if await turn_status(user, request_id) in statuses:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"turn {request_id} never reached {statuses}")
+
+
+async def test_a_reconnecting_client_gets_the_replay_then_the_live_tail_with_nothing_lost_or_repeated(open_socket, token):
+    first = await ready(open_socket, token)
+    await first.chat("resume01", [user_message("go", "u1")], words=30, delay=0.03)
+    await first.until(lambda f: '"w3 "' in f.get("body", ""))
+    await first.close()
+    second = await open_socket(PATH, token=token, connection_id=first.connection_id)
+    assert await second.next() == {"type": "cf_agent_stream_resuming", "id": "resume01"}
+    await second.send({"type": "cf_agent_stream_resume_request", "probeId": "probe123"})
+    frames = await second.until(lambda f: f.get("type") == "cf_agent_stream_resuming" and f.get("probeId"))
+    assert frames[-1] == {"type": "cf_agent_stream_resuming", "id": "resume01", "probeId": "probe123"}
+    await second.send({"type": "cf_agent_stream_resume_ack", "id": "resume01"})
+    frames = await second.until(is_done("resume01"))
+    replayed = [f for f in frames if f.get("replay")]
+    assert replayed and all(f["replay"] is True for f in replayed)
+    assert any(f.get("replayComplete") for f in frames)
+    assert text_from(frames, "resume01") == EXPECTED_TEXT
+
+
+async def test_connections_offered_a_resume_get_no_live_chunks_until_they_ack(open_socket, token):
+    first = await ready(open_socket, token)
+    await first.chat("resume02", [user_message("go", "u1")], words=20, delay=0.03)
+    await first.until(lambda f: '"w1 "' in f.get("body", ""))
+    late = await open_socket(PATH, token=token)
+    frames = await late.until(lambda f: f["type"] == "cf_agent_mcp_servers")
+    assert {"type": "cf_agent_stream_resuming", "id": "resume02"} in frames
+    assert not any(f.get("type") == "cf_agent_use_chat_response" for f in frames)
+    assert await late.no_frame(0.2)
+
+
+async def test_a_stream_that_completed_before_the_ack_is_replayed_then_done(open_socket, token, user):
+    first = await ready(open_socket, token)
+    await first.chat("resume03", [user_message("go", "u1")], words=10, delay=0.05)
+    await first.until(lambda f: '"w1 "' in f.get("body", ""))
+    late = await open_socket(PATH, token=token)
+    await late.until(lambda f: f.get("type") == "cf_agent_stream_resuming")
+    await wait_for_status(user, "resume03", {"completed"})
+    await late.send({"type": "cf_agent_stream_resume_ack", "id": "resume03"})
+    frames = await late.until(is_done("resume03"))
+    assert frames[-1] == {"type": "cf_agent_use_chat_response", "id": "resume03", "body": "", "done": True, "replay": True}
+    assert text_from(frames, "resume03") == "".join(f"w{i} " for i in range(10))
+
+
+async def test_an_ack_for_another_request_id_produces_nothing(open_socket, token):
+    first = await ready(open_socket, token)
+    await first.chat("resume04", [user_message("go", "u1")], words=20, delay=0.05)
+    await first.until(lambda f: '"w1 "' in f.get("body", ""))
+    late = await open_socket(PATH, token=token)
+    await late.until(lambda f: f.get("type") == "cf_agent_stream_resuming")
+    await late.until(lambda f: f["type"] == "cf_agent_mcp_servers")
+    await late.send({"type": "cf_agent_stream_resume_ack", "id": "someother"})
+    assert await late.no_frame(0.3)
+
+
+async def test_a_connection_arriving_after_the_stream_completed_is_not_offered_a_resume(open_socket, token):
+    first = await ready(open_socket, token)
+    await first.chat("resume05", [user_message("go", "u1")], words=3)
+    await first.until(is_done("resume05"))
+    late = await open_socket(PATH, token=token)
+    frames = await late.until(lambda f: f["type"] == "cf_agent_mcp_servers")
+    assert not any(f["type"] == "cf_agent_stream_resuming" for f in frames)
+
+
+async def test_an_orphaned_stream_is_replayed_completed_and_its_partial_message_persisted(open_socket, token, user):
+    session = await sync_to_async(resolve_session)("scripted-agent", "resume", user)
+
+    def orphan() -> None:
+        transcript.upsert_client_messages(session, [user_message("before the crash", "u9")], move_leaf=True)
+        turn = Turn.objects.create(
+            session=session, request_id="orphan01", status=Turn.Status.STREAMING, message_uid="assistant_orphan",
+            heartbeat_at=timezone.now() - timedelta(minutes=5),
+        )
+        bodies = [json.dumps(c) for c in ({"type": "start", "messageId": "assistant_orphan"}, {"type": "text-start", "id": "t"}, {"type": "text-delta", "id": "t", "delta": "half an ans"})]
+        TurnChunk.objects.create(turn=turn, seq=0, bodies=bodies)
+
+    await sync_to_async(orphan)()
+    socket = await open_socket(PATH, token=token)
+    assert await socket.next() == {"type": "cf_agent_stream_resuming", "id": "orphan01"}
+    await socket.send({"type": "cf_agent_stream_resume_ack", "id": "orphan01"})
+    frames = await socket.until(is_done("orphan01"))
+    assert frames[-1] == {"type": "cf_agent_use_chat_response", "id": "orphan01", "body": "", "done": True, "replay": True}
+    assert not any(f.get("replayComplete") for f in frames)
+    assert await turn_status(user, "orphan01") == "completed"
+    stored = await sync_to_async(transcript.transcript)(session)
+    assert stored[-1]["id"] == "assistant_orphan" and stored[-1]["parts"][-1]["text"] == "half an ans"
+
+
+async def test_a_turn_accepted_but_not_streaming_parks_new_connections_until_it_streams(open_socket, token):
+    first = await ready(open_socket, token)
+    await first.chat("pending1", [user_message("go", "u1")], pre_delay=0.6, words=2)
+    await asyncio.sleep(0.1)
+    parked = await open_socket(PATH, token=token)
+    assert await parked.next() == {"type": "cf_agent_stream_pending", "id": "pending1"}
+    await parked.until(lambda f: f["type"] == "cf_agent_mcp_servers")
+    assert (await parked.next(timeout=5)) == {"type": "cf_agent_stream_resuming", "id": "pending1"}
+
+
+async def test_parked_connections_are_released_when_the_turn_ends_without_streaming(open_socket, token):
+    first = await ready(open_socket, token)
+    await first.chat("pending2", [user_message("go", "u1")], pre_delay=0.5, none=True)
+    await asyncio.sleep(0.1)
+    parked = await open_socket(PATH, token=token)
+    assert await parked.next() == {"type": "cf_agent_stream_pending", "id": "pending2"}
+    frames = await parked.until(lambda f: f["type"] == "cf_agent_stream_resume_none")
+    assert frames[-1] == {"type": "cf_agent_stream_resume_none"}
+
+
+async def test_a_turn_that_failed_while_nobody_listened_is_delivered_through_the_handshake(open_socket, token, user):
+    first = await ready(open_socket, token)
+    await first.chat("failed01", [user_message("go", "u1")], words=5, fail_after=2)
+    await first.close()
+    await wait_for_status(user, "failed01", {"error"})
+    again = await ready(open_socket, token)
+    await again.send({"type": "cf_agent_stream_resume_request", "probeId": "p0000001"})
+    assert await again.next() == {"type": "cf_agent_stream_resuming", "id": "failed01", "probeId": "p0000001"}
+    await again.send({"type": "cf_agent_stream_resume_ack", "id": "failed01"})
+    frames = await again.until(is_done("failed01"))
+    assert frames[-1] == {"type": "cf_agent_use_chat_response", "id": "failed01", "body": "the stream broke", "done": True, "error": True}
+    assert text_from(frames, "failed01") == "w0 w1 "
