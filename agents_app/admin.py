@@ -25,7 +25,7 @@ class AgentAdmin(admin.ModelAdmin):
 
 class MessageInline(admin.TabularInline):
     model = Message
-    fields = ("uid", "role", "parent", "depth", "preview", "created_at")
+    fields = ("uid", "role", "parent", "preview", "created_at")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -74,7 +74,7 @@ class SessionAdmin(admin.ModelAdmin):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("uid", "session", "role", "depth", "preview", "created_at")
+    list_display = ("uid", "session", "role", "preview", "created_at")
     list_filter = ("role", "session__agent")
     search_fields = ("uid", "session__name")
     raw_id_fields = ("session", "parent")

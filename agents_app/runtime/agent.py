@@ -116,6 +116,8 @@ class AIChatAgent(Agent):
     # not get the final transcript (it built the message from the stream itself).
     finish_reason_in_metadata: ClassVar[bool] = True
     final_transcript_to_requester: ClassVar[bool] = False
+    # `merge` concurrency collapses queued user messages into one (ai-chat); Think keeps them.
+    merges_queued_user_messages: ClassVar[bool] = True
     configurable = ("message_concurrency", "max_persisted_messages")
 
     @staticmethod
@@ -153,6 +155,7 @@ class ThinkAgent(AIChatAgent):
     )
     finish_reason_in_metadata = False
     final_transcript_to_requester = True
+    merges_queued_user_messages = False
     configurable = ("message_concurrency", "max_persisted_messages", "max_steps", "send_reasoning", "model", "system_prompt")
 
     @staticmethod

@@ -10,6 +10,8 @@ from agents_app.protocol import frames
 from agents_app.protocol.inbound import ChatRequest
 from agents_app.protocol.messages import UIMessage
 from agents_app.runtime import broadcast, runner
+from agents_app.runtime.concurrency import Concurrency, is_busy
+from agents_app.runtime.instances import load_agent
 from agents_app.runtime.types import Connection, TurnRequest
 from agents_app.storage import transcript
 from agents_app.storage.models import Session, Turn, TurnChunk
@@ -24,8 +26,22 @@ def _accept(session: Session, request: TurnRequest, messages: list[UIMessage]) -
     return turn, True, transcript.transcript(session)
 
 
+def _drops(session: Session, request: ChatRequest) -> bool:
+    """`drop` concurrency rejects an overlapping submit before anything is stored."""
+    if request.trigger != "submit-message":
+        return False
+    policy = Concurrency.parse(getattr(load_agent(session), "message_concurrency", "queue"))
+    return policy.strategy == "drop" and is_busy(session.pk)
+
+
 async def submit(session: Session, connection: Connection, request: ChatRequest) -> None:
     """A cf_agent_use_chat_request: persist the client's messages, then queue the turn (§5.1)."""
+    if await sync_to_async(_drops)(session, request):
+        current = await sync_to_async(transcript.transcript)(session)
+        await broadcast.send_to_channel(
+            connection.channel_name, [frames.chat_messages(current), frames.chat_response(request.request_id, done=True)]
+        )
+        return
     turn_request = TurnRequest(
         session_id=session.pk,
         request_id=request.request_id,

@@ -17,7 +17,7 @@ from django.utils import timezone
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage
-from agents_app.runtime import broadcast, cancellation, turn_lock
+from agents_app.runtime import broadcast, cancellation, concurrency, turn_lock
 from agents_app.runtime.agent import AIChatAgent
 from agents_app.runtime.instances import load_agent
 from agents_app.runtime.stream_publisher import StreamPublisher
@@ -38,12 +38,15 @@ class _InBandError(Exception):
 def admit(request: TurnRequest) -> tuple[Turn, bool]:
     """Record an accepted turn (status queued). Returns (turn, created); a repeated request id
     returns the existing turn so that a turn never runs twice."""
+    subject_to_concurrency = request.source == Turn.Source.WEBSOCKET and request.trigger == "submit-message"
     try:
         turn = Turn.objects.create(
             session_id=request.session_id,
             request_id=request.request_id,
             source=request.source,
+            trigger=request.trigger,
             is_continuation=request.continuation,
+            overlapping=subject_to_concurrency and concurrency.is_busy(request.session_id),
         )
         return turn, True
     except IntegrityError:
@@ -77,19 +80,48 @@ async def _settle(turn: Turn, *, streamed: bool) -> None:
 async def run(request: TurnRequest, turn: Turn) -> TurnResult:
     async with cancellation.abort_signal(request.request_id) as abort:
         if not await turn_lock.acquire(request.session_id, turn.pk):
-            if request.origin is not None:
-                await broadcast.send_to_channel(
-                    request.origin.channel_name, [frames.chat_response(request.request_id, done=True)]
-                )
-            await _settle(turn, streamed=False)
+            await _skip(request, turn)
             return TurnResult(request.request_id, "skipped")
         try:
-            result, agent = await _execute(request, turn, abort)
+            agent = await sync_to_async(_load_agent)(request.session_id)
+            if not await _admitted_by_policy(agent, request, turn):
+                await _skip(request, turn)
+                return TurnResult(request.request_id, "skipped")
+            result = await _execute(agent, request, turn, abort)
         finally:
             await turn_lock.release(request.session_id, request.request_id)
-    if agent is not None and result.status != "skipped":
-        await _safe_on_chat_response(agent, request, result)
+    await _safe_on_chat_response(agent, request, result)
     return result
+
+
+def _load_agent(session_id: int) -> AIChatAgent:
+    agent = load_agent(Session.objects.select_related("agent").get(pk=session_id))
+    if not isinstance(agent, AIChatAgent):
+        raise TypeError(f"{type(agent).__name__} is not a chat agent")
+    return agent
+
+
+async def _admitted_by_policy(agent: AIChatAgent, request: TurnRequest, turn: Turn) -> bool:
+    """Message concurrency at the moment a queued submit starts (protocol §9.12)."""
+    if not (turn.trigger == "submit-message" and turn.source == Turn.Source.WEBSOCKET):
+        return True
+    policy = concurrency.Concurrency.parse(agent.message_concurrency)
+    if policy.strategy == "debounce":
+        await concurrency.wait_for_quiet_window(turn, policy)
+    if policy.supersedes and await sync_to_async(concurrency.has_newer_overlapping_submit)(turn):
+        return False
+    if policy.strategy == "merge" and agent.merges_queued_user_messages:
+        await sync_to_async(concurrency.merge_trailing_user_messages)(agent.session)
+    return True
+
+
+async def _skip(request: TurnRequest, turn: Turn) -> None:
+    """A skipped turn answers its own requester only, and settles without releasing parked
+    connections while a successor may still stream."""
+    await _finish_turn(turn, "skipped")
+    if request.origin is not None:
+        await broadcast.send_to_channel(request.origin.channel_name, [frames.chat_response(request.request_id, done=True)])
+    await _settle(turn, streamed=False)
 
 
 async def _safe_on_chat_response(agent: AIChatAgent, request: TurnRequest, result: TurnResult) -> None:
@@ -118,12 +150,8 @@ def _load_turn_context(request: TurnRequest) -> tuple[Session, list[UIMessage]]:
     return session, transcript.transcript(session)
 
 
-async def _execute(request: TurnRequest, turn: Turn, abort: asyncio.Event) -> tuple[TurnResult, AIChatAgent | None]:
+async def _execute(agent: AIChatAgent, request: TurnRequest, turn: Turn, abort: asyncio.Event) -> TurnResult:
     session, messages = await sync_to_async(_load_turn_context)(request)
-    agent = await sync_to_async(load_agent)(session)
-    if not isinstance(agent, AIChatAgent):
-        await _finish_turn(turn, "error", error="This agent does not chat.")
-        return TurnResult(request.request_id, "error", "This agent does not chat."), None
     options = ChatOptions(
         request_id=request.request_id,
         abort=abort,
@@ -148,14 +176,14 @@ async def _execute(request: TurnRequest, turn: Turn, abort: asyncio.Event) -> tu
         )
         await _finish_turn(turn, "error", error=text)
         await _settle(turn, streamed=False)
-        return TurnResult(request.request_id, "error", text), agent
+        return TurnResult(request.request_id, "error", text)
     if response is None:
         await broadcast.broadcast(
             session.pk, [frames.chat_response(request.request_id, frames.NO_RESPONSE_TEXT, done=True, continuation=request.continuation)]
         )
         await _finish_turn(turn, "completed")
         await _settle(turn, streamed=False)
-        return TurnResult(request.request_id, "completed"), agent
+        return TurnResult(request.request_id, "completed")
 
     publisher = StreamPublisher(session.pk, turn.pk, request.request_id, continuation=request.continuation)
     await publisher.start(builder.message["id"])
@@ -165,14 +193,15 @@ async def _execute(request: TurnRequest, turn: Turn, abort: asyncio.Event) -> tu
     message = builder.finalize()
     await _finish_turn(turn, outcome.status, error=outcome.error or "", message_uid=message["id"])
     if message["parts"]:
-        await sync_to_async(transcript.save_message)(session, message)
+        anchor = messages[-1]["id"] if messages else None
+        await sync_to_async(transcript.save_reply)(session, message, anchor)
         exclude = ()
         if request.origin is not None and not request.continuation and not agent.final_transcript_to_requester:
             exclude = (request.origin.id,)
         current = await sync_to_async(transcript.transcript)(session)
         await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=exclude)
     await _settle(turn, streamed=True)
-    return TurnResult(request.request_id, outcome.status, outcome.error, message), agent
+    return TurnResult(request.request_id, outcome.status, outcome.error, message)
 
 
 @dataclass

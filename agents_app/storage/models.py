@@ -87,7 +87,6 @@ class Message(models.Model):
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="messages")
     uid = models.CharField(max_length=255, help_text="UIMessage id")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
-    depth = models.PositiveIntegerField(default=0)
     role = models.CharField(max_length=16, choices=ROLE_CHOICES)
     parts = models.JSONField(default=list, blank=True)
     metadata = models.JSONField(null=True, blank=True)
@@ -140,6 +139,9 @@ class Turn(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.WEBSOCKET)
     is_continuation = models.BooleanField(default=False)
+    trigger = models.CharField(max_length=32, default="submit-message")
+    # Admitted while another turn was queued or running (subject to message concurrency).
+    overlapping = models.BooleanField(default=False)
     message_uid = models.CharField(max_length=255, blank=True)
     error_text = models.TextField(blank=True)
     chunk_count = models.PositiveIntegerField(default=0)

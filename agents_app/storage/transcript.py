@@ -136,7 +136,6 @@ def _write(session: Session, message: UIMessage, parent: Message | None, existin
         session=session,
         uid=clean["id"],
         parent=parent,
-        depth=parent.depth + 1 if parent else 0,
         role=clean["role"],
         parts=clean["parts"],
         metadata=clean.get("metadata"),
@@ -184,6 +183,27 @@ def save_message(session: Session, message: UIMessage, *, parent_uid: str | None
     written = _write(session, message, parent, None)
     Session.objects.filter(pk=session.pk).update(active_leaf=written)
     return written
+
+
+@transaction.atomic
+def save_reply(session: Session, message: UIMessage, anchor_uid: str | None) -> Message:
+    """Persist a turn's reply right after the message it answers (`anchor_uid`, the last
+    message when the turn started). Messages that arrived on the active path while the turn
+    ran move under the reply, so the conversation reads in the order things happened."""
+    session = Session.objects.select_for_update().get(pk=session.pk)
+    existing = session.messages.filter(uid=message["id"]).first()
+    anchor = session.messages.filter(uid=anchor_uid).first() if anchor_uid else None
+    if existing is not None or anchor is None:
+        return save_message(session, message)
+    reply = _write(session, message, anchor, None)
+    path = active_path(session)
+    ids = [m.pk for m in path]
+    if anchor.pk in ids and ids[-1] != anchor.pk:
+        follower = path[ids.index(anchor.pk) + 1]
+        Message.objects.filter(pk=follower.pk).update(parent=reply)
+    else:
+        Session.objects.filter(pk=session.pk).update(active_leaf=reply)
+    return reply
 
 
 def clear_messages(session: Session) -> None:
