@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agents_app.runtime.agent import AIChatAgent
+from agents_app.runtime.agent import Agent, AIChatAgent, callable_method
 from agents_app.runtime.registry import register_agent
 from agents_app.runtime.types import ChatOptions, ChatResponse
 
@@ -43,3 +43,31 @@ class ScriptedAgent(AIChatAgent):
             yield {"type": "data-body", "data": body}
         yield {"type": "finish-step"}
         yield {"type": "finish", "finishReason": "stop"}
+
+
+@register_agent
+class CounterAgent(Agent):
+    """A plain agent with state, validation and callable methods."""
+
+    initial_state = {"count": 0}
+
+    def validate_state_change(self, state: Any, source: Any) -> None:
+        if not isinstance(state, dict) or state.get("count", 0) < 0:
+            raise ValueError("count must not be negative")
+
+    @callable_method
+    async def increment(self, by: int = 1) -> int:
+        count = (self.state or {}).get("count", 0) + by
+        await self.set_state({"count": count})
+        return count
+
+    @callable_method
+    def echo(self, value: Any) -> Any:
+        return value
+
+    @callable_method
+    def fail(self) -> None:
+        raise ValueError("this method always fails")
+
+    def not_exposed(self) -> str:
+        return "secret"
