@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from agents_app.runtime.agent import AIChatAgent
 from agents_app.runtime.instances import load_agent
 from agents_app.runtime.stream_publisher import StreamPublisher
 from agents_app.runtime.types import ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
-from agents_app.storage import transcript
+from agents_app.storage import chunk_log, transcript
 from agents_app.storage.models import Session, Turn
 
 logger = logging.getLogger(__name__)
@@ -90,8 +91,22 @@ async def run(request: TurnRequest, turn: Turn) -> TurnResult:
             result = await _execute(agent, request, turn, abort)
         finally:
             await turn_lock.release(request.session_id, request.request_id)
+    await _sweep_stale_buffers()
     await _safe_on_chat_response(agent, request, result)
     return result
+
+
+_last_sweep = 0.0
+SWEEP_INTERVAL = 60.0
+
+
+async def _sweep_stale_buffers() -> None:
+    """Drop chunk logs nobody can resume any more, at most once a minute per process."""
+    global _last_sweep
+    now = time.monotonic()
+    if now - _last_sweep >= SWEEP_INTERVAL:
+        _last_sweep = now
+        await sync_to_async(chunk_log.sweep)()
 
 
 def _load_agent(session_id: int) -> AIChatAgent:
@@ -195,6 +210,7 @@ async def _execute(agent: AIChatAgent, request: TurnRequest, turn: Turn, abort: 
     if message["parts"]:
         anchor = messages[-1]["id"] if messages else None
         await sync_to_async(transcript.save_reply)(session, message, anchor)
+        await sync_to_async(transcript.trim_to)(session, agent.max_persisted_messages)
         exclude = ()
         if request.origin is not None and not request.continuation and not agent.final_transcript_to_requester:
             exclude = (request.origin.id,)

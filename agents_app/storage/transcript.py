@@ -19,6 +19,7 @@ from agents_app.protocol.messages import (
     is_tool_part,
     sanitize_for_persistence,
 )
+from agents_app.protocol.row_size import fit_row_size
 from agents_app.storage.models import Message, Session
 
 _PATH_SQL = """
@@ -123,7 +124,7 @@ def reconcile(session: Session, incoming: list[UIMessage]) -> list[UIMessage]:
 
 
 def _write(session: Session, message: UIMessage, parent: Message | None, existing: Message | None) -> Message:
-    clean = sanitize_for_persistence(message)
+    clean = fit_row_size(sanitize_for_persistence(message))
     if existing is not None:
         changed = existing.parts != clean["parts"] or existing.metadata != clean.get("metadata") or existing.role != clean["role"]
         if changed:
@@ -204,6 +205,21 @@ def save_reply(session: Session, message: UIMessage, anchor_uid: str | None) -> 
     else:
         Session.objects.filter(pk=session.pk).update(active_leaf=reply)
     return reply
+
+
+def trim_to(session: Session, limit: int | None) -> int:
+    """`max_persisted_messages`: delete the oldest messages beyond `limit` (storage only).
+    Survivors whose parent is deleted become roots, so no branch is lost with them."""
+    if limit is None:
+        return 0
+    doomed = list(session.messages.order_by("-id").values_list("id", flat=True)[limit:])
+    if not doomed:
+        return 0
+    with transaction.atomic():
+        Message.objects.filter(parent_id__in=doomed).exclude(id__in=doomed).update(parent=None)
+        Session.objects.filter(pk=session.pk, active_leaf_id__in=doomed).update(active_leaf=None)
+        deleted, _ = Message.objects.filter(id__in=doomed).delete()
+    return deleted
 
 
 def clear_messages(session: Session) -> None:
