@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 
 from agents_app.storage.models import ApiToken
 
-pytest_plugins = ["tests.plugins.fake_openai"] if __import__("importlib.util").util.find_spec("tests.plugins.fake_openai") else []
+pytest_plugins = ["tests.plugins.fake_openai", "tests.plugins.live_server"]
 
 
 @pytest.fixture
