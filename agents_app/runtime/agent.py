@@ -6,9 +6,8 @@ Subclass, decorate with `@register_agent`, and the class is served at
 """
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from asgiref.sync import sync_to_async
@@ -16,10 +15,10 @@ from django.http import HttpRequest, HttpResponse
 
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import AppMessage
-from agents_app.providers.convert import to_openai_messages
-from agents_app.providers.openai_chat import ModelError, StepStream, default_model, make_client, text_ids
+from agents_app.providers.openai_chat import default_model
 from agents_app.runtime import broadcast
-from agents_app.runtime.tools import Tool, ToolInputError
+from agents_app.runtime.model_loop import ModelLoop
+from agents_app.runtime.tools import Tool
 from agents_app.runtime.types import ChatOptions, ChatResponse, ChatResponseResult, Connection
 from agents_app.storage import transcript
 from agents_app.storage.models import Agent as AgentRecord
@@ -172,86 +171,4 @@ class ThinkAgent(AIChatAgent):
         return {}
 
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
-        return self._model_loop(options)
-
-    async def _model_loop(self, options: ChatOptions) -> AsyncIterator[dict[str, Any]]:
-        tools = self.get_tools()
-        schemas = [t.openai_schema() for t in tools.values()] + [
-            {"type": "function", "function": {"name": t["name"], "description": t.get("description", ""), "parameters": t.get("parameters") or {"type": "object", "properties": {}}}}
-            for t in options.client_tools or []
-            if t["name"] not in tools
-        ]
-        history = to_openai_messages(options.messages, self.get_system_prompt())
-        part_ids = text_ids()
-        usage_total: dict[str, int] = {}
-        finish_reason = "stop"
-        yield {"type": "start"}
-        async with make_client() as client:
-            for _ in range(self.max_steps):
-                yield {"type": "start-step"}
-                step = StepStream(
-                    client,
-                    model=self.get_model(),
-                    messages=history,
-                    tools=schemas or None,
-                    send_reasoning=self.send_reasoning,
-                    part_ids=part_ids,
-                )
-                try:
-                    async for chunk in step:
-                        yield chunk
-                except ModelError as error:
-                    yield {"type": "error", "errorText": str(error)}
-                    return
-                outcome = step.outcome
-                for key, value in (outcome.usage or {}).items():
-                    usage_total[key] = usage_total.get(key, 0) + value
-                finish_reason = outcome.finish_reason
-                results = []
-                paused = False
-                for call in outcome.tool_calls:
-                    tool = tools.get(call.name)
-                    if call.error is not None:
-                        results.append((call, call.error))
-                        continue
-                    if tool is None or tool.execute is None:
-                        # A client tool (or one unknown to the server): the browser answers it.
-                        paused = True
-                        continue
-                    if await tool.requires_approval(call.input or {}):
-                        yield {"type": "tool-approval-request", "approvalId": f"approval_{call.id}", "toolCallId": call.id}
-                        paused = True
-                        continue
-                    try:
-                        output = await tool.run(call.input or {})
-                    except ToolInputError as error:
-                        yield {"type": "tool-output-error", "toolCallId": call.id, "errorText": str(error)}
-                        results.append((call, str(error)))
-                    except Exception as error:  # a tool failure is the model's to handle, not the turn's
-                        text = f"Tool {call.name} failed: {error}"
-                        yield {"type": "tool-output-error", "toolCallId": call.id, "errorText": text}
-                        results.append((call, text))
-                    else:
-                        yield {"type": "tool-output-available", "toolCallId": call.id, "output": output}
-                        results.append((call, output))
-                yield {"type": "finish-step"}
-                if not outcome.tool_calls or paused:
-                    break
-                history.append(
-                    {
-                        "role": "assistant",
-                        "content": outcome.text or None,
-                        "tool_calls": [
-                            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}}
-                            for c, _ in results
-                        ],
-                    }
-                )
-                for call, output in results:
-                    history.append(
-                        {"role": "tool", "tool_call_id": call.id, "content": output if isinstance(output, str) else json.dumps(output, default=str)}
-                    )
-        finish: dict[str, Any] = {"type": "finish", "finishReason": finish_reason}
-        if usage_total:
-            finish["messageMetadata"] = {"usage": usage_total}
-        yield finish
+        return ModelLoop(self, options).run()

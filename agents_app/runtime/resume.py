@@ -204,6 +204,11 @@ class ConnectionStreams:
         flags = {"continuation": True} if template.get("continuation") else {}
         return [frames.chat_response(request_id, body, done=False, **flags) for _, body in pairs if body is not None]
 
+    def await_continuation(self, request_id: str | None) -> None:
+        """The sender of a tool answer is offered the continuation it scheduled (§9.3 step 3)."""
+        if request_id is not None:
+            self.parked = True
+
     # -- turn lifecycle notifications ----------------------------------------------------
     async def on_stream_started(self, request_id: str) -> None:
         if self.parked:

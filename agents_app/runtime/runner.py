@@ -56,7 +56,11 @@ def admit(request: TurnRequest) -> tuple[Turn, bool]:
 
 def start(request: TurnRequest, turn: Turn) -> asyncio.Task[TurnResult]:
     """Run an admitted turn in the background of this process."""
-    task = asyncio.create_task(run(request, turn))
+    return keep(asyncio.create_task(run(request, turn)))
+
+
+def keep(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+    """Hold a reference to a background task until it finishes (asyncio only keeps weak ones)."""
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
     return task

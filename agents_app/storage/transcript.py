@@ -66,6 +66,10 @@ def transcript(session: Session) -> list[UIMessage]:
     return [message.as_ui_message() for message in active_path(session)]
 
 
+def latest_assistant(session: Session) -> UIMessage | None:
+    return next((m for m in reversed(transcript(session)) if m["role"] == "assistant"), None)
+
+
 def _tool_parts(message: UIMessage) -> list[dict[str, Any]]:
     return [part for part in message.get("parts", []) if is_tool_part(part)]
 

@@ -27,9 +27,11 @@ from agents_app.protocol.inbound import (
     RpcCall,
     SetMessages,
     StateUpdate,
+    ToolApproval,
+    ToolResult,
     parse_frame,
 )
-from agents_app.runtime import chat, runner
+from agents_app.runtime import chat, runner, tool_state
 from agents_app.runtime.agent import AIChatAgent, Agent, ThinkAgent
 from agents_app.runtime.broadcast import session_group
 from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_session
@@ -154,6 +156,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
                 agent = await self._agent()
                 if not isinstance(agent, ThinkAgent):  # Think is server-authoritative (§5.4)
                     await chat.set_messages(self.session, self.connection, messages)
+            case ToolResult():
+                self.streams.await_continuation(await tool_state.apply_tool_result(self.session, frame))
+            case ToolApproval():
+                self.streams.await_continuation(await tool_state.apply_tool_approval(self.session, frame))
             case ResumeRequest(probe_id=probe_id):
                 await self.streams.on_probe(probe_id)
             case ResumeAck(request_id=request_id):

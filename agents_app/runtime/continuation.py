@@ -1,0 +1,73 @@
+"""Auto-continuation after client tool results and approval decisions (protocol §9.3, §9.4).
+
+The continuation is a turn of its own (server-generated request id, `continuation: true`)
+that extends the last assistant message. It is admitted as soon as every tool call of that
+message is answered — so resume probes see it as pending at once — and starts after a short
+coalescing window, through the same turn queue as every other turn.
+"""
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import transaction
+
+from agents_app.protocol.messages import unanswered_tool_parts
+from agents_app.runtime import runner
+from agents_app.runtime.types import TurnRequest
+from agents_app.storage import transcript
+from agents_app.storage.models import Session, Turn
+
+COALESCE_SECONDS = 0.05
+_CONTINUATION_REQUESTED = "continuationRequested"
+
+
+def new_request_id() -> str:
+    return secrets.token_urlsafe(6)[:8]
+
+
+def _admit_if_ready(session_id: int, wants_continuation: bool, client_tools: list[dict[str, Any]] | None) -> tuple[TurnRequest, Turn] | None:
+    with transaction.atomic():
+        session = Session.objects.select_for_update().get(pk=session_id)
+        context = dict(session.request_context or {})
+        if not (wants_continuation or context.get(_CONTINUATION_REQUESTED)):
+            return None
+        if unanswered_tool_parts(transcript.latest_assistant(session)):
+            # A sibling call is still open: remember that someone opted in (§9.3a).
+            context[_CONTINUATION_REQUESTED] = True
+            Session.objects.filter(pk=session_id).update(request_context=context)
+            return None
+        context.pop(_CONTINUATION_REQUESTED, None)
+        Session.objects.filter(pk=session_id).update(request_context=context)
+        already_pending = Turn.objects.filter(session_id=session_id, is_continuation=True, status=Turn.Status.QUEUED).exists()
+        if already_pending:
+            return None
+        request = TurnRequest(
+            session_id=session_id,
+            request_id=new_request_id(),
+            source=Turn.Source.CONTINUATION,
+            continuation=True,
+            client_tools=client_tools or context.get("lastClientTools"),
+            body=context.get("lastBody"),
+        )
+        turn, _ = runner.admit(request)
+        return request, turn
+
+
+async def after_tool_answer(
+    session: Session, *, wants_continuation: bool, client_tools: list[dict[str, Any]] | None
+) -> str | None:
+    """Admit and schedule the continuation when it is due; returns its request id."""
+    admitted = await sync_to_async(_admit_if_ready)(session.pk, wants_continuation, client_tools)
+    if admitted is None:
+        return None
+    request, turn = admitted
+
+    async def run_after_coalescing() -> None:
+        await asyncio.sleep(COALESCE_SECONDS)
+        await runner.run(request, turn)
+
+    runner.keep(asyncio.create_task(run_after_coalescing()))
+    return request.request_id
