@@ -34,6 +34,8 @@ async def test_every_frame_of_a_turn_carries_the_clients_request_id(open_socket,
     frames = await socket.until(is_done("reqid001"))
     responses = [f for f in frames if f["type"] == "cf_agent_use_chat_response"]
     assert responses and {f["id"] for f in responses} == {"reqid001"}
+    chunk_frames = [f for f in responses if f["body"]]
+    assert [f["seq"] for f in chunk_frames] == list(range(len(chunk_frames)))
 
 
 async def test_the_requester_gets_no_transcript_but_other_tabs_do(open_socket, token):

@@ -16,7 +16,7 @@ async def ready(open_socket, token):
 async def test_a_plain_agent_sends_identity_first_then_its_initial_state(open_socket, token):
     _, frames = await ready(open_socket, token)
     assert frames == [
-        {"type": "cf_agent_identity", "name": "room", "agent": "counter-agent"},
+        {"type": "cf_agent_identity", "name": "room", "agent": "counter-agent", "stateFollows": True},
         {"type": "cf_agent_state", "state": {"count": 0}},
         {"type": "cf_agent_mcp_servers", "mcp": {"prompts": [], "resources": [], "servers": {}, "tools": []}},
     ]

@@ -123,8 +123,8 @@ class ConnectionStreams:
     async def _replay(self, turn: Turn) -> int:
         pairs = await sync_to_async(chunk_log.read_bodies)(turn.pk)
         replayed = [
-            frames.chat_response(turn.request_id, body, done=False, replay=True, continuation=turn.is_continuation)
-            for _, body in pairs
+            frames.chat_response(turn.request_id, body, done=False, replay=True, continuation=turn.is_continuation, seq=seq)
+            for seq, body in pairs
             if body is not None
         ]
         if replayed:
@@ -202,7 +202,7 @@ class ConnectionStreams:
                 break
             await asyncio.sleep(0.03)
         flags = {"continuation": True} if template.get("continuation") else {}
-        return [frames.chat_response(request_id, body, done=False, **flags) for _, body in pairs if body is not None]
+        return [frames.chat_response(request_id, body, done=False, seq=seq, **flags) for seq, body in pairs if body is not None]
 
     def await_continuation(self, request_id: str | None) -> None:
         """The sender of a tool answer is offered the continuation it scheduled (§9.3 step 3)."""

@@ -69,8 +69,8 @@ class StreamPublisher:
         self._next_seq += 1
         self._wake.set()
 
-    def _frame(self, body: str, **flags: bool) -> frames.Frame:
-        return frames.chat_response(self.request_id, body, continuation=self.continuation, **flags)
+    def _frame(self, body: str, *, done: bool, seq: int) -> frames.Frame:
+        return frames.chat_response(self.request_id, body, done=done, continuation=self.continuation, seq=seq)
 
     async def _send_outbox(self) -> None:
         batch, self._outbox = self._outbox, []
@@ -82,7 +82,7 @@ class StreamPublisher:
             if not self._store:
                 self._store_first_seq = seq
             self._store.append(body)
-            sequenced.append((seq, self._frame(body, done=False)))
+            sequenced.append((seq, self._frame(body, done=False, seq=seq)))
         await broadcast.publish_stream(self.session_id, self.request_id, sequenced)
 
     async def _write_store(self) -> None:

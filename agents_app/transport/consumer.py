@@ -82,7 +82,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await self._send_chat_connect_frames(agent)
         connect_frames = []
         if agent.send_identity_on_connect:
-            connect_frames.append(frames.identity(self.instance_name, self.segment))
+            connect_frames.append(frames.identity(self.instance_name, self.segment, state_follows=agent.has_state))
         if agent.has_state:
             connect_frames.append(frames.state(agent.state))
         connect_frames.append(frames.mcp_servers())
