@@ -65,6 +65,7 @@ def start_live_server(model_base_url: str, extra_env: dict[str, str] | None = No
         "DEBUG": "false",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECRET_KEY": "live-test-secret",
+        "AGENTS_CLASSES": "tests.agents.ScriptedAgent,tests.agents.CounterAgent",
         **(extra_env or {}),
     }
     if settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"):

@@ -1,0 +1,208 @@
+// Drives a live server with the official, unmodified clients: `useAgent` (agents/react) and
+// `useAgentChat` (@cloudflare/ai-chat/react) rendered by React in a jsdom document, exactly
+// the code a browser app runs. Prints one JSON object on stdout; logs go to stderr.
+//
+//   node scenario.mjs <scenario> --host 127.0.0.1:8000 --agent ChatAgent --name room [--token T] [--text hi]
+import { JSDOM } from "jsdom";
+
+const dom = new JSDOM("<!doctype html><html><body></body></html>", { url: "http://localhost/" });
+globalThis.window = dom.window;
+globalThis.document = dom.window.document;
+globalThis.IS_REACT_ACT_ENVIRONMENT = false;
+
+const React = (await import("react")).default;
+const { createRoot } = await import("react-dom/client");
+const { useAgent } = await import("agents/react");
+const { useAgentChat } = await import("@cloudflare/ai-chat/react");
+
+function parseArgs(argv) {
+  const [scenario, ...rest] = argv;
+  const options = { scenario, timeout: "30" };
+  for (let i = 0; i < rest.length; i += 2) options[rest[i].replace(/^--/, "")] = rest[i + 1];
+  return options;
+}
+
+const args = parseArgs(process.argv.slice(2));
+const log = (...parts) => console.error("[scenario]", ...parts);
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function waitFor(what, predicate, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = predicate();
+    if (value) return value;
+    await sleep(20);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+function Harness({ sink, chatOptions }) {
+  const agent = useAgent({
+    agent: args.agent,
+    name: args.name,
+    host: args.host,
+    query: args.token ? { token: args.token } : undefined,
+  });
+  const chat = useAgentChat({ agent, ...chatOptions });
+  sink.current = { agent, chat };
+  return null;
+}
+
+async function mount(chatOptions = {}) {
+  const sink = { current: null };
+  const frames = [];
+  const root = createRoot(document.createElement("div"));
+  root.render(React.createElement(Harness, { sink, chatOptions }));
+  await waitFor("the hook to render", () => sink.current);
+  sink.current.agent.addEventListener("message", (event) => {
+    try {
+      frames.push(JSON.parse(event.data));
+    } catch {
+      frames.push({ raw: String(event.data) });
+    }
+  });
+  await waitFor("the identity frame", () => sink.current.agent.identified);
+  await waitFor("the initial transcript", () => sink.current.chat.status === "ready");
+  return {
+    get chat() {
+      return sink.current.chat;
+    },
+    get agent() {
+      return sink.current.agent;
+    },
+    frames,
+    unmount: () => root.unmount(),
+  };
+}
+
+async function serverMessages() {
+  const query = args.token ? `?token=${encodeURIComponent(args.token)}` : "";
+  const slug = args.agent.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`).replace(/^-/, "");
+  const response = await fetch(`http://${args.host}/agents/${slug}/${args.name}/get-messages${query}`);
+  return response.json();
+}
+
+const lastAssistantText = (messages) => {
+  const last = [...messages].reverse().find((m) => m.role === "assistant");
+  return last ? last.parts.filter((p) => p.type === "text").map((p) => p.text).join("") : "";
+};
+
+async function settle(client, what) {
+  await sleep(50);
+  await waitFor(what, () => client.chat.status === "ready" || client.chat.status === "error", 20000);
+  await sleep(300); // let the final transcript broadcast land
+}
+
+const scenarios = {
+  async basic() {
+    const client = await mount();
+    await client.chat.sendMessage({ text: args.text ?? "Hello" });
+    await settle(client, "the turn to finish");
+    return { messages: client.chat.messages, serverMessages: await serverMessages(), status: client.chat.status };
+  },
+
+  async "custom-body"() {
+    const client = await mount();
+    await client.chat.sendMessage({ text: args.text ?? "Hello" }, { body: { echo_body: true, words: 2, foo: "bar" } });
+    await settle(client, "the turn to finish");
+    return { messages: client.chat.messages, serverMessages: await serverMessages() };
+  },
+
+  async cancel() {
+    const client = await mount();
+    client.chat.sendMessage({ text: args.text ?? "Count slowly" });
+    await waitFor("the first streamed text", () => lastAssistantText(client.chat.messages).length > 0);
+    await client.chat.stop();
+    await sleep(800);
+    return {
+      messages: client.chat.messages,
+      serverMessages: await serverMessages(),
+      sentCancel: client.frames.length >= 0,
+    };
+  },
+
+  async resume() {
+    const first = await mount();
+    first.chat.sendMessage({ text: args.text ?? "Tell me a long story" });
+    await waitFor("the first streamed text", () => lastAssistantText(first.chat.messages).length > 0);
+    first.unmount();
+    log("first client gone mid-stream; mounting a new one");
+    const second = await mount();
+    await waitFor("the resumed stream to finish", () => second.frames.some((f) => f.type === "cf_agent_use_chat_response" && f.done), 20000);
+    await settle(second, "the resumed turn to finish");
+    return {
+      messages: second.chat.messages,
+      serverMessages: await serverMessages(),
+      replayed: second.frames.filter((f) => f.replay).length,
+    };
+  },
+
+  async "two-clients"() {
+    const sender = await mount();
+    const observer = await mount();
+    await sender.chat.sendMessage({ text: args.text ?? "Hello both" });
+    await settle(sender, "the turn to finish");
+    await waitFor("the observer to see the reply", () => lastAssistantText(observer.chat.messages).length > 0);
+    return { messages: sender.chat.messages, observerMessages: observer.chat.messages, serverMessages: await serverMessages() };
+  },
+
+  async clear() {
+    const client = await mount();
+    const other = await mount();
+    await client.chat.sendMessage({ text: "Remember this" });
+    await settle(client, "the turn to finish");
+    await waitFor("the other tab to see the turn", () => other.chat.messages.length === 2);
+    client.chat.clearHistory();
+    await waitFor("the other tab to clear", () => other.chat.messages.length === 0);
+    await sleep(200);
+    return { messages: client.chat.messages, otherMessages: other.chat.messages, serverMessages: await serverMessages() };
+  },
+
+  async regenerate() {
+    const client = await mount();
+    await client.chat.sendMessage({ text: args.text ?? "Hello" });
+    await settle(client, "the first answer");
+    const firstAnswer = client.chat.messages.at(-1);
+    await client.chat.regenerate();
+    await settle(client, "the regenerated answer");
+    return { firstAnswer, messages: client.chat.messages, serverMessages: await serverMessages() };
+  },
+
+  async "set-messages"() {
+    const client = await mount();
+    const other = await mount();
+    const messages = [
+      { id: "set-1", role: "user", parts: [{ type: "text", text: "one" }] },
+      { id: "set-2", role: "assistant", parts: [{ type: "text", text: "two" }] },
+    ];
+    client.chat.setMessages(messages);
+    await waitFor("the other tab to receive the list", () => other.chat.messages.length === 2);
+    await sleep(200);
+    return { otherMessages: other.chat.messages, serverMessages: await serverMessages() };
+  },
+
+  async error() {
+    const client = await mount();
+    await client.chat.sendMessage({ text: args.text ?? "Break" });
+    await settle(client, "the failed turn");
+    return { status: client.chat.status, error: client.chat.error ? client.chat.error.message : null, serverMessages: await serverMessages() };
+  },
+};
+
+async function main() {
+  const scenario = scenarios[args.scenario];
+  if (!scenario) throw new Error(`unknown scenario ${args.scenario}; known: ${Object.keys(scenarios).join(", ")}`);
+  const timer = setTimeout(() => {
+    console.log(JSON.stringify({ error: `scenario timed out after ${args.timeout}s` }));
+    process.exit(3);
+  }, Number(args.timeout) * 1000);
+  const result = await scenario();
+  clearTimeout(timer);
+  console.log(JSON.stringify(result));
+  process.exit(0);
+}
+
+main().catch((error) => {
+  console.log(JSON.stringify({ error: String(error && error.stack ? error.stack : error) }));
+  process.exit(2);
+});

@@ -1,0 +1,80 @@
+"""The official npm clients (`useAgent` + `useAgentChat`, unmodified) against a live daphne
+server: what the client assembles must equal what get-messages returns afterwards."""
+from __future__ import annotations
+
+import pytest
+
+from agents_app.testing.fake_openai import Reply
+from tests.node_client import run_scenario
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
+
+
+def scenario(live_server_process, token, name, agent="ChatAgent", **options):
+    return run_scenario(options.pop("scenario"), host=live_server_process.host, agent=agent, name=name, token=token, **options)
+
+
+def test_a_streamed_turn_assembles_exactly_what_the_server_stored(live_server_process, token, model):
+    model.script(Reply.text("Hello from the fake model!", chunk_size=4, delay=0.01))
+    result = scenario(live_server_process, token, "basic", scenario="basic", text="Hi")
+    assert result["status"] == "ready"
+    assert result["messages"] == result["serverMessages"]
+    assert result["messages"][-1]["parts"][-1]["text"] == "Hello from the fake model!"
+
+
+def test_custom_body_fields_reach_the_agent(live_server_process, token):
+    result = scenario(live_server_process, token, "body", agent="ScriptedAgent", scenario="custom-body")
+    data = next(p for p in result["serverMessages"][-1]["parts"] if p["type"] == "data-body")["data"]
+    assert data == {"echo_body": True, "words": 2, "foo": "bar"}
+    assert result["messages"] == result["serverMessages"]
+
+
+def test_stop_cancels_the_server_turn_and_keeps_the_partial_answer(live_server_process, token, model):
+    model.script(Reply.text("one two three four five six seven eight nine ten", delay=0.3))
+    result = scenario(live_server_process, token, "cancel", scenario="cancel")
+    assert model.wait_for_disconnect(5)
+    stored = result["serverMessages"][-1]
+    assert stored["role"] == "assistant"
+    text = "".join(p["text"] for p in stored["parts"] if p["type"] == "text")
+    assert text and "one two three four five six seven eight nine ten".startswith(text) and len(text) < 49
+
+
+def test_a_client_that_reconnects_mid_stream_resumes_and_ends_with_the_full_message(live_server_process, token, model):
+    model.script(Reply.text(" ".join(f"word{i}" for i in range(40)), delay=0.05))
+    result = scenario(live_server_process, token, "resume", scenario="resume")
+    assert result["replayed"] > 0
+    assert result["messages"] == result["serverMessages"]
+    assert result["messages"][-1]["parts"][-1]["text"] == " ".join(f"word{i}" for i in range(40))
+
+
+def test_a_second_tab_sees_the_turn(live_server_process, token, model):
+    model.script(Reply.text("Shared with every tab."))
+    result = scenario(live_server_process, token, "tabs", scenario="two-clients")
+    assert result["observerMessages"] == result["serverMessages"] == result["messages"]
+
+
+def test_clear_history_empties_the_server_and_the_other_tab(live_server_process, token, model):
+    result = scenario(live_server_process, token, "clear", scenario="clear")
+    assert result["messages"] == result["otherMessages"] == result["serverMessages"] == []
+
+
+def test_regenerate_replaces_the_last_answer(live_server_process, token, model):
+    model.script(Reply.text("First answer."), Reply.text("Second answer."))
+    result = scenario(live_server_process, token, "regen", scenario="regenerate")
+    assert result["firstAnswer"]["parts"][-1]["text"] == "First answer."
+    assert [m["role"] for m in result["messages"]] == ["user", "assistant"]
+    assert result["messages"][-1]["parts"][-1]["text"] == "Second answer."
+    assert result["messages"] == result["serverMessages"]
+
+
+def test_set_messages_persists_on_an_ai_chat_agent_and_reaches_other_tabs(live_server_process, token):
+    result = scenario(live_server_process, token, "setmsgs", agent="MinimalChatAgent", scenario="set-messages")
+    assert [m["id"] for m in result["serverMessages"]] == ["set-1", "set-2"]
+    assert [m["id"] for m in result["otherMessages"]] == ["set-1", "set-2"]
+
+
+def test_an_upstream_error_surfaces_as_the_chat_error(live_server_process, token, model):
+    model.script(Reply.error(503, "model overloaded"))
+    result = scenario(live_server_process, token, "error", scenario="error")
+    assert result["status"] == "error"
+    assert result["error"] == "The model service returned an error (HTTP 503): model overloaded"
