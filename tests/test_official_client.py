@@ -6,6 +6,7 @@ import pytest
 
 from agents_app.testing.fake_openai import Reply
 from tests.node_client import run_scenario
+from tests.plugins.live_server import start_live_server
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
 
@@ -78,3 +79,17 @@ def test_an_upstream_error_surfaces_as_the_chat_error(live_server_process, token
     result = scenario(live_server_process, token, "error", scenario="error")
     assert result["status"] == "error"
     assert result["error"] == "The model service returned an error (HTTP 503): model overloaded"
+
+
+def test_a_reconnect_to_another_server_process_resumes_the_stream(live_server_process, token, model, settings):
+    if not settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"):
+        pytest.skip("two processes share live frames only through channels-redis (production mode)")
+    other = start_live_server(model.base_url)
+    try:
+        model.script(Reply.text(" ".join(f"part{i}" for i in range(40)), delay=0.05))
+        result = scenario(live_server_process, token, "cross", scenario="resume", host2=other.host)
+    finally:
+        other.stop()
+    assert result["replayed"] > 0
+    assert result["messages"] == result["serverMessages"]
+    assert result["messages"][-1]["parts"][-1]["text"] == " ".join(f"part{i}" for i in range(40))

@@ -36,11 +36,11 @@ async function waitFor(what, predicate, timeoutMs = 15000) {
   throw new Error(`timed out waiting for ${what}`);
 }
 
-function Harness({ sink, chatOptions }) {
+function Harness({ sink, chatOptions, host }) {
   const agent = useAgent({
     agent: args.agent,
     name: args.name,
-    host: args.host,
+    host,
     query: args.token ? { token: args.token } : undefined,
   });
   const chat = useAgentChat({ agent, ...chatOptions });
@@ -48,11 +48,11 @@ function Harness({ sink, chatOptions }) {
   return null;
 }
 
-async function mount(chatOptions = {}) {
+async function mount(chatOptions = {}, host = args.host) {
   const sink = { current: null };
   const frames = [];
   const root = createRoot(document.createElement("div"));
-  root.render(React.createElement(Harness, { sink, chatOptions }));
+  root.render(React.createElement(Harness, { sink, chatOptions, host }));
   await waitFor("the hook to render", () => sink.current);
   sink.current.agent.addEventListener("message", (event) => {
     try {
@@ -126,8 +126,9 @@ const scenarios = {
     first.chat.sendMessage({ text: args.text ?? "Tell me a long story" });
     await waitFor("the first streamed text", () => lastAssistantText(first.chat.messages).length > 0);
     first.unmount();
+    // --host2 sends the reconnect to another server process (cross-process resume).
     log("first client gone mid-stream; mounting a new one");
-    const second = await mount();
+    const second = await mount({}, args.host2 ?? args.host);
     await waitFor("the resumed stream to finish", () => second.frames.some((f) => f.type === "cf_agent_use_chat_response" && f.done), 20000);
     await settle(second, "the resumed turn to finish");
     return {
