@@ -126,6 +126,36 @@ class AIChatAgent(Agent):
     async def get_messages(self) -> list[dict[str, Any]]:
         return await sync_to_async(transcript.transcript)(self.session)
 
+    # -- the message tree (regenerations and edits are branches, never deletions) ---------
+    @callable_method
+    async def get_history(self, leaf_id: str | None = None) -> list[dict[str, Any]]:
+        """The conversation up to `leaf_id` (any message, e.g. on an older branch)."""
+        return await sync_to_async(transcript.history)(self.session, leaf_id)
+
+    @callable_method
+    async def get_branches(self, message_id: str) -> list[dict[str, Any]]:
+        """The children of a message, oldest first: e.g. every answer ever generated to it."""
+        return await sync_to_async(transcript.children)(self.session, message_id)
+
+    @callable_method
+    async def switch_branch(self, message_id: str) -> list[dict[str, Any]]:
+        """Continue the conversation on the branch through `message_id`; every tab follows."""
+        if not await sync_to_async(transcript.switch_branch)(self.session, message_id):
+            raise ValueError(f"Unknown message {message_id}")
+        return await self._broadcast_transcript()
+
+    @callable_method
+    async def delete_branch(self, message_id: str) -> list[dict[str, Any]]:
+        """Delete a message and its descendants; every tab gets the resulting conversation."""
+        if not await sync_to_async(transcript.delete_branch)(self.session, message_id):
+            raise ValueError(f"Unknown message {message_id}")
+        return await self._broadcast_transcript()
+
+    async def _broadcast_transcript(self) -> list[dict[str, Any]]:
+        current = await sync_to_async(transcript.transcript)(self.session)
+        await broadcast.broadcast(self.session.pk, [frames.chat_messages(current)])
+        return current
+
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
         """Produce the reply: UI message stream chunks, plain text, or None."""
         raise NotImplementedError(f"{type(self).__name__} must implement on_chat_message()")

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import Q
 
 from agents_app.protocol.messages import (
     SETTLED_TOOL_STATES,
@@ -62,8 +63,91 @@ def active_path(session: Session) -> list[Message]:
 
 
 def transcript(session: Session) -> list[UIMessage]:
-    """The active path as UIMessages: what get-messages returns and the model sees."""
-    return [message.as_ui_message() for message in active_path(session)]
+    """The active path as UIMessages: what get-messages returns and the model sees. A message
+    with siblings carries `metadata.branch = {index, count, siblings}` (computed, never stored)."""
+    return with_branch_metadata(active_path(session))
+
+
+def with_branch_metadata(path: list[Message]) -> list[UIMessage]:
+    if not path:
+        return []
+    parent_ids = {m.parent_id for m in path if m.parent_id is not None}
+    siblings: dict[int | None, list[str]] = {}
+    rows = Message.objects.filter(session_id=path[0].session_id).filter(
+        Q(parent_id__in=parent_ids) | Q(parent__isnull=True)
+    ).order_by("id").values_list("parent_id", "uid")
+    for parent_id, uid in rows:
+        siblings.setdefault(parent_id, []).append(uid)
+    messages = []
+    for message in path:
+        ui = message.as_ui_message()
+        group = siblings.get(message.parent_id, [message.uid])
+        if len(group) > 1:
+            ui["metadata"] = {**(ui.get("metadata") or {}), "branch": {"index": group.index(message.uid), "count": len(group), "siblings": group}}
+        messages.append(ui)
+    return messages
+
+
+def history(session: Session, leaf_uid: str | None = None) -> list[UIMessage]:
+    """The path to `leaf_uid` (any message, e.g. an old branch), or the active path."""
+    if leaf_uid is None:
+        return transcript(session)
+    leaf = session.messages.filter(uid=leaf_uid).first()
+    return with_branch_metadata(path_to(leaf.pk)) if leaf else []
+
+
+def children(session: Session, message_uid: str) -> list[UIMessage]:
+    """Direct children of a message, oldest first (e.g. the regenerated answers to a question)."""
+    return [m.as_ui_message() for m in Message.objects.filter(session=session, parent__uid=message_uid).order_by("id")]
+
+
+_DESCENDANTS_SQL = """
+WITH RECURSIVE subtree(id) AS (
+    SELECT id FROM agents_app_message WHERE id = %s
+    UNION ALL
+    SELECT m.id FROM agents_app_message m JOIN subtree ON m.parent_id = subtree.id
+)
+SELECT id FROM subtree
+"""
+
+
+def _subtree_ids(message_id: int) -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(_DESCENDANTS_SQL, [message_id])
+        return [row[0] for row in cursor.fetchall()]
+
+
+@transaction.atomic
+def switch_branch(session: Session, message_uid: str) -> bool:
+    """Make the branch through `message_uid` the conversation: the active leaf becomes the
+    newest leaf under it. False for an unknown message."""
+    message = session.messages.filter(uid=message_uid).first()
+    if message is None:
+        return False
+    subtree = _subtree_ids(message.pk)
+    leaf = Message.objects.filter(id__in=subtree, children__isnull=True).order_by("-id").first()
+    Session.objects.filter(pk=session.pk).update(active_leaf=leaf or message)
+    return True
+
+
+@transaction.atomic
+def delete_branch(session: Session, message_uid: str) -> bool:
+    """Delete a message and everything under it. When the conversation ran through it, the
+    conversation moves to the newest remaining branch under its parent."""
+    message = session.messages.filter(uid=message_uid).first()
+    if message is None:
+        return False
+    subtree = set(_subtree_ids(message.pk))
+    leaf_id = Session.objects.filter(pk=session.pk).values_list("active_leaf_id", flat=True).first()
+    parent_id = message.parent_id
+    Message.objects.filter(id__in=subtree).delete()
+    if leaf_id in subtree:
+        replacement = None
+        if parent_id is not None:
+            remaining = _subtree_ids(parent_id)
+            replacement = Message.objects.filter(id__in=remaining, children__isnull=True).order_by("-id").first()
+        Session.objects.filter(pk=session.pk).update(active_leaf=replacement or latest_leaf(session))
+    return True
 
 
 def latest_assistant(session: Session) -> UIMessage | None:
@@ -147,6 +231,22 @@ def _write(session: Session, message: UIMessage, parent: Message | None, existin
     )
 
 
+def _edited(stored: Message, incoming: UIMessage) -> bool:
+    """A user message resent with other content after it was answered: an edit."""
+    clean = sanitize_for_persistence(incoming)
+    return stored.role == "user" and stored.parts != clean["parts"] and stored.children.exists()
+
+
+def _fork_for_edit(session: Session, stored: Message, incoming: UIMessage) -> Message:
+    """Keep the original (and its answers) as a branch under a variant id, and store the edited
+    text as a sibling under the client's id, so client and server keep agreeing on ids."""
+    variant = 1
+    while session.messages.filter(uid=f"{stored.uid}~{variant}").exists():
+        variant += 1
+    Message.objects.filter(pk=stored.pk).update(uid=f"{stored.uid}~{variant}")
+    return _write(session, incoming, stored.parent, None)
+
+
 @transaction.atomic
 def upsert_client_messages(session: Session, incoming: list[UIMessage], *, move_leaf: bool) -> list[UIMessage]:
     """Reconcile and upsert a client's message list.
@@ -154,15 +254,18 @@ def upsert_client_messages(session: Session, incoming: list[UIMessage], *, move_
     Known ids are updated in place. New ids are appended under the current leaf. With
     `move_leaf` (chat requests) and a list made only of known ids, the active leaf moves to
     the last incoming message: the reference deletes the rows after it, we keep them as a
-    branch. Returns the reconciled list.
+    branch. An edited user message becomes a sibling of the original. Returns the reconciled list.
     """
     session = Session.objects.select_for_update().get(pk=session.pk)
-    reconciled = reconcile(session, incoming)
+    reconciled = [_strip_reserved(m) for m in reconcile(session, incoming)]
     stored = {m.uid: m for m in session.messages.all()}
     all_known = bool(reconciled) and all(m["id"] in stored for m in reconciled)
     leaf = session.active_leaf or latest_leaf(session)
     for message in reconciled:
         existing = stored.get(message["id"])
+        if existing is not None and move_leaf and _edited(existing, message):
+            stored[message["id"]] = _fork_for_edit(session, existing, message)
+            continue
         written = _write(session, message, leaf, existing)
         if existing is None:
             leaf = written
@@ -171,6 +274,17 @@ def upsert_client_messages(session: Session, incoming: list[UIMessage], *, move_
     if leaf is not None and leaf.pk != session.active_leaf_id:
         Session.objects.filter(pk=session.pk).update(active_leaf=leaf)
     return reconciled
+
+
+def _strip_reserved(message: UIMessage) -> UIMessage:
+    """`metadata.branch` is computed on read; a client echoing it back must not store it."""
+    metadata = message.get("metadata")
+    if isinstance(metadata, dict) and "branch" in metadata:
+        rest = {k: v for k, v in metadata.items() if k != "branch"}
+        message = {**message, "metadata": rest or None}
+        if not rest:
+            message.pop("metadata")
+    return message
 
 
 @transaction.atomic
