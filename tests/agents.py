@@ -71,3 +71,20 @@ class CounterAgent(Agent):
 
     def not_exposed(self) -> str:
         return "secret"
+
+    @callable_method(streaming=True)
+    async def count_to(self, stream: Any, n: int) -> None:
+        for i in range(1, n + 1):
+            await stream.send(i)
+        await stream.end("done")
+
+    @callable_method(streaming=True)
+    async def break_midway(self, stream: Any) -> None:
+        await stream.send(1)
+        raise RuntimeError("stream broke")
+
+    def is_readonly(self, connection: Any) -> bool:
+        return connection.query.get("mode") == "readonly"
+
+    def should_send_protocol_messages(self, connection: Any) -> bool:
+        return connection.query.get("mode") != "silent"

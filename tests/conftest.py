@@ -103,9 +103,9 @@ async def open_socket() -> AsyncIterator[Any]:
 
     sockets: list[AgentSocket] = []
 
-    async def connect(path: str, *, token: str | None = None, connection_id: str | None = None, headers: list[tuple[bytes, bytes]] | None = None, expect_connected: bool = True) -> AgentSocket:
+    async def connect(path: str, *, token: str | None = None, connection_id: str | None = None, headers: list[tuple[bytes, bytes]] | None = None, expect_connected: bool = True, query: str = "") -> AgentSocket:
         connection_id = connection_id or str(uuid.uuid4())
-        query = f"_pk={connection_id}" + (f"&token={token}" if token else "")
+        query = f"_pk={connection_id}" + (f"&token={token}" if token else "") + (f"&{query}" if query else "")
         communicator = WebsocketCommunicator(application, f"{path}?{query}", headers=headers or [])
         connected, _ = await communicator.connect()
         assert connected is expect_connected

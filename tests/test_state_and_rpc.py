@@ -68,3 +68,47 @@ async def test_rpc_errors_name_the_problem(open_socket, token, method, error):
     caller, _ = await ready(open_socket, token)
     await caller.send({"type": "rpc", "id": "call-3", "method": method, "args": []})
     assert await caller.next() == {"type": "rpc", "id": "call-3", "success": False, "error": error}
+
+
+async def test_streaming_rpc_sends_each_chunk_then_the_end(open_socket, token):
+    caller, _ = await ready(open_socket, token)
+    await caller.send({"type": "rpc", "id": "s-1", "method": "count_to", "args": [3]})
+    frames = [await caller.next() for _ in range(4)]
+    assert frames == [
+        {"type": "rpc", "id": "s-1", "success": True, "result": 1, "done": False},
+        {"type": "rpc", "id": "s-1", "success": True, "result": 2, "done": False},
+        {"type": "rpc", "id": "s-1", "success": True, "result": 3, "done": False},
+        {"type": "rpc", "id": "s-1", "success": True, "result": "done", "done": True},
+    ]
+
+
+async def test_a_streaming_rpc_that_raises_ends_with_one_error(open_socket, token):
+    caller, _ = await ready(open_socket, token)
+    await caller.send({"type": "rpc", "id": "s-2", "method": "break_midway", "args": []})
+    assert await caller.next() == {"type": "rpc", "id": "s-2", "success": True, "result": 1, "done": False}
+    assert await caller.next() == {"type": "rpc", "id": "s-2", "success": False, "error": "stream broke"}
+    assert await caller.no_frame(0.3)
+
+
+async def test_a_readonly_connection_cannot_change_state_but_still_sees_it(open_socket, token):
+    viewer = await open_socket(PATH, token=token, query="mode=readonly")
+    await viewer.until(lambda f: f["type"] == "cf_agent_mcp_servers")
+    writer, _ = await ready(open_socket, token)
+    await viewer.send({"type": "cf_agent_state", "state": {"count": 9}})
+    assert await viewer.next() == {"type": "cf_agent_state_error", "error": "Connection is readonly"}
+    await viewer.send({"type": "rpc", "id": "ro-1", "method": "increment", "args": [1]})
+    assert await viewer.next() == {"type": "rpc", "id": "ro-1", "success": False, "error": "Connection is readonly"}
+    await viewer.send({"type": "rpc", "id": "ro-2", "method": "echo", "args": ["read"]})
+    assert (await viewer.next())["result"] == "read"
+    await writer.send({"type": "cf_agent_state", "state": {"count": 2}})
+    assert await viewer.next() == {"type": "cf_agent_state", "state": {"count": 2}}
+
+
+async def test_a_connection_without_protocol_messages_gets_no_connect_frames_or_state_but_can_call(open_socket, token):
+    silent = await open_socket(PATH, token=token, query="mode=silent")
+    assert await silent.no_frame(0.3)
+    writer, _ = await ready(open_socket, token)
+    await writer.send({"type": "cf_agent_state", "state": {"count": 4}})
+    assert await silent.no_frame(0.3)
+    await silent.send({"type": "rpc", "id": "q-1", "method": "increment", "args": [1]})
+    assert await silent.next() == {"type": "rpc", "id": "q-1", "success": True, "result": 5, "done": True}

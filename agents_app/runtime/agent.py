@@ -27,10 +27,21 @@ from agents_app.storage.models import Session
 _UNSET: Any = object()
 
 
-def callable_method(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Mark a method as invokable by clients through `rpc` frames (the reference's @callable)."""
-    func.agent_callable = True  # type: ignore[attr-defined]
-    return func
+def callable_method(func: Callable[..., Any] | None = None, *, streaming: bool = False) -> Any:
+    """Mark a method as invokable by clients through `rpc` frames (the reference's @callable).
+    A streaming method receives an `RpcStream` first and sends chunks through it."""
+
+    def mark(method: Callable[..., Any]) -> Callable[..., Any]:
+        method.agent_callable = True  # type: ignore[attr-defined]
+        method.agent_streaming = streaming  # type: ignore[attr-defined]
+        return method
+
+    return mark(func) if func is not None else mark
+
+
+class ReadonlyConnection(PermissionError):
+    def __init__(self) -> None:
+        super().__init__("Connection is readonly")
 
 
 class Agent:
@@ -47,6 +58,8 @@ class Agent:
         self.session = session
         self.record = record
         self.name = session.name
+        # The connection whose RPC call is running, if any (readonly connections cannot set state).
+        self.caller: Connection | None = None
         for key, value in (record.settings or {}).items():
             if key in self.configurable:
                 setattr(self, key, value)
@@ -75,11 +88,15 @@ class Agent:
 
     async def set_state(self, state: Any) -> None:
         """Persist state and broadcast it to every connection."""
+        if self.caller is not None and self.caller.readonly:
+            raise ReadonlyConnection
         await self._store_state(state)
         await broadcast.broadcast(self.session.pk, [frames.state(state)], skip_pending_resume=False)
         await self.on_state_update(state, None)
 
     async def apply_client_state(self, state: Any, source: Connection) -> None:
+        if source.readonly:
+            raise ReadonlyConnection
         self.validate_state_change(state, source)
         await self._store_state(state)
         await broadcast.broadcast(
@@ -88,6 +105,14 @@ class Agent:
         await self.on_state_update(state, source)
 
     # -- connection hooks ------------------------------------------------------------
+    def should_send_protocol_messages(self, connection: Connection) -> bool:
+        """False for connections that want no identity/state/MCP frames (e.g. binary-only devices)."""
+        return True
+
+    def is_readonly(self, connection: Connection) -> bool:
+        """True for connections that may watch but not change state."""
+        return False
+
     async def on_connect(self, connection: Connection) -> None:
         """Runs after the connect frames were sent."""
 

@@ -21,6 +21,9 @@ class Connection:
     id: str
     channel_name: str
     user_id: int | None = None
+    query: dict[str, str] = field(default_factory=dict)
+    readonly: bool = False
+    protocol: bool = True
 
 
 @dataclass

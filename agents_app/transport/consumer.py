@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -32,7 +33,7 @@ from agents_app.protocol.inbound import (
     parse_frame,
 )
 from agents_app.runtime import chat, runner, tool_state
-from agents_app.runtime.agent import AIChatAgent, Agent, ThinkAgent
+from agents_app.runtime.agent import AIChatAgent, Agent, ReadonlyConnection, ThinkAgent
 from agents_app.runtime.broadcast import session_group
 from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_session
 from agents_app.runtime.resume import ConnectionStreams
@@ -71,22 +72,30 @@ class AgentConsumer(AsyncWebsocketConsumer):
         except UnknownAgent:
             await self._refuse(f"Unknown agent {self.segment!r}.", CLOSE_UNKNOWN_AGENT)
             return
-        self.connection = Connection(
-            id=query_params(self.scope).get("_pk") or str(uuid.uuid4()),
+        query = query_params(self.scope)
+        connection = Connection(
+            id=query.get("_pk") or str(uuid.uuid4()),
             channel_name=self.channel_name,
             user_id=user.pk if authenticated else None,
+            query=query,
+        )
+        agent = await self._agent()
+        self.connection = replace(
+            connection,
+            readonly=agent.is_readonly(connection),
+            protocol=agent.should_send_protocol_messages(connection),
         )
         self.streams = ConnectionStreams(self.session.pk, self.send_frames)
         await self.channel_layer.group_add(session_group(self.session.pk), self.channel_name)
-        agent = await self._agent()
         await self._send_chat_connect_frames(agent)
-        connect_frames = []
-        if agent.send_identity_on_connect:
-            connect_frames.append(frames.identity(self.instance_name, self.segment, state_follows=agent.has_state))
-        if agent.has_state:
-            connect_frames.append(frames.state(agent.state))
-        connect_frames.append(frames.mcp_servers())
-        await self.send_frames(connect_frames)
+        if self.connection.protocol:
+            connect_frames = []
+            if agent.send_identity_on_connect:
+                connect_frames.append(frames.identity(self.instance_name, self.segment, state_follows=agent.has_state))
+            if agent.has_state:
+                connect_frames.append(frames.state(agent.state))
+            connect_frames.append(frames.mcp_servers())
+            await self.send_frames(connect_frames)
         await agent.on_connect(self.connection)
 
     async def _send_chat_connect_frames(self, agent: Agent) -> None:
@@ -167,7 +176,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             case StateUpdate(state=state):
                 await self._apply_state(state)
             case RpcCall():
-                await self.send_frames(await invoke(await self._agent(), frame))
+                await invoke(await self._agent(), frame, self.connection, self.send_frames)
             case AppMessage():
                 agent = await self._agent()
                 await self.send_frames(await agent.on_message(self.connection, frame))
@@ -176,6 +185,8 @@ class AgentConsumer(AsyncWebsocketConsumer):
         agent = await self._agent()
         try:
             await agent.apply_client_state(state, self.connection)
+        except ReadonlyConnection as error:
+            await self.send_frames([frames.state_error(str(error))])
         except Exception:
             logger.info("state update rejected on %s/%s", self.segment, self.instance_name, exc_info=True)
             await self.send_frames([frames.state_error("State update rejected")])
@@ -186,7 +197,10 @@ class AgentConsumer(AsyncWebsocketConsumer):
             return
         if message["skip_pending_resume"] and self.streams.offered is not None:
             return
-        await self.send_frames(message["frames"])
+        outgoing = message["frames"]
+        if not self.connection.protocol:
+            outgoing = [f for f in outgoing if f.get("type") != frames.STATE]
+        await self.send_frames(outgoing)
 
     async def agent_stream(self, message: dict[str, Any]) -> None:
         await self.streams.on_stream_frames(message["request_id"], [(seq, frame) for seq, frame in message["frames"]])
