@@ -96,3 +96,34 @@ async def test_cancel_aborts_the_turn_closes_the_upstream_call_and_keeps_the_par
     stored = await sync_to_async(transcript.transcript)(session)
     partial = stored[-1]["parts"][-1]["text"]
     assert partial and "one two three four five six seven eight".startswith(partial)
+
+
+async def test_an_upstream_timeout_is_reported_as_a_readable_error(open_socket, token, model, settings):
+    settings.AGENTS_MODEL_TIMEOUT = 0.5
+    model.script(Reply.text("too late", first_token_delay=2))
+    socket = await open_socket(CHAT, token=token)
+    await socket.chat("slow0001", [user_message("Hurry", "u7")])
+    frames = await socket.until(is_done("slow0001"))
+    assert [f["body"] for f in frames if f.get("error")] == ["The model did not answer in time. Please try again."]
+
+
+async def test_an_upstream_that_drops_the_connection_mid_answer_ends_the_turn_with_an_error(open_socket, token, model, user):
+    model.script(Reply.broken("one two three four five", after=2))
+    socket = await open_socket(CHAT, token=token)
+    await socket.chat("drop0001", [user_message("Go", "u8")])
+    frames = await socket.until(is_done("drop0001"))
+    errors = [f for f in frames if f.get("error")]
+    assert [e["body"] for e in errors] == ["The connection to the model service broke off mid-answer. Please try again."]
+    session = await sync_to_async(resolve_session)("chat-agent", "room-1", user)
+    stored = await sync_to_async(transcript.transcript)(session)
+    assert stored[-1]["parts"][-1]["text"] == "one two"
+
+
+async def test_cancel_ends_the_stream_with_an_abort_chunk_before_done(open_socket, token, model):
+    model.script(Reply.text("a b c d e f g h i j", delay=0.2))
+    socket = await open_socket(CHAT, token=token)
+    await socket.chat("abort001", [user_message("Go", "u9")])
+    await socket.until(lambda f: '"text-delta"' in f.get("body", ""))
+    await socket.send({"type": "cf_agent_chat_request_cancel", "id": "abort001"})
+    frames = await socket.until(is_done("abort001"))
+    assert chunks_of(frames, "abort001")[-1] == {"type": "abort"}

@@ -136,10 +136,12 @@ class StepStream:
         open_text: str | None = None
         open_reasoning: str | None = None
         calls: dict[int, ToolCall] = {}
+        received = False
         try:
             stream = await self._client.chat.completions.create(**self._request)
             async with stream:
                 async for chunk in stream:
+                    received = True
                     if chunk.usage is not None:
                         self.outcome.usage = {
                             "inputTokens": chunk.usage.prompt_tokens,
@@ -180,6 +182,8 @@ class StepStream:
                         if choice.finish_reason:
                             self.outcome.finish_reason = _FINISH_REASONS.get(choice.finish_reason, "other")
         except openai.OpenAIError as error:
+            if received and isinstance(error, openai.APIConnectionError) and not isinstance(error, openai.APITimeoutError):
+                raise ModelError("The connection to the model service broke off mid-answer. Please try again.") from error
             raise ModelError(describe_error(error)) from error
         for end in self._close(open_text, open_reasoning):
             yield end

@@ -207,6 +207,8 @@ async def _execute(agent: AIChatAgent, request: TurnRequest, turn: Turn, abort: 
     publisher = StreamPublisher(session.pk, turn.pk, request.request_id, continuation=request.continuation)
     await publisher.start(builder.message["id"])
     outcome = await _stream(response, builder, publisher, abort, agent, request.request_id)
+    if outcome.status == "aborted":
+        publisher.publish({"type": "abort"})  # as AI SDK streams end when aborted
     await publisher.flush()
     await publisher.send_final(outcome.final_frames(request.request_id, request.continuation))
     message = builder.finalize()

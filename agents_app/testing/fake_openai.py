@@ -281,8 +281,9 @@ class FakeOpenAI:
                     chunk({"reasoning_content": piece})
                 for index, piece in enumerate(reply.pieces):
                     if reply.break_after is not None and index >= reply.break_after:
-                        self.wfile.write(b"0\r\n\r\n")  # end the body early: a truncated stream
+                        # Drop the connection mid-body, as a crashed upstream would.
                         self.wfile.flush()
+                        self.connection.shutdown(socket.SHUT_RDWR)
                         return
                     self._wait(reply.delay)
                     chunk({"content": piece})
