@@ -48,6 +48,9 @@ def start_local_model_server(host: str = "127.0.0.1", port: int = 8765) -> subpr
         "--ctx-size", str(CONTEXT_TOKENS),
         "--threads", str(max(1, (os.cpu_count() or 2))),
         "--jinja",  # the model's own chat template, incl. tool-call formatting
+        # Weight repacking picks AMX kernels on CPUs that advertise AMX; some VMs advertise it
+        # without enabling it and the server dies with an invalid opcode. Plain kernels are safe.
+        "--no-repack",
     ]
     log = open(log_path, "ab")  # noqa: SIM115 - the child owns the handle for its lifetime
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
