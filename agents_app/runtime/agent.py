@@ -6,6 +6,7 @@ Subclass, decorate with `@register_agent`, and the class is served at
 """
 from __future__ import annotations
 
+import secrets
 import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -15,16 +16,22 @@ from django.http import HttpRequest, HttpResponse
 
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import AppMessage
+from agents_app.protocol.messages import normalize_messages
 from agents_app.providers.openai_chat import default_model
 from agents_app.runtime import broadcast
 from agents_app.runtime.model_loop import ModelLoop
 from agents_app.runtime.tools import Tool
-from agents_app.runtime.types import ChatOptions, ChatResponse, ChatResponseResult, Connection
+from agents_app.runtime.types import ChatOptions, ChatResponse, ChatResponseResult, Connection, TurnRequest, TurnResult
 from agents_app.storage import transcript
 from agents_app.storage.models import Agent as AgentRecord
-from agents_app.storage.models import Session
+from agents_app.storage.models import Session, Turn
 
 _UNSET: Any = object()
+
+
+def new_request_id() -> str:
+    """Server-generated request ids look like the client's: 8 URL-safe characters."""
+    return secrets.token_urlsafe(6)[:8]
 
 
 def callable_method(func: Callable[..., Any] | None = None, *, streaming: bool = False) -> Any:
@@ -150,6 +157,52 @@ class AIChatAgent(Agent):
 
     async def get_messages(self) -> list[dict[str, Any]]:
         return await sync_to_async(transcript.transcript)(self.session)
+
+    # -- programmatic turns (same runner, hooks, persistence and broadcast as any turn) --------
+    def _context(self) -> dict[str, Any]:
+        return Session.objects.filter(pk=self.session.pk).values_list("request_context", flat=True).first() or {}
+
+    async def save_messages(self, messages: Any) -> TurnResult:
+        """Persist `messages` (or what `messages(transcript)` returns, evaluated when the turn
+        starts) and run a turn on them; every connected client sees it stream."""
+        from agents_app.runtime import runner  # the runner imports this module
+
+        context = await sync_to_async(self._context)()
+        request = TurnRequest(
+            session_id=self.session.pk,
+            request_id=new_request_id(),
+            source=Turn.Source.PROGRAMMATIC,
+            client_tools=context.get("lastClientTools"),
+            body=context.get("lastBody"),
+            new_messages=messages,
+        )
+        turn, _ = await sync_to_async(runner.admit)(request)
+        return await runner.run(request, turn)
+
+    async def persist_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Store messages without running a turn; every client gets the new transcript."""
+        await sync_to_async(transcript.upsert_client_messages)(self.session, normalize_messages(messages), move_leaf=False)
+        return await self._broadcast_transcript()
+
+    async def continue_last_turn(self, body: dict[str, Any] | None = None) -> TurnResult:
+        """Extend the last assistant message with another turn; skipped when the conversation
+        does not end with an assistant message."""
+        from agents_app.runtime import runner
+
+        messages = await self.get_messages()
+        if not messages or messages[-1]["role"] != "assistant":
+            return TurnResult("", "skipped")
+        context = await sync_to_async(self._context)()
+        request = TurnRequest(
+            session_id=self.session.pk,
+            request_id=new_request_id(),
+            source=Turn.Source.PROGRAMMATIC,
+            continuation=True,
+            client_tools=context.get("lastClientTools"),
+            body=body if body is not None else context.get("lastBody"),
+        )
+        turn, _ = await sync_to_async(runner.admit)(request)
+        return await runner.run(request, turn)
 
     # -- the message tree (regenerations and edits are branches, never deletions) ---------
     @callable_method

@@ -8,7 +8,6 @@ coalescing window, through the same turn queue as every other turn.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -16,16 +15,13 @@ from django.db import transaction
 
 from agents_app.protocol.messages import unanswered_tool_parts
 from agents_app.runtime import runner
+from agents_app.runtime.agent import new_request_id
 from agents_app.runtime.types import TurnRequest
 from agents_app.storage import transcript
 from agents_app.storage.models import Session, Turn
 
 COALESCE_SECONDS = 0.05
 _CONTINUATION_REQUESTED = "continuationRequested"
-
-
-def new_request_id() -> str:
-    return secrets.token_urlsafe(6)[:8]
 
 
 def _admit_if_ready(session_id: int, wants_continuation: bool, client_tools: list[dict[str, Any]] | None) -> tuple[TurnRequest, Turn] | None:

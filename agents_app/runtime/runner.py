@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from django.utils import timezone
 
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
-from agents_app.protocol.messages import UIMessage
+from agents_app.protocol.messages import UIMessage, normalize_messages
 from agents_app.runtime import broadcast, cancellation, concurrency, turn_lock
 from agents_app.runtime.agent import AIChatAgent
 from agents_app.runtime.instances import load_agent
@@ -169,7 +170,23 @@ def _load_turn_context(request: TurnRequest) -> tuple[Session, list[UIMessage]]:
     return session, transcript.transcript(session)
 
 
+async def _persist_new_messages(request: TurnRequest) -> None:
+    """The function form of save_messages sees the transcript as it is when the turn starts."""
+    session = await sync_to_async(Session.objects.get)(pk=request.session_id)
+    new = request.new_messages
+    if callable(new):
+        new = new(await sync_to_async(transcript.transcript)(session))
+        if inspect.isawaitable(new):
+            new = await new
+    incoming = normalize_messages(new)
+    await sync_to_async(transcript.upsert_client_messages)(session, incoming, move_leaf=False)
+    current = await sync_to_async(transcript.transcript)(session)
+    await broadcast.broadcast(session.pk, [frames.chat_messages(current)])
+
+
 async def _execute(agent: AIChatAgent, request: TurnRequest, turn: Turn, abort: asyncio.Event) -> TurnResult:
+    if request.new_messages is not None:
+        await _persist_new_messages(request)
     session, messages = await sync_to_async(_load_turn_context)(request)
     options = ChatOptions(
         request_id=request.request_id,

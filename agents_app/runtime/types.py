@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -54,6 +54,9 @@ class TurnRequest:
     client_tools: list[dict[str, Any]] | None = None
     body: dict[str, Any] | None = None
     origin: Connection | None = None
+    # Programmatic turns: messages to persist when the turn starts, or a function of the
+    # transcript at that moment returning them.
+    new_messages: list[UIMessage] | Callable[[list[UIMessage]], Any] | None = None
 
 
 @dataclass

@@ -1,0 +1,30 @@
+"""Starting turns from code, Celery and the command line: `/agents/<agent>/<name>` for a user
+(or the anonymous namespace), a user message, the same runner as every other turn."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+
+from agents_app.runtime.agent import AIChatAgent
+from agents_app.runtime.instances import load_agent, resolve_session
+from agents_app.runtime.types import TurnResult
+
+
+def user_text_message(text: str) -> dict[str, Any]:
+    return {"id": uuid.uuid4().hex[:16], "role": "user", "parts": [{"type": "text", "text": text}]}
+
+
+def _agent_for(segment: str, name: str, username: str | None) -> AIChatAgent:
+    user = get_user_model().objects.get(username=username) if username else None
+    agent = load_agent(resolve_session(segment, name, user))
+    if not isinstance(agent, AIChatAgent):
+        raise TypeError(f"{segment} is not a chat agent")
+    return agent
+
+
+async def send_user_message(segment: str, name: str, text: str, *, username: str | None = None) -> TurnResult:
+    agent = await sync_to_async(_agent_for)(segment, name, username)
+    return await agent.save_messages([user_text_message(text)])
