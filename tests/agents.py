@@ -6,7 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from agents_app.runtime.agent import Agent, AIChatAgent, callable_method
+from agents_app.runtime.agent import Agent, AIChatAgent, ThinkAgent, callable_method
+from agents_app.runtime.hooks import StepResult, ToolCallContext, ToolCallDecision, ToolCallResultContext, TurnConfig, TurnContext
+from agents_app.runtime.stream_writer import write_data
+from agents_app.runtime.tools import tool
 from agents_app.runtime.registry import register_agent
 from agents_app.runtime.types import ChatOptions, ChatResponse
 
@@ -88,3 +91,61 @@ class CounterAgent(Agent):
 
     def should_send_protocol_messages(self, connection: Any) -> bool:
         return connection.query.get("mode") != "silent"
+
+
+@tool("Report progress in steps; streams preliminary results.")
+async def slow_count(steps: int) -> AsyncIterator[dict[str, Any]]:
+    for index in range(1, steps + 1):
+        yield {"done": index, "of": steps}
+
+
+@tool("Annotate the answer with data parts.")
+def annotate(label: str) -> str:
+    write_data("progress", {"percent": 10}, id="p1")
+    write_data("progress", {"percent": 100}, id="p1")
+    write_data("citation", {"url": "https://example.org", "title": label})
+    write_data("notice", {"text": "working"}, transient=True)
+    return "annotated"
+
+
+@tool("Never allowed to run.")
+def forbidden() -> str:
+    raise AssertionError("blocked tools must not run")
+
+
+@tool("Expensive lookup; a hook answers it from a cache.")
+def cached(key: str) -> str:
+    raise AssertionError("substituted tools must not run")
+
+
+@register_agent
+class HookedAgent(ThinkAgent):
+    """Records every hook call so tests can assert their order and contents."""
+
+    events: list[tuple[str, Any]] = []
+
+    def get_tools(self) -> dict[str, Any]:
+        return {t.name: t for t in (slow_count, annotate, forbidden, cached)}
+
+    async def before_turn(self, context: TurnContext) -> TurnConfig | None:
+        type(self).events.append(("before_turn", context.continuation))
+        if context.body and "system" in context.body:
+            return TurnConfig(system=context.body["system"], max_steps=context.body.get("max_steps"))
+        return None
+
+    async def before_tool_call(self, context: ToolCallContext) -> ToolCallDecision | None:
+        type(self).events.append(("before_tool_call", context.tool_name))
+        if context.tool_name == "forbidden":
+            return ToolCallDecision(action="block", reason="Not allowed here.")
+        if context.tool_name == "cached":
+            return ToolCallDecision(action="substitute", output={"cached": context.input["key"]})
+        return None
+
+    async def after_tool_call(self, context: ToolCallResultContext) -> None:
+        type(self).events.append(("after_tool_call", (context.tool_name, context.success, context.output)))
+
+    async def on_step_finish(self, step: StepResult) -> None:
+        type(self).events.append(("on_step_finish", (step.step_number, step.finish_reason, step.usage.get("totalTokens", 0) > 0)))
+
+    async def on_chat_response(self, result: Any) -> None:
+        type(self).events.append(("on_chat_response", result.status))

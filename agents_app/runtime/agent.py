@@ -19,6 +19,7 @@ from agents_app.protocol.inbound import AppMessage
 from agents_app.protocol.messages import normalize_messages
 from agents_app.providers.openai_chat import default_model
 from agents_app.runtime import broadcast
+from agents_app.runtime.hooks import StepResult, ToolCallContext, ToolCallDecision, ToolCallResultContext, TurnConfig, TurnContext
 from agents_app.runtime.model_loop import ModelLoop
 from agents_app.runtime.tools import Tool
 from agents_app.runtime.types import ChatOptions, ChatResponse, ChatResponseResult, Connection, TurnRequest, TurnResult
@@ -277,6 +278,24 @@ class ThinkAgent(AIChatAgent):
 
     def get_tools(self) -> dict[str, Tool]:
         return {}
+
+    # -- hooks (think.md §5); all optional --------------------------------------------------
+    async def before_turn(self, context: TurnContext) -> TurnConfig | None:
+        """Adjust model, system prompt, messages, active tools or step budget for this turn."""
+        return None
+
+    async def before_tool_call(self, context: ToolCallContext) -> ToolCallDecision | None:
+        """Allow (optionally with other input), block, or substitute a server tool call."""
+        return None
+
+    async def after_tool_call(self, context: ToolCallResultContext) -> None:
+        """Observe a finished tool call: input, duration, output or error."""
+
+    async def on_step_finish(self, step: StepResult) -> None:
+        """After every model step, with its text, tool calls, results and usage."""
+
+    async def on_chunk(self, chunk: dict[str, Any]) -> None:
+        """Every chunk the model produces (observational; runs per token, keep it cheap)."""
 
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
         return ModelLoop(self, options).run()

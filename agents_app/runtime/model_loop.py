@@ -1,20 +1,32 @@
-"""The agentic loop Think agents run on every turn (think.md §4, protocol §9.2–§9.4).
+"""The agentic loop Think agents run on every turn (think.md §4–§5, protocol §9.2–§9.4).
 
 Per step: stream one model call, then run the server tools it asked for and feed their
 results back, until the model answers without tools, a call needs the browser or the user's
-approval (the turn pauses), or `max_steps` is reached. A continuation first runs the calls the
-user approved.
+approval (the turn pauses), or the step budget is spent. Hooks run around the turn, each
+tool call and each step; tools can stream preliminary results and data parts while they run.
+A continuation first runs the calls the user approved.
 """
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
 from agents_app.providers.convert import to_openai_messages
-from agents_app.providers.openai_chat import ModelError, StepStream, make_client, text_ids
+from agents_app.providers.openai_chat import ModelError, StepStream, ToolCall, make_client, text_ids
+from agents_app.runtime import stream_writer
+from agents_app.runtime.hooks import (
+    BLOCKED_TOOL_TEXT,
+    StepResult,
+    ToolCallContext,
+    ToolCallResultContext,
+    TurnConfig,
+    TurnContext,
+)
 from agents_app.runtime.tools import Tool, ToolInputError
 from agents_app.runtime.types import ChatOptions
 
@@ -22,6 +34,7 @@ if TYPE_CHECKING:
     from agents_app.runtime.agent import ThinkAgent
 
 Chunk = dict[str, Any]
+_DONE = object()
 
 
 def _client_tool_schema(spec: dict[str, Any]) -> dict[str, Any]:
@@ -29,17 +42,15 @@ def _client_tool_schema(spec: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": {"name": spec["name"], "description": spec.get("description", ""), "parameters": parameters}}
 
 
-async def run_tool(tool: Tool, call_id: str, arguments: dict[str, Any]) -> tuple[Chunk, Any]:
-    """Execute a server tool. Failures become a tool-output-error the model can read; they
-    never end the turn."""
-    try:
-        output = await tool.run(arguments)
-    except ToolInputError as error:
-        return {"type": "tool-output-error", "toolCallId": call_id, "errorText": str(error)}, str(error)
-    except Exception as error:  # a tool's own failure is information for the model
-        text = f"Tool {tool.name} failed: {error}"
-        return {"type": "tool-output-error", "toolCallId": call_id, "errorText": text}, text
-    return {"type": "tool-output-available", "toolCallId": call_id, "output": output}, output
+def _as_text(output: Any) -> str:
+    return output if isinstance(output, str) else json.dumps(output, default=str)
+
+
+class ToolOutcome:
+    def __init__(self) -> None:
+        self.success = True
+        self.output: Any = None
+        self.error: str | None = None
 
 
 class ModelLoop:
@@ -48,10 +59,62 @@ class ModelLoop:
         self.options = options
         self.tools = agent.get_tools()
         self.messages: list[UIMessage] = copy.deepcopy(options.messages)
+        self.step_number = 0
+        self.history: list[dict[str, Any]] = []
 
-    def _schemas(self) -> list[dict[str, Any]]:
-        client = [_client_tool_schema(t) for t in self.options.client_tools or [] if t["name"] not in self.tools]
-        return [t.openai_schema() for t in self.tools.values()] + client
+    # -- tools ----------------------------------------------------------------------------
+    async def _execute(self, tool: Tool, call_id: str, arguments: dict[str, Any], outcome: ToolOutcome, side: asyncio.Queue[Any]) -> None:
+        """Run the tool, pushing preliminary results and the final one to `side`."""
+        try:
+            pending: Any = _DONE
+            async for output in tool.outputs(arguments):
+                if pending is not _DONE:
+                    side.put_nowait({"type": "tool-output-available", "toolCallId": call_id, "output": pending, "preliminary": True})
+                pending = output
+            outcome.output = None if pending is _DONE else pending
+            side.put_nowait({"type": "tool-output-available", "toolCallId": call_id, "output": outcome.output})
+        except ToolInputError as error:
+            outcome.success, outcome.error = False, str(error)
+        except Exception as error:  # a tool's own failure is information for the model
+            outcome.success, outcome.error = False, f"Tool {tool.name} failed: {error}"
+        if not outcome.success:
+            side.put_nowait({"type": "tool-output-error", "toolCallId": call_id, "errorText": outcome.error})
+        side.put_nowait(_DONE)
+
+    async def run_tool(self, tool: Tool, call_id: str, arguments: dict[str, Any], outcome: ToolOutcome) -> AsyncIterator[Chunk]:
+        """Execute with the hooks around it, streaming what the tool emits as it runs."""
+        started = time.monotonic()
+        context = ToolCallContext(call_id, tool.name, arguments, self.step_number, self.history)
+        try:
+            decision = await self.agent.before_tool_call(context)
+        except Exception as error:
+            outcome.success, outcome.error = False, f"Tool {tool.name} was stopped: {error}"
+            yield {"type": "tool-output-error", "toolCallId": call_id, "errorText": outcome.error}
+            decision = None
+        else:
+            if decision is not None and decision.action == "block":
+                outcome.output = decision.reason or BLOCKED_TOOL_TEXT
+                yield {"type": "tool-output-available", "toolCallId": call_id, "output": outcome.output}
+            elif decision is not None and decision.action == "substitute":
+                outcome.output = decision.output
+                yield {"type": "tool-output-available", "toolCallId": call_id, "output": outcome.output}
+            else:
+                side: asyncio.Queue[Any] = asyncio.Queue()
+                token = stream_writer.bind(side)
+                try:
+                    effective = decision.input if decision is not None and decision.input is not None else arguments
+                    task = asyncio.create_task(self._execute(tool, call_id, effective, outcome, side))
+                    while (chunk := await side.get()) is not _DONE:
+                        yield chunk
+                    await task
+                finally:
+                    stream_writer.unbind(token)
+        await self.agent.after_tool_call(
+            ToolCallResultContext(
+                call_id, tool.name, arguments, self.step_number, (time.monotonic() - started) * 1000,
+                outcome.success, outcome.output, outcome.error,
+            )
+        )
 
     async def _run_approved_calls(self) -> AsyncIterator[Chunk]:
         """Continuations start by executing what the user approved (protocol §9.4 step 5)."""
@@ -60,39 +123,66 @@ class ModelLoop:
             if not (is_tool_part(part) and part.get("state") == "approval-responded"):
                 continue
             tool = self.tools.get(tool_name_of(part))
+            outcome = ToolOutcome()
             if tool is None or tool.execute is None:
-                chunk: Chunk = {"type": "tool-output-error", "toolCallId": part["toolCallId"], "errorText": "This tool has no server implementation."}
+                outcome.success, outcome.error = False, "This tool has no server implementation."
+                yield {"type": "tool-output-error", "toolCallId": part["toolCallId"], "errorText": outcome.error}
             else:
-                chunk, _ = await run_tool(tool, part["toolCallId"], part.get("input") or {})
-            if chunk["type"] == "tool-output-available":
-                part.update(state="output-available", output=chunk["output"])
+                async for chunk in self.run_tool(tool, part["toolCallId"], part.get("input") or {}, outcome):
+                    yield chunk
+            if outcome.success:
+                part.update(state="output-available", output=outcome.output)
             else:
-                part.update(state="output-error", errorText=chunk["errorText"])
-            yield chunk
+                part.update(state="output-error", errorText=outcome.error)
+
+    # -- the turn -------------------------------------------------------------------------
+    async def _configure(self) -> tuple[TurnConfig, dict[str, Tool]]:
+        system = self.agent.get_system_prompt()
+        context = TurnContext(system, to_openai_messages(self.messages), self.tools, self.agent.get_model(), self.options.continuation, self.options.body)
+        config = await self.agent.before_turn(context) or TurnConfig()
+        self.history = config.messages or to_openai_messages(self.messages, config.system or system)
+        tools = self.tools
+        if config.active_tools is not None:
+            tools = {name: tool for name, tool in tools.items() if name in config.active_tools}
+        return config, tools
+
+    def _schemas(self, tools: dict[str, Tool], config: TurnConfig) -> list[dict[str, Any]]:
+        client = [_client_tool_schema(t) for t in self.options.client_tools or [] if t["name"] not in self.tools]
+        if config.active_tools is not None:
+            client = [c for c in client if c["function"]["name"] in config.active_tools]
+        return [t.openai_schema() for t in tools.values()] + client
 
     async def run(self) -> AsyncIterator[Chunk]:
         yield {"type": "start"}
         if self.options.continuation:
             async for chunk in self._run_approved_calls():
                 yield chunk
-        history = to_openai_messages(self.messages, self.agent.get_system_prompt())
-        schemas = self._schemas()
+        config, tools = await self._configure()
+        schemas = self._schemas(tools, config)
+        extra: dict[str, Any] = {}
+        if config.temperature is not None:
+            extra["temperature"] = config.temperature
+        if config.max_output_tokens is not None:
+            extra["max_tokens"] = config.max_output_tokens
         part_ids = text_ids()
         usage: dict[str, int] = {}
         finish_reason = "stop"
         async with make_client() as client:
-            for _ in range(self.agent.max_steps):
+            for self.step_number in range(config.max_steps or self.agent.max_steps):
                 yield {"type": "start-step"}
                 step = StepStream(
                     client,
-                    model=self.agent.get_model(),
-                    messages=history,
+                    model=config.model or self.agent.get_model(),
+                    messages=self.history,
                     tools=schemas or None,
+                    tool_choice=config.tool_choice,
                     send_reasoning=self.agent.send_reasoning,
                     part_ids=part_ids,
+                    extra=extra,
                 )
                 try:
                     async for chunk in step:
+                        await self.agent.on_chunk(chunk)
                         yield chunk
                 except ModelError as error:
                     yield {"type": "error", "errorText": str(error)}
@@ -100,10 +190,10 @@ class ModelLoop:
                 for key, value in (step.outcome.usage or {}).items():
                     usage[key] = usage.get(key, 0) + value
                 finish_reason = step.outcome.finish_reason
-                results: list[tuple[Any, Any]] = []
+                results: list[tuple[ToolCall, str]] = []
                 paused = False
                 for call in step.outcome.tool_calls:
-                    tool = self.tools.get(call.name)
+                    tool = tools.get(call.name)
                     if call.error is not None:
                         results.append((call, call.error))
                     elif tool is None or tool.execute is None:
@@ -112,13 +202,22 @@ class ModelLoop:
                         yield {"type": "tool-approval-request", "approvalId": f"approval_{call.id}", "toolCallId": call.id}
                         paused = True
                     else:
-                        chunk, output = await run_tool(tool, call.id, call.input or {})
-                        yield chunk
-                        results.append((call, output))
+                        outcome = ToolOutcome()
+                        async for chunk in self.run_tool(tool, call.id, call.input or {}, outcome):
+                            yield chunk
+                        results.append((call, _as_text(outcome.output) if outcome.success else str(outcome.error)))
                 yield {"type": "finish-step"}
+                await self.agent.on_step_finish(
+                    StepResult(
+                        self.step_number, step.outcome.text, step.outcome.reasoning, finish_reason,
+                        [{"toolCallId": c.id, "toolName": c.name, "input": c.input} for c in step.outcome.tool_calls],
+                        [{"toolCallId": c.id, "output": o} for c, o in results],
+                        dict(step.outcome.usage or {}),
+                    )
+                )
                 if not step.outcome.tool_calls or paused:
                     break
-                history.append(
+                self.history.append(
                     {
                         "role": "assistant",
                         "content": step.outcome.text or None,
@@ -128,10 +227,7 @@ class ModelLoop:
                         ],
                     }
                 )
-                history.extend(
-                    {"role": "tool", "tool_call_id": c.id, "content": o if isinstance(o, str) else json.dumps(o, default=str)}
-                    for c, o in results
-                )
+                self.history.extend({"role": "tool", "tool_call_id": c.id, "content": o} for c, o in results)
         finish: Chunk = {"type": "finish", "finishReason": finish_reason}
         if usage:
             finish["messageMetadata"] = {"usage": usage}

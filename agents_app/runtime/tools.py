@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,12 +55,25 @@ class Tool:
             return bool(await decision) if inspect.isawaitable(decision) else bool(decision)
         return bool(self.needs_approval)
 
-    async def run(self, arguments: dict[str, Any]) -> Any:
+    async def outputs(self, arguments: dict[str, Any], *, validated: bool = False) -> AsyncIterator[Any]:
+        """The tool's outputs: one for a plain function; every yield of an async generator
+        (all but the last are preliminary results)."""
         assert self.execute is not None, f"{self.name} is a client tool"
-        kwargs = self.validate(arguments)
-        if inspect.iscoroutinefunction(self.execute):
-            return await self.execute(**kwargs)
-        return await asyncio.to_thread(self.execute, **kwargs)
+        kwargs = arguments if validated else self.validate(arguments)
+        if inspect.isasyncgenfunction(self.execute):
+            async for output in self.execute(**kwargs):
+                yield output
+        elif inspect.iscoroutinefunction(self.execute):
+            yield await self.execute(**kwargs)
+        else:
+            yield await asyncio.to_thread(self.execute, **kwargs)
+
+    async def run(self, arguments: dict[str, Any]) -> Any:
+        """The final output."""
+        final = None
+        async for output in self.outputs(arguments):
+            final = output
+        return final
 
 
 def _model_from_signature(func: Callable[..., Any], name: str) -> type[pydantic.BaseModel]:
