@@ -10,13 +10,19 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.sessions import SessionMiddlewareStack  # noqa: E402
+from django.conf import settings  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from agents_app.transport.auth import AgentAuthMiddleware  # noqa: E402
 from agents_app.transport.routing import websocket_urlpatterns  # noqa: E402
 
+# The app serves its own static files (htmx and its extension, CSS) unless a front server
+# does (AGENTS_SERVE_STATIC=false): the quick start and single-process deployments need no CDN.
+http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.AGENTS_SERVE_STATIC else django_asgi_app
+
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         "websocket": SessionMiddlewareStack(AgentAuthMiddleware(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -137,6 +137,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
+AGENTS_SERVE_STATIC = env_bool("AGENTS_SERVE_STATIC", True)
 
 # Celery: Redis in production; an embedded filesystem broker otherwise, so the
 # quick start needs no service. The schedule of record lives in the database.

@@ -16,10 +16,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from agents_app.protocol import frames
-from agents_app.protocol.inbound import ChatRequest
+from agents_app.protocol.inbound import ChatRequest, ToolApproval
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage
-from agents_app.runtime import chat, runner
+from agents_app.runtime import broadcast, chat, runner, tool_state
 from agents_app.runtime.broadcast import session_group
 from agents_app.runtime.instances import UnknownAgent, resolve_session
 from agents_app.runtime.resume import ConnectionStreams
@@ -61,25 +61,57 @@ class ChatPageConsumer(AsyncWebsocketConsumer):
         except ValueError:
             return
         action = data.get("action", "send")
-        if action == "stop":
-            active = await sync_to_async(
-                lambda: list(
-                    Turn.objects.filter(session=self.session, status__in=(Turn.Status.RUNNING, Turn.Status.STREAMING)).values_list(
-                        "request_id", flat=True
-                    )
-                )
-            )()
-            for request_id in active:
-                await runner.cancel(request_id)
-            return
+        handler = {
+            "send": self._send_message,
+            "stop": self._stop,
+            "approve": self._decide,
+            "reject": self._decide,
+            "regenerate": self._regenerate,
+            "switch": self._switch,
+        }.get(action)
+        if handler is not None:
+            await handler(data)
+
+    async def _send_message(self, data: dict[str, Any]) -> None:
         text = str(data.get("message", "")).strip()
         if not text:
             return
         history = await sync_to_async(transcript.transcript)(self.session)
         user_message: UIMessage = {"id": uuid.uuid4().hex[:16], "role": "user", "parts": [{"type": "text", "text": text}]}
-        request = ChatRequest(uuid.uuid4().hex[:8], [*history, user_message], "submit-message", None, None)
         await self._send_html(self._conversation_html([*history, user_message]))
-        await chat.submit(self.session, self.connection, request)
+        await chat.submit(self.session, self.connection, ChatRequest(uuid.uuid4().hex[:8], [*history, user_message], "submit-message", None, None))
+
+    async def _stop(self, data: dict[str, Any]) -> None:
+        running = await sync_to_async(
+            lambda: list(
+                Turn.objects.filter(session=self.session, status__in=(Turn.Status.RUNNING, Turn.Status.STREAMING)).values_list(
+                    "request_id", flat=True
+                )
+            )
+        )()
+        for request_id in running:
+            await runner.cancel(request_id)
+
+    async def _decide(self, data: dict[str, Any]) -> None:
+        """Approve / Reject resolve the call through the same path as cf_agent_tool_approval."""
+        approval = ToolApproval(str(data.get("tool_call_id", "")), data.get("action") == "approve", auto_continue=True)
+        if approval.tool_call_id:
+            await tool_state.apply_tool_approval(self.session, approval)
+
+    async def _regenerate(self, data: dict[str, Any]) -> None:
+        """Like the client's regenerate(): the conversation up to the answered message, again."""
+        history = await sync_to_async(transcript.transcript)(self.session)
+        ids = [m["id"] for m in history]
+        if data.get("message_id") not in ids:
+            return
+        before = history[: ids.index(data["message_id"])]
+        if before:
+            await chat.submit(self.session, self.connection, ChatRequest(uuid.uuid4().hex[:8], before, "regenerate-message", None, None))
+
+    async def _switch(self, data: dict[str, Any]) -> None:
+        if await sync_to_async(transcript.switch_branch)(self.session, str(data.get("message_id", ""))):
+            current = await sync_to_async(transcript.transcript)(self.session)
+            await broadcast.broadcast(self.session.pk, [frames.chat_messages(current)])
 
     # -- frames → HTML ----------------------------------------------------------------------
     async def render_frames(self, outgoing: list[frames.Frame]) -> None:
@@ -96,6 +128,8 @@ class ChatPageConsumer(AsyncWebsocketConsumer):
                 html.append(self._conversation_html(frame["messages"]))
             elif kind == frames.CHAT_CLEAR:
                 html.append(self._conversation_html([]))
+            elif kind == frames.MESSAGE_UPDATED:
+                html.append(render_message_html(frame["message"], swap_oob=True))
         if html:
             await self._send_html("".join(html))
 
@@ -116,7 +150,7 @@ class ChatPageConsumer(AsyncWebsocketConsumer):
             builder.apply(json.loads(body))
         except ValueError:
             return []
-        return [f'<div id="streaming-slot" hx-swap-oob="innerHTML">{render_message_html(builder.message)}</div>']
+        return [f'<div id="streaming-slot" hx-swap-oob="innerHTML">{render_message_html(builder.message, actions=False)}</div>']
 
     @staticmethod
     def _conversation_html(messages: list[UIMessage]) -> str:
