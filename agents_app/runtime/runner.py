@@ -103,6 +103,7 @@ async def run(request: TurnRequest, turn: Turn) -> TurnResult:
 
 _last_sweep = 0.0
 SWEEP_INTERVAL = 60.0
+FAIRNESS_SLICE = 0.01
 
 
 async def _sweep_stale_buffers() -> None:
@@ -270,7 +271,13 @@ async def _stream(
     """Drain the handler's response into the publisher until it ends, fails or is aborted."""
 
     async def consume() -> None:
+        # A fast upstream can deliver many chunks without the read ever suspending; yield to
+        # the event loop every few milliseconds so frames go out and other sockets are served.
+        last_yield = time.monotonic()
         async for chunk in _as_chunks(response, request_id):
+            if time.monotonic() - last_yield > FAIRNESS_SLICE:
+                await asyncio.sleep(0)
+                last_yield = time.monotonic()
             if chunk.get("type") == "error":
                 raise _InBandError(str(chunk.get("errorText") or "The model stream failed."))
             rewritten = builder.rewrite(chunk)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Count, Q
 
 from agents_app.protocol.messages import (
     SETTLED_TOOL_STATES,
@@ -24,25 +25,54 @@ from agents_app.protocol.row_size import fit_row_size
 from agents_app.storage.models import Message, Session
 
 _PATH_SQL = """
-WITH RECURSIVE path(id, parent_id) AS (
-    SELECT id, parent_id FROM agents_app_message WHERE id = %s
+WITH RECURSIVE path(id, parent_id, height) AS (
+    SELECT id, parent_id, 0 FROM agents_app_message WHERE id = %s
     UNION ALL
-    SELECT m.id, m.parent_id FROM agents_app_message m JOIN path ON m.id = path.parent_id
+    SELECT m.id, m.parent_id, path.height + 1 FROM agents_app_message m JOIN path ON m.id = path.parent_id
 )
-SELECT id FROM path
+SELECT {columns} FROM path JOIN agents_app_message m ON m.id = path.id ORDER BY path.height DESC
 """
+_NODE_COLUMNS = "m.id, m.session_id, m.uid, m.parent_id, m.role, m.parts, m.metadata"
+
+
+@dataclass(frozen=True)
+class PathNode:
+    """A message on a path, read without model instantiation: the hot read of every turn."""
+
+    id: int
+    session_id: int
+    uid: str
+    parent_id: int | None
+    role: str
+    parts: list[dict[str, Any]]
+    metadata: Any
+
+    def as_ui_message(self) -> UIMessage:
+        message: UIMessage = {"id": self.uid, "role": self.role, "parts": self.parts}
+        if self.metadata is not None:
+            message["metadata"] = self.metadata
+        return message
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
+def path_nodes(leaf_id: int | None) -> list[PathNode]:
+    """Messages from the root down to `leaf_id`: one recursive query, O(depth)."""
+    if leaf_id is None:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(_PATH_SQL.format(columns=_NODE_COLUMNS), [leaf_id])
+        return [PathNode(pk, session_id, uid, parent_id, role, _json(parts), _json(metadata)) for pk, session_id, uid, parent_id, role, parts, metadata in cursor.fetchall()]
 _UNSETTLED_CLIENT_STATES = frozenset({"input-available", "approval-requested", "approval-responded"})
 
 
 def path_to(leaf_id: int | None) -> list[Message]:
-    """Messages from the root down to `leaf_id`, in one recursive query (O(depth))."""
+    """The same path as model instances, for the (rare) writes that walk it."""
     if leaf_id is None:
         return []
-    with connection.cursor() as cursor:
-        cursor.execute(_PATH_SQL, [leaf_id])
-        ids = [row[0] for row in cursor.fetchall()]
-    by_id = Message.objects.in_bulk(ids)
-    return [by_id[pk] for pk in reversed(ids) if pk in by_id]
+    return list(Message.objects.raw(_PATH_SQL.format(columns="m.*"), [leaf_id]))
 
 
 def latest_leaf(session: Session) -> Message | None:
@@ -50,39 +80,51 @@ def latest_leaf(session: Session) -> Message | None:
     return session.messages.filter(children__isnull=True).order_by("-id").first()
 
 
-def active_path(session: Session) -> list[Message]:
+def _active_leaf_id(session: Session) -> int | None:
     # Read the leaf from the database: writers update it with queryset updates, so an
     # in-memory Session may be stale.
     leaf_id = Session.objects.filter(pk=session.pk).values_list("active_leaf_id", flat=True).first()
     if leaf_id is None:
         leaf = latest_leaf(session)
-        if leaf is None:
-            return []
-        leaf_id = leaf.pk
-    return path_to(leaf_id)
+        return leaf.pk if leaf else None
+    return leaf_id
+
+
+def active_path(session: Session) -> list[Message]:
+    return path_to(_active_leaf_id(session))
 
 
 def transcript(session: Session) -> list[UIMessage]:
     """The active path as UIMessages: what get-messages returns and the model sees. A message
     with siblings carries `metadata.branch = {index, count, siblings}` (computed, never stored)."""
-    return with_branch_metadata(active_path(session))
+    return with_branch_metadata(path_nodes(_active_leaf_id(session)))
 
 
-def with_branch_metadata(path: list[Message]) -> list[UIMessage]:
+def with_branch_metadata(path: list[PathNode]) -> list[UIMessage]:
     if not path:
         return []
-    parent_ids = {m.parent_id for m in path if m.parent_id is not None}
+    session_id = path[0].session_id
+    # Only branch points matter: parents (or the root level) with more than one child.
+    forks = set(
+        Message.objects.filter(session_id=session_id)
+        .values("parent_id")
+        .annotate(children=Count("id"))
+        .filter(children__gt=1)
+        .values_list("parent_id", flat=True)
+    )
+    on_path_forks = {m.parent_id for m in path if m.parent_id in forks}
     siblings: dict[int | None, list[str]] = {}
-    rows = Message.objects.filter(session_id=path[0].session_id).filter(
-        Q(parent_id__in=parent_ids) | Q(parent__isnull=True)
-    ).order_by("id").values_list("parent_id", "uid")
-    for parent_id, uid in rows:
-        siblings.setdefault(parent_id, []).append(uid)
+    if on_path_forks:
+        fork_filter = Q(parent_id__in=[f for f in on_path_forks if f is not None])
+        if None in on_path_forks:
+            fork_filter |= Q(parent__isnull=True)
+        for parent_id, uid in Message.objects.filter(session_id=session_id).filter(fork_filter).order_by("id").values_list("parent_id", "uid"):
+            siblings.setdefault(parent_id, []).append(uid)
     messages = []
     for message in path:
         ui = message.as_ui_message()
-        group = siblings.get(message.parent_id, [message.uid])
-        if len(group) > 1:
+        group = siblings.get(message.parent_id)
+        if group and len(group) > 1:
             ui["metadata"] = {**(ui.get("metadata") or {}), "branch": {"index": group.index(message.uid), "count": len(group), "siblings": group}}
         messages.append(ui)
     return messages
@@ -93,7 +135,7 @@ def history(session: Session, leaf_uid: str | None = None) -> list[UIMessage]:
     if leaf_uid is None:
         return transcript(session)
     leaf = session.messages.filter(uid=leaf_uid).first()
-    return with_branch_metadata(path_to(leaf.pk)) if leaf else []
+    return with_branch_metadata(path_nodes(leaf.pk)) if leaf else []
 
 
 def children(session: Session, message_uid: str) -> list[UIMessage]:
