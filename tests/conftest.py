@@ -103,7 +103,7 @@ async def open_socket() -> AsyncIterator[Any]:
 
     sockets: list[AgentSocket] = []
 
-    async def connect(path: str, *, token: str | None = None, connection_id: str | None = None, headers: list[tuple[bytes, bytes]] | None = None, expect_connected: bool = True, query: str = "") -> AgentSocket:
+    async def connect(path: str, *, token: str | None = None, connection_id: str | None = None, headers: list[tuple[bytes, bytes]] | None = None, expect_connected: bool = True, query: str = "", wait_ready: bool = False) -> AgentSocket:
         connection_id = connection_id or str(uuid.uuid4())
         query = f"_pk={connection_id}" + (f"&token={token}" if token else "") + (f"&{query}" if query else "")
         communicator = WebsocketCommunicator(application, f"{path}?{query}", headers=headers or [])
@@ -111,6 +111,8 @@ async def open_socket() -> AsyncIterator[Any]:
         assert connected is expect_connected
         socket = AgentSocket(communicator, connection_id)
         sockets.append(socket)
+        if wait_ready:  # the MCP frame is the last connect frame
+            await socket.until(lambda f: f["type"] == "cf_agent_mcp_servers")
         return socket
 
     yield connect

@@ -12,9 +12,7 @@ CHAT = "/agents/chat-agent/bad-input"
 
 
 async def connected(open_socket, token, path=CHAT):
-    socket = await open_socket(path, token=token)
-    await socket.until(lambda f: f["type"] == "cf_agent_mcp_servers")
-    return socket
+    return await open_socket(path, token=token, wait_ready=True)
 
 
 async def assert_still_usable(socket):

@@ -17,9 +17,7 @@ PATH = "/agents/scripted-agent/branches"
 
 
 async def ready(open_socket, token):
-    socket = await open_socket(PATH, token=token)
-    await socket.until(lambda f: f["type"] == "cf_agent_mcp_servers")
-    return socket
+    return await open_socket(PATH, token=token, wait_ready=True)
 
 
 async def request(socket, request_id, messages, trigger="submit-message", **body):

@@ -18,9 +18,7 @@ PATH = "/agents/scripted-agent/protocol"
 
 
 async def ready(open_socket, token, path=PATH):
-    socket = await open_socket(path, token=token)
-    await socket.until(lambda f: f["type"] == "cf_agent_mcp_servers")
-    return socket
+    return await open_socket(path, token=token, wait_ready=True)
 
 
 async def stored(user):

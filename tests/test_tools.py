@@ -19,9 +19,7 @@ CHAT = "/agents/chat-agent/tools"
 
 
 async def ready(open_socket, token):
-    socket = await open_socket(CHAT, token=token)
-    await socket.until(lambda f: f["type"] == "cf_agent_mcp_servers")
-    return socket
+    return await open_socket(CHAT, token=token, wait_ready=True)
 
 
 async def stored(user):

@@ -226,3 +226,22 @@ class ConnectionStreams:
         if self.parked:
             self.parked = False
             await self.send([frames.stream_resume_none()])
+
+
+class StreamEventsMixin:
+    """Channel-layer handlers shared by every consumer that joins a session group; the
+    consumer provides `streams` (its ConnectionStreams)."""
+
+    streams: ConnectionStreams
+
+    async def agent_stream(self, message: dict[str, Any]) -> None:
+        await self.streams.on_stream_frames(message["request_id"], [(seq, frame) for seq, frame in message["frames"]])
+
+    async def agent_stream_started(self, message: dict[str, Any]) -> None:
+        await self.streams.on_stream_started(message["request_id"])
+
+    async def agent_turn_settled(self, message: dict[str, Any]) -> None:
+        await self.streams.on_turn_settled(streamed=message["streamed"], pre_stream_remaining=message["pre_stream_remaining"])
+
+    async def agent_release_parked(self, message: dict[str, Any]) -> None:
+        await self.streams.on_release()

@@ -36,7 +36,7 @@ from agents_app.runtime import chat, runner, tool_state
 from agents_app.runtime.agent import AIChatAgent, Agent, ReadonlyConnection, ThinkAgent
 from agents_app.runtime.broadcast import session_group
 from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_session
-from agents_app.runtime.resume import ConnectionStreams
+from agents_app.runtime.resume import ConnectionStreams, StreamEventsMixin
 from agents_app.runtime.rpc import invoke
 from agents_app.runtime.types import Connection
 from agents_app.storage import transcript
@@ -50,7 +50,7 @@ CLOSE_UNAUTHENTICATED = 4001
 CLOSE_UNKNOWN_AGENT = 4004
 
 
-class AgentConsumer(AsyncWebsocketConsumer):
+class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
     session: Session
     connection: Connection
     streams: ConnectionStreams
@@ -201,15 +201,3 @@ class AgentConsumer(AsyncWebsocketConsumer):
         if not self.connection.protocol:
             outgoing = [f for f in outgoing if f.get("type") != frames.STATE]
         await self.send_frames(outgoing)
-
-    async def agent_stream(self, message: dict[str, Any]) -> None:
-        await self.streams.on_stream_frames(message["request_id"], [(seq, frame) for seq, frame in message["frames"]])
-
-    async def agent_stream_started(self, message: dict[str, Any]) -> None:
-        await self.streams.on_stream_started(message["request_id"])
-
-    async def agent_turn_settled(self, message: dict[str, Any]) -> None:
-        await self.streams.on_turn_settled(streamed=message["streamed"], pre_stream_remaining=message["pre_stream_remaining"])
-
-    async def agent_release_parked(self, message: dict[str, Any]) -> None:
-        await self.streams.on_release()

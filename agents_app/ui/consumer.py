@@ -22,7 +22,7 @@ from agents_app.protocol.messages import UIMessage
 from agents_app.runtime import broadcast, chat, runner, tool_state
 from agents_app.runtime.broadcast import session_group
 from agents_app.runtime.instances import UnknownAgent, resolve_session
-from agents_app.runtime.resume import ConnectionStreams
+from agents_app.runtime.resume import ConnectionStreams, StreamEventsMixin
 from agents_app.runtime.types import Connection
 from agents_app.storage import transcript
 from agents_app.storage.models import Session, Turn
@@ -30,7 +30,7 @@ from agents_app.transport.auth import origin_allowed
 from agents_app.ui.rendering import render_message_html
 
 
-class ChatPageConsumer(AsyncWebsocketConsumer):
+class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
     session: Session
 
     async def connect(self) -> None:
@@ -164,15 +164,3 @@ class ChatPageConsumer(AsyncWebsocketConsumer):
     async def agent_frames(self, message: dict[str, Any]) -> None:
         # The page renders every transcript, including the ones a protocol requester skips.
         await self.render_frames(message["frames"])
-
-    async def agent_stream(self, message: dict[str, Any]) -> None:
-        await self.streams.on_stream_frames(message["request_id"], [(seq, frame) for seq, frame in message["frames"]])
-
-    async def agent_stream_started(self, message: dict[str, Any]) -> None:
-        await self.streams.on_stream_started(message["request_id"])
-
-    async def agent_turn_settled(self, message: dict[str, Any]) -> None:
-        await self.streams.on_turn_settled(streamed=message["streamed"], pre_stream_remaining=message["pre_stream_remaining"])
-
-    async def agent_release_parked(self, message: dict[str, Any]) -> None:
-        await self.streams.on_release()
