@@ -13,7 +13,7 @@ NODE = NODE_DIR / "node_modules" / ".bin" / "node"
 def ensure_node_deps() -> Path:
     """Install the pinned clients (and Node 22) from the lockfile when they are missing."""
     if not NODE.exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR, check=True)
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR, check=True)
     return NODE
 
 

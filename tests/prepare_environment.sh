@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# `npm install` (not `npm ci`): it installs the locked versions, but npm 11's ci rejects this
+# lockfile over optional platform binaries of a transitive dependency.
 if [ -f tests/node/package-lock.json ]; then
-  (cd tests/node && { [ -x node_modules/.bin/node ] && [ node_modules/.package-lock.json -nt package-lock.json ]; } || npm ci --no-audit --no-fund --loglevel=error)
+  (cd tests/node && { [ -x node_modules/.bin/node ] && [ node_modules/.package-lock.json -nt package-lock.json ]; } || npm install --no-audit --no-fund --loglevel=error)
 fi
 
 if ! command -v chromium >/dev/null 2>&1; then

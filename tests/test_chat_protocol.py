@@ -160,3 +160,18 @@ async def test_regenerate_replaces_the_last_answer_on_the_wire_and_keeps_the_old
     assert second[1]["id"] != first[1]["id"] and text_of(second[1]) == "w0 w1 "
     siblings = await sync_to_async(lambda: list(session.messages.get(uid="u1").children.values_list("uid", flat=True)))()
     assert siblings == [first[1]["id"], second[1]["id"]]
+
+
+async def test_destroy_aborts_the_running_turn_and_deletes_the_session(open_socket, token, user):
+    from agents_app.runtime.instances import load_agent
+    from agents_app.storage.models import Session
+
+    socket = await ready(open_socket, token)
+    await socket.chat("destroy1", [user_message("hi", "u1")], words=50, delay=0.05)
+    await socket.until(lambda f: '"w1 "' in f.get("body", ""))
+    session, _ = await stored(user)
+    agent = await sync_to_async(load_agent)(session)
+    await agent.destroy()
+    frames = await socket.until(lambda f: f == {"type": "cf_agent_chat_clear"})
+    assert frames
+    assert not await sync_to_async(Session.objects.filter(pk=session.pk).exists)()

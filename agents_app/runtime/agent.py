@@ -205,6 +205,14 @@ class AIChatAgent(Agent):
         turn, _ = await sync_to_async(runner.admit)(request)
         return await runner.run(request, turn)
 
+    async def destroy(self) -> None:
+        """Abort running turns, skip queued ones, drop the stream buffers and delete the session
+        with its messages; connected clients are told the chat was cleared."""
+        from agents_app.runtime import chat
+
+        await chat.clear(self.session, None)
+        await sync_to_async(Session.objects.filter(pk=self.session.pk).delete)()
+
     # -- the message tree (regenerations and edits are branches, never deletions) ---------
     @callable_method
     async def get_history(self, leaf_id: str | None = None) -> list[dict[str, Any]]:

@@ -94,6 +94,11 @@ async def run(request: TurnRequest, turn: Turn) -> TurnResult:
                 await _skip(request, turn)
                 return TurnResult(request.request_id, "skipped")
             result = await _execute(agent, request, turn, abort)
+        except Exception:
+            if await sync_to_async(Session.objects.filter(pk=request.session_id).exists)():
+                raise
+            # Destroyed while the turn ran: there is nothing left to persist to.
+            return TurnResult(request.request_id, "aborted")
         finally:
             await turn_lock.release(request.session_id, request.request_id)
     await _sweep_stale_buffers()
