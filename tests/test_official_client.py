@@ -93,3 +93,29 @@ def test_a_reconnect_to_another_server_process_resumes_the_stream(live_server_pr
     assert result["replayed"] > 0
     assert result["messages"] == result["serverMessages"]
     assert result["messages"][-1]["parts"][-1]["text"] == " ".join(f"part{i}" for i in range(40))
+
+
+CONCURRENCY_OUTCOMES = {
+    # Both later messages are stored before either is answered, so both replies follow them.
+    "queue": (["user", "assistant", "user", "user", "assistant", "assistant"], None),
+    "latest": (["user", "assistant", "user", "user", "assistant"], None),
+    "merge": (["user", "assistant", "user", "assistant"], "Second\n\nThird"),
+    "drop": (["user", "assistant"], None),
+    "debounce": (["user", "assistant", "user", "user", "assistant"], None),
+}
+
+
+@pytest.mark.parametrize("strategy", list(CONCURRENCY_OUTCOMES))
+def test_each_concurrency_strategy_decides_which_overlapping_sends_are_answered(live_server_process, token, user, strategy):
+    from agents_app.runtime.instances import resolve_session
+    from agents_app.storage.models import Agent
+
+    resolve_session("scripted-agent", f"overlap-{strategy}", user)
+    setting = {"strategy": "debounce", "debounceMs": 200} if strategy == "debounce" else strategy
+    Agent.objects.filter(slug="scripted-agent").update(settings={"message_concurrency": setting})
+    result = scenario(live_server_process, token, f"overlap-{strategy}", agent="ScriptedAgent", scenario="overlapping")
+    roles, merged_text = CONCURRENCY_OUTCOMES[strategy]
+    assert [m["role"] for m in result["serverMessages"]] == roles
+    assert result["messages"] == result["serverMessages"]
+    if merged_text:
+        assert result["serverMessages"][2]["parts"][0]["text"] == merged_text

@@ -60,9 +60,9 @@ async def wait_for_quiet_window(turn: Turn, policy: Concurrency) -> None:
 
 
 @transaction.atomic
-def merge_trailing_user_messages(session: Session) -> None:
+def merge_trailing_user_messages(session: Session) -> bool:
     """`merge` (ai-chat): the run of user messages after the last reply becomes one message
-    with the id of the last, its texts joined by blank lines."""
+    with the id of the last, its texts joined by blank lines. True when a run was merged."""
     path = transcript.active_path(session)
     run: list[Message] = []
     for message in reversed(path):
@@ -70,7 +70,7 @@ def merge_trailing_user_messages(session: Session) -> None:
             break
         run.insert(0, message)
     if len(run) < 2:
-        return
+        return False
     last = run[-1]
     parts = [part for message in run for part in message.parts if part.get("type") != "text"]
     joined = "\n\n".join(text for text in (text_of(m.as_ui_message()) for m in run) if text)
@@ -78,3 +78,4 @@ def merge_trailing_user_messages(session: Session) -> None:
     last.parent = run[0].parent
     last.save(update_fields=["parts", "parent", "updated_at"])
     Message.objects.filter(pk__in=[m.pk for m in run[:-1]]).delete()
+    return True

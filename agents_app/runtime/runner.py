@@ -137,7 +137,10 @@ async def _admitted_by_policy(agent: AIChatAgent, request: TurnRequest, turn: Tu
     if policy.supersedes and await sync_to_async(concurrency.has_newer_overlapping_submit)(turn):
         return False
     if policy.strategy == "merge" and agent.merges_queued_user_messages:
-        await sync_to_async(concurrency.merge_trailing_user_messages)(agent.session)
+        if await sync_to_async(concurrency.merge_trailing_user_messages)(agent.session):
+            # Every tab, the senders included, still shows the separate messages it sent.
+            merged = await sync_to_async(transcript.transcript)(agent.session)
+            await broadcast.broadcast(turn.session_id, [frames.chat_messages(merged)])
     return True
 
 

@@ -182,6 +182,24 @@ const scenarios = {
     return { otherMessages: other.chat.messages, serverMessages: await serverMessages() };
   },
 
+  async overlapping() {
+    // Three submits in a row while the first is still streaming: the agent's concurrency
+    // strategy decides which are answered. Ends when the server has been quiet for a while.
+    const client = await mount();
+    client.chat.sendMessage({ text: "First" }, { body: { words: 8, delay: 0.05 } });
+    await waitFor("the first streamed text", () => lastAssistantText(client.chat.messages).length > 0);
+    client.chat.sendMessage({ text: "Second" }, { body: { words: 2 } });
+    client.chat.sendMessage({ text: "Third" }, { body: { words: 2 } });
+    let previous = "";
+    let quietSince = Date.now();
+    await waitFor("the server to go quiet", () => {
+      const current = JSON.stringify(client.chat.messages);
+      if (current !== previous) [previous, quietSince] = [current, Date.now()];
+      return client.chat.status !== "streaming" && client.chat.status !== "submitted" && Date.now() - quietSince > 1500;
+    }, 25000);
+    return { status: client.chat.status, messages: client.chat.messages, serverMessages: await serverMessages() };
+  },
+
   async error() {
     const client = await mount();
     await client.chat.sendMessage({ text: args.text ?? "Break" });
