@@ -1,4 +1,4 @@
 """Django discovers models here; they live in the storage layer."""
-from agents_app.storage.models import Agent, ApiToken, Message, Session, Turn, TurnChunk
+from agents_app.storage.models import Agent, ApiToken, Message, Schedule, ScheduleRun, Session, Turn, TurnChunk
 
-__all__ = ["Agent", "ApiToken", "Message", "Session", "Turn", "TurnChunk"]
+__all__ = ["Agent", "ApiToken", "Message", "Schedule", "ScheduleRun", "Session", "Turn", "TurnChunk"]

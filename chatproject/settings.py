@@ -157,8 +157,13 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# A running turn that has not heart-beaten for this long lost its process and is recovered.
+AGENTS_TURN_STALE_SECONDS = float(os.environ.get("AGENTS_TURN_STALE_SECONDS", "20"))
+AGENTS_RECOVERY_SWEEP_SECONDS = float(os.environ.get("AGENTS_RECOVERY_SWEEP_SECONDS", "15"))
 CELERY_BEAT_SCHEDULE = {
     "sweep-stream-buffers": {"task": "agents.sweep_stream_buffers", "schedule": 600.0},
+    # Interrupted turns are recovered and one-shot schedules whose task was lost are re-sent.
+    "recover-interrupted-turns": {"task": "agents.recover_interrupted_turns", "schedule": AGENTS_RECOVERY_SWEEP_SECONDS},
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 

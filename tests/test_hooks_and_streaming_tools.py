@@ -31,7 +31,7 @@ async def turn(open_socket, token, request_id, **body):
 async def test_hooks_fire_in_order_around_steps_and_tool_calls(open_socket, token, model):
     model.script(Reply.tool_calls([ToolCallSpec("slow_count", '{"steps": 2}', id="c1")]), Reply.text("Counted."))
     await turn(open_socket, token, "hook0001")
-    for _ in range(100):  # on_chat_response runs after the done frame, outside the turn lock
+    for _ in range(250):  # on_chat_response runs after the done frame, outside the turn lock
         if HookedAgent.events[-1][0] == "on_chat_response":
             break
         await asyncio.sleep(0.02)

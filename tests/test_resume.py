@@ -110,7 +110,7 @@ async def test_a_connection_arriving_after_the_stream_completed_is_not_offered_a
     assert not any(f["type"] == "cf_agent_stream_resuming" for f in frames)
 
 
-async def test_an_orphaned_stream_is_replayed_completed_and_its_partial_message_persisted(open_socket, token, user):
+async def test_acknowledging_an_orphaned_stream_persists_its_partial_and_the_agent_continues_it(open_socket, token, user):
     session = await sync_to_async(resolve_session)("scripted-agent", "resume", user)
 
     def orphan() -> None:
@@ -129,9 +129,16 @@ async def test_an_orphaned_stream_is_replayed_completed_and_its_partial_message_
     frames = await socket.until(is_done("orphan01"))
     assert frames[-1] == {"type": "cf_agent_use_chat_response", "id": "orphan01", "body": "", "done": True, "replay": True}
     assert not any(f.get("replayComplete") for f in frames)
-    assert await turn_status(user, "orphan01") == "completed"
+    frames = await socket.until(lambda f: f == {"type": "cf_agent_chat_recovering", "recovering": False, "id": "orphan01"})
+    assert {"type": "cf_agent_chat_recovering", "recovering": True, "id": "orphan01"} in frames
+    continued = [f for f in frames if f["type"] == "cf_agent_use_chat_response"]
+    assert continued[-1]["done"] and all(f["continuation"] for f in continued)
+    assert not any(f.get("id") == "orphan01" for f in frames if f["type"] == "cf_agent_use_chat_response")
+    assert await turn_status(user, "orphan01") == "interrupted"
     stored = await sync_to_async(transcript.transcript)(session)
-    assert stored[-1]["id"] == "assistant_orphan" and stored[-1]["parts"][-1]["text"] == "half an ans"
+    assert [m["role"] for m in stored] == ["user", "assistant"]
+    assert stored[-1]["id"] == "assistant_orphan"
+    assert [p["text"] for p in stored[-1]["parts"] if p["type"] == "text"] == ["half an ans", "w0 w1 w2 w3 w4 "]
 
 
 async def test_a_turn_accepted_but_not_streaming_parks_new_connections_until_it_streams(open_socket, token):

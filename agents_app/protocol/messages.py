@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from typing import Any
 
 UIMessage = dict[str, Any]
@@ -171,3 +172,8 @@ def unanswered_tool_parts(message: UIMessage | None) -> list[dict[str, Any]]:
 def text_of(message: UIMessage) -> str:
     """The plain text of a message's text parts, for display, search and summaries."""
     return "".join(p.get("text", "") for p in message.get("parts", []) if p.get("type") == "text")
+
+
+def user_text_message(text: str, message_id: str | None = None) -> UIMessage:
+    """A user message with one text part, as a client would send it."""
+    return {"id": message_id or uuid.uuid4().hex[:16], "role": "user", "parts": [{"type": "text", "text": text}]}

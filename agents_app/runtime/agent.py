@@ -9,14 +9,15 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Callable
-from typing import Any, ClassVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import AppMessage
-from agents_app.protocol.messages import normalize_messages
+from agents_app.protocol.messages import normalize_messages, user_text_message
 from agents_app.providers.openai_chat import default_model
 from agents_app.runtime import broadcast
 from agents_app.runtime.hooks import StepResult, ToolCallContext, ToolCallDecision, ToolCallResultContext, TurnConfig, TurnContext
@@ -24,6 +25,9 @@ from agents_app.runtime.model_loop import ModelLoop
 from agents_app.runtime.tools import Tool
 from agents_app.runtime.types import ChatOptions, ChatResponse, ChatResponseResult, Connection, TurnRequest, TurnResult
 from agents_app.storage import transcript
+
+if TYPE_CHECKING:
+    from agents_app.runtime.recovery import ChatRecoveryContext
 from agents_app.storage.models import Agent as AgentRecord
 from agents_app.storage.models import Session, Turn
 
@@ -138,6 +142,28 @@ class Agent:
         """HTTP requests to /agents/<agent>/<name>/<path> other than get-messages."""
         return HttpResponse("Not implemented", status=404, content_type="text/plain")
 
+    # -- schedules (Celery runs them; the admin shows and edits them) ----------------------
+    async def schedule(self, when: int | float | datetime | str, callback: str, payload: Any = None) -> dict[str, Any]:
+        """Call `self.<callback>(payload)` after `when` seconds, at a datetime, or on a cron
+        string ("0 9 * * 1-5"). Returns the schedule as the reference describes it."""
+        from agents_app.runtime import scheduling  # scheduling loads agents through instances
+
+        if not callable(getattr(self, callback, None)):
+            raise ValueError(f"{type(self).__name__} has no method {callback!r}")
+        created = await sync_to_async(scheduling.create)(self.session, when, callback, payload)
+        return scheduling.describe(created)
+
+    async def get_schedules(self) -> list[dict[str, Any]]:
+        """Schedules that have not run yet (one-shot) or keep running (cron)."""
+        from agents_app.runtime import scheduling
+
+        return [scheduling.describe(s) for s in await sync_to_async(scheduling.pending)(self.session)]
+
+    async def cancel_schedule(self, schedule_id: str | int) -> bool:
+        from agents_app.runtime import scheduling
+
+        return await sync_to_async(scheduling.cancel)(self.session, schedule_id)
+
 
 class AIChatAgent(Agent):
     """A chat agent whose turns you write yourself in `on_chat_message` (the reference's AIChatAgent)."""
@@ -150,7 +176,9 @@ class AIChatAgent(Agent):
     final_transcript_to_requester: ClassVar[bool] = False
     # `merge` concurrency collapses queued user messages into one (ai-chat); Think keeps them.
     merges_queued_user_messages: ClassVar[bool] = True
-    configurable = ("message_concurrency", "max_persisted_messages")
+    # Durable recovery of turns whose process died: True, False or {"maxAttempts": N, "terminalMessage": "…"}.
+    chat_recovery: ClassVar[bool | dict[str, Any]] = True
+    configurable = ("message_concurrency", "max_persisted_messages", "chat_recovery")
 
     @staticmethod
     def new_message_id() -> str:
@@ -163,22 +191,32 @@ class AIChatAgent(Agent):
     def _context(self) -> dict[str, Any]:
         return Session.objects.filter(pk=self.session.pk).values_list("request_context", flat=True).first() or {}
 
-    async def save_messages(self, messages: Any) -> TurnResult:
+    async def save_messages(self, messages: Any, *, request_id: str | None = None) -> TurnResult:
         """Persist `messages` (or what `messages(transcript)` returns, evaluated when the turn
-        starts) and run a turn on them; every connected client sees it stream."""
+        starts) and run a turn on them; every connected client sees it stream. A `request_id`
+        already used in this session returns without running anything again."""
         from agents_app.runtime import runner  # the runner imports this module
 
         context = await sync_to_async(self._context)()
         request = TurnRequest(
             session_id=self.session.pk,
-            request_id=new_request_id(),
+            request_id=request_id or new_request_id(),
             source=Turn.Source.PROGRAMMATIC,
             client_tools=context.get("lastClientTools"),
             body=context.get("lastBody"),
             new_messages=messages,
         )
-        turn, _ = await sync_to_async(runner.admit)(request)
+        turn, created = await sync_to_async(runner.admit)(request)
+        if not created:
+            return TurnResult(turn.request_id, "skipped")
         return await runner.run(request, turn)
+
+    async def send_scheduled_message(self, payload: Any) -> TurnResult:
+        """The default schedule callback: `{"text": …}` arrives as a user message and is answered."""
+        text = payload.get("text") if isinstance(payload, dict) else payload
+        if not isinstance(text, str) or not text:
+            raise ValueError('send_scheduled_message needs a payload like {"text": "…"}')
+        return await self.save_messages([user_text_message(text)])
 
     async def persist_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Store messages without running a turn; every client gets the new transcript."""
@@ -254,6 +292,14 @@ class AIChatAgent(Agent):
         """Return the error whose message clients see; the default shows it unchanged."""
         return error
 
+    async def on_chat_recovery(self, ctx: ChatRecoveryContext) -> dict[str, bool] | None:
+        """A turn's process died. Return {"persist": bool, "continue": bool} (both default
+        True): keep the partial answer, and continue it (or retry the unanswered message)."""
+        return None
+
+    async def on_chat_recovery_exhausted(self, ctx: ChatRecoveryContext, reason: str, terminal_message: str) -> None:
+        """Recovery gave up (`reason`, e.g. "max_attempts_exceeded"); the user was shown `terminal_message`."""
+
 
 class ThinkAgent(AIChatAgent):
     """An agent whose model loop is run by the framework (the reference's Think).
@@ -272,7 +318,7 @@ class ThinkAgent(AIChatAgent):
     finish_reason_in_metadata = False
     final_transcript_to_requester = True
     merges_queued_user_messages = False
-    configurable = ("message_concurrency", "max_persisted_messages", "max_steps", "send_reasoning", "model", "system_prompt")
+    configurable = ("message_concurrency", "max_persisted_messages", "chat_recovery", "max_steps", "send_reasoning", "model", "system_prompt")
 
     @staticmethod
     def new_message_id() -> str:

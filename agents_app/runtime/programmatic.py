@@ -2,19 +2,13 @@
 (or the anonymous namespace), a user message, the same runner as every other turn."""
 from __future__ import annotations
 
-import uuid
-from typing import Any
-
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 
+from agents_app.protocol.messages import user_text_message
 from agents_app.runtime.agent import AIChatAgent
 from agents_app.runtime.instances import load_agent, resolve_session
 from agents_app.runtime.types import TurnResult
-
-
-def user_text_message(text: str) -> dict[str, Any]:
-    return {"id": uuid.uuid4().hex[:16], "role": "user", "parts": [{"type": "text", "text": text}]}
 
 
 def _agent_for(segment: str, name: str, username: str | None) -> AIChatAgent:
@@ -25,6 +19,11 @@ def _agent_for(segment: str, name: str, username: str | None) -> AIChatAgent:
     return agent
 
 
-async def send_user_message(segment: str, name: str, text: str, *, username: str | None = None) -> TurnResult:
+async def send_user_message(
+    segment: str, name: str, text: str, *, username: str | None = None, request_id: str | None = None
+) -> TurnResult:
+    """With a `request_id` (e.g. a Celery task id) a repeated delivery neither stores the
+    message twice nor runs the turn twice."""
     agent = await sync_to_async(_agent_for)(segment, name, username)
-    return await agent.save_messages([user_text_message(text)])
+    message_id = f"user_{request_id}" if request_id else None
+    return await agent.save_messages([user_text_message(text, message_id)], request_id=request_id)

@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import transaction
 from django.utils import timezone
 
 from agents_app.protocol import frames
-from agents_app.protocol.message_builder import rebuild_message
-from agents_app.runtime import broadcast
-from agents_app.storage import chunk_log, transcript
+from agents_app.runtime import recovery, runner, turn_lock
+from agents_app.storage import chunk_log
 from agents_app.storage.models import Session, Turn
 
-# A streaming turn whose producer has not written for this long is an orphan (its process died).
-ORPHAN_AFTER = timedelta(seconds=20)
 GAP_WAIT_SECONDS = 5.0
 Send = Callable[[list[frames.Frame]], Awaitable[None]]
 
@@ -39,27 +34,8 @@ def _latest_pre_stream(session_id: int) -> Turn | None:
 
 
 def _is_live(turn: Turn) -> bool:
-    return turn.heartbeat_at is not None and turn.heartbeat_at > timezone.now() - ORPHAN_AFTER
-
-
-def _finalize_orphan(turn: Turn) -> bool:
-    """Complete a stream nobody produces any more and persist what it had streamed.
-    Only one caller wins; the others see the stream as completed."""
-    with transaction.atomic():
-        if not Turn.objects.filter(pk=turn.pk, status=Turn.Status.STREAMING).update(
-            status=Turn.Status.COMPLETED, finished_at=timezone.now()
-        ):
-            return False
-        bodies = [body for _, body in chunk_log.read_bodies(turn.pk) if body is not None]
-        session = Session.objects.get(pk=turn.session_id)
-        base = None
-        if turn.is_continuation:
-            base = next((m for m in reversed(transcript.transcript(session)) if m["role"] == "assistant"), None)
-        message = rebuild_message(turn.message_uid or f"assistant_{turn.request_id}", bodies, base=base)
-        if message["parts"]:
-            transcript.save_message(session, message)
-            return True
-    return False
+    """A streaming turn that stopped heart-beating lost its process (see recovery.py)."""
+    return turn.heartbeat_at is not None and turn.heartbeat_at > timezone.now() - turn_lock.stale_after()
 
 
 class ConnectionStreams:
@@ -72,6 +48,9 @@ class ConnectionStreams:
         self.parked = False
         self._held: list[tuple[int | None, frames.Frame]] = []
         self._last_seq: dict[str, int] = {}
+        # Streams this connection already saw end (an orphan it acknowledged): the recoverer's
+        # closing frame for them is not delivered twice.
+        self._ended: set[str] = set()
 
     # -- connect and probe ----------------------------------------------------------
     async def on_connect(self) -> None:
@@ -140,12 +119,10 @@ class ConnectionStreams:
             self._last_seq[turn.request_id] = last
             await self._deliver(turn.request_id, held)
             return
-        orphan_persisted = await sync_to_async(_finalize_orphan)(turn)
         await self.send([frames.chat_response(turn.request_id, done=True, replay=True, continuation=turn.is_continuation)])
-        if orphan_persisted:
-            session = await sync_to_async(Session.objects.get)(pk=self.session_id)
-            current = await sync_to_async(transcript.transcript)(session)
-            await broadcast.broadcast(self.session_id, [frames.chat_messages(current)])
+        self._ended.add(turn.request_id)
+        # Nobody produces this stream any more: persist what it had and carry the turn on here.
+        runner.keep(asyncio.create_task(recovery.recover(turn.pk)))
 
     async def _replay_finished(self, request_id: str) -> None:
         def lookup() -> tuple[Turn | None, dict[str, Any] | None]:
@@ -173,6 +150,8 @@ class ConnectionStreams:
         await self._deliver(request_id, sequenced)
 
     async def _deliver(self, request_id: str, sequenced: list[tuple[int | None, frames.Frame]]) -> None:
+        if request_id in self._ended:
+            return
         outgoing: list[frames.Frame] = []
         for seq, frame in sequenced:
             if seq is None:

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import IntegrityError
 from django.utils import timezone
 
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage, normalize_messages
-from agents_app.runtime import broadcast, cancellation, concurrency, turn_lock
+from agents_app.runtime import broadcast, cancellation, concurrency, recovery, turn_lock
 from agents_app.runtime.agent import AIChatAgent
 from agents_app.runtime.instances import load_agent
 from agents_app.runtime.stream_publisher import StreamPublisher
@@ -48,6 +49,7 @@ def admit(request: TurnRequest) -> tuple[Turn, bool]:
             source=request.source,
             trigger=request.trigger,
             is_continuation=request.continuation,
+            recovery_root=request.recovery_root,
             overlapping=subject_to_concurrency and concurrency.is_busy(request.session_id),
         )
         return turn, True
@@ -84,10 +86,20 @@ async def _settle(turn: Turn, *, streamed: bool) -> None:
 
 
 async def run(request: TurnRequest, turn: Turn) -> TurnResult:
+    try:
+        result = await _run_locked(request, turn)
+    finally:
+        if request.recovery_root:
+            await recovery.finished(request.session_id, request.recovery_root)
+    return result
+
+
+async def _run_locked(request: TurnRequest, turn: Turn) -> TurnResult:
     async with cancellation.abort_signal(request.request_id) as abort:
         if not await turn_lock.acquire(request.session_id, turn.pk):
             await _skip(request, turn)
             return TurnResult(request.request_id, "skipped")
+        heartbeat = asyncio.create_task(_keep_alive(turn.pk))
         try:
             agent = await sync_to_async(_load_agent)(request.session_id)
             if not await _admitted_by_policy(agent, request, turn):
@@ -100,10 +112,20 @@ async def run(request: TurnRequest, turn: Turn) -> TurnResult:
             # Destroyed while the turn ran: there is nothing left to persist to.
             return TurnResult(request.request_id, "aborted")
         finally:
+            heartbeat.cancel()
             await turn_lock.release(request.session_id, request.request_id)
     await _sweep_stale_buffers()
     await _safe_on_chat_response(agent, request, result)
     return result
+
+
+async def _keep_alive(turn_id: int) -> None:
+    """Heart-beat while this process runs the turn: a turn that stops beating was lost with
+    its process and is recovered elsewhere (see recovery.py)."""
+    interval = settings.AGENTS_TURN_STALE_SECONDS / 4
+    while True:
+        await asyncio.sleep(interval)
+        await sync_to_async(Turn.objects.filter(pk=turn_id).update)(heartbeat_at=timezone.now())
 
 
 _last_sweep = 0.0

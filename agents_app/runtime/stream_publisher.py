@@ -23,7 +23,6 @@ from agents_app.storage.models import Turn
 
 STORE_BATCH = 64
 STORE_INTERVAL = 0.1
-HEARTBEAT_INTERVAL = 5.0
 _MERGEABLE = frozenset({"text-delta", "reasoning-delta"})
 
 
@@ -103,9 +102,6 @@ class StreamPublisher:
             since_store = time.monotonic() - self._last_store
             if len(self._store) >= STORE_BATCH or (self._store and since_store >= STORE_INTERVAL):
                 await self._write_store()
-            elif since_store >= HEARTBEAT_INTERVAL:
-                await sync_to_async(Turn.objects.filter(pk=self.turn_id).update)(heartbeat_at=timezone.now())
-                self._last_store = time.monotonic()
 
     async def flush(self) -> None:
         """Everything published so far is broadcast and stored when this returns."""

@@ -11,14 +11,19 @@ from collections import defaultdict
 from datetime import timedelta
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.utils import timezone
 
 from agents_app.storage.models import Session, Turn
 
-STALE_AFTER = timedelta(seconds=30)
 POLL_INTERVAL = 0.1
 # Keyed by event loop too: an asyncio.Event belongs to the loop that first waits on it.
 _release_events: defaultdict[tuple[int, int], asyncio.Event] = defaultdict(asyncio.Event)
+
+
+def stale_after() -> timedelta:
+    """A running turn whose heartbeat is older than this lost its process."""
+    return timedelta(seconds=settings.AGENTS_TURN_STALE_SECONDS)
 
 
 def _event(session_id: int) -> asyncio.Event:
@@ -42,7 +47,7 @@ def _try_acquire(session_id: int, turn_id: int) -> str:
             holding_turn is not None
             and holding_turn.status not in Turn.FINISHED
             and holding_turn.heartbeat_at is not None
-            and holding_turn.heartbeat_at > timezone.now() - STALE_AFTER
+            and holding_turn.heartbeat_at > timezone.now() - stale_after()
         )
         if alive:
             return "wait"

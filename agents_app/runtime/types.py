@@ -57,6 +57,8 @@ class TurnRequest:
     # Programmatic turns: messages to persist when the turn starts, or a function of the
     # transcript at that moment returning them.
     new_messages: list[UIMessage] | Callable[[list[UIMessage]], Any] | None = None
+    # A recovery turn: the request id of the interrupted turn it re-runs.
+    recovery_root: str = ""
 
 
 @dataclass

@@ -54,6 +54,9 @@ class Session(models.Model):
         default=dict, blank=True, help_text="lastClientTools / lastBody reused by continuations"
     )
     terminal = models.JSONField(null=True, blank=True, help_text="{requestId, body} of the last failed turn")
+    recovering = models.JSONField(
+        null=True, blank=True, help_text="{requestId, at} while an interrupted turn is being recovered"
+    )
     turn_lock = models.CharField(max_length=64, blank=True, default="")
     turn_lock_heartbeat = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -122,6 +125,8 @@ class Turn(models.Model):
         ERROR = "error"
         ABORTED = "aborted"
         SKIPPED = "skipped"
+        # Its process died mid-turn; recovery took it over.
+        INTERRUPTED = "interrupted"
 
     class Source(models.TextChoices):
         WEBSOCKET = "websocket"
@@ -132,7 +137,7 @@ class Turn(models.Model):
         RECOVERY = "recovery"
 
     PRE_STREAM = (Status.QUEUED, Status.RUNNING)
-    FINISHED = (Status.COMPLETED, Status.ERROR, Status.ABORTED, Status.SKIPPED)
+    FINISHED = (Status.COMPLETED, Status.ERROR, Status.ABORTED, Status.SKIPPED, Status.INTERRUPTED)
 
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="turns")
     request_id = models.CharField(max_length=64)
@@ -143,6 +148,8 @@ class Turn(models.Model):
     # Admitted while another turn was queued or running (subject to message concurrency).
     overlapping = models.BooleanField(default=False)
     message_uid = models.CharField(max_length=255, blank=True)
+    # The request id of the turn a recovery turn (re-)runs; blank for every other turn.
+    recovery_root = models.CharField(max_length=64, blank=True, db_index=True)
     error_text = models.TextField(blank=True)
     chunk_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
@@ -194,3 +201,64 @@ class ApiToken(models.Model):
         raw_key = "agt_" + secrets.token_urlsafe(32)
         token = cls.objects.create(user=user, name=name, prefix=raw_key[:12], key_hash=cls.hash_key(raw_key))
         return token, raw_key
+
+
+class Schedule(models.Model):
+    """A turn (or any agent method) to run later: once after a delay or at a time, or on a
+    cron. One-shot schedules run as Celery ETA tasks, cron ones as django-celery-beat tasks."""
+
+    class Kind(models.TextChoices):
+        DELAYED = "delayed"
+        SCHEDULED = "scheduled"
+        CRON = "cron"
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="schedules")
+    callback = models.CharField(
+        max_length=100, default="send_scheduled_message", help_text="Agent method called with the payload"
+    )
+    payload = models.JSONField(
+        null=True, blank=True, help_text="e.g. {\"text\": \"daily summary\"} for send_scheduled_message"
+    )
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.SCHEDULED)
+    run_at = models.DateTimeField(null=True, blank=True, help_text="When a one-shot schedule runs")
+    delay_seconds = models.FloatField(null=True, blank=True, editable=False)
+    cron = models.CharField(max_length=100, blank=True, help_text="minute hour day-of-month month day-of-week")
+    enabled = models.BooleanField(default=True, help_text="Paused schedules do not run")
+    # A one-shot schedule that has run; it stays for its run history.
+    done = models.BooleanField(default=False)
+    periodic_task = models.OneToOneField(
+        "django_celery_beat.PeriodicTask", null=True, blank=True, editable=False, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["session", "done"], name="schedule_pending_idx")]
+
+    def __str__(self) -> str:
+        when = self.cron if self.kind == self.Kind.CRON else (self.run_at.isoformat() if self.run_at else "?")
+        return f"{self.callback} @ {when}"
+
+
+class ScheduleRun(models.Model):
+    """One execution of a schedule: when, how it ended, and the turn it started."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        COMPLETED = "completed"
+        ERROR = "error"
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    message_uid = models.CharField(max_length=255, blank=True, help_text="The message the run produced")
+    error_text = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.schedule_id} run {self.pk} ({self.status})"

@@ -32,7 +32,7 @@ from agents_app.protocol.inbound import (
     ToolResult,
     parse_frame,
 )
-from agents_app.runtime import chat, runner, tool_state
+from agents_app.runtime import chat, recovery, runner, tool_state
 from agents_app.runtime.agent import AIChatAgent, Agent, ReadonlyConnection, ThinkAgent
 from agents_app.runtime.broadcast import session_group
 from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_session
@@ -105,6 +105,9 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         if isinstance(agent, ThinkAgent) and self.streams.offered is None:
             # Think pushes the transcript unless a replay is about to rebuild the message.
             await self.send_frames([frames.chat_messages(await sync_to_async(transcript.transcript)(self.session))])
+        recovering = recovery.recovering_frame(self.session)
+        if recovering is not None and self.streams.offered is None and not self.streams.parked:
+            await self.send_frames([recovering])
 
     async def _refuse(self, message: str, code: int) -> None:
         await self.send_frames([frames.error(message)])

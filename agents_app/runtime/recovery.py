@@ -1,0 +1,237 @@
+"""Durable recovery of turns whose process died (think.md §9, protocol §9.14).
+
+Every running turn heart-beats into its row. A turn whose heartbeat is older than
+`AGENTS_TURN_STALE_SECONDS` lost its process (kill -9 of a worker or of daphne). Whoever
+notices first — the periodic Celery sweep, or a client acknowledging a resume offer for that
+stream — claims it (one conditional UPDATE, so exactly one recoverer wins), persists the
+partial message rebuilt from the chunk log, and, unless `on_chat_recovery` says otherwise,
+runs a recovery turn through the normal runner: a continuation of the partial answer, or a
+retry of the unanswered user message. Clients see `cf_agent_chat_recovering` true until that
+turn ends.
+"""
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from agents_app.protocol import frames
+from agents_app.protocol.message_builder import rebuild_message
+from agents_app.protocol.messages import UIMessage, is_tool_part, text_of
+from agents_app.runtime import broadcast, turn_lock
+from agents_app.runtime.agent import AIChatAgent, new_request_id
+from agents_app.runtime.instances import load_agent
+from agents_app.runtime.types import TurnRequest, TurnResult
+from agents_app.storage import chunk_log, transcript
+from agents_app.storage.models import Session, Turn
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TERMINAL_MESSAGE = "The assistant was interrupted and could not recover. Please try again."
+RECOVERING_TTL = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    max_attempts: int = 10
+    terminal_message: str = DEFAULT_TERMINAL_MESSAGE
+
+    @classmethod
+    def parse(cls, value: Any) -> RecoveryConfig | None:
+        """`chat_recovery`: True (defaults), False (persist the partial, never re-run) or
+        {"maxAttempts": N, "terminalMessage": "…"}."""
+        if value is False or value is None:
+            return None
+        if isinstance(value, dict):
+            attempts = value.get("maxAttempts", value.get("max_attempts", cls.max_attempts))
+            message = value.get("terminalMessage", value.get("terminal_message", cls.terminal_message))
+            return cls(int(attempts), str(message))
+        return cls()
+
+
+@dataclass
+class ChatRecoveryContext:
+    """What `on_chat_recovery` and `on_chat_recovery_exhausted` are told about an interruption."""
+
+    incident_id: str
+    recovery_root_request_id: str
+    attempt: int
+    max_attempts: int
+    recovery_kind: str  # "continue": a partial answer exists; "retry": nothing was produced
+    stream_id: str
+    request_id: str
+    partial_text: str
+    partial_parts: list[dict[str, Any]]
+    messages: list[UIMessage]
+    created_at: datetime
+    last_body: dict[str, Any] | None = None
+    last_client_tools: list[dict[str, Any]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def interrupted_turn_ids() -> list[int]:
+    cutoff = timezone.now() - turn_lock.stale_after()
+    stale = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
+    return list(Turn.objects.filter(stale, status__in=(Turn.Status.RUNNING, Turn.Status.STREAMING)).values_list("pk", flat=True))
+
+
+def _claim(turn_id: int) -> Turn | None:
+    """Take an interrupted turn over; None when it is alive again or someone else took it."""
+    cutoff = timezone.now() - turn_lock.stale_after()
+    with transaction.atomic():
+        claimed = Turn.objects.filter(
+            Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True),
+            pk=turn_id,
+            status__in=(Turn.Status.RUNNING, Turn.Status.STREAMING),
+        ).update(status=Turn.Status.INTERRUPTED, finished_at=timezone.now())
+        if not claimed:
+            return None
+        turn = Turn.objects.get(pk=turn_id)
+        # Its process died holding the session's turn lock.
+        Session.objects.filter(pk=turn.session_id, turn_lock=turn.request_id).update(turn_lock="")
+        return turn
+
+
+def _attempt(turn: Turn, root: str) -> int:
+    return Turn.objects.filter(session_id=turn.session_id, recovery_root=root).count()
+
+
+async def recover(turn_id: int) -> TurnResult | None:
+    """Recover one interrupted turn; returns the recovery turn's result, if one ran."""
+    turn = await sync_to_async(_claim)(turn_id)
+    if turn is None:
+        return None
+    session = await sync_to_async(Session.objects.select_related("agent").get)(pk=turn.session_id)
+    agent = await sync_to_async(load_agent)(session)
+    if not isinstance(agent, AIChatAgent):
+        return None
+    # Anyone still watching the dead stream gets its end.
+    done = frames.chat_response(turn.request_id, done=True, continuation=turn.is_continuation)
+    await broadcast.publish_stream(session.pk, turn.request_id, [(None, done)])
+    await broadcast.turn_settled(session.pk, turn.request_id, streamed=True, pre_stream_remaining=False)
+
+    config = RecoveryConfig.parse(agent.chat_recovery)
+    root = turn.recovery_root or turn.request_id
+    partial, has_output = await sync_to_async(_rebuild_partial)(turn, session)
+    context = dict(session.request_context or {})
+    ctx = ChatRecoveryContext(
+        incident_id=uuid.uuid4().hex,
+        recovery_root_request_id=root,
+        attempt=await sync_to_async(_attempt)(turn, root) + 1,
+        max_attempts=config.max_attempts if config else 0,
+        recovery_kind="continue" if has_output else "retry",
+        stream_id=turn.request_id,
+        request_id=turn.request_id,
+        partial_text=text_of(partial),
+        partial_parts=partial["parts"],
+        messages=await sync_to_async(transcript.transcript)(session),
+        created_at=turn.created_at,
+        last_body=context.get("lastBody"),
+        last_client_tools=context.get("lastClientTools"),
+    )
+    decision = {"persist": True, "continue": True, **(await agent.on_chat_recovery(ctx) or {})}
+    settled_tools = any(is_tool_part(p) and p.get("state") == "output-available" for p in partial["parts"])
+    if has_output and (decision["persist"] or settled_tools):
+        await sync_to_async(transcript.save_message)(session, partial)
+        await _broadcast_transcript(session)
+    if config is None or not decision["continue"]:
+        await finished(session.pk, root)
+        return None
+    if ctx.attempt > config.max_attempts:
+        await _exhaust(agent, session, turn, ctx, config)
+        return None
+    return await _run_recovery_turn(session, root, ctx)
+
+
+def _rebuild_partial(turn: Turn, session: Session) -> tuple[UIMessage, bool]:
+    """The message the dead turn had streamed, rebuilt from its chunk log (on top of the
+    message it continued, for a continuation), and whether it produced anything."""
+    bodies = [body for _, body in chunk_log.read_bodies(turn.pk) if body is not None]
+    base = None
+    if turn.is_continuation:
+        base = next((m for m in reversed(transcript.transcript(session)) if m["role"] == "assistant"), None)
+    partial = rebuild_message(turn.message_uid or f"assistant_{turn.request_id}", bodies, base=base)
+    return partial, bool(bodies and partial["parts"])
+
+
+async def _broadcast_transcript(session: Session) -> None:
+    current = await sync_to_async(transcript.transcript)(session)
+    await broadcast.broadcast(session.pk, [frames.chat_messages(current)])
+
+
+async def _run_recovery_turn(session: Session, root: str, ctx: ChatRecoveryContext) -> TurnResult | None:
+    from agents_app.runtime import runner  # the runner calls back into this module
+
+    messages = await sync_to_async(transcript.transcript)(session)
+    if not messages:
+        await finished(session.pk, root)
+        return None
+    await _mark_recovering(session.pk, root)
+    request = TurnRequest(
+        session_id=session.pk,
+        request_id=new_request_id(),
+        source=Turn.Source.RECOVERY,
+        # A partial answer is continued; an unanswered user message is answered again.
+        continuation=messages[-1]["role"] == "assistant",
+        client_tools=ctx.last_client_tools,
+        body=ctx.last_body,
+        recovery_root=root,
+    )
+    turn, _ = await sync_to_async(runner.admit)(request)
+    return await runner.run(request, turn)
+
+
+async def _mark_recovering(session_id: int, root: str) -> None:
+    def mark() -> bool:
+        current = Session.objects.filter(pk=session_id).values_list("recovering", flat=True).first()
+        Session.objects.filter(pk=session_id).update(recovering={"requestId": root, "at": timezone.now().isoformat()})
+        return not _is_fresh(current)
+
+    if await sync_to_async(mark)():  # idempotent: not re-broadcast while a fresh flag exists
+        await broadcast.broadcast(session_id, [frames.chat_recovering(True, root)])
+
+
+def _is_fresh(flag: dict[str, Any] | None) -> bool:
+    if not flag or not flag.get("at"):
+        return False
+    try:
+        marked = datetime.fromisoformat(flag["at"])
+    except ValueError:
+        return False
+    return timezone.now() - marked < RECOVERING_TTL
+
+
+async def finished(session_id: int, root: str) -> None:
+    """A recovery reached a terminal outcome: clients stop showing it."""
+    cleared = await sync_to_async(Session.objects.filter(pk=session_id, recovering__isnull=False).update)(recovering=None)
+    if cleared:
+        await broadcast.broadcast(session_id, [frames.chat_recovering(False, root)])
+
+
+async def _exhaust(agent: AIChatAgent, session: Session, turn: Turn, ctx: ChatRecoveryContext, config: RecoveryConfig) -> None:
+    """Out of attempts: the partial stays, the user is told, reconnecting clients get the
+    terminal record through the resume handshake."""
+    terminal = {"requestId": turn.request_id, "body": config.terminal_message}
+    await sync_to_async(Session.objects.filter(pk=session.pk).update)(terminal=terminal)
+    error = frames.chat_response(turn.request_id, config.terminal_message, done=True, error=True)
+    await broadcast.broadcast(session.pk, [error])
+    await finished(session.pk, ctx.recovery_root_request_id)
+    try:
+        await agent.on_chat_recovery_exhausted(ctx, "max_attempts_exceeded", config.terminal_message)
+    except Exception:  # the hook must not stop the terminal outcome from being recorded
+        logger.exception("on_chat_recovery_exhausted failed for %s", turn.request_id)
+
+
+def recovering_frame(session: Session) -> frames.Frame | None:
+    """The frame a connecting client gets while a recovery is in progress."""
+    flag = session.recovering
+    if not _is_fresh(flag):
+        return None
+    return frames.chat_recovering(True, flag.get("requestId"))
