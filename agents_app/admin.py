@@ -1,14 +1,18 @@
-"""Admin: agents and their settings, sessions with their conversation, turns, API tokens."""
+"""Admin: agents and their settings, sessions with their conversation, turns, API tokens,
+schedules with their run history."""
 from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html
 
 from agents_app.protocol.messages import text_of
-from agents_app.storage.models import Agent, ApiToken, Message, Session, Turn
+from agents_app.runtime import scheduling
+from agents_app.storage.models import Agent, ApiToken, Message, Schedule, ScheduleRun, Session, Turn
 
 
 @admin.register(Agent)
@@ -16,7 +20,18 @@ class AgentAdmin(admin.ModelAdmin):
     list_display = ("slug", "title", "class_path", "enabled", "session_count", "updated_at")
     list_filter = ("enabled",)
     search_fields = ("slug", "title", "class_path")
-    readonly_fields = ("class_path", "created_at", "updated_at")
+    readonly_fields = ("class_path", "webhook_key_prefix", "created_at", "updated_at")
+    actions = ("issue_webhook_key",)
+
+    @admin.action(description="Issue a new webhook key (replaces the old one)")
+    def issue_webhook_key(self, request: HttpRequest, queryset: Any) -> None:
+        for record in queryset:
+            raw_key = record.issue_webhook_key()
+            self.message_user(
+                request,
+                format_html("Webhook key for {} (copy it now, it is not shown again): <code>{}</code>", record.slug, raw_key),
+                messages.SUCCESS,
+            )
 
     @admin.display(description="Sessions")
     def session_count(self, obj: Agent) -> int:
@@ -42,7 +57,7 @@ class MessageInline(admin.TabularInline):
 
 class TurnInline(admin.TabularInline):
     model = Turn
-    fields = ("request_id", "status", "source", "is_continuation", "chunk_count", "created_at", "finished_at", "error_text")
+    fields = ("request_id", "status", "source", "is_continuation", "recovery_root", "chunk_count", "created_at", "finished_at", "error_text")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -58,7 +73,7 @@ class SessionAdmin(admin.ModelAdmin):
     list_filter = ("agent", "created_at")
     search_fields = ("name", "title", "owner__username")
     raw_id_fields = ("owner", "active_leaf")
-    readonly_fields = ("created_at", "updated_at", "turn_lock", "turn_lock_heartbeat", "terminal")
+    readonly_fields = ("created_at", "updated_at", "turn_lock", "turn_lock_heartbeat", "terminal", "recovering")
     inlines = (MessageInline, TurnInline)
     actions = ("release_turn_lock",)
 
@@ -114,3 +129,107 @@ class ApiTokenAdmin(admin.ModelAdmin):
         obj.pk, obj.prefix, obj.key_hash = token.pk, token.prefix, token.key_hash
         # Shown once: only a hash is stored.
         self.message_user(request, format_html("New token (copy it now, it is not shown again): <code>{}</code>", raw_key))
+
+
+class ScheduleForm(forms.ModelForm):
+    class Meta:
+        model = Schedule
+        fields = ("session", "callback", "payload", "kind", "run_at", "cron", "enabled")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("kind") == Schedule.Kind.CRON:
+            try:
+                scheduling.parse_cron(data.get("cron") or "")
+            except scheduling.InvalidSchedule as error:
+                self.add_error("cron", str(error))
+        elif not data.get("run_at"):
+            self.add_error("run_at", "A one-shot schedule needs a time.")
+        return data
+
+
+def continue_in_thread(request: HttpRequest, session: Session) -> str:
+    """The owner continues in the chat UI; an operator looking at someone else's session
+    opens it in the admin (users only ever see their own chats)."""
+    if session.owner_id == request.user.pk:
+        return reverse("chat-page", args=[session.agent.slug, session.name])
+    return reverse("admin:agents_app_session_change", args=[session.pk])
+
+
+class ScheduleRunInline(admin.TabularInline):
+    model = ScheduleRun
+    fields = ("started_at", "finished_at", "status", "request_id", "produced", "error_text")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ("-id",)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="Produced message")
+    def produced(self, obj: ScheduleRun) -> str:
+        if not obj.message_uid:
+            return "–"
+        url = continue_in_thread(self.request, obj.schedule.session)
+        return format_html('{} · <a href="{}">continue in thread</a>', obj.message_uid, url)
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        self.request = request
+        return super().get_queryset(request).select_related("schedule__session__agent")
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(admin.ModelAdmin):
+    form = ScheduleForm
+    list_display = ("__str__", "session", "kind", "enabled", "done", "last_run")
+    list_filter = ("kind", "enabled", "done", "session__agent")
+    search_fields = ("callback", "session__name", "cron")
+    raw_id_fields = ("session",)
+    inlines = (ScheduleRunInline,)
+    actions = ("run_now", "pause", "resume")
+
+    @admin.display(description="Last run")
+    def last_run(self, obj: Schedule) -> str:
+        run = obj.runs.order_by("-id").first()
+        return f"{run.started_at:%Y-%m-%d %H:%M} {run.status}" if run else "–"
+
+    def save_model(self, request: HttpRequest, obj: Schedule, form: Any, change: bool) -> None:
+        if obj.kind != Schedule.Kind.CRON and "run_at" in form.changed_data:
+            obj.done = False  # moved to a new time: it runs again
+        super().save_model(request, obj, form, change)
+        scheduling.activate(obj)
+
+    def delete_model(self, request: HttpRequest, obj: Schedule) -> None:
+        scheduling.delete(obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for schedule in queryset:
+            scheduling.delete(schedule)
+
+    @admin.action(description="Run now")
+    def run_now(self, request: HttpRequest, queryset: Any) -> None:
+        for schedule in queryset:
+            scheduling.run_now(schedule)
+        self.message_user(request, f"Started {queryset.count()} schedule(s); their runs appear below each one.", messages.SUCCESS)
+
+    @admin.action(description="Pause")
+    def pause(self, request: HttpRequest, queryset: Any) -> None:
+        for schedule in queryset:
+            scheduling.set_enabled(schedule, False)
+
+    @admin.action(description="Resume")
+    def resume(self, request: HttpRequest, queryset: Any) -> None:
+        for schedule in queryset:
+            scheduling.set_enabled(schedule, True)
+
+
+@admin.register(ScheduleRun)
+class ScheduleRunAdmin(admin.ModelAdmin):
+    list_display = ("schedule", "status", "started_at", "finished_at", "request_id", "message_uid")
+    list_filter = ("status",)
+    search_fields = ("request_id", "message_uid", "schedule__callback")
+    readonly_fields = [f.name for f in ScheduleRun._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

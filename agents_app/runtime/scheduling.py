@@ -129,10 +129,15 @@ def cancel(session: Session, schedule_id: Any) -> bool:
     schedule = Schedule.objects.filter(session=session, pk=_as_id(schedule_id), done=False).first()
     if schedule is None:
         return False
+    delete(schedule)
+    return True
+
+
+def delete(schedule: Schedule) -> None:
+    """Remove a schedule with its beat task; a queued ETA task finds nothing and does nothing."""
     if schedule.periodic_task is not None:
         schedule.periodic_task.delete()
     schedule.delete()
-    return True
 
 
 def _as_id(schedule_id: Any) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from typing import Any
 
@@ -24,6 +25,9 @@ class Agent(models.Model):
         help_text="Overrides of class attributes, e.g. {\"model\": \"gpt-4o-mini\", \"max_steps\": 5}",
     )
     enabled = models.BooleanField(default=True)
+    # Webhooks (`POST /hooks/<slug>/<name>`) authenticate with a per-agent key; only its hash is kept.
+    webhook_key_hash = models.CharField(max_length=64, blank=True, editable=False)
+    webhook_key_prefix = models.CharField(max_length=12, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -32,6 +36,19 @@ class Agent(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+    def issue_webhook_key(self) -> str:
+        """A new webhook key (replacing any previous one), returned once and never stored."""
+        raw_key = "whk_" + secrets.token_urlsafe(32)
+        self.webhook_key_hash = hashlib.sha256(raw_key.encode()).hexdigest()
+        self.webhook_key_prefix = raw_key[:12]
+        self.save(update_fields=["webhook_key_hash", "webhook_key_prefix", "updated_at"])
+        return raw_key
+
+    def accepts_webhook_key(self, raw_key: str) -> bool:
+        if not self.webhook_key_hash or not raw_key:
+            return False
+        return hmac.compare_digest(self.webhook_key_hash, hashlib.sha256(raw_key.encode()).hexdigest())
 
 
 class Session(models.Model):

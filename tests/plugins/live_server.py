@@ -52,10 +52,9 @@ class LiveServer:
             self.process.kill()
 
 
-def start_live_server(model_base_url: str, extra_env: dict[str, str] | None = None) -> LiveServer:
-    port = free_port()
-    log = ROOT / "test-artifacts" / f"daphne-{port}.log"
-    log.parent.mkdir(exist_ok=True)
+def child_env(model_base_url: str, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a server or worker process: the test database and channel layer,
+    the fake model, and the test agents."""
     env = {
         **os.environ,
         **_database_env(),
@@ -70,6 +69,14 @@ def start_live_server(model_base_url: str, extra_env: dict[str, str] | None = No
     }
     if settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"):
         env["REDIS_URL"] = settings.REDIS_URL
+    return env
+
+
+def start_live_server(model_base_url: str, extra_env: dict[str, str] | None = None) -> LiveServer:
+    port = free_port()
+    log = ROOT / "test-artifacts" / f"daphne-{port}.log"
+    log.parent.mkdir(exist_ok=True)
+    env = child_env(model_base_url, extra_env)
     process = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatproject.asgi:application"],
         cwd=ROOT,
