@@ -59,13 +59,14 @@ def test_clear_history_empties_the_server_and_the_other_tab(live_server_process,
     assert result["messages"] == result["otherMessages"] == result["serverMessages"] == []
 
 
-def test_regenerate_replaces_the_last_answer(live_server_process, token, model):
+def test_regenerate_replaces_the_last_answer_and_keeps_the_old_one_as_a_branch(live_server_process, token, model):
     model.script(Reply.text("First answer."), Reply.text("Second answer."))
     result = scenario(live_server_process, token, "regen", scenario="regenerate")
     assert result["firstAnswer"]["parts"][-1]["text"] == "First answer."
     assert [m["role"] for m in result["messages"]] == ["user", "assistant"]
     assert result["messages"][-1]["parts"][-1]["text"] == "Second answer."
     assert result["messages"] == result["serverMessages"]
+    assert [m["parts"][-1]["text"] for m in result["branches"]] == ["First answer.", "Second answer."]
 
 
 def test_set_messages_persists_on_an_ai_chat_agent_and_reaches_other_tabs(live_server_process, token):

@@ -333,6 +333,14 @@ class ThinkAgent(AIChatAgent):
     def get_tools(self) -> dict[str, Tool]:
         return {}
 
+    def turn_tools(self) -> dict[str, Tool]:
+        """What the model gets this turn: the framework's tools, then yours (yours win on a name)."""
+        return self.get_tools()
+
+    def turn_system_prompt(self) -> str:
+        """The system prompt this turn: yours, then the framework's sections."""
+        return self.get_system_prompt()
+
     # -- hooks (think.md §5); all optional --------------------------------------------------
     async def before_turn(self, context: TurnContext) -> TurnConfig | None:
         """Adjust model, system prompt, messages, active tools or step budget for this turn."""

@@ -57,7 +57,7 @@ class ModelLoop:
     def __init__(self, agent: ThinkAgent, options: ChatOptions) -> None:
         self.agent = agent
         self.options = options
-        self.tools = agent.get_tools()
+        self.tools = agent.turn_tools()
         self.messages: list[UIMessage] = copy.deepcopy(options.messages)
         self.step_number = 0
         self.history: list[dict[str, Any]] = []
@@ -137,7 +137,7 @@ class ModelLoop:
 
     # -- the turn -------------------------------------------------------------------------
     async def _configure(self) -> tuple[TurnConfig, dict[str, Tool]]:
-        system = self.agent.get_system_prompt()
+        system = self.agent.turn_system_prompt()
         context = TurnContext(system, to_openai_messages(self.messages), self.tools, self.agent.get_model(), self.options.continuation, self.options.body)
         config = await self.agent.before_turn(context) or TurnConfig()
         self.history = config.messages or to_openai_messages(self.messages, config.system or system)

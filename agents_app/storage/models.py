@@ -74,6 +74,9 @@ class Session(models.Model):
     recovering = models.JSONField(
         null=True, blank=True, help_text="{requestId, at} while an interrupted turn is being recovered"
     )
+    allowed_tools = models.JSONField(
+        default=list, blank=True, help_text="Tools the owner always allows in this session (no approval asked)"
+    )
     turn_lock = models.CharField(max_length=64, blank=True, default="")
     turn_lock_heartbeat = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

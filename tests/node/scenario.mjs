@@ -166,7 +166,10 @@ const scenarios = {
     const firstAnswer = client.chat.messages.at(-1);
     await client.chat.regenerate();
     await settle(client, "the regenerated answer");
-    return { firstAnswer, messages: client.chat.messages, serverMessages: await serverMessages() };
+    // The earlier answer is a sibling branch on the server, reachable over RPC.
+    const question = client.chat.messages.at(-2);
+    const branches = await client.agent.call("get_branches", [question.id]);
+    return { firstAnswer, branches, messages: client.chat.messages, serverMessages: await serverMessages() };
   },
 
   async "set-messages"() {
