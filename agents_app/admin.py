@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from asgiref.sync import async_to_sync
+
 from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
@@ -11,8 +13,22 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from agents_app.protocol.messages import text_of
-from agents_app.runtime import scheduling
-from agents_app.storage.models import Agent, ApiToken, Message, Schedule, ScheduleRun, Session, Turn
+from agents_app.runtime import compaction, context_blocks, scheduling
+from agents_app.runtime.agent import ThinkAgent
+from agents_app.runtime.instances import load_agent
+from agents_app.storage import search, transcript
+from agents_app.storage.models import (
+    Agent,
+    ApiToken,
+    Compaction,
+    ContextBlock,
+    ContextBlockVersion,
+    Message,
+    Schedule,
+    ScheduleRun,
+    Session,
+    Turn,
+)
 
 
 @admin.register(Agent)
@@ -38,18 +54,25 @@ class AgentAdmin(admin.ModelAdmin):
         return obj.sessions.count()
 
 
-class MessageInline(admin.TabularInline):
-    model = Message
-    fields = ("uid", "role", "parent", "preview", "created_at")
+class ContextBlockInline(admin.TabularInline):
+    model = ContextBlock
+    fields = ("label", "content", "updated_at")
     readonly_fields = fields
     extra = 0
     can_delete = False
     show_change_link = True
-    ordering = ("id",)
 
-    @admin.display(description="Text")
-    def preview(self, obj: Message) -> str:
-        return text_of(obj.as_ui_message())[:200]
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class CompactionInline(admin.TabularInline):
+    """Deleting an overlay here undoes the compaction: the model sees the originals again."""
+
+    model = Compaction
+    fields = ("from_message", "to_message", "summary", "tokens_before", "created_at")
+    readonly_fields = fields
+    extra = 0
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -74,8 +97,35 @@ class SessionAdmin(admin.ModelAdmin):
     search_fields = ("name", "title", "owner__username")
     raw_id_fields = ("owner", "active_leaf")
     readonly_fields = ("created_at", "updated_at", "turn_lock", "turn_lock_heartbeat", "terminal", "recovering")
-    inlines = (MessageInline, TurnInline)
-    actions = ("release_turn_lock",)
+    inlines = (ContextBlockInline, CompactionInline, TurnInline)
+    actions = ("release_turn_lock", "compact_now")
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None) -> Any:
+        session = self.get_object(request, object_id)
+        if session is not None:
+            query = request.GET.get("q", "").strip()
+            rows = transcript.tree(session)
+            marked = {m["id"] for m in transcript.transcript(session) if (m.get("metadata") or {}).get("compaction")}
+            covered = {row.message.pk for row in rows if row.message.uid in marked}
+            extra_context = {
+                **(extra_context or {}),
+                "tree_rows": rows,
+                "summarised": covered,
+                "tree_query": query,
+                "tree_hits": search.search_messages(query, session_ids=[session.pk]) if query else [],
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.action(description="Compact now (summarise the middle of the conversation)")
+    def compact_now(self, request: HttpRequest, queryset: Any) -> None:
+        for session in queryset.select_related("agent"):
+            agent = load_agent(session)
+            if not isinstance(agent, ThinkAgent):
+                self.message_user(request, f"{session}: only Think agents compact.", messages.WARNING)
+                continue
+            overlay = async_to_sync(compaction.compact)(agent)
+            note = f"summarised {overlay.tokens_before} tokens" if overlay else "too short to compact"
+            self.message_user(request, f"{session}: {note}.", messages.SUCCESS)
 
     @admin.display(description="Messages")
     def message_count(self, obj: Session) -> int:
@@ -87,11 +137,55 @@ class SessionAdmin(admin.ModelAdmin):
         self.message_user(request, f"Released {released} lock(s).", messages.SUCCESS)
 
 
+class ContextBlockVersionInline(admin.TabularInline):
+    model = ContextBlockVersion
+    fields = ("created_at", "source", "content")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(ContextBlock)
+class ContextBlockAdmin(admin.ModelAdmin):
+    """Edits keep the previous content as a version; "Undo last write" restores it."""
+
+    list_display = ("label", "session", "updated_at")
+    search_fields = ("label", "session__name", "content")
+    raw_id_fields = ("session",)
+    readonly_fields = ("created_at", "updated_at")
+    inlines = (ContextBlockVersionInline,)
+    actions = ("undo_last_write",)
+
+    def save_model(self, request: HttpRequest, obj: ContextBlock, form: Any, change: bool) -> None:
+        if change and "content" in form.changed_data:
+            ContextBlockVersion.objects.create(block=obj, content=form.initial.get("content", ""), source="admin")
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Undo last write")
+    def undo_last_write(self, request: HttpRequest, queryset: Any) -> None:
+        undone = sum(context_blocks.undo_last_write(block) for block in queryset)
+        self.message_user(request, f"Restored {undone} block(s).", messages.SUCCESS)
+
+
+@admin.register(Compaction)
+class CompactionAdmin(admin.ModelAdmin):
+    """Deleting an overlay undoes it: the originals were never removed."""
+
+    list_display = ("__str__", "session", "tokens_before", "created_at")
+    readonly_fields = ("session", "from_message", "to_message", "summary", "tokens_before", "created_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     list_display = ("uid", "session", "role", "preview", "created_at")
     list_filter = ("role", "session__agent")
-    search_fields = ("uid", "session__name")
+    search_fields = ("uid", "session__name", "text_content")
     raw_id_fields = ("session", "parent")
 
     @admin.display(description="Text")

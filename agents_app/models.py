@@ -1,4 +1,30 @@
 """Django discovers models here; they live in the storage layer."""
-from agents_app.storage.models import Agent, ApiToken, Message, Schedule, ScheduleRun, Session, Turn, TurnChunk
+from agents_app.storage.models import (
+    Agent,
+    ApiToken,
+    Compaction,
+    ContextBlock,
+    ContextBlockVersion,
+    ContextEntry,
+    Message,
+    Schedule,
+    ScheduleRun,
+    Session,
+    Turn,
+    TurnChunk,
+)
 
-__all__ = ["Agent", "ApiToken", "Message", "Schedule", "ScheduleRun", "Session", "Turn", "TurnChunk"]
+__all__ = [
+    "Agent",
+    "ApiToken",
+    "Compaction",
+    "ContextBlock",
+    "ContextBlockVersion",
+    "ContextEntry",
+    "Message",
+    "Schedule",
+    "ScheduleRun",
+    "Session",
+    "Turn",
+    "TurnChunk",
+]

@@ -6,25 +6,28 @@ Subclass, decorate with `@register_agent`, and the class is served at
 """
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import pydantic
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import AppMessage
-from agents_app.protocol.messages import normalize_messages, user_text_message
+from agents_app.protocol.messages import is_tool_part, normalize_messages, tool_name_of, user_text_message
 from agents_app.providers.openai_chat import default_model
-from agents_app.runtime import broadcast
+from agents_app.runtime import broadcast, compaction, concurrency, think_session
+from agents_app.runtime.context_blocks import ContextBlocks, ContextBlockSpec
 from agents_app.runtime.hooks import StepResult, ToolCallContext, ToolCallDecision, ToolCallResultContext, TurnConfig, TurnContext
 from agents_app.runtime.model_loop import ModelLoop
 from agents_app.runtime.tools import Tool
 from agents_app.runtime.types import ChatOptions, ChatResponse, ChatResponseResult, Connection, TurnRequest, TurnResult
-from agents_app.storage import transcript
+from agents_app.storage import search, transcript
 
 if TYPE_CHECKING:
     from agents_app.runtime.recovery import ChatRecoveryContext
@@ -65,6 +68,8 @@ class Agent:
     initial_state: ClassVar[Any] = _UNSET
     # Class attributes an admin may override per agent through Agent.settings (JSON).
     configurable: ClassVar[tuple[str, ...]] = ()
+    # Validates `configure()` (per-instance config); without it any JSON object is accepted.
+    config_model: ClassVar[type[pydantic.BaseModel] | None] = None
 
     def __init__(self, session: Session, record: AgentRecord) -> None:
         self.session = session
@@ -142,6 +147,27 @@ class Agent:
         """HTTP requests to /agents/<agent>/<name>/<path> other than get-messages."""
         return HttpResponse("Not implemented", status=404, content_type="text/plain")
 
+    # -- per-instance config (think.md §8) -------------------------------------------------
+    @callable_method
+    async def configure(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Store this instance's config (validated by `config_model` when the class has one)."""
+        if self.config_model is not None:
+            try:
+                config = self.config_model.model_validate(config).model_dump(mode="json")
+            except pydantic.ValidationError as error:
+                problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in error.errors())
+                raise ValueError(f"Invalid config: {problems}") from error
+        elif not isinstance(config, dict):
+            raise ValueError("Invalid config: expected a JSON object")
+        await sync_to_async(Session.objects.filter(pk=self.session.pk).update)(config=config)
+        self.session.config = config
+        return config
+
+    @callable_method
+    async def get_config(self) -> dict[str, Any] | None:
+        """The stored config, or None before the first configure()."""
+        return await sync_to_async(lambda: Session.objects.filter(pk=self.session.pk).values_list("config", flat=True).first())()
+
     # -- schedules (Celery runs them; the admin shows and edits them) ----------------------
     async def schedule(self, when: int | float | datetime | str, callback: str, payload: Any = None) -> dict[str, Any]:
         """Call `self.<callback>(payload)` after `when` seconds, at a datetime, or on a cron
@@ -186,6 +212,43 @@ class AIChatAgent(Agent):
 
     async def get_messages(self) -> list[dict[str, Any]]:
         return await sync_to_async(transcript.transcript)(self.session)
+
+    @callable_method
+    async def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Full-text search of this session's messages (every branch), best first, with snippets."""
+        hits = await sync_to_async(search.search_messages)(query, session_ids=[self.session.pk], limit=limit)
+        return [hit.as_dict() for hit in hits]
+
+    def client_tool_names(self) -> set[str]:
+        """Tools the browser executes: those the last request declared."""
+        context = Session.objects.filter(pk=self.session.pk).values_list("request_context", flat=True).first() or {}
+        return {tool.get("name") for tool in context.get("lastClientTools") or [] if isinstance(tool, dict)}
+
+    async def has_pending_interaction(self) -> bool:
+        """An approval is awaited, or a client tool has not answered yet (a server tool left
+        unanswered by a crash does not count)."""
+        names = await sync_to_async(self.client_tool_names)()
+        for message in await self.get_messages():
+            for part in message["parts"] if message["role"] == "assistant" else []:
+                if not is_tool_part(part):
+                    continue
+                if part.get("state") == "approval-requested":
+                    return True
+                if part.get("state") == "input-available" and tool_name_of(part) in names:
+                    return True
+        return False
+
+    async def wait_until_stable(self, timeout: float | None = None) -> bool:
+        """Wait until no turn is queued or running and nothing waits for the user; False on timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            busy = await sync_to_async(concurrency.is_busy)(self.session.pk)
+            if not busy and not await self.has_pending_interaction():
+                return True
+            if deadline is not None and loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
 
     # -- programmatic turns (same runner, hooks, persistence and broadcast as any turn) --------
     def _context(self) -> dict[str, Any]:
@@ -318,7 +381,24 @@ class ThinkAgent(AIChatAgent):
     finish_reason_in_metadata = False
     final_transcript_to_requester = True
     merges_queued_user_messages = False
-    configurable = ("message_concurrency", "max_persisted_messages", "chat_recovery", "max_steps", "send_reasoning", "model", "system_prompt")
+    # Named blocks of the system prompt (context_blocks.ContextBlockSpec), in order.
+    context_blocks: ClassVar[tuple[ContextBlockSpec, ...]] = ()
+    # Summarise older messages once the history the model sees exceeds this many tokens.
+    compact_after_tokens: ClassVar[int | None] = None
+    # Messages at the start and at the end of the path that compaction never summarises.
+    compaction_protect_head: ClassVar[int] = 2
+    compaction_keep_tail: ClassVar[int] = 4
+    configurable = (
+        "message_concurrency",
+        "max_persisted_messages",
+        "chat_recovery",
+        "max_steps",
+        "send_reasoning",
+        "model",
+        "system_prompt",
+        "compact_after_tokens",
+    )
+    _context_section = ""
 
     @staticmethod
     def new_message_id() -> str:
@@ -333,13 +413,49 @@ class ThinkAgent(AIChatAgent):
     def get_tools(self) -> dict[str, Tool]:
         return {}
 
+    def client_tool_names(self) -> set[str]:
+        """Also the tools this agent declares without `execute`."""
+        declared = {name for name, tool in self.get_tools().items() if tool.execute is None}
+        return super().client_tool_names() | declared
+
     def turn_tools(self) -> dict[str, Tool]:
         """What the model gets this turn: the framework's tools, then yours (yours win on a name)."""
-        return self.get_tools()
+        return {**think_session.framework_tools(self), **self.get_tools()}
 
     def turn_system_prompt(self) -> str:
-        """The system prompt this turn: yours, then the framework's sections."""
-        return self.get_system_prompt()
+        """The system prompt this turn: yours, then the context blocks as they were when the turn started."""
+        prompt = self.get_system_prompt()
+        return f"{prompt}\n\n{self._context_section}" if self._context_section else prompt
+
+    # -- context blocks and compaction (think.md §6.3–6.4) -------------------------------------
+    @property
+    def context(self) -> ContextBlocks:
+        return ContextBlocks(self)
+
+    @callable_method
+    async def get_context_blocks(self) -> list[dict[str, Any]]:
+        return [view.as_dict() for view in await self.context.views()]
+
+    @callable_method
+    async def set_context_block(self, label: str, content: str) -> dict[str, Any]:
+        """The owner edits a writable block (e.g. from the memory panel); the old content is kept as a version."""
+        return (await self.context.replace(label, content, source="user")).as_dict()
+
+    @callable_method
+    async def compact(self) -> dict[str, Any] | None:
+        """Summarise the middle of the conversation now; None when it is too short."""
+        overlay = await compaction.compact(self)
+        if overlay is None:
+            return None
+        await self._broadcast_transcript()
+        return {"id": overlay.pk, "summary": overlay.summary, "tokensBefore": overlay.tokens_before}
+
+    @callable_method
+    async def undo_compaction(self, compaction_id: int) -> bool:
+        undone = await sync_to_async(compaction.undo)(self.session, compaction_id)
+        if undone:
+            await self._broadcast_transcript()
+        return undone
 
     # -- hooks (think.md §5); all optional --------------------------------------------------
     async def before_turn(self, context: TurnContext) -> TurnConfig | None:
@@ -360,4 +476,5 @@ class ThinkAgent(AIChatAgent):
         """Every chunk the model produces (observational; runs per token, keep it cheap)."""
 
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
-        return ModelLoop(self, options).run()
+        self._context_section = await think_session.render_context(self)
+        return ModelLoop(self, await think_session.history_for_model(self, options)).run()

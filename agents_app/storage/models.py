@@ -113,6 +113,8 @@ class Message(models.Model):
     role = models.CharField(max_length=16, choices=ROLE_CHOICES)
     parts = models.JSONField(default=list, blank=True)
     metadata = models.JSONField(null=True, blank=True)
+    # The message's text, kept in step with `parts` on every save: what full-text search indexes.
+    text_content = models.TextField(blank=True, default="", editable=False)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -132,6 +134,22 @@ class Message(models.Model):
         if self.metadata is not None:
             message["metadata"] = self.metadata
         return message
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or "parts" in update_fields:
+            self.text_content = searchable_text(self.parts)
+            if update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, "text_content"}
+        super().save(*args, **kwargs)
+
+
+def searchable_text(parts: Any) -> str:
+    """Text and reasoning of a message's parts, one part per line."""
+    if not isinstance(parts, list):
+        return ""
+    texts = [p.get("text", "") for p in parts if isinstance(p, dict) and p.get("type") in ("text", "reasoning")]
+    return "\n".join(t for t in texts if isinstance(t, str) and t)
 
 
 class Turn(models.Model):
@@ -282,3 +300,65 @@ class ScheduleRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schedule_id} run {self.pk} ({self.status})"
+
+
+class ContextBlock(models.Model):
+    """The stored content of one context block of a session (think.md §6.3)."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="context_blocks")
+    label = models.CharField(max_length=100)
+    content = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["session", "label"]
+        constraints = [models.UniqueConstraint(fields=["session", "label"], name="uniq_context_block")]
+
+    def __str__(self) -> str:
+        return f"{self.session} · {self.label}"
+
+
+class ContextBlockVersion(models.Model):
+    """The content a block had before one write: its history, and what undo restores."""
+
+    block = models.ForeignKey(ContextBlock, on_delete=models.CASCADE, related_name="versions")
+    content = models.TextField(blank=True, default="")
+    source = models.CharField(max_length=16, default="code", help_text="Who made the write: model, code or admin")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+
+
+class ContextEntry(models.Model):
+    """A keyed document of a skills or searchable block."""
+
+    block = models.ForeignKey(ContextBlock, on_delete=models.CASCADE, related_name="entries")
+    key = models.CharField(max_length=120)
+    title = models.CharField(max_length=200, blank=True)
+    content = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [models.UniqueConstraint(fields=["block", "key"], name="uniq_context_entry")]
+
+
+class Compaction(models.Model):
+    """A summary overlay: the model sees `summary` instead of the messages from `from_message`
+    to `to_message` on the path; the originals stay stored and visible (think.md §6.4)."""
+
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="compactions")
+    from_message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    to_message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="+")
+    summary = models.TextField()
+    tokens_before = models.PositiveIntegerField(default=0, help_text="Estimated tokens of the summarised range")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"compaction {self.pk} of {self.session}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connection, transaction
 from django.db.models import Count, Q
@@ -23,6 +23,7 @@ from agents_app.protocol.messages import (
 )
 from agents_app.protocol.row_size import fit_row_size
 from agents_app.storage.models import Message, Session
+from agents_app.storage.overlays import compaction_marks
 
 _PATH_SQL = """
 WITH RECURSIVE path(id, parent_id, height) AS (
@@ -35,9 +36,9 @@ SELECT {columns} FROM path JOIN agents_app_message m ON m.id = path.id ORDER BY 
 _NODE_COLUMNS = "m.id, m.session_id, m.uid, m.parent_id, m.role, m.parts, m.metadata"
 
 
-@dataclass(frozen=True)
-class PathNode:
-    """A message on a path, read without model instantiation: the hot read of every turn."""
+class PathNode(NamedTuple):
+    """A message on a path, read without model instantiation: the hot read of every turn
+    (a tuple, because building thousands of them must cost next to nothing)."""
 
     id: int
     session_id: int
@@ -62,9 +63,29 @@ def path_nodes(leaf_id: int | None) -> list[PathNode]:
     """Messages from the root down to `leaf_id`: one recursive query, O(depth)."""
     if leaf_id is None:
         return []
+    if connection.vendor == "sqlite":
+        return _sqlite_path_nodes(leaf_id)
     with connection.cursor() as cursor:
         cursor.execute(_PATH_SQL.format(columns=_NODE_COLUMNS), [leaf_id])
-        return [PathNode(pk, session_id, uid, parent_id, role, _json(parts), _json(metadata)) for pk, session_id, uid, parent_id, role, parts, metadata in cursor.fetchall()]
+        rows = cursor.fetchall()
+    return [PathNode(pk, session_id, uid, parent_id, role, _json(parts), _json(metadata)) for pk, session_id, uid, parent_id, role, parts, metadata in rows]
+
+
+# SQLite returns JSON columns as text: decoding one aggregated document is several times
+# faster than decoding every message's parts on its own.
+_SQLITE_PATH_JSON = (
+    "SELECT json_group_array(json_array(id, session_id, uid, parent_id, role, json(parts), json(metadata))) "
+    "FROM (" + _PATH_SQL.format(columns=_NODE_COLUMNS) + ")"
+)
+
+
+def _sqlite_path_nodes(leaf_id: int) -> list[PathNode]:
+    with connection.cursor() as cursor:
+        cursor.execute(_SQLITE_PATH_JSON, [leaf_id])
+        (document,) = cursor.fetchone()
+    return [PathNode(*row) for row in json.loads(document)]
+
+
 _UNSETTLED_CLIENT_STATES = frozenset({"input-available", "approval-requested", "approval-responded"})
 
 
@@ -97,7 +118,7 @@ def active_path(session: Session) -> list[Message]:
 def transcript(session: Session) -> list[UIMessage]:
     """The active path as UIMessages: what get-messages returns and the model sees. A message
     with siblings carries `metadata.branch = {index, count, siblings}` (computed, never stored)."""
-    return with_branch_metadata(path_nodes(_active_leaf_id(session)))
+    return compaction_marks(session.pk, with_branch_metadata(path_nodes(_active_leaf_id(session))))
 
 
 def with_branch_metadata(path: list[PathNode]) -> list[UIMessage]:
@@ -135,7 +156,7 @@ def history(session: Session, leaf_uid: str | None = None) -> list[UIMessage]:
     if leaf_uid is None:
         return transcript(session)
     leaf = session.messages.filter(uid=leaf_uid).first()
-    return with_branch_metadata(path_nodes(leaf.pk)) if leaf else []
+    return compaction_marks(session.pk, with_branch_metadata(path_nodes(leaf.pk))) if leaf else []
 
 
 def children(session: Session, message_uid: str) -> list[UIMessage]:
@@ -318,11 +339,15 @@ def upsert_client_messages(session: Session, incoming: list[UIMessage], *, move_
     return reconciled
 
 
+_COMPUTED_METADATA = frozenset({"branch", "compaction"})
+
+
 def _strip_reserved(message: UIMessage) -> UIMessage:
-    """`metadata.branch` is computed on read; a client echoing it back must not store it."""
+    """`metadata.branch` and `metadata.compaction` are computed on read; a client echoing
+    them back must not store them."""
     metadata = message.get("metadata")
-    if isinstance(metadata, dict) and "branch" in metadata:
-        rest = {k: v for k, v in metadata.items() if k != "branch"}
+    if isinstance(metadata, dict) and _COMPUTED_METADATA & metadata.keys():
+        rest = {k: v for k, v in metadata.items() if k not in _COMPUTED_METADATA}
         message = {**message, "metadata": rest or None}
         if not rest:
             message.pop("metadata")
@@ -390,3 +415,29 @@ def clear_messages(session: Session) -> None:
 
 def messages_by_uid(session: Session, uids: Iterable[str]) -> dict[str, Message]:
     return {m.uid: m for m in session.messages.filter(uid__in=list(uids))}
+
+
+@dataclass(frozen=True)
+class TreeRow:
+    depth: int
+    message: Message
+    on_active_path: bool
+
+
+def tree(session: Session) -> list[TreeRow]:
+    """Every message of the session in depth-first order (siblings oldest first), for the
+    admin. Depth counts the branch points above a message, so a linear chat stays flat."""
+    messages = list(Message.objects.filter(session=session).order_by("id"))
+    children: dict[int | None, list[Message]] = {}
+    for message in messages:
+        children.setdefault(message.parent_id, []).append(message)
+    active = {node.id for node in path_nodes(_active_leaf_id(session))}
+    rows: list[TreeRow] = []
+    roots = children.get(None, [])
+    stack = [(int(len(roots) > 1), m) for m in reversed(roots)]
+    while stack:
+        depth, message = stack.pop()
+        rows.append(TreeRow(depth, message, message.pk in active))
+        kids = children.get(message.pk, [])
+        stack.extend((depth + (len(kids) > 1), child) for child in reversed(kids))
+    return rows

@@ -2,15 +2,18 @@
 own `on_request` for every other path (protocol §7)."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from agents_app.runtime.agent import AIChatAgent
 from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_session
 from agents_app.runtime.registry import agent_class
-from agents_app.storage import transcript
+from agents_app.storage import search, transcript
+from agents_app.storage.models import Session
 from agents_app.transport.auth import user_for_token
 
 
@@ -41,8 +44,52 @@ async def agent_endpoint(request: HttpRequest, agent: str, name: str, rest: str 
         return HttpResponse("Invalid request", status=400, content_type="text/plain")
     if isinstance(session, HttpResponse):
         return session
-    if rest.rstrip("/").split("/")[-1] == "get-messages":
+    action = rest.rstrip("/").split("/")[-1]
+    if action == "get-messages":
         messages = await sync_to_async(transcript.transcript)(session)
         return JsonResponse(messages, safe=False)
+    if action == "search" and request.method == "GET":
+        hits = await sync_to_async(search.search_messages)(request.GET.get("q", ""), session_ids=[session.pk], limit=_limit(request))
+        return JsonResponse([hit.as_dict() for hit in hits], safe=False)
     instance = await sync_to_async(load_agent)(session)
+    if action == "switch-branch" and request.method == "POST":
+        return await _switch_branch(request, instance)
     return await instance.on_request(request, rest)
+
+
+def _limit(request: HttpRequest) -> int:
+    try:
+        return max(1, min(int(request.GET.get("limit", "20")), 100))
+    except ValueError:
+        return 20
+
+
+async def _switch_branch(request: HttpRequest, instance: Any) -> HttpResponse:
+    """`POST …/switch-branch` {"messageId": …}: the conversation continues on that branch
+    (every tab follows); answers with the new active path."""
+    try:
+        body = json.loads(request.body or b"{}")
+        message_id = body.get("messageId") if isinstance(body, dict) else None
+    except ValueError:
+        message_id = None
+    if not isinstance(message_id, str) or not isinstance(instance, AIChatAgent):
+        return JsonResponse({"error": 'Send {"messageId": "<id of a message in this session>"}.'}, status=400)
+    try:
+        messages = await instance.switch_branch(message_id)
+    except ValueError as error:
+        return JsonResponse({"error": str(error)}, status=404)
+    return JsonResponse(messages, safe=False)
+
+
+async def search_sessions(request: HttpRequest) -> HttpResponse:
+    """`GET /agents/search?q=…`: full-text search across every session of the requesting user."""
+    user = await sync_to_async(_request_user)(request)
+    if user is None:
+        return JsonResponse({"error": "Authentication required: log in or pass ?token=<api token>."}, status=401)
+
+    def run() -> list[dict[str, Any]]:
+        hits = search.search_messages(request.GET.get("q", ""), owner=user, limit=_limit(request))
+        sessions = {s.pk: s for s in Session.objects.filter(pk__in={h.session_id for h in hits}).select_related("agent")}
+        return [{**hit.as_dict(), "agent": sessions[hit.session_id].agent.slug, "name": sessions[hit.session_id].name} for hit in hits]
+
+    return JsonResponse(await sync_to_async(run)(), safe=False)

@@ -1,0 +1,97 @@
+"""Compaction (think.md §6.4): non-destructive summary overlays.
+
+When a conversation grows past the agent's token threshold (or on request), the model
+summarises a middle range of the path; the overlay stores that summary over the range. The
+model then sees the summary in place of the range, while every original message stays
+stored and visible (get-messages marks them `metadata.compaction`). Deleting the overlay
+undoes it. Iterative compaction keeps one growing overlay per branch: a new overlay starts
+where the earliest overlay on the path starts.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from asgiref.sync import sync_to_async
+
+from agents_app.protocol.messages import UIMessage, text_of
+from agents_app.providers.openai_chat import stream_reply
+from agents_app.runtime.context_blocks import estimate_tokens
+from agents_app.storage import transcript
+from agents_app.storage.models import Compaction, Message, Session
+from agents_app.storage.overlays import apply_overlays, overlays_on_path
+
+if TYPE_CHECKING:
+    from agents_app.runtime.agent import ThinkAgent
+
+MESSAGE_OVERHEAD_TOKENS = 4
+SUMMARY_INSTRUCTIONS = (
+    "Summarise the conversation excerpt below for your own later use. Use the sections "
+    "Topic, Key Points, Current State and Open Items. Keep names, numbers, decisions and "
+    "anything the user asked you to remember. Be concise: at most a quarter of its length."
+)
+
+
+def estimate_messages_tokens(messages: list[UIMessage]) -> int:
+    return sum(estimate_tokens(text_of(m)) + MESSAGE_OVERHEAD_TOKENS for m in messages)
+
+
+def _choose_range(messages: list[UIMessage], session: Session, protect_head: int, keep_tail: int) -> tuple[str, str] | None:
+    """The range to summarise: after the protected head, before the kept tail, starting at
+    the earliest existing overlay on the path so overlays grow instead of stacking."""
+    if len(messages) <= protect_head + keep_tail:
+        return None
+    start_index, end_index = protect_head, len(messages) - keep_tail - 1
+    existing = overlays_on_path(session, [m["id"] for m in messages])
+    for overlay in existing:
+        position = next(i for i, m in enumerate(messages) if m["id"] == overlay.from_uid)
+        start_index = min(start_index, position)
+    if end_index <= start_index:
+        return None
+    return messages[start_index]["id"], messages[end_index]["id"]
+
+
+async def summarize(agent: ThinkAgent, messages: list[UIMessage]) -> str:
+    """Ask the agent's model for a summary of `messages` (an earlier summary among them is
+    folded into the new one)."""
+    excerpt = "\n\n".join(f"{m['role'].upper()}: {text_of(m)}" for m in messages if text_of(m))
+    request = [{"id": "summary-request", "role": "user", "parts": [{"type": "text", "text": f"{SUMMARY_INSTRUCTIONS}\n\n---\n{excerpt}"}]}]
+    pieces = []
+    async for chunk in stream_reply(request, model=agent.get_model()):
+        if chunk.get("type") == "error":
+            raise RuntimeError(chunk.get("errorText") or "The summary could not be generated.")
+        if chunk.get("type") == "text-delta":
+            pieces.append(chunk["delta"])
+    summary = "".join(pieces).strip()
+    if not summary:
+        raise RuntimeError("The model returned an empty summary.")
+    return summary
+
+
+async def compact(agent: ThinkAgent) -> Compaction | None:
+    """Summarise the middle of the active path into an overlay; None when it is too short."""
+    session = agent.session
+    messages = await sync_to_async(transcript.transcript)(session)
+    bounds = await sync_to_async(_choose_range)(messages, session, agent.compaction_protect_head, agent.compaction_keep_tail)
+    if bounds is None:
+        return None
+    first, last = bounds
+    uids = [m["id"] for m in messages]
+    covered = messages[uids.index(first) : uids.index(last) + 1]
+    summary = await summarize(agent, await sync_to_async(apply_overlays)(session, covered))
+
+    def store() -> Compaction:
+        by_uid = dict(Message.objects.filter(session=session, uid__in=[first, last]).values_list("uid", "pk"))
+        return Compaction.objects.create(
+            session=session,
+            from_message_id=by_uid[first],
+            to_message_id=by_uid[last],
+            summary=summary,
+            tokens_before=estimate_messages_tokens(covered),
+        )
+
+    return await sync_to_async(store)()
+
+
+def undo(session: Session, compaction_id: int) -> bool:
+    deleted, _ = Compaction.objects.filter(session=session, pk=compaction_id).delete()
+    return bool(deleted)

@@ -1,0 +1,289 @@
+"""Context blocks (think.md §6.3): named pieces of the system prompt, per session.
+
+A Think agent declares them in `context_blocks`: stored blocks the model may rewrite
+(`set_context`), read-only ones, computed ones (a provider callable, e.g. a "soul"), skill
+libraries the model loads a document from (`load_context`), and searchable libraries
+(`search_context`, which also searches the conversation history itself under the label
+"history"). Every write keeps the previous content as a version, so any change can be undone.
+
+The system prompt is assembled from the blocks when a turn starts; writes made during a turn
+show from the next turn on (the prompt stays stable within a turn).
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Literal
+
+import pydantic
+from asgiref.sync import sync_to_async
+from django.db import transaction
+
+from agents_app.runtime.tools import Tool
+from agents_app.storage import search
+from agents_app.storage.models import ContextBlock, ContextBlockVersion, ContextEntry, Session
+
+if TYPE_CHECKING:
+    from agents_app.runtime.agent import ThinkAgent
+
+HISTORY_LABEL = "history"
+RULE = "═" * 46
+Provider = Callable[["ThinkAgent"], str | Awaitable[str]]
+
+
+class ContextBlockError(ValueError):
+    """A refused write or an unknown block; the message is what the model (or caller) sees."""
+
+
+class BlockKind(str, Enum):
+    TEXT = "text"
+    SKILLS = "skills"
+    SEARCHABLE = "searchable"
+
+
+@dataclass(frozen=True)
+class ContextBlockSpec:
+    """One block of the system prompt. `provider` makes it computed (and read-only)."""
+
+    label: str
+    description: str = ""
+    max_tokens: int | None = None
+    readonly: bool = False
+    kind: BlockKind = BlockKind.TEXT
+    initial: str = ""
+    provider: Provider | None = None
+
+    @property
+    def writable(self) -> bool:
+        return self.provider is None and not self.readonly
+
+
+@dataclass(frozen=True)
+class BlockView:
+    label: str
+    description: str
+    content: str
+    tokens: int
+    max_tokens: int | None
+    writable: bool
+    kind: BlockKind
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "description": self.description,
+            "content": self.content,
+            "tokens": self.tokens,
+            "maxTokens": self.max_tokens,
+            "writable": self.writable,
+            "kind": self.kind.value,
+        }
+
+
+def estimate_tokens(text: str) -> int:
+    """The reference's estimate: the larger of characters/4 and words×1.3, rounded up."""
+    if not text:
+        return 0
+    return math.ceil(max(len(text) / 4, len(text.split()) * 1.3))
+
+
+def usage_text(tokens: int, max_tokens: int | None) -> str:
+    if not max_tokens:
+        return f"{tokens} tokens"
+    return f"{round(tokens * 100 / max_tokens)}% ({tokens}/{max_tokens} tokens)"
+
+
+class ContextBlocks:
+    """The blocks of one session, as its agent declares them."""
+
+    def __init__(self, agent: ThinkAgent) -> None:
+        self.agent = agent
+        self.session: Session = agent.session
+        self.specs = {spec.label: spec for spec in agent.context_blocks}
+
+    # -- reading ----------------------------------------------------------------------------
+    def _spec(self, label: str) -> ContextBlockSpec:
+        spec = self.specs.get(label)
+        if spec is None:
+            raise ContextBlockError(f'Unknown context block "{label}". Known: {", ".join(self.specs) or "none"}.')
+        return spec
+
+    def _stored(self, spec: ContextBlockSpec) -> ContextBlock:
+        block, _ = ContextBlock.objects.get_or_create(session=self.session, label=spec.label, defaults={"content": spec.initial})
+        return block
+
+    async def content(self, spec: ContextBlockSpec) -> str:
+        if spec.provider is not None:
+            value = spec.provider(self.agent)
+            return str(await value if inspect.isawaitable(value) else value)
+        if spec.kind is BlockKind.TEXT:
+            return (await sync_to_async(self._stored)(spec)).content
+        return await sync_to_async(self._catalogue)(spec)
+
+    def _catalogue(self, spec: ContextBlockSpec) -> str:
+        entries = list(ContextEntry.objects.filter(block=self._stored(spec)).order_by("key").values_list("key", "title"))
+        if spec.kind is BlockKind.SEARCHABLE:
+            return f"{len(entries)} entries indexed."
+        return "\n".join(f"- {key}: {title}" if title else f"- {key}" for key, title in entries)
+
+    async def views(self) -> list[BlockView]:
+        views = []
+        for spec in self.specs.values():
+            text = await self.content(spec)
+            views.append(BlockView(spec.label, spec.description, text, estimate_tokens(text), spec.max_tokens, spec.writable, spec.kind))
+        return views
+
+    async def get(self, label: str) -> BlockView:
+        spec = self._spec(label)
+        text = await self.content(spec)
+        return BlockView(spec.label, spec.description, text, estimate_tokens(text), spec.max_tokens, spec.writable, spec.kind)
+
+    async def render(self) -> str:
+        """The blocks as a system-prompt section (empty read-only blocks are left out, empty
+        writable ones shown so the model knows it may fill them)."""
+        sections = []
+        for view in await self.views():
+            if not view.content and not view.writable and view.kind is BlockKind.TEXT:
+                continue
+            heading = view.label.upper()
+            if view.description:
+                heading += f" ({view.description})"
+            if view.max_tokens:
+                heading += f" [{usage_text(view.tokens, view.max_tokens)}]"
+            heading += f" [{_flag(view)}]"
+            sections.append(f"{RULE}\n{heading}\n{RULE}\n{view.content}")
+        return "\n\n".join(sections)
+
+    # -- writing ----------------------------------------------------------------------------
+    async def replace(self, label: str, content: str, *, source: str = "code", check_writable: bool = True) -> BlockView:
+        return await sync_to_async(self._write)(label, content, source, check_writable, False)
+
+    async def append(self, label: str, content: str, *, source: str = "code") -> BlockView:
+        return await sync_to_async(self._write)(label, content, source, True, True)
+
+    def _write(self, label: str, content: str, source: str, check_writable: bool, append: bool) -> BlockView:
+        spec = self._spec(label)
+        if spec.kind is not BlockKind.TEXT or spec.provider is not None or (check_writable and spec.readonly):
+            raise ContextBlockError(f'Block "{label}" is read-only.')
+        with transaction.atomic():
+            block = ContextBlock.objects.select_for_update().get(pk=self._stored(spec).pk)
+            new = content
+            if append:
+                separator = "\n" if block.content and not block.content.endswith("\n") else ""
+                new = block.content + separator + content
+            tokens = estimate_tokens(new)
+            if spec.max_tokens and tokens > spec.max_tokens:
+                raise ContextBlockError(f'Block "{label}" exceeds maxTokens: {tokens} > {spec.max_tokens}')
+            ContextBlockVersion.objects.create(block=block, content=block.content, source=source)
+            block.content = new
+            block.save(update_fields=["content", "updated_at"])
+        return BlockView(spec.label, spec.description, new, tokens, spec.max_tokens, spec.writable, spec.kind)
+
+    async def add_entry(self, label: str, key: str, content: str, title: str = "") -> None:
+        spec = self._spec(label)
+        if spec.kind is BlockKind.TEXT:
+            raise ContextBlockError(f'Block "{label}" holds text, not entries.')
+
+        def store() -> None:
+            ContextEntry.objects.update_or_create(block=self._stored(spec), key=key, defaults={"content": content, "title": title})
+
+        await sync_to_async(store)()
+
+    # -- the model's tools --------------------------------------------------------------------
+    def tools(self) -> dict[str, Tool]:
+        tools: dict[str, Tool] = {}
+        writable = [s.label for s in self.specs.values() if s.writable and s.kind is BlockKind.TEXT]
+        skills = [s.label for s in self.specs.values() if s.kind is BlockKind.SKILLS]
+        searchable = [HISTORY_LABEL] + [s.label for s in self.specs.values() if s.kind is BlockKind.SEARCHABLE]
+        if writable:
+            tools["set_context"] = self._set_context_tool(writable)
+        if skills:
+            tools["load_context"] = self._load_context_tool(skills)
+        tools["search_context"] = self._search_context_tool(searchable)
+        return tools
+
+    def _set_context_tool(self, labels: list[str]) -> Tool:
+        class SetContext(pydantic.BaseModel):
+            label: Literal[tuple(labels)]  # type: ignore[valid-type]
+            content: str
+            action: Literal["replace", "append"] = "replace"
+
+        async def set_context(label: str, content: str, action: str = "replace") -> str:
+            try:
+                if action == "append":
+                    view = await self.append(label, content, source="model")
+                else:
+                    view = await self.replace(label, content, source="model")
+            except ContextBlockError as error:
+                return f"Error: {error}"
+            return f"Written to {label}. Usage: {usage_text(view.tokens, view.max_tokens)}"
+
+        return Tool("set_context", "Replace or append to a writable context block of your system prompt.", SetContext, set_context)
+
+    def _load_context_tool(self, labels: list[str]) -> Tool:
+        class LoadContext(pydantic.BaseModel):
+            label: Literal[tuple(labels)]  # type: ignore[valid-type]
+            key: str
+
+        async def load_context(label: str, key: str) -> str:
+            def lookup() -> str | None:
+                return ContextEntry.objects.filter(block__session=self.session, block__label=label, key=key).values_list("content", flat=True).first()
+
+            document = await sync_to_async(lookup)()
+            return document if document is not None else f"Not found: {key}"
+
+        return Tool("load_context", "Load a document listed in a skills block of your system prompt.", LoadContext, load_context)
+
+    def _search_context_tool(self, labels: list[str]) -> Tool:
+        class SearchContext(pydantic.BaseModel):
+            label: Literal[tuple(labels)]  # type: ignore[valid-type]
+            query: str
+
+        async def search_context(label: str, query: str) -> str:
+            if label == HISTORY_LABEL:
+                hits = await sync_to_async(search.search_messages)(query, session_ids=[self.session.pk], limit=10)
+                found = [f"[{hit.role} {hit.id}]\n{hit.snippet}" for hit in hits]
+            else:
+                found = await sync_to_async(self._search_entries)(label, query)
+            return "\n\n".join(found) if found else "No results found."
+
+        description = 'Search a searchable context block, or "history" for earlier messages of this conversation.'
+        return Tool("search_context", description, SearchContext, search_context)
+
+    def _search_entries(self, label: str, query: str) -> list[str]:
+        """Entries containing every word of the query, most matches of the words first."""
+        words = [w.lower() for w in search.query_words(query)]
+        if not words:
+            return []
+        entries = ContextEntry.objects.filter(block__session=self.session, block__label=label)
+        scored = []
+        for key, content in entries.values_list("key", "content"):
+            text = content.lower()
+            if all(word in text for word in words):
+                scored.append((sum(len(re.findall(re.escape(word), text)) for word in words), key, content))
+        scored.sort(key=lambda item: (-item[0], item[1]))
+        return [f"[{key}]\n{content}" for _, key, content in scored[:10]]
+
+
+def _flag(view: BlockView) -> str:
+    if view.kind is BlockKind.SKILLS:
+        return "loadable"
+    if view.kind is BlockKind.SEARCHABLE:
+        return "searchable"
+    return "writable" if view.writable else "readonly"
+
+
+def undo_last_write(block: ContextBlock) -> bool:
+    """Restore the content before the latest write (the admin's undo); False without history."""
+    with transaction.atomic():
+        version = ContextBlockVersion.objects.filter(block=block).order_by("-id").first()
+        if version is None:
+            return False
+        block.content = version.content
+        block.save(update_fields=["content", "updated_at"])
+        version.delete()
+    return True

@@ -1,0 +1,56 @@
+"""What a Think agent's session adds to the model turn (think.md §6): context blocks in the
+system prompt and as tools, and compaction overlays in the history the model sees."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING
+
+from asgiref.sync import sync_to_async
+
+from agents_app.protocol import frames
+from agents_app.protocol.messages import UIMessage
+from agents_app.runtime import broadcast, compaction
+from agents_app.runtime.context_blocks import ContextBlocks, estimate_tokens
+from agents_app.runtime.tools import Tool
+from agents_app.runtime.types import ChatOptions
+from agents_app.storage import transcript
+from agents_app.storage.overlays import apply_overlays
+
+if TYPE_CHECKING:
+    from agents_app.runtime.agent import ThinkAgent
+
+logger = logging.getLogger(__name__)
+
+
+def framework_tools(agent: ThinkAgent) -> dict[str, Tool]:
+    return ContextBlocks(agent).tools() if agent.context_blocks else {}
+
+
+async def render_context(agent: ThinkAgent) -> str:
+    return await ContextBlocks(agent).render() if agent.context_blocks else ""
+
+
+async def history_for_model(agent: ThinkAgent, options: ChatOptions) -> ChatOptions:
+    """The history with overlays applied, compacting first when it is over the agent's
+    threshold. A failed summary never fails the turn: it then runs uncompacted."""
+    messages = await sync_to_async(apply_overlays)(agent.session, options.messages)
+    threshold = agent.compact_after_tokens
+    if threshold and _estimate(agent, messages) > threshold:
+        try:
+            if await compaction.compact(agent) is not None:
+                await _broadcast_transcript(agent)
+                messages = await sync_to_async(apply_overlays)(agent.session, options.messages)
+        except Exception:
+            logger.warning("compaction failed for session %s", agent.session.pk, exc_info=True)
+    return dataclasses.replace(options, messages=messages)
+
+
+def _estimate(agent: ThinkAgent, messages: list[UIMessage]) -> int:
+    return compaction.estimate_messages_tokens(messages) + estimate_tokens(agent.turn_system_prompt())
+
+
+async def _broadcast_transcript(agent: ThinkAgent) -> None:
+    """Clients see the new `metadata.compaction` marks on the summarised originals."""
+    current = await sync_to_async(transcript.transcript)(agent.session)
+    await broadcast.broadcast(agent.session.pk, [frames.chat_messages(current)])
