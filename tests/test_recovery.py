@@ -1,0 +1,65 @@
+"""Recovery of a turn whose process was killed (kill -9) while it streamed, by the process a
+client reconnects to (think.md §9, protocol §9.14)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from agents_app.protocol.messages import text_of
+from agents_app.runtime.instances import resolve_session
+from agents_app.storage import chunk_log, transcript
+from agents_app.storage.models import Turn
+from agents_app.testing.fake_openai import Reply
+from tests.plugins.celery_worker import FAST_RECOVERY
+from tests.plugins.live_server import ROOT, child_env
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
+
+
+def streaming_turn() -> Turn | None:
+    """The running turn once its stored chunks reach the word w5."""
+    turn = Turn.objects.filter(status=Turn.Status.STREAMING).first()
+    if turn is None or not any("w5" in body for _, body in chunk_log.read_bodies(turn.pk) if body):
+        return None
+    return turn
+
+
+async def test_a_turn_whose_process_was_killed_is_continued_where_a_client_reconnects(model, user, token, open_socket, settings):
+    settings.AGENTS_TURN_STALE_SECONDS = 2
+    model.script(Reply.text(" ".join(f"w{i}" for i in range(100)), delay=0.1), Reply.text(" and the rest."))
+    log = open(ROOT / "test-artifacts" / "killed-turn.log", "wb")  # noqa: SIM115 - closed below
+    doomed = subprocess.Popen(
+        [sys.executable, "manage.py", "agent_turn", "chat-agent", "killed", "Tell me a long story", "--user", "alice"],
+        cwd=ROOT, env=child_env(model.base_url, FAST_RECOVERY), stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        for _ in range(300):
+            turn = await sync_to_async(streaming_turn)()
+            if turn is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert turn is not None, "the turn never started streaming"
+        os.kill(doomed.pid, signal.SIGKILL)
+    finally:
+        doomed.wait(timeout=10)
+        log.close()
+    await asyncio.sleep(2.5)  # the heartbeat goes stale
+
+    tab = await open_socket("/agents/chat-agent/killed", token=token)
+    assert await tab.next() == {"type": "cf_agent_stream_resuming", "id": turn.request_id}
+    await tab.send({"type": "cf_agent_stream_resume_ack", "id": turn.request_id})
+    frames = await tab.until(lambda f: f == {"type": "cf_agent_chat_recovering", "recovering": False, "id": turn.request_id}, timeout=20)
+    replay_end = next(f for f in frames if f.get("id") == turn.request_id and f.get("done"))
+    assert replay_end["replay"] is True
+    assert {"type": "cf_agent_chat_recovering", "recovering": True, "id": turn.request_id} in frames
+    session = await sync_to_async(resolve_session)("chat-agent", "killed", user)
+    messages = await sync_to_async(transcript.transcript)(session)
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert text_of(messages[-1]).startswith("w0 w1 w2 w3 w4 w5") and text_of(messages[-1]).endswith("and the rest.")
+    assert len(model.requests) == 2 and model.requests[1]["messages"][-1]["role"] == "assistant"
