@@ -54,40 +54,37 @@ class AgentAdmin(admin.ModelAdmin):
         return obj.sessions.count()
 
 
-class ContextBlockInline(admin.TabularInline):
-    model = ContextBlock
-    fields = ("label", "content", "updated_at")
-    readonly_fields = fields
+class ReadOnlyInline(admin.TabularInline):
+    """Records the system writes: shown, never added or edited here."""
+
     extra = 0
     can_delete = False
-    show_change_link = True
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        return self.fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
-class CompactionInline(admin.TabularInline):
+class ContextBlockInline(ReadOnlyInline):
+    model = ContextBlock
+    fields = ("label", "content", "updated_at")
+    show_change_link = True
+
+
+class CompactionInline(ReadOnlyInline):
     """Deleting an overlay here undoes the compaction: the model sees the originals again."""
 
     model = Compaction
     fields = ("from_message", "to_message", "summary", "tokens_before", "created_at")
-    readonly_fields = fields
-    extra = 0
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    can_delete = True
 
 
-class TurnInline(admin.TabularInline):
+class TurnInline(ReadOnlyInline):
     model = Turn
     fields = ("request_id", "status", "source", "is_continuation", "recovery_root", "chunk_count", "created_at", "finished_at", "error_text")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
     ordering = ("-id",)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Session)
@@ -137,15 +134,9 @@ class SessionAdmin(admin.ModelAdmin):
         self.message_user(request, f"Released {released} lock(s).", messages.SUCCESS)
 
 
-class ContextBlockVersionInline(admin.TabularInline):
+class ContextBlockVersionInline(ReadOnlyInline):
     model = ContextBlockVersion
     fields = ("created_at", "source", "content")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(ContextBlock)
@@ -250,16 +241,10 @@ def continue_in_thread(request: HttpRequest, session: Session) -> str:
     return reverse("admin:agents_app_session_change", args=[session.pk])
 
 
-class ScheduleRunInline(admin.TabularInline):
+class ScheduleRunInline(ReadOnlyInline):
     model = ScheduleRun
     fields = ("started_at", "finished_at", "status", "request_id", "produced", "error_text")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
     ordering = ("-id",)
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="Produced message")
     def produced(self, obj: ScheduleRun) -> str:

@@ -207,10 +207,7 @@ class ContextBlocks:
         return tools
 
     def _set_context_tool(self, labels: list[str]) -> Tool:
-        class SetContext(pydantic.BaseModel):
-            label: Literal[tuple(labels)]  # type: ignore[valid-type]
-            content: str
-            action: Literal["replace", "append"] = "replace"
+        SetContext = _labelled_input("SetContext", labels, content=(str, ...), action=(Literal["replace", "append"], "replace"))
 
         async def set_context(label: str, content: str, action: str = "replace") -> str:
             try:
@@ -225,9 +222,7 @@ class ContextBlocks:
         return Tool("set_context", "Replace or append to a writable context block of your system prompt.", SetContext, set_context)
 
     def _load_context_tool(self, labels: list[str]) -> Tool:
-        class LoadContext(pydantic.BaseModel):
-            label: Literal[tuple(labels)]  # type: ignore[valid-type]
-            key: str
+        LoadContext = _labelled_input("LoadContext", labels, key=(str, ...))
 
         async def load_context(label: str, key: str) -> str:
             def lookup() -> str | None:
@@ -239,9 +234,7 @@ class ContextBlocks:
         return Tool("load_context", "Load a document listed in a skills block of your system prompt.", LoadContext, load_context)
 
     def _search_context_tool(self, labels: list[str]) -> Tool:
-        class SearchContext(pydantic.BaseModel):
-            label: Literal[tuple(labels)]  # type: ignore[valid-type]
-            query: str
+        SearchContext = _labelled_input("SearchContext", labels, query=(str, ...))
 
         async def search_context(label: str, query: str) -> str:
             if label == HISTORY_LABEL:
@@ -267,6 +260,11 @@ class ContextBlocks:
                 scored.append((sum(len(re.findall(re.escape(word), text)) for word in words), key, content))
         scored.sort(key=lambda item: (-item[0], item[1]))
         return [f"[{key}]\n{content}" for _, key, content in scored[:10]]
+
+
+def _labelled_input(name: str, labels: list[str], **fields: Any) -> type[pydantic.BaseModel]:
+    """A tool's input model whose `label` may only name one of `labels`."""
+    return pydantic.create_model(name, label=(Literal[tuple(labels)], ...), **fields)  # type: ignore[call-overload]
 
 
 def _flag(view: BlockView) -> str:
