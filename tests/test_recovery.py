@@ -7,15 +7,19 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 
 from agents_app.protocol.messages import text_of
+from agents_app.runtime import recovery
 from agents_app.runtime.instances import resolve_session
 from agents_app.storage import chunk_log, transcript
 from agents_app.storage.models import Turn
 from agents_app.testing.fake_openai import Reply
+from tests.conftest import is_done, user_message
 from tests.plugins.celery_worker import FAST_RECOVERY
 from tests.plugins.live_server import ROOT, child_env
 
@@ -63,3 +67,24 @@ async def test_a_turn_whose_process_was_killed_is_continued_where_a_client_recon
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert text_of(messages[-1]).startswith("w0 w1 w2 w3 w4 w5") and text_of(messages[-1]).endswith("and the rest.")
     assert len(model.requests) == 2 and model.requests[1]["messages"][-1]["role"] == "assistant"
+
+
+async def test_a_turn_left_queued_by_a_dead_process_is_answered_and_no_longer_blocks_the_session(open_socket, token, user, settings):
+    settings.AGENTS_TURN_STALE_SECONDS = 2
+    session = await sync_to_async(resolve_session)("scripted-agent", "stuck", user)
+
+    def left_behind() -> Turn:
+        transcript.upsert_client_messages(session, [user_message("anyone there?", "u1")], move_leaf=True)
+        return Turn.objects.create(session=session, request_id="deadq001", status=Turn.Status.QUEUED, heartbeat_at=timezone.now() - timedelta(minutes=1))
+
+    dead = await sync_to_async(left_behind)()
+    assert await sync_to_async(recovery.interrupted_turn_ids)() == [dead.pk]
+    result = await recovery.recover(dead.pk)
+    assert result is not None and result.status == "completed"
+    messages = await sync_to_async(transcript.transcript)(session)
+    assert [m["role"] for m in messages] == ["user", "assistant"] and text_of(messages[-1]) == "w0 w1 w2 w3 w4 "
+
+    socket = await open_socket("/agents/scripted-agent/stuck", token=token, wait_ready=True)
+    await socket.chat("after001", [*messages, user_message("and now?", "u2")], words=1)
+    await socket.until(is_done("after001"))
+    assert await sync_to_async(lambda: Turn.objects.get(request_id="after001").status)() == "completed"

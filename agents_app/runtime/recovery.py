@@ -76,10 +76,14 @@ class ChatRecoveryContext:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# Queued turns heart-beat while they wait for the lock, running ones while they run.
+_LIVE_STATUSES = (Turn.Status.QUEUED, Turn.Status.RUNNING, Turn.Status.STREAMING)
+
+
 def interrupted_turn_ids() -> list[int]:
     cutoff = timezone.now() - turn_lock.stale_after()
     stale = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)
-    return list(Turn.objects.filter(stale, status__in=(Turn.Status.RUNNING, Turn.Status.STREAMING)).values_list("pk", flat=True))
+    return list(Turn.objects.filter(stale, status__in=_LIVE_STATUSES).values_list("pk", flat=True))
 
 
 def _claim(turn_id: int) -> Turn | None:
@@ -89,7 +93,7 @@ def _claim(turn_id: int) -> Turn | None:
         claimed = Turn.objects.filter(
             Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True),
             pk=turn_id,
-            status__in=(Turn.Status.RUNNING, Turn.Status.STREAMING),
+            status__in=_LIVE_STATUSES,
         ).update(status=Turn.Status.INTERRUPTED, finished_at=timezone.now())
         if not claimed:
             return None

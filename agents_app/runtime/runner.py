@@ -50,6 +50,7 @@ def admit(request: TurnRequest) -> tuple[Turn, bool]:
             trigger=request.trigger,
             is_continuation=request.continuation,
             recovery_root=request.recovery_root,
+            heartbeat_at=timezone.now(),
             overlapping=subject_to_concurrency and concurrency.is_busy(request.session_id),
         )
         return turn, True

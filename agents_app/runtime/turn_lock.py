@@ -34,7 +34,9 @@ def _try_acquire(session_id: int, turn_id: int) -> str:
     """Returns 'acquired', 'wait' or 'skipped' (the turn was skipped, e.g. by a clear)."""
     turn = Turn.objects.only("status", "request_id").get(pk=turn_id)
     if turn.status != Turn.Status.QUEUED:
-        return "skipped" if turn.status == Turn.Status.SKIPPED else "wait"
+        # Skipped by a clear or a superseding submit, or taken over by recovery after this
+        # process stopped heart-beating for too long.
+        return "skipped" if turn.status in (Turn.Status.SKIPPED, Turn.Status.INTERRUPTED) else "wait"
     oldest = (
         Turn.objects.filter(session_id=session_id, status=Turn.Status.QUEUED).order_by("id").values_list("id", flat=True).first()
     )
@@ -61,12 +63,19 @@ def _try_acquire(session_id: int, turn_id: int) -> str:
 
 
 async def acquire(session_id: int, turn_id: int) -> bool:
-    """Wait until this turn may run. False when it was skipped while waiting."""
+    """Wait until this turn may run. False when it was skipped while waiting. A waiting turn
+    heart-beats too: one left queued by a dead process is recovered instead of blocking the
+    session's queue forever."""
     event = _event(session_id)
+    loop = asyncio.get_running_loop()
+    next_beat = loop.time() + stale_after().total_seconds() / 4
     while True:
         outcome = await sync_to_async(_try_acquire)(session_id, turn_id)
         if outcome != "wait":
             return outcome == "acquired"
+        if loop.time() >= next_beat:
+            await sync_to_async(Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update)(heartbeat_at=timezone.now())
+            next_beat = loop.time() + stale_after().total_seconds() / 4
         event.clear()
         try:
             await asyncio.wait_for(event.wait(), timeout=POLL_INTERVAL)
