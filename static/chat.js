@@ -69,6 +69,17 @@
     setTimeout(() => { button.textContent = "Copy"; }, 1500);
   });
 
+  // Follow the conversation as it grows, unless the reader has scrolled up to read.
+  let followOutput = true;
+  const conversation = () => document.getElementById("conversation");
+  const scrollToEnd = () => { const box = conversation(); if (box) box.scrollTop = box.scrollHeight; };
+  document.addEventListener("htmx:wsBeforeMessage", () => {
+    const box = conversation();
+    followOutput = !box || box.scrollHeight - box.scrollTop - box.clientHeight < 120;
+  });
+  document.addEventListener("htmx:wsAfterMessage", () => { if (followOutput) scrollToEnd(); });
+  document.addEventListener("DOMContentLoaded", scrollToEnd);
+
   // htmx:load fires after htmx has processed new content, so the ws-send forms are live.
   document.addEventListener("htmx:load", (event) => scan(event.detail.elt));
   document.addEventListener("htmx:wsOpen", () => scan(document));
