@@ -34,7 +34,7 @@
     const run = browserTools[form.dataset.tool];
     try {
       const output = await run();
-      form.elements.output.value = typeof output === "string" ? output : JSON.stringify(output);
+      form.elements.output.value = JSON.stringify(output);
     } catch (error) {
       form.elements.error.value = error.message || String(error);
     }

@@ -106,12 +106,12 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
     async def _tool_result(self, data: dict[str, Any]) -> None:
         """A browser tool's output (chat.js), through the same path as cf_agent_tool_result."""
         error = str(data.get("error", ""))
-        output = data.get("output")
-        if isinstance(output, str) and output.startswith(("{", "[")):
+        output: Any = None
+        if not error:
             try:
-                output = json.loads(output)
+                output = json.loads(str(data.get("output", "")))  # chat.js sends the output as JSON text
             except ValueError:
-                pass
+                error = "The browser sent an unreadable tool output."
         result = ToolResult(
             tool_call_id=str(data.get("tool_call_id", "")),
             tool_name=str(data.get("tool_name", "")),
