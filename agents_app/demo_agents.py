@@ -1,19 +1,22 @@
 """The agents a fresh install serves, mirroring the reference's examples.
 
 * `ChatAgent` (/agents/chat-agent/<name>): Think-style; the framework runs the model loop
-  with three tools — one the server runs, one that needs the user's approval, one the
-  browser answers.
+  with server tools (weather; a research tool that streams progress and citations as data
+  parts), one that needs the user's approval, and browser tools (timezone, location) that
+  the chat page's script answers.
 * `MinimalChatAgent` (/agents/minimal-chat-agent/<name>): AIChatAgent-style; it writes its
   own `on_chat_message` and streams the model's reply.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
 from agents_app.providers.openai_chat import stream_reply
 from agents_app.runtime.agent import AIChatAgent, ThinkAgent
 from agents_app.runtime.registry import register_agent
+from agents_app.runtime.stream_writer import write_data
 from agents_app.runtime.tools import Tool, client_tool, tool
 from agents_app.runtime.types import ChatOptions, ChatResponse
 
@@ -31,7 +34,25 @@ def deleteFile(path: str) -> dict[str, Any]:  # noqa: N802
     return {"path": path, "deleted": True}
 
 
+@tool("Look a topic up in the demo library. Reports its progress while it reads; returns the sources it used.")
+async def research(topic: str) -> dict[str, Any]:
+    sources = [
+        {"url": f"https://en.wikipedia.org/wiki/{topic.strip().replace(' ', '_')}", "title": f"{topic} (Wikipedia)"},
+        {"url": "https://developers.cloudflare.com/agents/", "title": "Cloudflare Agents documentation"},
+    ]
+    for step, status in enumerate(("Searching", "Reading sources", "Summarising"), start=1):
+        write_data("progress", {"status": status, "percent": step * 100 // 3}, id="research")
+        await asyncio.sleep(0.3)
+    for index, source in enumerate(sources):
+        write_data("citation", source, id=f"source-{index}")
+    return {"topic": topic, "sources": [s["url"] for s in sources]}
+
+
 getUserTimezone: Tool = client_tool("getUserTimezone", "Get the user's timezone from their browser.")
+get_timezone: Tool = client_tool("get_timezone", "Get the IANA timezone the user's browser is set to.")
+get_location: Tool = client_tool(
+    "get_location", "Get the user's approximate location (latitude, longitude) from their browser, if they allow it."
+)
 
 
 @register_agent
@@ -40,7 +61,7 @@ class ChatAgent(ThinkAgent):
     description = "A Think-style assistant with a server tool, an approval tool and a browser tool."
 
     def get_tools(self) -> dict[str, Tool]:
-        return {t.name: t for t in (getWeather, deleteFile, getUserTimezone)}
+        return {t.name: t for t in (getWeather, research, deleteFile, getUserTimezone, get_timezone, get_location)}
 
 
 @register_agent

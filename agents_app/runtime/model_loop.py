@@ -15,6 +15,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import sync_to_async
+
 from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
 from agents_app.providers.convert import to_openai_messages
 from agents_app.providers.openai_chat import ModelError, StepStream, ToolCall, make_client, text_ids
@@ -28,6 +30,7 @@ from agents_app.runtime.hooks import (
     TurnContext,
 )
 from agents_app.runtime.tools import Tool, ToolInputError
+from agents_app.storage.models import Session
 from agents_app.runtime.types import ChatOptions
 
 if TYPE_CHECKING:
@@ -40,6 +43,12 @@ _DONE = object()
 def _client_tool_schema(spec: dict[str, Any]) -> dict[str, Any]:
     parameters = spec.get("parameters") or spec.get("inputSchema") or {"type": "object", "properties": {}}
     return {"type": "function", "function": {"name": spec["name"], "description": spec.get("description", ""), "parameters": parameters}}
+
+
+async def always_allowed_tools(session: Session) -> frozenset[str]:
+    """Tools the owner ticked "always allow" for in this session (tool_state.allow_tool_always)."""
+    names = await sync_to_async(lambda: Session.objects.filter(pk=session.pk).values_list("allowed_tools", flat=True).first())()
+    return frozenset(names or ())
 
 
 def _as_text(output: Any) -> str:
@@ -158,6 +167,8 @@ class ModelLoop:
             async for chunk in self._run_approved_calls():
                 yield chunk
         config, tools = await self._configure()
+        # Read per turn: "always allow" may have been ticked on the approval that resumed it.
+        always_allowed = await always_allowed_tools(self.agent.session)
         schemas = self._schemas(tools, config)
         extra: dict[str, Any] = {}
         if config.temperature is not None:
@@ -198,7 +209,7 @@ class ModelLoop:
                         results.append((call, call.error))
                     elif tool is None or tool.execute is None:
                         paused = True  # the browser answers this one
-                    elif await tool.requires_approval(call.input or {}):
+                    elif call.name not in always_allowed and await tool.requires_approval(call.input or {}):
                         yield {"type": "tool-approval-request", "approvalId": f"approval_{call.id}", "toolCallId": call.id}
                         paused = True
                     else:

@@ -14,7 +14,7 @@ from django.db import transaction
 
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import ToolApproval, ToolResult
-from agents_app.protocol.messages import UIMessage, is_tool_part
+from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
 from agents_app.runtime import broadcast, continuation
 from agents_app.storage.models import Message, Session
 
@@ -79,18 +79,34 @@ async def apply_tool_result(session: Session, result: ToolResult) -> str | None:
     return await continuation.after_tool_answer(session, wants_continuation=result.auto_continue, client_tools=result.client_tools)
 
 
-async def apply_tool_approval(session: Session, approval: ToolApproval) -> str | None:
-    """Returns the request id of the continuation this decision scheduled, if any."""
+async def apply_tool_approval(session: Session, approval: ToolApproval, *, always_allow: bool = False) -> str | None:
+    """Returns the request id of the continuation this decision scheduled, if any.
+
+    `always_allow` with an approval also lets later calls of the same tool in this session
+    run without asking (Session.allowed_tools); the model loop reads it on every turn."""
+    approved_tool: list[str] = []
+
     def change(part: dict[str, Any]) -> None:
         decided = {**(part.get("approval") or {}), "approved": approval.approved}
         decided.setdefault("id", approval.tool_call_id)
         part["approval"] = decided
         part["state"] = "approval-responded" if approval.approved else "output-denied"
+        approved_tool.append(tool_name_of(part))
 
     updated = await _apply_with_retries(session, approval.tool_call_id, _APPROVAL_STATES, change)
+    if updated is not None and always_allow and approval.approved:
+        await sync_to_async(allow_tool_always)(session, approved_tool[0])
     if updated is not None:
         await broadcast.broadcast(session.pk, [frames.message_updated(updated)])
     return await continuation.after_tool_answer(session, wants_continuation=approval.auto_continue, client_tools=None)
+
+
+def allow_tool_always(session: Session, tool_name: str) -> None:
+    with transaction.atomic():
+        locked = Session.objects.select_for_update().get(pk=session.pk)
+        if tool_name not in locked.allowed_tools:
+            locked.allowed_tools = [*locked.allowed_tools, tool_name]
+            locked.save(update_fields=["allowed_tools", "updated_at"])
 
 
 def _remember_client_tools(session: Session, client_tools: list[dict[str, Any]]) -> None:

@@ -1,8 +1,10 @@
 """The chat page's socket (htmx ws extension): the same session group, the same resume
 logic and the same turn path as the protocol consumer, but it speaks HTML fragments.
 
-The page sends `{"action": "send", "message": "..."}` or `{"action": "stop"}`; the socket
-answers with out-of-band swaps: the in-flight assistant message re-rendered per batch of
+The page sends `{"action": "send", "message": "..."}`, `stop`, `approve` / `reject` (with
+`always` to always allow the tool in this session), `regenerate`, `edit`, `switch` and
+`tool_result` (a browser tool's output); decisions and results go through the same runtime
+functions as cf_agent_tool_approval / cf_agent_tool_result. The socket answers with out-of-band swaps: the in-flight assistant message re-rendered per batch of
 frames, and the whole conversation when a turn's transcript is broadcast.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
 from agents_app.protocol import frames
-from agents_app.protocol.inbound import ChatRequest, ToolApproval
+from agents_app.protocol.inbound import ChatRequest, ToolApproval, ToolResult
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage
 from agents_app.runtime import broadcast, chat, runner, tool_state
@@ -68,6 +70,8 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             "reject": self._decide,
             "regenerate": self._regenerate,
             "switch": self._switch,
+            "edit": self._edit,
+            "tool_result": self._tool_result,
         }.get(action)
         if handler is not None:
             await handler(data)
@@ -96,7 +100,29 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         """Approve / Reject resolve the call through the same path as cf_agent_tool_approval."""
         approval = ToolApproval(str(data.get("tool_call_id", "")), data.get("action") == "approve", auto_continue=True)
         if approval.tool_call_id:
-            await tool_state.apply_tool_approval(self.session, approval)
+            always = data.get("always") in ("on", "true", True)
+            self.streams.await_continuation(await tool_state.apply_tool_approval(self.session, approval, always_allow=always))
+
+    async def _tool_result(self, data: dict[str, Any]) -> None:
+        """A browser tool's output (chat.js), through the same path as cf_agent_tool_result."""
+        error = str(data.get("error", ""))
+        output: Any = None
+        if not error:
+            try:
+                output = json.loads(str(data.get("output", "")))  # chat.js sends the output as JSON text
+            except ValueError:
+                error = "The browser sent an unreadable tool output."
+        result = ToolResult(
+            tool_call_id=str(data.get("tool_call_id", "")),
+            tool_name=str(data.get("tool_name", "")),
+            output=None if error else output,
+            is_error=bool(error),
+            error_text=error or None,
+            auto_continue=True,
+            client_tools=None,
+        )
+        if result.tool_call_id:
+            self.streams.await_continuation(await tool_state.apply_tool_result(self.session, result))
 
     async def _regenerate(self, data: dict[str, Any]) -> None:
         """Like the client's regenerate(): the conversation up to the answered message, again."""
@@ -107,6 +133,20 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         before = history[: ids.index(data["message_id"])]
         if before:
             await chat.submit(self.session, self.connection, ChatRequest(uuid.uuid4().hex[:8], before, "regenerate-message", None, None))
+
+    async def _edit(self, data: dict[str, Any]) -> None:
+        """An edited user message: resent under its id with new text, it becomes a sibling of
+        the original (which keeps its answers, reachable with ‹ ›) and is answered anew."""
+        text = str(data.get("message", "")).strip()
+        history = await sync_to_async(transcript.transcript)(self.session)
+        ids = [m["id"] for m in history]
+        if not text or data.get("message_id") not in ids:
+            return
+        index = ids.index(data["message_id"])
+        if history[index]["role"] != "user":
+            return
+        edited: UIMessage = {"id": history[index]["id"], "role": "user", "parts": [{"type": "text", "text": text}]}
+        await chat.submit(self.session, self.connection, ChatRequest(uuid.uuid4().hex[:8], [*history[:index], edited], "submit-message", None, None))
 
     async def _switch(self, data: dict[str, Any]) -> None:
         if await sync_to_async(transcript.switch_branch)(self.session, str(data.get("message_id", ""))):

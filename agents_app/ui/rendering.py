@@ -1,42 +1,69 @@
-"""UIMessages as HTML for the server-rendered chat. Model output is always escaped by the
-template engine: text is never marked safe, so markup in an answer shows as text."""
+"""UIMessages as HTML for the server-rendered chat.
+
+Model output never reaches the page unescaped: finished assistant text goes through the
+sanitising markdown renderer, text still streaming and everything users type is escaped by
+the template engine."""
 from __future__ import annotations
 
 import json
 from typing import Any
 
 from django.template.loader import render_to_string
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
+from agents_app.ui.markdown import render_markdown
+
+# Tools static/chat.js knows how to run in the browser (the agent declares them with client_tool).
+BROWSER_TOOLS = frozenset({"get_timezone", "get_location", "getUserTimezone"})
 
 
 def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
-def _part_view(part: dict[str, Any]) -> dict[str, Any] | None:
+def _link(url: Any) -> str | None:
+    return url if isinstance(url, str) and url.startswith(("https://", "http://")) else None
+
+
+def _text_view(message: UIMessage, part: dict[str, Any]) -> dict[str, Any]:
+    text = part.get("text", "")
+    if message.get("role") == "assistant" and part.get("state") != "streaming":
+        return {"kind": "markdown", "html": mark_safe(render_markdown(text))}  # noqa: S308 - sanitised by nh3
+    return {"kind": "text", "text": text}
+
+
+def _part_view(message: UIMessage, part: dict[str, Any]) -> dict[str, Any] | None:
     kind = part.get("type", "")
-    if kind in ("text", "reasoning"):
-        return {"kind": kind, "text": part.get("text", "")}
+    if kind == "text":
+        return _text_view(message, part)
+    if kind == "reasoning":
+        return {"kind": "reasoning", "text": part.get("text", "")}
+    if kind == "source-url":
+        url = _link(part.get("url"))
+        return {"kind": "source", "url": url, "title": part.get("title") or url} if url else None
     if is_tool_part(part):
         output = part.get("output")
+        name = tool_name_of(part)
         return {
             "kind": "tool",
-            "name": tool_name_of(part),
+            "name": name,
             "part": part,
             "input_json": _pretty(part.get("input") or {}),
             "output_json": _pretty(output) if output is not None else "",
+            "runs_in_browser": name in BROWSER_TOOLS and part.get("state") == "input-available",
         }
     if kind.startswith("data-"):
         data = part.get("data")
         fields = data if isinstance(data, dict) else {}
+        percent = fields.get("percent")
         return {
             "kind": "data",
             "name": kind[5:],
             "data": _pretty(data),
-            "percent": fields.get("percent"),
-            "url": fields.get("url") if str(fields.get("url", "")).startswith(("https://", "http://")) else None,
+            "percent": max(0, min(100, percent)) if isinstance(percent, int | float) else None,
+            "status": fields.get("status") or fields.get("label"),
+            "url": _link(fields.get("url")),
             "title": fields.get("title"),
         }
     return None
@@ -55,10 +82,23 @@ def _branch_view(message: UIMessage) -> dict[str, Any] | None:
     }
 
 
+def message_text(message: UIMessage) -> str:
+    """The message's text parts as the author wrote them (what Copy puts on the clipboard)."""
+    return "\n\n".join(p.get("text", "") for p in message.get("parts", []) if p.get("type") == "text")
+
+
 def render_message_html(message: UIMessage, *, actions: bool = True, swap_oob: bool = False) -> SafeString:
-    """`swap_oob` renders the message as an htmx out-of-band replacement of its own element."""
-    parts = [view for part in message.get("parts", []) if (view := _part_view(part)) is not None]
+    """`actions` off for the message still streaming; `swap_oob` renders the message as an
+    htmx out-of-band replacement of its own element."""
+    parts = [view for part in message.get("parts", []) if (view := _part_view(message, part)) is not None]
     return render_to_string(
         "chat/_message.html",
-        {"message": message, "parts": parts, "branch": _branch_view(message), "actions": actions, "swap_oob": swap_oob},
+        {
+            "message": message,
+            "parts": parts,
+            "branch": _branch_view(message),
+            "actions": actions,
+            "swap_oob": swap_oob,
+            "copy_text": message_text(message),
+        },
     )

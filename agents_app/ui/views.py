@@ -1,23 +1,50 @@
-"""Server-rendered chat pages (HTMX). Streaming reaches the page through the UI socket."""
+"""Server-rendered chat pages (HTMX). Streaming reaches the page through the UI socket; the
+sidebar (rename, delete, search), clear and export are plain HTTP requests."""
 from __future__ import annotations
 
 import secrets
 
+from asgiref.sync import async_to_sync
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.text import slugify
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
-from agents_app.runtime.instances import UnknownAgent, resolve_session
+from agents_app.runtime import chat
+from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_session
 from agents_app.runtime.registry import sync_agent_records
 from agents_app.storage import transcript
+from agents_app.storage.models import Session
+from agents_app.ui import export
 from agents_app.ui.rendering import render_message_html
+from agents_app.ui.search import search_sessions
+
+
+def _own_session(request: HttpRequest, agent: str, name: str) -> Session:
+    """Only the signed-in user's own sessions: anyone else's is a 404, never a 403 that
+    would confirm it exists."""
+    return get_object_or_404(Session.objects.select_related("agent"), agent__slug=agent, name=name, owner=request.user)
+
+
+def _current_pk(request: HttpRequest) -> int | None:
+    value = request.POST.get("current") or request.GET.get("current")
+    return int(value) if value and value.isdigit() else None
+
+
+def _session_list(request: HttpRequest, query: str = "") -> HttpResponse:
+    return render(
+        request,
+        "chat/_session_list.html",
+        {"sessions": search_sessions(request.user, query), "current_pk": _current_pk(request), "query": query},
+    )
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    sessions = request.user.agent_sessions.select_related("agent").order_by("-updated_at")
-    return render(request, "chat/home.html", {"sessions": sessions, "agents": sync_agent_records()})
+    return render(request, "chat/home.html", {"sessions": search_sessions(request.user, ""), "agents": sync_agent_records()})
 
 
 @login_required
@@ -39,9 +66,69 @@ def chat_page(request: HttpRequest, agent: str, name: str) -> HttpResponse:
     except UnknownAgent:
         return HttpResponseBadRequest("Unknown agent")
     messages = [render_message_html(m) for m in transcript.transcript(session)]
-    sessions = request.user.agent_sessions.select_related("agent").order_by("-updated_at")
     return render(
         request,
         "chat/chat.html",
-        {"session": session, "messages": messages, "sessions": sessions, "agents": sync_agent_records(), "agent": agent, "name": name},
+        {
+            "session": session,
+            "messages": messages,
+            "sessions": search_sessions(request.user, ""),
+            "current_pk": session.pk,
+            "agents": sync_agent_records(),
+            "agent": agent,
+            "name": name,
+        },
     )
+
+
+@login_required
+@require_GET
+def search(request: HttpRequest) -> HttpResponse:
+    return _session_list(request, request.GET.get("q", ""))
+
+
+@login_required
+@require_POST
+def rename(request: HttpRequest, agent: str, name: str) -> HttpResponse:
+    session = _own_session(request, agent, name)
+    title = request.POST.get("title", "").strip()[:200]
+    if title:
+        session.title = title
+        session.save(update_fields=["title", "updated_at"])
+    return _session_list(request)
+
+
+@login_required
+@require_POST
+def delete(request: HttpRequest, agent: str, name: str) -> HttpResponse:
+    """Through Agent.destroy(): running turns are cancelled and open tabs are told."""
+    session = _own_session(request, agent, name)
+    was_open = session.pk == _current_pk(request)
+    async_to_sync(load_agent(session).destroy)()
+    if was_open:
+        return HttpResponseClientRedirect(reverse("chat-home"))
+    return _session_list(request)
+
+
+@login_required
+@require_POST
+def clear(request: HttpRequest, agent: str, name: str) -> HttpResponse:
+    """Like cf_agent_chat_clear: turns are aborted and every open tab empties its page."""
+    async_to_sync(chat.clear)(_own_session(request, agent, name), None)
+    return HttpResponse(status=204)
+
+
+@login_required
+@require_GET
+def export_conversation(request: HttpRequest, agent: str, name: str, fmt: str) -> HttpResponse:
+    session = _own_session(request, agent, name)
+    messages = transcript.transcript(session)
+    for message in messages:  # branch positions are a view of the tree, not conversation content
+        (message.get("metadata") or {}).pop("branch", None)
+    body, content_type = (
+        (export.as_json(session, messages), "application/json") if fmt == "json" else (export.as_markdown(session, messages), "text/markdown")
+    )
+    response = HttpResponse(body, content_type=f"{content_type}; charset=utf-8")
+    filename = slugify(session.title or session.name) or "conversation"
+    response["Content-Disposition"] = f'attachment; filename="{filename}.{fmt}"'
+    return response

@@ -1,0 +1,86 @@
+// The chat page's small script: keyboard shortcuts, copy buttons, and the tools the agent asks
+// the browser to run. Tool outputs go back over the page socket as a `tool_result` action,
+// which the server applies through the same function as cf_agent_tool_result.
+(() => {
+  "use strict";
+
+  const browserTools = {
+    get_timezone: async () => ({ timeZone: Intl.DateTimeFormat().resolvedOptions().timeZone }),
+    getUserTimezone: async () => Intl.DateTimeFormat().resolvedOptions().timeZone,
+    get_location: () => new Promise((resolve, reject) => {
+      if (!("geolocation" in navigator)) {
+        reject(new Error("This browser cannot share its location."));
+        return;
+      }
+      navigator.geolocation.getCurrentPosition(
+        (position) => resolve({
+          latitude: position.coords.latitude,
+          longitude: position.coords.longitude,
+          accuracyMeters: position.coords.accuracy,
+        }),
+        (error) => reject(new Error(error.code === error.PERMISSION_DENIED
+          ? "The user did not allow access to their location."
+          : `The location is unavailable: ${error.message}`)),
+        { timeout: 10000, maximumAge: 60000 },
+      );
+    }),
+  };
+  const answeredCalls = new Set();
+
+  async function runBrowserTool(form) {
+    const callId = form.dataset.toolCall;
+    if (answeredCalls.has(callId)) return;
+    answeredCalls.add(callId);
+    const run = browserTools[form.dataset.tool];
+    try {
+      const output = await run();
+      form.elements.output.value = JSON.stringify(output);
+    } catch (error) {
+      form.elements.error.value = error.message || String(error);
+    }
+    form.requestSubmit();
+  }
+
+  function scan(root) {
+    if (root.matches && root.matches("form.browser-tool")) runBrowserTool(root);
+    root.querySelectorAll("form.browser-tool").forEach(runBrowserTool);
+  }
+
+  document.addEventListener("keydown", (event) => {
+    const composer = event.target.closest && event.target.closest("#composer, .edit-form");
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing && composer) {
+      event.preventDefault();
+      composer.requestSubmit();
+    } else if (event.key === "Escape") {
+      const stop = document.getElementById("stop");
+      if (stop && document.querySelector("#streaming-slot .message")) stop.click();
+    }
+  });
+
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest("button.copy");
+    if (!button) return;
+    try {
+      await navigator.clipboard.writeText(button.dataset.copy);
+      button.textContent = "Copied";
+    } catch {
+      button.textContent = "Copy failed";
+    }
+    setTimeout(() => { button.textContent = "Copy"; }, 1500);
+  });
+
+  // Follow the conversation as it grows, unless the reader has scrolled up to read.
+  let followOutput = true;
+  const conversation = () => document.getElementById("conversation");
+  const scrollToEnd = () => { const box = conversation(); if (box) box.scrollTop = box.scrollHeight; };
+  document.addEventListener("htmx:wsBeforeMessage", () => {
+    const box = conversation();
+    followOutput = !box || box.scrollHeight - box.scrollTop - box.clientHeight < 120;
+  });
+  document.addEventListener("htmx:wsAfterMessage", () => { if (followOutput) scrollToEnd(); });
+  document.addEventListener("DOMContentLoaded", scrollToEnd);
+
+  // htmx:load fires after htmx has processed new content, so the ws-send forms are live.
+  document.addEventListener("htmx:load", (event) => scan(event.detail.elt));
+  document.addEventListener("htmx:wsOpen", () => scan(document));
+})();
