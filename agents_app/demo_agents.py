@@ -15,6 +15,7 @@ from typing import Any
 
 from agents_app.providers.openai_chat import stream_reply
 from agents_app.runtime.agent import AIChatAgent, ThinkAgent
+from agents_app.runtime.context_blocks import ContextBlockSpec
 from agents_app.runtime.registry import register_agent
 from agents_app.runtime.stream_writer import write_data
 from agents_app.runtime.tools import Tool, client_tool, tool
@@ -62,6 +63,21 @@ class ChatAgent(ThinkAgent):
 
     def get_tools(self) -> dict[str, Tool]:
         return {t.name: t for t in (getWeather, research, deleteFile, getUserTimezone, get_timezone, get_location)}
+
+
+@register_agent
+class MemoryAssistant(ThinkAgent):
+    title = "Assistant with memory"
+    description = "Keeps what it learns about you in a memory block you can read and edit; long chats are summarised."
+    system_prompt = (
+        "You are a friendly assistant. When the user tells you something worth remembering about them, "
+        "store it with set_context in the memory block; use what it holds."
+    )
+    context_blocks = (
+        ContextBlockSpec("soul", provider=lambda agent: "Warm, concise and honest. Never invent facts about the user."),
+        ContextBlockSpec("memory", description="What you know about the user", max_tokens=400),
+    )
+    compact_after_tokens = 8000
 
 
 @register_agent

@@ -34,9 +34,9 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def chat_page(live_server_process, user, browser) -> Any:
-    """A logged-in page on a fresh chat-agent session."""
+    """A logged-in page on a fresh session (of chat-agent unless `agent` says otherwise)."""
 
-    def open_page(name: str = "browser", **context_options: Any) -> Any:
+    def open_page(name: str = "browser", agent: str = "chat-agent", **context_options: Any) -> Any:
         """`context_options` are Playwright's (viewport, timezone_id, geolocation, permissions…)."""
         page = browser.new_page(**context_options)
         page.goto(f"{live_server_process.url}/login/")
@@ -44,7 +44,7 @@ def chat_page(live_server_process, user, browser) -> Any:
         page.fill("#id_password", "wonderland-42")
         page.click("button[type=submit]")
         page.wait_for_url(f"{live_server_process.url}/")
-        page.goto(f"{live_server_process.url}/chat/chat-agent/{name}/")
+        page.goto(f"{live_server_process.url}/chat/{agent}/{name}/")
         page.wait_for_timeout(500)  # the page socket connects
         return page
 
@@ -353,3 +353,25 @@ def test_phone_width_keeps_the_composer_and_messages_usable_in_dark_mode(chat_pa
 def test_light_mode_follows_the_system_preference(chat_page, model):
     page = chat_page("light", color_scheme="light")
     assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(255, 255, 255)"
+
+
+def test_the_memory_panel_shows_what_the_assistant_stored_and_saves_the_owners_edits(chat_page, model):
+    model.script(
+        Reply.tool_calls([ToolCallSpec("set_context", json.dumps({"label": "memory", "content": "Name: Alice"}), id="mem1")]),
+        Reply.text("Nice to meet you, Alice."),
+        Reply.text("You live in Oslo."),
+    )
+    page = chat_page("memory", agent="memory-assistant")
+    send(page, "I am Alice")
+    answer_shown(page, "Nice to meet you, Alice.")
+    page.click("#memory-panel summary")
+    page.click("#memory-panel button:has-text('Refresh')")
+    page.wait_for_function("document.querySelector('#memory-memory').value === 'Name: Alice'")
+    assert "Warm, concise and honest." in page.inner_text(".memory-block[data-label=soul] pre")
+    page.fill("#memory-memory", "Name: Alice\nLives in Oslo")
+    page.click("text=Save memory")
+    page.wait_for_function("document.querySelector('.memory-block[data-label=memory]').innerText.includes('7 of 400 tokens')")
+    page.screenshot(path=str(ARTIFACTS / "memory-panel.png"))
+    send(page, "Where do I live?")
+    answer_shown(page, "You live in Oslo.")
+    assert "Name: Alice\nLives in Oslo" in model.requests[-1]["messages"][0]["content"]

@@ -10,7 +10,7 @@ from django.test import Client
 
 from agents_app.runtime.instances import resolve_session
 from agents_app.storage import transcript
-from agents_app.storage.models import Message, Session
+from agents_app.storage.models import ContextBlock, Message, Session
 from agents_app.ui.markdown import render_markdown
 from agents_app.ui.rendering import render_message_html
 from tests.conftest import user_message
@@ -198,3 +198,30 @@ def test_another_user_never_reaches_a_session_that_is_not_theirs(user, other_use
 def test_pages_need_a_login():
     response = Client().get("/chat/chat-agent/anything/export.json")
     assert response.status_code == 302 and response["Location"].startswith("/login/")
+
+
+def test_the_memory_panel_saves_a_block_and_refuses_one_over_its_limit(browser_client, user):
+    session = resolve_session("memory-assistant", "panel", user)
+    page = browser_client.get("/chat/memory-assistant/panel/").content.decode()
+    assert 'id="memory-panel"' in page and "Warm, concise and honest." in page
+    saved = browser_client.post("/chat/memory-assistant/panel/memory/memory/", {"content": "Likes tea"}).content.decode()
+    assert "Likes tea" in saved and ContextBlock.objects.get(session=session, label="memory").content == "Likes tea"
+    refused = browser_client.post("/chat/memory-assistant/panel/memory/memory/", {"content": "word " * 400}).content.decode()
+    assert 'exceeds maxTokens' in refused and ContextBlock.objects.get(session=session, label="memory").content == "Likes tea"
+    assert 'Block &quot;soul&quot; is read-only.' in browser_client.post("/chat/memory-assistant/panel/memory/soul/", {"content": "x"}).content.decode()
+
+
+def test_another_users_memory_panel_is_not_found(browser_client, other_user):
+    resolve_session("memory-assistant", "theirs", other_user)
+    assert browser_client.get("/chat/memory-assistant/theirs/memory/").status_code == 404
+    assert browser_client.post("/chat/memory-assistant/theirs/memory/memory/", {"content": "x"}).status_code == 404
+
+
+def test_agents_without_context_blocks_have_no_memory_panel(browser_client, user):
+    assert 'id="memory-panel"' not in browser_client.get("/chat/chat-agent/plain/").content.decode()
+
+
+def test_a_message_covered_by_a_compaction_is_marked_summarised():
+    covered = {"id": "m1", "role": "user", "parts": [{"type": "text", "text": "old news"}], "metadata": {"compaction": {"id": 3}}}
+    plain = {"id": "m2", "role": "user", "parts": [{"type": "text", "text": "fresh"}]}
+    assert "summarised" in render_message_html(covered) and "summarised" not in render_message_html(plain)

@@ -100,5 +100,6 @@ def render_message_html(message: UIMessage, *, actions: bool = True, swap_oob: b
             "actions": actions,
             "swap_oob": swap_oob,
             "copy_text": message_text(message),
+            "summarised": bool((message.get("metadata") or {}).get("compaction")),
         },
     )

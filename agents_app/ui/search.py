@@ -1,7 +1,7 @@
 """Finding a user's conversations by title, instance name or message text.
 
-A plain case-insensitive substring match; a ranked full-text search can replace this one
-function without touching the views."""
+Titles and names match as case-insensitive substrings; message text through the ranked
+full-text search (storage/search.py), so "running" also finds "run"."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,6 +9,9 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from agents_app.storage.models import Session
+from agents_app.storage.search import search_messages
+
+MESSAGE_HITS = 100
 
 
 def search_sessions(user: Any, query: str) -> QuerySet[Session]:
@@ -16,5 +19,5 @@ def search_sessions(user: Any, query: str) -> QuerySet[Session]:
     query = query.strip()
     if not query:
         return sessions
-    matching = Q(title__icontains=query) | Q(name__icontains=query) | Q(messages__parts__icontains=query)
-    return sessions.filter(pk__in=Session.objects.filter(owner=user).filter(matching).values("pk"))
+    by_text = {hit.session_id for hit in search_messages(query, owner=user, limit=MESSAGE_HITS)}
+    return sessions.filter(Q(title__icontains=query) | Q(name__icontains=query) | Q(pk__in=by_text))

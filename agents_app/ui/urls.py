@@ -13,5 +13,7 @@ urlpatterns = [
     path("chat/<str:agent>/<str:name>/rename/", views.rename, name="chat-rename"),
     path("chat/<str:agent>/<str:name>/delete/", views.delete, name="chat-delete"),
     path("chat/<str:agent>/<str:name>/clear/", views.clear, name="chat-clear"),
+    path("chat/<str:agent>/<str:name>/memory/", views.memory_panel, name="chat-memory"),
+    path("chat/<str:agent>/<str:name>/memory/<str:label>/", views.memory_save, name="chat-memory-save"),
     re_path(r"^chat/(?P<agent>[^/]+)/(?P<name>[^/]+)/export\.(?P<fmt>md|json)$", views.export_conversation, name="chat-export"),
 ]

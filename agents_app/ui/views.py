@@ -3,6 +3,7 @@ sidebar (rename, delete, search), clear and export are plain HTTP requests."""
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.contrib.auth.decorators import login_required
@@ -14,6 +15,8 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from agents_app.runtime import chat
+from agents_app.runtime.agent import ThinkAgent
+from agents_app.runtime.context_blocks import ContextBlockError
 from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_session
 from agents_app.runtime.registry import sync_agent_records
 from agents_app.storage import transcript
@@ -77,6 +80,7 @@ def chat_page(request: HttpRequest, agent: str, name: str) -> HttpResponse:
             "agents": sync_agent_records(),
             "agent": agent,
             "name": name,
+            "memory": _memory_context(session),
         },
     )
 
@@ -123,8 +127,9 @@ def clear(request: HttpRequest, agent: str, name: str) -> HttpResponse:
 def export_conversation(request: HttpRequest, agent: str, name: str, fmt: str) -> HttpResponse:
     session = _own_session(request, agent, name)
     messages = transcript.transcript(session)
-    for message in messages:  # branch positions are a view of the tree, not conversation content
-        (message.get("metadata") or {}).pop("branch", None)
+    for message in messages:  # branch positions and compaction marks are views, not conversation content
+        for computed in ("branch", "compaction"):
+            (message.get("metadata") or {}).pop(computed, None)
     body, content_type = (
         (export.as_json(session, messages), "application/json") if fmt == "json" else (export.as_markdown(session, messages), "text/markdown")
     )
@@ -132,3 +137,37 @@ def export_conversation(request: HttpRequest, agent: str, name: str, fmt: str) -
     filename = slugify(session.title or session.name) or "conversation"
     response["Content-Disposition"] = f'attachment; filename="{filename}.{fmt}"'
     return response
+
+
+def _memory_context(session: Session, *, error: str = "", open_panel: bool = False) -> dict[str, Any] | None:
+    """The context blocks of a Think agent's session, for the memory panel (None: no panel)."""
+    agent = load_agent(session)
+    if not isinstance(agent, ThinkAgent) or not agent.context_blocks:
+        return None
+    blocks = async_to_sync(agent.get_context_blocks)()
+    return {"blocks": blocks, "agent": session.agent.slug, "name": session.name, "error": error, "open": open_panel}
+
+
+@login_required
+@require_GET
+def memory_panel(request: HttpRequest, agent: str, name: str) -> HttpResponse:
+    context = _memory_context(_own_session(request, agent, name), open_panel=True)
+    if context is None:
+        return HttpResponseBadRequest("This agent has no memory panel")
+    return render(request, "chat/_memory.html", context)
+
+
+@login_required
+@require_POST
+def memory_save(request: HttpRequest, agent: str, name: str, label: str) -> HttpResponse:
+    """The owner rewrites a writable block; the previous content is kept as a version."""
+    session = _own_session(request, agent, name)
+    instance = load_agent(session)
+    if not isinstance(instance, ThinkAgent):
+        return HttpResponseBadRequest("This agent has no memory panel")
+    error = ""
+    try:
+        async_to_sync(instance.set_context_block)(label, request.POST.get("content", ""))
+    except ContextBlockError as refused:
+        error = str(refused)
+    return render(request, "chat/_memory.html", _memory_context(session, error=error, open_panel=True))
