@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from agents_app.runtime.agent import Agent, AIChatAgent, ThinkAgent, callable_method
-from agents_app.runtime.hooks import StepResult, ToolCallContext, ToolCallDecision, ToolCallResultContext, TurnConfig, TurnContext
+from agents_app.runtime.hooks import StepConfig, StepContext, StepResult, ToolCallContext, ToolCallDecision, ToolCallResultContext, TurnConfig, TurnContext
+from agents_app.runtime.middleware import ModelMiddleware
 from agents_app.runtime.stream_writer import write_data
 from agents_app.runtime.tools import tool
 from agents_app.runtime.registry import register_agent
@@ -149,3 +150,33 @@ class HookedAgent(ThinkAgent):
 
     async def on_chat_response(self, result: Any) -> None:
         type(self).events.append(("on_chat_response", result.status))
+
+
+@tool("Look a term up.")
+def lookup(term: str) -> dict[str, str]:
+    return {"term": term, "meaning": f"{term} means something"}
+
+
+@tool("Hand in the final answer.")
+def finish(answer: str) -> str:
+    return answer
+
+
+@register_agent
+class SteppedAgent(ThinkAgent):
+    """`plan` maps a step number to the StepConfig `prepare_step` returns; every StepContext
+    is recorded in `seen`; `middleware` is what get_model_middleware returns."""
+
+    plan: dict[int, StepConfig] = {}
+    seen: list[StepContext] = []
+    middleware: list[ModelMiddleware] = []
+
+    def get_tools(self) -> dict[str, Any]:
+        return {"lookup": lookup, "finish": finish}
+
+    def get_model_middleware(self) -> list[ModelMiddleware]:
+        return list(type(self).middleware)
+
+    async def prepare_step(self, context: StepContext) -> StepConfig | None:
+        type(self).seen.append(context)
+        return type(self).plan.get(context.step_number)

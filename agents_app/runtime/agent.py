@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -20,7 +20,18 @@ from agents_app.protocol.inbound import AppMessage
 from agents_app.protocol.messages import normalize_messages, user_text_message
 from agents_app.providers.openai_chat import default_model
 from agents_app.runtime import broadcast
-from agents_app.runtime.hooks import StepResult, ToolCallContext, ToolCallDecision, ToolCallResultContext, TurnConfig, TurnContext
+from agents_app.runtime.hooks import (
+    StepConfig,
+    StepContext,
+    StepResult,
+    StopCondition,
+    ToolCallContext,
+    ToolCallDecision,
+    ToolCallResultContext,
+    TurnConfig,
+    TurnContext,
+)
+from agents_app.runtime.middleware import ModelMiddleware
 from agents_app.runtime.model_loop import ModelLoop
 from agents_app.runtime.tools import Tool
 from agents_app.runtime.types import ChatOptions, ChatResponse, ChatResponseResult, Connection, TurnRequest, TurnResult
@@ -309,6 +320,8 @@ class ThinkAgent(AIChatAgent):
     """
 
     max_steps: ClassVar[int] = 10
+    # The loop also ends after a step for which any of these holds, e.g. [has_tool_call("finish")].
+    stop_when: ClassVar[Sequence[StopCondition]] = ()
     send_reasoning: ClassVar[bool] = True
     model: ClassVar[str | None] = None
     system_prompt: ClassVar[str] = (
@@ -333,6 +346,10 @@ class ThinkAgent(AIChatAgent):
     def get_tools(self) -> dict[str, Tool]:
         return {}
 
+    def get_model_middleware(self) -> list[ModelMiddleware]:
+        """Wrappers around every model call, outermost first (see runtime/middleware.py)."""
+        return []
+
     def turn_tools(self) -> dict[str, Tool]:
         """What the model gets this turn: the framework's tools, then yours (yours win on a name)."""
         return self.get_tools()
@@ -345,6 +362,14 @@ class ThinkAgent(AIChatAgent):
     async def before_turn(self, context: TurnContext) -> TurnConfig | None:
         """Adjust model, system prompt, messages, active tools or step budget for this turn."""
         return None
+
+    async def before_step(self, context: StepContext) -> StepConfig | None:
+        """Adjust model, system prompt, messages, active tools or tool choice for one step."""
+        return None
+
+    async def prepare_step(self, context: StepContext) -> StepConfig | None:
+        """The AI SDK's name for `before_step` (think.md §5); override either."""
+        return await self.before_step(context)
 
     async def before_tool_call(self, context: ToolCallContext) -> ToolCallDecision | None:
         """Allow (optionally with other input), block, or substitute a server tool call."""
