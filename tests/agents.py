@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel
 
 from agents_app.runtime.agent import Agent, AIChatAgent, ThinkAgent, callable_method
 from agents_app.runtime.hooks import StepConfig, StepContext, StepResult, ToolCallContext, ToolCallDecision, ToolCallResultContext, TurnConfig, TurnContext
 from agents_app.runtime.middleware import ModelMiddleware
 from agents_app.runtime.stream_writer import write_data
+from agents_app.runtime.structured import generate_object
 from agents_app.runtime.tools import tool
 from agents_app.runtime.registry import register_agent
 from agents_app.runtime.types import ChatOptions, ChatResponse
@@ -162,6 +165,16 @@ def finish(answer: str) -> str:
     return answer
 
 
+class Sentiment(BaseModel):
+    label: Literal["positive", "negative", "neutral"]
+    confidence: float
+
+
+@tool("Classify the sentiment of a text with a second model call.")
+async def classify(text: str) -> dict[str, Any]:
+    return (await generate_object(None, Sentiment, f"Classify the sentiment of: {text}")).model_dump()
+
+
 @register_agent
 class SteppedAgent(ThinkAgent):
     """`plan` maps a step number to the StepConfig `prepare_step` returns; every StepContext
@@ -172,7 +185,7 @@ class SteppedAgent(ThinkAgent):
     middleware: list[ModelMiddleware] = []
 
     def get_tools(self) -> dict[str, Any]:
-        return {"lookup": lookup, "finish": finish}
+        return {"lookup": lookup, "finish": finish, "classify": classify}
 
     def get_model_middleware(self) -> list[ModelMiddleware]:
         return list(type(self).middleware)
