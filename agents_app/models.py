@@ -1,4 +1,5 @@
 """Django discovers models here; they live in the storage layer."""
 from agents_app.storage.models import Agent, ApiToken, Message, Schedule, ScheduleRun, Session, Turn, TurnChunk
+from agents_app.storage.workspace import WorkspaceEntry
 
-__all__ = ["Agent", "ApiToken", "Message", "Schedule", "ScheduleRun", "Session", "Turn", "TurnChunk"]
+__all__ = ["Agent", "ApiToken", "Message", "Schedule", "ScheduleRun", "Session", "Turn", "TurnChunk", "WorkspaceEntry"]

@@ -193,3 +193,16 @@ class SteppedAgent(ThinkAgent):
     async def prepare_step(self, context: StepContext) -> StepConfig | None:
         type(self).seen.append(context)
         return type(self).plan.get(context.step_number)
+
+
+@tool("Read a page of the user's book (shadows the workspace tool of the same name).")
+def read(page: int) -> str:
+    return f"page {page}"
+
+
+@register_agent
+class BookAgent(ThinkAgent):
+    """Has a tool named like a workspace tool: its own must win."""
+
+    def get_tools(self) -> dict[str, Any]:
+        return {"read": read}

@@ -65,7 +65,7 @@ async def test_prepare_step_sees_the_previous_steps_and_can_replace_the_messages
     model.script(Reply.tool_calls([ToolCallSpec("lookup", '{"term": "loop"}', id="l2")]), Reply.text("Done."))
     await run_turn(user)
     assert [c.step_number for c in SteppedAgent.seen] == [0, 1]
-    assert SteppedAgent.seen[0].steps == [] and sorted(SteppedAgent.seen[0].active_tools) == ["classify", "finish", "lookup"]
+    assert SteppedAgent.seen[0].steps == [] and {"classify", "finish", "lookup", "read"} <= set(SteppedAgent.seen[0].active_tools)
     previous = SteppedAgent.seen[1].steps
     assert [call["toolName"] for call in previous[0].tool_calls] == ["lookup"]
     assert previous[0].finish_reason == "tool-calls"

@@ -34,8 +34,10 @@ from agents_app.runtime.hooks import (
 from agents_app.runtime.middleware import ModelMiddleware
 from agents_app.runtime.model_loop import ModelLoop
 from agents_app.runtime.tools import Tool
+from agents_app.runtime.workspace_tools import workspace_tools
 from agents_app.runtime.types import ChatOptions, ChatResponse, ChatResponseResult, Connection, TurnRequest, TurnResult
 from agents_app.storage import transcript
+from agents_app.storage.workspace import Workspace
 
 if TYPE_CHECKING:
     from agents_app.runtime.recovery import ChatRecoveryContext
@@ -350,9 +352,14 @@ class ThinkAgent(AIChatAgent):
         """Wrappers around every model call, outermost first (see runtime/middleware.py)."""
         return []
 
+    @property
+    def workspace(self) -> Workspace:
+        """This session's virtual filesystem (synchronous API; see storage/workspace.py)."""
+        return Workspace(self.session)
+
     def turn_tools(self) -> dict[str, Tool]:
         """What the model gets this turn: the framework's tools, then yours (yours win on a name)."""
-        return self.get_tools()
+        return {**workspace_tools(self.workspace), **self.get_tools()}
 
     def turn_system_prompt(self) -> str:
         """The system prompt this turn: yours, then the framework's sections."""
