@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from agents_app.protocol.messages import text_of
 from agents_app.runtime.agent import Agent, AIChatAgent, ThinkAgent, callable_method
 from agents_app.runtime.hooks import StepConfig, StepContext, StepResult, ToolCallContext, ToolCallDecision, ToolCallResultContext, TurnConfig, TurnContext
 from agents_app.runtime.middleware import ModelMiddleware
@@ -206,3 +207,46 @@ class BookAgent(ThinkAgent):
 
     def get_tools(self) -> dict[str, Any]:
         return {"read": read}
+
+
+@register_agent
+class ResearcherAgent(ThinkAgent):
+    """A child agent: answers whatever it is asked, with the workspace tools only."""
+
+    system_prompt = "You research questions and answer in one sentence."
+
+
+class EventLog:
+    """A sub-agent callback recording what it was told."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.done: list[Any] = []
+        self.errors: list[str] = []
+
+    async def on_event(self, chunk: dict[str, Any]) -> None:
+        self.events.append(chunk)
+
+    def on_done(self, result: Any) -> None:
+        self.done.append(result)
+
+    def on_error(self, error: str) -> None:
+        self.errors.append(error)
+
+
+@register_agent
+class CoordinatorAgent(ThinkAgent):
+    """Delegates research to a ResearcherAgent session and hands its answer to the model."""
+
+    delegations: list[EventLog] = []
+
+    def get_tools(self) -> dict[str, Any]:
+        @tool("Ask the research agent a question; returns its answer.")
+        async def research(question: str) -> str:
+            child = await self.sub_agent(ResearcherAgent, f"{self.name}-research")
+            log = EventLog()
+            type(self).delegations.append(log)
+            result = await child.chat(question, log)
+            return text_of(result.message) if result.message else f"The research agent failed: {result.error}"
+
+        return {"research": research}

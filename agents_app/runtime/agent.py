@@ -6,11 +6,12 @@ Subclass, decorate with `@register_agent`, and the class is served at
 """
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
@@ -45,6 +46,7 @@ from agents_app.storage.models import Agent as AgentRecord
 from agents_app.storage.models import Session, Turn
 
 _UNSET: Any = object()
+AgentT = TypeVar("AgentT", bound="Agent")
 
 
 def new_request_id() -> str:
@@ -154,6 +156,13 @@ class Agent:
     async def on_request(self, request: HttpRequest, path: str) -> HttpResponse:
         """HTTP requests to /agents/<agent>/<name>/<path> other than get-messages."""
         return HttpResponse("Not implemented", status=404, content_type="text/plain")
+
+    async def sub_agent(self, agent_class: type[AgentT], name: str) -> AgentT:
+        """The `agent_class` instance `name` of this session's owner, created on first use
+        (see runtime/sub_agents.py)."""
+        from agents_app.runtime import sub_agents
+
+        return await sub_agents.sub_agent(self, agent_class, name)
 
     # -- schedules (Celery runs them; the admin shows and edits them) ----------------------
     async def schedule(self, when: int | float | datetime | str, callback: str, payload: Any = None) -> dict[str, Any]:
@@ -393,3 +402,17 @@ class ThinkAgent(AIChatAgent):
 
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
         return ModelLoop(self, options).run()
+
+    async def chat(
+        self,
+        message: str | dict[str, Any],
+        callback: Any,
+        *,
+        signal: asyncio.Event | None = None,
+        tools: dict[str, Tool] | None = None,
+    ) -> TurnResult:
+        """Run a full turn on this session for `message`, reporting chunks to `callback`
+        (`on_event`, `on_done`, `on_error`); setting `signal` aborts it (the partial is kept)."""
+        from agents_app.runtime import sub_agents
+
+        return await sub_agents.chat(self, message, callback, signal=signal, tools=tools)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
 from agents_app.providers.convert import to_openai_messages
 from agents_app.providers.openai_chat import ModelError, StepOutcome, StepStream, ToolCall, make_client, text_ids
-from agents_app.runtime import stream_writer
+from agents_app.runtime import stream_writer, sub_agents
 from agents_app.runtime.hooks import (
     BLOCKED_TOOL_TEXT,
     StepConfig,
@@ -98,7 +98,7 @@ class ModelLoop:
     def __init__(self, agent: ThinkAgent, options: ChatOptions) -> None:
         self.agent = agent
         self.options = options
-        self.tools = agent.turn_tools()
+        self.tools = {**agent.turn_tools(), **sub_agents.extra_tools(options.request_id)}
         self.messages: list[UIMessage] = copy.deepcopy(options.messages)
         self.step_number = 0
         self.system = ""
@@ -209,7 +209,11 @@ class ModelLoop:
         tool_choice = step.tool_choice if step.tool_choice is not None else config.tool_choice
         return tools, ModelCallParams(step.model or model, messages, schemas or None, tool_choice, self.step_number, dict(extra))
 
-    async def run(self) -> AsyncIterator[Chunk]:
+    def run(self) -> AsyncIterator[Chunk]:
+        """The turn's chunks (also reported to a sub-agent chat() caller, if any)."""
+        return sub_agents.observe(self.options.request_id, self._run())
+
+    async def _run(self) -> AsyncIterator[Chunk]:
         yield {"type": "start"}
         if self.options.continuation:
             async for chunk in self._run_approved_calls():
