@@ -10,7 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import text_of
-from agents_app.runtime.hooks import StepConfig, has_tool_call, step_count_is
+from agents_app.runtime.hooks import StepConfig, TurnConfig, has_tool_call, step_count_is
 from agents_app.runtime.instances import load_agent, resolve_session
 from agents_app.runtime.middleware import ModelCall, ModelCallParams, ModelMiddleware, RedactionMiddleware
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
@@ -92,6 +92,20 @@ async def test_step_count_is_ends_the_turn_even_when_the_model_wants_more_tools(
     assert model.request_count == 2
     assert [p["toolCallId"] for p in tool_parts(result.message)] == ["s1", "s2"]
     assert result.message["metadata"]["usage"]["totalTokens"] > 0
+
+
+async def test_before_turn_can_add_stop_conditions_and_a_step_budget_for_one_turn(model, user, monkeypatch):
+    async def before_turn(self, context):
+        return TurnConfig(max_steps=3, stop_when=[has_tool_call("finish")])
+
+    monkeypatch.setattr(SteppedAgent, "before_turn", before_turn)
+    model.script(
+        Reply.tool_calls([ToolCallSpec("lookup", '{"term": "x"}', id="b1")]),
+        Reply.tool_calls([ToolCallSpec("finish", '{"answer": "x"}', id="b2")]),
+    )
+    result = await run_turn(user)
+    assert model.request_count == 2
+    assert [p["toolCallId"] for p in tool_parts(result.message)] == ["b1", "b2"]
 
 
 async def test_redaction_middleware_removes_a_secret_split_across_deltas(open_socket, token, model, user):
