@@ -35,8 +35,8 @@ from agents_app.runtime.hooks import (
 from agents_app.runtime.middleware import ModelMiddleware
 from agents_app.runtime.model_loop import ModelLoop
 from agents_app.runtime.tools import Tool
-from agents_app.runtime.workspace_tools import workspace_tools
 from agents_app.runtime.types import ChatOptions, ChatResponse, ChatResponseResult, Connection, TurnRequest, TurnResult
+from agents_app.runtime.workspace_tools import workspace_tools
 from agents_app.storage import transcript
 from agents_app.storage.workspace import Workspace
 

@@ -17,7 +17,7 @@ import inspect
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
@@ -31,14 +31,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 A = TypeVar("A", bound="Agent")
-
-
-class StreamCallback(Protocol):
-    """Any of the three methods may be missing; each may be sync or async."""
-
-    def on_event(self, chunk: dict[str, Any]) -> Any: ...
-    def on_done(self, result: TurnResult) -> Any: ...
-    def on_error(self, error: str) -> Any: ...
 
 
 @dataclass
@@ -114,7 +106,8 @@ async def chat(
     signal: asyncio.Event | None = None,
     tools: dict[str, Tool] | None = None,
 ) -> TurnResult:
-    """Run one turn on `agent` with `message` as the new user message (see module doc)."""
+    """Run one turn on `agent` with `message` as the new user message (see module doc).
+    `callback` may have any of `on_event`, `on_done`, `on_error`, sync or async, or be None."""
     from agents_app.runtime import runner
     from agents_app.runtime.agent import new_request_id
 
