@@ -13,6 +13,7 @@ from agents_app.storage.models import (
     Turn,
     TurnChunk,
 )
+from agents_app.storage.workspace import WorkspaceEntry
 
 __all__ = [
     "Agent",
@@ -27,4 +28,5 @@ __all__ = [
     "Session",
     "Turn",
     "TurnChunk",
+    "WorkspaceEntry",
 ]

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel
+
+from agents_app.protocol.messages import text_of
 from agents_app.runtime.agent import Agent, AIChatAgent, ThinkAgent, callable_method
-from agents_app.runtime.hooks import StepResult, ToolCallContext, ToolCallDecision, ToolCallResultContext, TurnConfig, TurnContext
+from agents_app.runtime.hooks import StepConfig, StepContext, StepResult, ToolCallContext, ToolCallDecision, ToolCallResultContext, TurnConfig, TurnContext
+from agents_app.runtime.middleware import ModelMiddleware
 from agents_app.runtime.stream_writer import write_data
+from agents_app.runtime.structured import generate_object
 from agents_app.runtime.tools import tool
 from agents_app.runtime.registry import register_agent
 from agents_app.runtime.types import ChatOptions, ChatResponse
@@ -149,3 +154,99 @@ class HookedAgent(ThinkAgent):
 
     async def on_chat_response(self, result: Any) -> None:
         type(self).events.append(("on_chat_response", result.status))
+
+
+@tool("Look a term up.")
+def lookup(term: str) -> dict[str, str]:
+    return {"term": term, "meaning": f"{term} means something"}
+
+
+@tool("Hand in the final answer.")
+def finish(answer: str) -> str:
+    return answer
+
+
+class Sentiment(BaseModel):
+    label: Literal["positive", "negative", "neutral"]
+    confidence: float
+
+
+@tool("Classify the sentiment of a text with a second model call.")
+async def classify(text: str) -> dict[str, Any]:
+    return (await generate_object(None, Sentiment, f"Classify the sentiment of: {text}")).model_dump()
+
+
+@register_agent
+class SteppedAgent(ThinkAgent):
+    """`plan` maps a step number to the StepConfig `prepare_step` returns; every StepContext
+    is recorded in `seen`; `middleware` is what get_model_middleware returns."""
+
+    plan: dict[int, StepConfig] = {}
+    seen: list[StepContext] = []
+    middleware: list[ModelMiddleware] = []
+
+    def get_tools(self) -> dict[str, Any]:
+        return {"lookup": lookup, "finish": finish, "classify": classify}
+
+    def get_model_middleware(self) -> list[ModelMiddleware]:
+        return list(type(self).middleware)
+
+    async def prepare_step(self, context: StepContext) -> StepConfig | None:
+        type(self).seen.append(context)
+        return type(self).plan.get(context.step_number)
+
+
+@tool("Read a page of the user's book (shadows the workspace tool of the same name).")
+def read(page: int) -> str:
+    return f"page {page}"
+
+
+@register_agent
+class BookAgent(ThinkAgent):
+    """Has a tool named like a workspace tool: its own must win."""
+
+    def get_tools(self) -> dict[str, Any]:
+        return {"read": read}
+
+
+@register_agent
+class ResearcherAgent(ThinkAgent):
+    """A child agent: answers whatever it is asked, with the workspace tools only."""
+
+    system_prompt = "You research questions and answer in one sentence."
+
+
+class EventLog:
+    """A sub-agent callback recording what it was told."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.done: list[Any] = []
+        self.errors: list[str] = []
+
+    async def on_event(self, chunk: dict[str, Any]) -> None:
+        self.events.append(chunk)
+
+    def on_done(self, result: Any) -> None:
+        self.done.append(result)
+
+    def on_error(self, error: str) -> None:
+        self.errors.append(error)
+
+
+@register_agent
+class CoordinatorAgent(ThinkAgent):
+    """Delegates research to a ResearcherAgent session and hands its answer to the model."""
+
+    delegations: list[EventLog] = []
+
+    def get_tools(self) -> dict[str, Any]:
+        @tool("Ask the research agent a question; returns its answer.")
+        async def research(question: str) -> str:
+            child = await self.sub_agent(ResearcherAgent, f"{self.name}-research")
+            log = EventLog()
+            type(self).delegations.append(log)
+            result = await child.chat(question, log)
+            return text_of(result.message) if result.message else f"The research agent failed: {result.error}"
+
+        return {"research": research}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents_app.testing.fake_openai import Reply
+from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from tests.node_client import run_scenario
 from tests.plugins.live_server import start_live_server
 
@@ -120,3 +120,76 @@ def test_each_concurrency_strategy_decides_which_overlapping_sends_are_answered(
     assert result["messages"] == result["serverMessages"]
     if merged_text:
         assert result["serverMessages"][2]["parts"][0]["text"] == merged_text
+
+
+def tool_part(messages, call_id):
+    return next(p for m in messages for p in m["parts"] if p.get("toolCallId") == call_id)
+
+
+def test_a_server_tool_turn_streams_the_call_its_output_and_the_answer(live_server_process, token, model):
+    model.script(Reply.tool_calls([ToolCallSpec("getWeather", '{"city": "Paris"}', id="w1")]), Reply.text("Mild in Paris."))
+    result = scenario(live_server_process, token, "server-tool", scenario="server-tool")
+    assert result["messages"] == result["serverMessages"]
+    part = tool_part(result["messages"], "w1")
+    assert part["state"] == "output-available" and part["output"]["city"] == "Paris"
+    assert result["messages"][-1]["parts"][-1]["text"] == "Mild in Paris."
+
+
+def test_a_client_tool_answered_by_on_tool_call_continues_the_same_message(live_server_process, token, model):
+    model.script(Reply.tool_calls([ToolCallSpec("getUserTimezone", "{}", id="tz1")]), Reply.text("You are on Paris time."))
+    result = scenario(live_server_process, token, "client-tool", scenario="client-tool")
+    assert [c["toolName"] for c in result["toolCalls"]] == ["getUserTimezone"]
+    assert result["continuations"] > 0
+    assert result["messages"] == result["serverMessages"]
+    assert [m["role"] for m in result["messages"]] == ["user", "assistant"]
+    assert tool_part(result["messages"], "tz1")["output"] == "Europe/Paris"
+    assert result["messages"][-1]["parts"][-1]["text"] == "You are on Paris time."
+    assert model.requests[1]["messages"][-1] == {"role": "tool", "tool_call_id": "tz1", "content": "Europe/Paris"}
+
+
+def test_approving_a_tool_call_runs_it_and_the_model_answers(live_server_process, token, model):
+    model.script(Reply.tool_calls([ToolCallSpec("deleteFile", '{"path": "/tmp/a.txt"}', id="ap1")]), Reply.text("Deleted."))
+    result = scenario(live_server_process, token, "approve", scenario="approval", call="ap1", decision="approve")
+    assert result["requested"]["state"] == "approval-requested"
+    assert result["messages"] == result["serverMessages"]
+    part = tool_part(result["messages"], "ap1")
+    assert part["state"] == "output-available" and part["output"] == {"path": "/tmp/a.txt", "deleted": True}
+    assert result["messages"][-1]["parts"][-1]["text"] == "Deleted."
+
+
+def test_denying_a_tool_call_never_runs_it_and_the_model_is_told(live_server_process, token, model):
+    model.script(Reply.tool_calls([ToolCallSpec("deleteFile", '{"path": "/etc"}', id="dn1")]), Reply.text("I will not delete it."))
+    result = scenario(live_server_process, token, "deny", scenario="approval", call="dn1", decision="deny")
+    assert result["messages"] == result["serverMessages"]
+    assert tool_part(result["messages"], "dn1")["state"] == "output-denied"
+    assert model.requests[1]["messages"][-1] == {"role": "tool", "tool_call_id": "dn1", "content": "Tool execution denied by user."}
+    assert result["messages"][-1]["parts"][-1]["text"] == "I will not delete it."
+
+
+def test_a_pending_approval_can_be_given_from_a_new_tab_after_the_first_closed(live_server_process, token, model):
+    model.script(Reply.tool_calls([ToolCallSpec("deleteFile", '{"path": "/tmp/b.txt"}', id="rc1")]), Reply.text("Done after reconnect."))
+    result = scenario(live_server_process, token, "reconnect-approval", scenario="approval-after-reconnect", call="rc1")
+    assert result["messages"] == result["serverMessages"]
+    assert tool_part(result["messages"], "rc1")["state"] == "output-available"
+    assert result["messages"][-1]["parts"][-1]["text"] == "Done after reconnect."
+
+
+def test_preliminary_tool_results_stream_before_the_final_output(live_server_process, token, model):
+    model.script(Reply.tool_calls([ToolCallSpec("slow_count", '{"steps": 3}', id="pc1")]), Reply.text("Counted to three."))
+    result = scenario(live_server_process, token, "prelim", agent="HookedAgent", scenario="preliminary")
+    assert result["preliminary"] == [{"done": 1, "of": 3}, {"done": 2, "of": 3}]
+    assert result["messages"] == result["serverMessages"]
+    part = tool_part(result["messages"], "pc1")
+    assert part["output"] == {"done": 3, "of": 3} and not part.get("preliminary")
+
+
+def test_data_parts_reconcile_by_id_append_new_ones_and_keep_transient_ones_out(live_server_process, token, model):
+    model.script(Reply.tool_calls([ToolCallSpec("annotate", '{"label": "Example"}', id="an1")]), Reply.text("Annotated."))
+    result = scenario(live_server_process, token, "data", agent="HookedAgent", scenario="data-parts")
+    assert result["messages"] == result["serverMessages"]
+    data_parts = [p for p in result["messages"][-1]["parts"] if p["type"].startswith("data-")]
+    assert data_parts == [
+        {"type": "data-progress", "id": "p1", "data": {"percent": 100}},
+        {"type": "data-citation", "data": {"url": "https://example.org", "title": "Example"}},
+    ]
+    assert {"type": "data-notice", "data": {"text": "working"}, "transient": True} in result["received"]

@@ -47,7 +47,8 @@ async def test_the_system_prompt_is_assembled_from_the_blocks_and_set_context_ch
     assert "MEMORY (Facts about the user) [0% (0/30 tokens)] [writable]" in first_system
     assert "Name: Bob" not in first_system and "Name: Bob" in last_system
     assert model.requests[1]["messages"][-1]["content"] == "Written to memory. Usage: 10% (3/30 tokens)"
-    offered = {tool["function"]["name"]: tool["function"]["parameters"]["properties"]["label"] for tool in model.requests[0]["tools"]}
+    context_tools = ("set_context", "load_context", "search_context")
+    offered = {t["function"]["name"]: t["function"]["parameters"]["properties"]["label"] for t in model.requests[0]["tools"] if t["function"]["name"] in context_tools}
     labels = {name: schema.get("enum") or [schema["const"]] for name, schema in offered.items()}
     assert labels == {"set_context": ["memory"], "load_context": ["recipes"], "search_context": ["history", "notes"]}
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import pydantic
 from asgiref.sync import sync_to_async
@@ -23,11 +23,24 @@ from agents_app.protocol.messages import is_tool_part, normalize_messages, tool_
 from agents_app.providers.openai_chat import default_model
 from agents_app.runtime import broadcast, compaction, concurrency, think_session
 from agents_app.runtime.context_blocks import ContextBlocks, ContextBlockSpec
-from agents_app.runtime.hooks import StepResult, ToolCallContext, ToolCallDecision, ToolCallResultContext, TurnConfig, TurnContext
+from agents_app.runtime.hooks import (
+    StepConfig,
+    StepContext,
+    StepResult,
+    StopCondition,
+    ToolCallContext,
+    ToolCallDecision,
+    ToolCallResultContext,
+    TurnConfig,
+    TurnContext,
+)
+from agents_app.runtime.middleware import ModelMiddleware
 from agents_app.runtime.model_loop import ModelLoop
 from agents_app.runtime.tools import Tool
 from agents_app.runtime.types import ChatOptions, ChatResponse, ChatResponseResult, Connection, TurnRequest, TurnResult
+from agents_app.runtime.workspace_tools import workspace_tools
 from agents_app.storage import search, transcript
+from agents_app.storage.workspace import Workspace
 
 if TYPE_CHECKING:
     from agents_app.runtime.recovery import ChatRecoveryContext
@@ -35,6 +48,7 @@ from agents_app.storage.models import Agent as AgentRecord
 from agents_app.storage.models import Session, Turn
 
 _UNSET: Any = object()
+AgentT = TypeVar("AgentT", bound="Agent")
 
 
 def new_request_id() -> str:
@@ -167,6 +181,13 @@ class Agent:
     async def get_config(self) -> dict[str, Any] | None:
         """The stored config, or None before the first configure()."""
         return await sync_to_async(lambda: Session.objects.filter(pk=self.session.pk).values_list("config", flat=True).first())()
+
+    async def sub_agent(self, agent_class: type[AgentT], name: str) -> AgentT:
+        """The `agent_class` instance `name` of this session's owner, created on first use
+        (see runtime/sub_agents.py)."""
+        from agents_app.runtime import sub_agents
+
+        return await sub_agents.sub_agent(self, agent_class, name)
 
     # -- schedules (Celery runs them; the admin shows and edits them) ----------------------
     async def schedule(self, when: int | float | datetime | str, callback: str, payload: Any = None) -> dict[str, Any]:
@@ -372,6 +393,8 @@ class ThinkAgent(AIChatAgent):
     """
 
     max_steps: ClassVar[int] = 10
+    # The loop also ends after a step for which any of these holds, e.g. [has_tool_call("finish")].
+    stop_when: ClassVar[Sequence[StopCondition]] = ()
     send_reasoning: ClassVar[bool] = True
     model: ClassVar[str | None] = None
     system_prompt: ClassVar[str] = (
@@ -418,9 +441,19 @@ class ThinkAgent(AIChatAgent):
         declared = {name for name, tool in self.get_tools().items() if tool.execute is None}
         return super().client_tool_names() | declared
 
+    def get_model_middleware(self) -> list[ModelMiddleware]:
+        """Wrappers around every model call, outermost first (see runtime/middleware.py)."""
+        return []
+
+    @property
+    def workspace(self) -> Workspace:
+        """This session's virtual filesystem (synchronous API; see storage/workspace.py)."""
+        return Workspace(self.session)
+
     def turn_tools(self) -> dict[str, Tool]:
-        """What the model gets this turn: the framework's tools, then yours (yours win on a name)."""
-        return {**think_session.framework_tools(self), **self.get_tools()}
+        """What the model gets this turn: the framework's tools (workspace, context blocks),
+        then yours (yours win on a name)."""
+        return {**workspace_tools(self.workspace), **think_session.framework_tools(self), **self.get_tools()}
 
     def turn_system_prompt(self) -> str:
         """The system prompt this turn: yours, then the context blocks as they were when the turn started."""
@@ -462,6 +495,14 @@ class ThinkAgent(AIChatAgent):
         """Adjust model, system prompt, messages, active tools or step budget for this turn."""
         return None
 
+    async def before_step(self, context: StepContext) -> StepConfig | None:
+        """Adjust model, system prompt, messages, active tools or tool choice for one step."""
+        return None
+
+    async def prepare_step(self, context: StepContext) -> StepConfig | None:
+        """The AI SDK's name for `before_step` (think.md §5); override either."""
+        return await self.before_step(context)
+
     async def before_tool_call(self, context: ToolCallContext) -> ToolCallDecision | None:
         """Allow (optionally with other input), block, or substitute a server tool call."""
         return None
@@ -478,3 +519,17 @@ class ThinkAgent(AIChatAgent):
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
         self._context_section = await think_session.render_context(self)
         return ModelLoop(self, await think_session.history_for_model(self, options)).run()
+
+    async def chat(
+        self,
+        message: str | dict[str, Any],
+        callback: Any,
+        *,
+        signal: asyncio.Event | None = None,
+        tools: dict[str, Tool] | None = None,
+    ) -> TurnResult:
+        """Run a full turn on this session for `message`, reporting chunks to `callback`
+        (`on_event`, `on_done`, `on_error`); setting `signal` aborts it (the partial is kept)."""
+        from agents_app.runtime import sub_agents
+
+        return await sub_agents.chat(self, message, callback, signal=signal, tools=tools)

@@ -1,10 +1,11 @@
 """Typed contexts and results of the Think hooks (think.md §5).
 
-Order per turn: before_turn → [on_chunk* → (before_tool_call → execute → after_tool_call)* →
-on_step_finish] per step → persist → on_chat_response.
+Order per turn: before_turn → [before_step → on_chunk* → (before_tool_call → execute →
+after_tool_call)* → on_step_finish] per step → persist → on_chat_response.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,6 +34,8 @@ class TurnConfig:
     tool_choice: Any = None
     temperature: float | None = None
     max_output_tokens: int | None = None
+    # Checked after every step that ran tools, in addition to the max_steps bound.
+    stop_when: Sequence[StopCondition] = ()
 
 
 @dataclass
@@ -79,3 +82,43 @@ class StepResult:
 
 
 BLOCKED_TOOL_TEXT = "The tool call was blocked."
+
+
+@dataclass
+class StepContext:
+    """What `before_step` sees before each model call: the steps so far and what the next
+    call would send (after the turn's own overrides)."""
+
+    step_number: int
+    steps: list[StepResult]
+    model: str
+    system: str
+    messages: list[dict[str, Any]]
+    active_tools: list[str]
+    tool_choice: Any
+
+
+@dataclass
+class StepConfig:
+    """Overrides for one step; None keeps what the turn would use. `messages` replaces the
+    whole conversation sent (system message included); `system` replaces only the system message."""
+
+    model: str | None = None
+    system: str | None = None
+    messages: list[dict[str, Any]] | None = None
+    active_tools: list[str] | None = None
+    tool_choice: Any = None
+
+
+# A stop condition reads the finished steps and says whether the loop ends here.
+StopCondition = Callable[[list[StepResult]], bool]
+
+
+def step_count_is(count: int) -> StopCondition:
+    """Stop once `count` steps have run."""
+    return lambda steps: len(steps) >= count
+
+
+def has_tool_call(*names: str) -> StopCondition:
+    """Stop after a step in which the model called one of `names`."""
+    return lambda steps: bool(steps) and any(call["toolName"] in names for call in steps[-1].tool_calls)

@@ -1,8 +1,9 @@
 """The agentic loop Think agents run on every turn (think.md §4–§5, protocol §9.2–§9.4).
 
-Per step: stream one model call, then run the server tools it asked for and feed their
+Per step: let the agent adjust the call (`prepare_step`), stream it through the model
+middleware, then run the server tools it asked for and feed their
 results back, until the model answers without tools, a call needs the browser or the user's
-approval (the turn pauses), or the step budget is spent. Hooks run around the turn, each
+approval (the turn pauses), a stop condition holds, or the step budget is spent. Hooks run around the turn, each
 tool call and each step; tools can stream preliminary results and data parts while they run.
 A continuation first runs the calls the user approved.
 """
@@ -19,19 +20,22 @@ from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
 from agents_app.providers.convert import to_openai_messages
-from agents_app.providers.openai_chat import ModelError, StepStream, ToolCall, make_client, text_ids
-from agents_app.runtime import stream_writer
+from agents_app.providers.openai_chat import ModelError, StepOutcome, StepStream, ToolCall, make_client, text_ids
+from agents_app.runtime import stream_writer, sub_agents
 from agents_app.runtime.hooks import (
     BLOCKED_TOOL_TEXT,
+    StepConfig,
+    StepContext,
     StepResult,
     ToolCallContext,
     ToolCallResultContext,
     TurnConfig,
     TurnContext,
 )
+from agents_app.runtime.middleware import ModelCallParams, wrap_model_call
 from agents_app.runtime.tools import Tool, ToolInputError
-from agents_app.storage.models import Session
 from agents_app.runtime.types import ChatOptions
+from agents_app.storage.models import Session
 
 if TYPE_CHECKING:
     from agents_app.runtime.agent import ThinkAgent
@@ -55,6 +59,43 @@ def _as_text(output: Any) -> str:
     return output if isinstance(output, str) else json.dumps(output, default=str)
 
 
+def _with_system(messages: list[dict[str, Any]], system: str) -> list[dict[str, Any]]:
+    rest = messages[1:] if messages and messages[0].get("role") == "system" else messages
+    return [{"role": "system", "content": system}, *rest]
+
+
+class StepRecord:
+    """A step as the loop sees it after the model middleware: its text, reasoning and tool
+    calls, read from the chunks themselves."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.reasoning = ""
+        self._calls: dict[str, ToolCall] = {}
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return [c for c in self._calls.values() if c.input is not None or c.error is not None]
+
+    def observe(self, chunk: Chunk) -> None:
+        kind = chunk.get("type")
+        if kind == "text-delta":
+            self.text += chunk.get("delta", "")
+        elif kind == "reasoning-delta":
+            self.reasoning += chunk.get("delta", "")
+        elif kind == "tool-input-start":
+            self._calls[chunk["toolCallId"]] = ToolCall(id=chunk["toolCallId"], name=chunk.get("toolName", ""))
+        elif kind == "tool-input-delta" and chunk["toolCallId"] in self._calls:
+            self._calls[chunk["toolCallId"]].arguments += chunk.get("inputTextDelta", "")
+        elif kind in ("tool-input-available", "tool-input-error"):
+            call = self._calls.setdefault(chunk["toolCallId"], ToolCall(id=chunk["toolCallId"], name=chunk.get("toolName", "")))
+            if kind == "tool-input-available":
+                call.input = chunk.get("input") or {}
+                call.arguments = call.arguments or json.dumps(call.input)
+            else:
+                call.error = str(chunk.get("errorText", "Invalid tool input."))
+
+
 class ToolOutcome:
     def __init__(self) -> None:
         self.success = True
@@ -66,10 +107,12 @@ class ModelLoop:
     def __init__(self, agent: ThinkAgent, options: ChatOptions) -> None:
         self.agent = agent
         self.options = options
-        self.tools = agent.turn_tools()
+        self.tools = {**agent.turn_tools(), **sub_agents.extra_tools(options.request_id)}
         self.messages: list[UIMessage] = copy.deepcopy(options.messages)
         self.step_number = 0
+        self.system = ""
         self.history: list[dict[str, Any]] = []
+        self.client_schemas: list[dict[str, Any]] = []
 
     # -- tools ----------------------------------------------------------------------------
     async def _execute(self, tool: Tool, call_id: str, arguments: dict[str, Any], outcome: ToolOutcome, side: asyncio.Queue[Any]) -> None:
@@ -149,61 +192,93 @@ class ModelLoop:
         system = self.agent.turn_system_prompt()
         context = TurnContext(system, to_openai_messages(self.messages), self.tools, self.agent.get_model(), self.options.continuation, self.options.body)
         config = await self.agent.before_turn(context) or TurnConfig()
-        self.history = config.messages or to_openai_messages(self.messages, config.system or system)
+        self.system = config.system or system
+        self.history = config.messages or to_openai_messages(self.messages, self.system)
         tools = self.tools
+        self.client_schemas = [_client_tool_schema(t) for t in self.options.client_tools or [] if t["name"] not in self.tools]
         if config.active_tools is not None:
             tools = {name: tool for name, tool in tools.items() if name in config.active_tools}
+            self.client_schemas = [c for c in self.client_schemas if c["function"]["name"] in config.active_tools]
         return config, tools
 
-    def _schemas(self, tools: dict[str, Tool], config: TurnConfig) -> list[dict[str, Any]]:
-        client = [_client_tool_schema(t) for t in self.options.client_tools or [] if t["name"] not in self.tools]
-        if config.active_tools is not None:
-            client = [c for c in client if c["function"]["name"] in config.active_tools]
-        return [t.openai_schema() for t in tools.values()] + client
+    async def _prepare_step(self, config: TurnConfig, tools: dict[str, Tool], steps: list[StepResult], extra: dict[str, Any]) -> tuple[dict[str, Tool], ModelCallParams]:
+        """The turn's settings, then the agent's `prepare_step` overrides for this step."""
+        model = config.model or self.agent.get_model()
+        offered = [*tools, *(c["function"]["name"] for c in self.client_schemas)]
+        context = StepContext(self.step_number, list(steps), model, self.system, copy.deepcopy(self.history), offered, config.tool_choice)
+        step = await self.agent.prepare_step(context) or StepConfig()
+        messages = step.messages if step.messages is not None else self.history
+        if step.system is not None:
+            messages = _with_system(messages, step.system)
+        client_schemas = self.client_schemas
+        if step.active_tools is not None:
+            tools = {name: tool for name, tool in tools.items() if name in step.active_tools}
+            client_schemas = [c for c in client_schemas if c["function"]["name"] in step.active_tools]
+        schemas = [t.openai_schema() for t in tools.values()] + client_schemas
+        tool_choice = step.tool_choice if step.tool_choice is not None else config.tool_choice
+        return tools, ModelCallParams(step.model or model, messages, schemas or None, tool_choice, self.step_number, dict(extra))
 
-    async def run(self) -> AsyncIterator[Chunk]:
+    def run(self) -> AsyncIterator[Chunk]:
+        """The turn's chunks (also reported to a sub-agent chat() caller, if any)."""
+        return sub_agents.observe(self.options.request_id, self._run())
+
+    async def _run(self) -> AsyncIterator[Chunk]:
         yield {"type": "start"}
         if self.options.continuation:
             async for chunk in self._run_approved_calls():
                 yield chunk
-        config, tools = await self._configure()
+        config, turn_tools = await self._configure()
         # Read per turn: "always allow" may have been ticked on the approval that resumed it.
         always_allowed = await always_allowed_tools(self.agent.session)
-        schemas = self._schemas(tools, config)
         extra: dict[str, Any] = {}
         if config.temperature is not None:
             extra["temperature"] = config.temperature
         if config.max_output_tokens is not None:
             extra["max_tokens"] = config.max_output_tokens
+        stop_when = [*self.agent.stop_when, *config.stop_when]
         part_ids = text_ids()
         usage: dict[str, int] = {}
         finish_reason = "stop"
+        steps: list[StepResult] = []
         async with make_client() as client:
-            for self.step_number in range(config.max_steps or self.agent.max_steps):
-                yield {"type": "start-step"}
-                step = StepStream(
+            calls: list[StepStream] = []
+
+            async def call_model(params: ModelCallParams) -> AsyncIterator[Chunk]:
+                stream = StepStream(
                     client,
-                    model=config.model or self.agent.get_model(),
-                    messages=self.history,
-                    tools=schemas or None,
-                    tool_choice=config.tool_choice,
+                    model=params.model,
+                    messages=params.messages,
+                    tools=params.tools,
+                    tool_choice=params.tool_choice,
                     send_reasoning=self.agent.send_reasoning,
                     part_ids=part_ids,
-                    extra=extra,
+                    extra=params.extra,
                 )
+                calls.append(stream)
+                async for chunk in stream:
+                    yield chunk
+
+            model_call = wrap_model_call(call_model, self.agent.get_model_middleware())
+            for self.step_number in range(config.max_steps or self.agent.max_steps):
+                tools, params = await self._prepare_step(config, turn_tools, steps, extra)
+                yield {"type": "start-step"}
+                calls.clear()
+                step = StepRecord()
                 try:
-                    async for chunk in step:
+                    async for chunk in model_call(params):
+                        step.observe(chunk)
                         await self.agent.on_chunk(chunk)
                         yield chunk
                 except ModelError as error:
                     yield {"type": "error", "errorText": str(error)}
                     return
-                for key, value in (step.outcome.usage or {}).items():
+                outcome = calls[-1].outcome if calls else StepOutcome(finish_reason="tool-calls" if step.tool_calls else "stop")
+                for key, value in (outcome.usage or {}).items():
                     usage[key] = usage.get(key, 0) + value
-                finish_reason = step.outcome.finish_reason
+                finish_reason = outcome.finish_reason
                 results: list[tuple[ToolCall, str]] = []
                 paused = False
-                for call in step.outcome.tool_calls:
+                for call in step.tool_calls:
                     tool = tools.get(call.name)
                     if call.error is not None:
                         results.append((call, call.error))
@@ -213,25 +288,26 @@ class ModelLoop:
                         yield {"type": "tool-approval-request", "approvalId": f"approval_{call.id}", "toolCallId": call.id}
                         paused = True
                     else:
-                        outcome = ToolOutcome()
-                        async for chunk in self.run_tool(tool, call.id, call.input or {}, outcome):
+                        tool_outcome = ToolOutcome()
+                        async for chunk in self.run_tool(tool, call.id, call.input or {}, tool_outcome):
                             yield chunk
-                        results.append((call, _as_text(outcome.output) if outcome.success else str(outcome.error)))
+                        results.append((call, _as_text(tool_outcome.output) if tool_outcome.success else str(tool_outcome.error)))
                 yield {"type": "finish-step"}
-                await self.agent.on_step_finish(
+                steps.append(
                     StepResult(
-                        self.step_number, step.outcome.text, step.outcome.reasoning, finish_reason,
-                        [{"toolCallId": c.id, "toolName": c.name, "input": c.input} for c in step.outcome.tool_calls],
+                        self.step_number, step.text, step.reasoning, finish_reason,
+                        [{"toolCallId": c.id, "toolName": c.name, "input": c.input} for c in step.tool_calls],
                         [{"toolCallId": c.id, "output": o} for c, o in results],
-                        dict(step.outcome.usage or {}),
+                        dict(outcome.usage or {}),
                     )
                 )
-                if not step.outcome.tool_calls or paused:
+                await self.agent.on_step_finish(steps[-1])
+                if not step.tool_calls or paused or any(stop(steps) for stop in stop_when):
                     break
                 self.history.append(
                     {
                         "role": "assistant",
-                        "content": step.outcome.text or None,
+                        "content": step.text or None,
                         "tool_calls": [
                             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}}
                             for c, _ in results

@@ -93,6 +93,34 @@ async function settle(client, what) {
   await sleep(300); // let the final transcript broadcast land
 }
 
+// Waits until the transcript stopped changing for `quietMs` with no stream running (tool
+// round trips and continuations span several streams) and `predicate` holds.
+async function quiet(client, what, predicate = () => true, quietMs = 1000) {
+  let previous = "";
+  let since = Date.now();
+  await waitFor(what, () => {
+    const current = JSON.stringify(client.chat.messages);
+    if (current !== previous) [previous, since] = [current, Date.now()];
+    const idle = client.chat.status !== "streaming" && client.chat.status !== "submitted" && !client.chat.isServerStreaming;
+    return idle && predicate() && Date.now() - since > quietMs;
+  }, 25000);
+}
+
+const toolPart = (messages, toolCallId) => messages.flatMap((m) => m.parts).find((p) => p.toolCallId === toolCallId);
+
+// Chunks of the turns' streams as they arrived (the hook keeps only the assembled message).
+const streamedChunks = (client) =>
+  client.frames
+    .filter((f) => f.type === "cf_agent_use_chat_response" && f.body && !f.error)
+    .map((f) => JSON.parse(f.body));
+
+async function awaitApproval(client, toolCallId) {
+  return waitFor("the approval request", () => {
+    const part = toolPart(client.chat.messages, toolCallId);
+    return part && part.state === "approval-requested" ? part : null;
+  });
+}
+
 const scenarios = {
   async basic() {
     const client = await mount();
@@ -201,6 +229,66 @@ const scenarios = {
       return client.chat.status !== "streaming" && client.chat.status !== "submitted" && Date.now() - quietSince > 1500;
     }, 25000);
     return { status: client.chat.status, messages: client.chat.messages, serverMessages: await serverMessages() };
+  },
+
+  async "server-tool"() {
+    const client = await mount();
+    await client.chat.sendMessage({ text: args.text ?? "Weather in Paris?" });
+    await quiet(client, "the tool turn to finish", () => lastAssistantText(client.chat.messages).length > 0);
+    return { messages: client.chat.messages, serverMessages: await serverMessages() };
+  },
+
+  async "client-tool"() {
+    const toolCalls = [];
+    const client = await mount({
+      onToolCall: async ({ toolCall, addToolOutput }) => {
+        toolCalls.push(toolCall);
+        addToolOutput({ toolCallId: toolCall.toolCallId, output: args.output ?? "Europe/Paris" });
+      },
+    });
+    await client.chat.sendMessage({ text: args.text ?? "What is my time zone?" });
+    await quiet(client, "the continuation to finish", () => lastAssistantText(client.chat.messages).length > 0);
+    const continuations = client.frames.filter((f) => f.type === "cf_agent_use_chat_response" && f.continuation).length;
+    return { toolCalls, continuations, messages: client.chat.messages, serverMessages: await serverMessages() };
+  },
+
+  async approval() {
+    const client = await mount();
+    await client.chat.sendMessage({ text: args.text ?? "Delete the file" });
+    const part = await awaitApproval(client, args.call);
+    const requested = structuredClone(part);
+    client.chat.addToolApprovalResponse({ id: part.approval.id, approved: args.decision === "approve" });
+    await quiet(client, "the answer after the decision", () => lastAssistantText(client.chat.messages).length > 0);
+    return { requested, messages: client.chat.messages, serverMessages: await serverMessages() };
+  },
+
+  async "approval-after-reconnect"() {
+    const first = await mount();
+    await first.chat.sendMessage({ text: args.text ?? "Delete the file" });
+    await awaitApproval(first, args.call);
+    first.unmount();
+    log("first tab closed with a pending approval; a new tab approves it");
+    const second = await mount();
+    const part = await awaitApproval(second, args.call);
+    second.chat.addToolApprovalResponse({ id: part.approval.id, approved: true });
+    await quiet(second, "the answer after the approval", () => lastAssistantText(second.chat.messages).length > 0);
+    return { messages: second.chat.messages, serverMessages: await serverMessages() };
+  },
+
+  async preliminary() {
+    const client = await mount();
+    await client.chat.sendMessage({ text: args.text ?? "Count" });
+    await quiet(client, "the tool turn to finish", () => lastAssistantText(client.chat.messages).length > 0);
+    const preliminary = streamedChunks(client).filter((c) => c.type === "tool-output-available" && c.preliminary).map((c) => c.output);
+    return { preliminary, messages: client.chat.messages, serverMessages: await serverMessages() };
+  },
+
+  async "data-parts"() {
+    const received = [];
+    const client = await mount({ onData: (part) => received.push(part) });
+    await client.chat.sendMessage({ text: args.text ?? "Annotate" });
+    await quiet(client, "the tool turn to finish", () => lastAssistantText(client.chat.messages).length > 0);
+    return { received, messages: client.chat.messages, serverMessages: await serverMessages() };
   },
 
   async error() {
