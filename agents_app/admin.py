@@ -29,6 +29,7 @@ from agents_app.storage.models import (
     Session,
     Turn,
 )
+from agents_app.storage.workspace import WorkspaceEntry
 
 
 @admin.register(Agent)
@@ -312,3 +313,14 @@ class ScheduleRunAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+@admin.register(WorkspaceEntry)
+class WorkspaceEntryAdmin(admin.ModelAdmin):
+    """The files agents wrote in their sessions' workspaces (edit with care: the model reads them)."""
+
+    list_display = ("__str__", "session", "is_directory", "size", "updated_at")
+    list_filter = ("is_directory", "session__agent")
+    search_fields = ("path", "session__name")
+    raw_id_fields = ("session",)
+    readonly_fields = ("size", "updated_at")
