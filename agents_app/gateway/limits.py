@@ -19,9 +19,10 @@ from agents_app.providers.errors import ModelError
 class LimitExceeded(ModelError):
     """A limit or budget refused the call; `retry_after` is in seconds."""
 
-    def __init__(self, message: str, retry_after: int) -> None:
+    def __init__(self, message: str, retry_after: int, *, code: str = "rate_limit_exceeded") -> None:
         super().__init__(message)
         self.retry_after = max(1, retry_after)
+        self.code = code
 
 
 def _day_start(now: datetime) -> datetime:
@@ -98,9 +99,9 @@ def _check_budget(user_id: int | None, now: datetime) -> None:
     status = budget_status(user_id, now)
     wait = math.ceil((_next_month(now) - now).total_seconds())
     if status["tokens"]["remaining"] == 0:
-        raise LimitExceeded(f"Monthly token budget used up ({status['tokens']['budget']} tokens). It renews on {_next_month(now):%Y-%m-%d}.", wait)
+        raise LimitExceeded(f"Monthly token budget used up ({status['tokens']['budget']} tokens). It renews on {_next_month(now):%Y-%m-%d}.", wait, code="budget_exceeded")
     if status["cost"]["remaining"] is not None and Decimal(status["cost"]["remaining"]) <= 0:
-        raise LimitExceeded(f"Monthly cost budget used up ({status['cost']['budget']}). It renews on {_next_month(now):%Y-%m-%d}.", wait)
+        raise LimitExceeded(f"Monthly cost budget used up ({status['cost']['budget']}). It renews on {_next_month(now):%Y-%m-%d}.", wait, code="budget_exceeded")
 
 
 def check(user_id: int | None, agent: str, now: datetime | None = None) -> None:

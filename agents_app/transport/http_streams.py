@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
+from agents_app.gateway import limits
 from agents_app.protocol.messages import UIMessage, normalize_messages, user_text_message
 from agents_app.storage import chunk_log, transcript
 from agents_app.storage.models import Turn
@@ -278,5 +279,9 @@ async def chat_endpoint(agent: AIChatAgent, request: HttpRequest) -> HttpRespons
         messages, body, request_id = parse_chat_request(request)
     except BadChatRequest as error:
         return json_response({"error": str(error)}, status=400)
+    try:
+        await sync_to_async(limits.check)(agent.session.owner_id, agent.record.slug)
+    except limits.LimitExceeded as refusal:
+        return json_response({"error": str(refusal), "code": refusal.code}, status=429, headers={"Retry-After": str(refusal.retry_after)})
     turn = await start_turn(agent, messages, body=body, request_id=request_id)
     return await turn_response(turn, response_format(request))

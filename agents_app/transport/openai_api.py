@@ -22,6 +22,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from agents_app.gateway import limits
 from agents_app.protocol.messages import UIMessage
 from agents_app.runtime.agent import AIChatAgent
 from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_session
@@ -38,6 +39,11 @@ def error_response(message: str, status: int, *, kind: str = "invalid_request_er
     for name, value in (headers or {}).items():
         response[name] = value
     return response
+
+
+def limit_response(refusal: limits.LimitExceeded) -> JsonResponse:
+    """429 with Retry-After: the SDKs raise RateLimitError (and back off when they retry)."""
+    return error_response(str(refusal), 429, kind="rate_limit_error", code=refusal.code, headers={"Retry-After": str(refusal.retry_after)})
 
 
 def _bearer_user(request: HttpRequest) -> Any | None:
@@ -63,6 +69,14 @@ async def list_models(request: HttpRequest) -> HttpResponse:
         if issubclass(agent_class(record.slug) or object, AIChatAgent)
     ]
     return JsonResponse({"object": "list", "data": data})
+
+
+async def budget(request: HttpRequest) -> HttpResponse:
+    """`GET /v1/budget`: the caller's use this month and what is left of their budget."""
+    user = await sync_to_async(_bearer_user)(request)
+    if user is None:
+        return _unauthorized()
+    return JsonResponse(await sync_to_async(limits.budget_status)(user.pk))
 
 
 def _message_text(content: Any) -> str:
@@ -143,6 +157,10 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     messages = _new_messages(to_ui_messages(payload["messages"]), stateful)
     if not messages:
         return error_response("There is no new user message to answer.", 400)
+    try:
+        await sync_to_async(limits.check)(user.pk, agent.record.slug)
+    except limits.LimitExceeded as refusal:
+        return limit_response(refusal)
     turn = await start_turn(agent, messages)
     completion_id = f"chatcmpl-{turn.request_id}"
     if payload.get("stream"):
