@@ -7,9 +7,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 
 from agents_app.gateway.models import ModelCall, ModelPrice, Provider, Route, RouteEntry
 from agents_app.testing.fake_openai import FakeOpenAI, Reply
+from tests.conftest import is_done, user_message
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
 
@@ -134,3 +136,15 @@ def test_disabled_providers_are_skipped(client, model, backup, token):
     route((provider("off", model, enabled=False), "m"), (provider("on", backup), "m"))
     backup.script(Reply.text("Enabled one."))
     assert answer_text(ask(client, token)) == "Enabled one." and model.request_count == 0
+
+
+async def test_a_cancelled_turn_closes_the_upstream_and_logs_an_aborted_call(open_socket, model, token):
+    model.script(Reply.text("one two three four five six seven eight", chunk_size=4, delay=0.2))
+    socket = await open_socket("/agents/chat-agent/cancel-room", token=token, wait_ready=True)
+    await socket.chat("cancel01", [user_message("Count slowly")])
+    await socket.until(lambda f: f.get("body", "").startswith('{"type":"text-delta"'))
+    await socket.send({"type": "cf_agent_chat_request_cancel", "id": "cancel01"})
+    await socket.until(is_done("cancel01"))
+    assert await sync_to_async(model.wait_for_disconnect)(5)
+    call = await ModelCall.objects.aget(request_id="cancel01")
+    assert call.status == "aborted" and call.ttft_ms is not None

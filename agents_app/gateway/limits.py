@@ -74,13 +74,13 @@ def budget_for(user_id: int | None) -> Budget | None:
     return Budget.objects.filter(user_id=user_id).first() or Budget.objects.filter(user__isnull=True).first()
 
 
-def budget_status(user_id: int | None, now: datetime | None = None) -> dict[str, Any]:
+def budget_status(user_id: int | None, now: datetime | None = None, budget: Budget | None = None) -> dict[str, Any]:
     """This month's use against the user's budget (what `GET /v1/budget` shows)."""
     now = now or timezone.now()
+    budget = budget or budget_for(user_id)
     calls = ModelCall.objects.filter(user_id=user_id, created_at__gte=_month_start(now)).exclude(status=ModelCall.Status.REFUSED)
     tokens_used = _tokens(calls)
     cost_used = calls.aggregate(c=Sum("cost"))["c"] or Decimal("0")
-    budget = budget_for(user_id)
     token_budget = budget.monthly_tokens if budget else None
     cost_budget = budget.monthly_cost if budget else None
     return {
@@ -96,7 +96,10 @@ def budget_status(user_id: int | None, now: datetime | None = None) -> dict[str,
 
 
 def _check_budget(user_id: int | None, now: datetime) -> None:
-    status = budget_status(user_id, now)
+    budget = budget_for(user_id)
+    if budget is None:
+        return
+    status = budget_status(user_id, now, budget)
     wait = math.ceil((_next_month(now) - now).total_seconds())
     if status["tokens"]["remaining"] == 0:
         raise LimitExceeded(f"Monthly token budget used up ({status['tokens']['budget']} tokens). It renews on {_next_month(now):%Y-%m-%d}.", wait, code="budget_exceeded")

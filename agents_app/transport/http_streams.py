@@ -127,8 +127,7 @@ class HttpTurn:
         ends. A failed turn ends with an `error` chunk carrying the message clients see."""
         next_seq = from_seq
         while True:
-            state = await sync_to_async(self._state)()
-            turn_id, status, error = state
+            turn_id, status, error = await sync_to_async(self._state)()
             # Status is read before the chunks: the runner stores every chunk before it marks
             # the turn finished, so a finished status means nothing is left to arrive.
             for seq, body in await sync_to_async(chunk_log.read_bodies)(turn_id, next_seq):
