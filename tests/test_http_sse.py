@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient
 
@@ -21,11 +20,11 @@ from agents_app.runtime.instances import resolve_session
 from agents_app.runtime.registry import register_agent
 from agents_app.storage import transcript
 from agents_app.testing.fake_openai import Reply
-from agents_app.transport.http_streams import json_response, sse_response, text_stream_response
+from agents_app.transport.http_streams import json_response, sse_event, sse_response, text_stream_response
 from tests.conftest import chunks_of, is_done
 from tests.plugins.live_server import LiveServer, start_live_server
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
 
 
 @register_agent
@@ -63,6 +62,11 @@ def http_server(model: Any, transactional_db: Any) -> Iterator[LiveServer]:
     server = start_live_server(model.base_url, {"AGENTS_CLASSES": classes})
     yield server
     server.stop()
+
+
+def test_an_sse_event_puts_every_line_of_a_string_in_its_own_data_field():
+    assert sse_event("first\nsecond", event="note", event_id=7) == "event: note\nid: 7\ndata: first\ndata: second\n\n"
+    assert sse_event({"a": 1}) == 'data: {"a":1}\n\n'
 
 
 def test_on_request_answers_json(client, token):
@@ -145,7 +149,9 @@ def test_the_turn_keeps_running_after_the_client_disconnects_and_can_be_reattach
         assert first and "a slow answer that outlives its client".startswith(first)
         # The client is gone mid-answer; re-attach by request id and get the whole stream.
         replay = http.get(f"{http_server.url}/agents/chat-agent/gone-room/streams/http0001", headers={"Authorization": f"Bearer {token}"})
+        tail = http.get(f"{http_server.url}/agents/chat-agent/gone-room/streams/http0001?from=3", headers={"Authorization": f"Bearer {token}"})
     chunks = [json.loads(item) for item in sse_data(replay.text.splitlines())[:-1]]
+    assert [json.loads(item) for item in sse_data(tail.text.splitlines())[:-1]] == chunks[3:]
     assert "".join(c["delta"] for c in chunks if c["type"] == "text-delta") == "a slow answer that outlives its client"
     assert chunks[-1]["type"] == "finish"
     stored = transcript.transcript(resolve_session("chat-agent", "gone-room", user))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import openai
 import pytest
@@ -12,7 +11,7 @@ from agents_app.storage import transcript
 from agents_app.testing.fake_openai import Reply
 from tests.plugins.live_server import LiveServer
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ parallel calls can overshoot a limit by the calls that were running when it was 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any

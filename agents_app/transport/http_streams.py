@@ -21,7 +21,7 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from agents_app.gateway import limits
-from agents_app.protocol.messages import UIMessage, normalize_messages, user_text_message
+from agents_app.protocol.messages import InvalidMessage, UIMessage, normalize_messages, user_text_message
 from agents_app.storage import chunk_log, transcript
 from agents_app.storage.models import Turn
 
@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 # How often a follower looks for new chunks. The publisher stores a batch at least every
 # STORE_INTERVAL (0.1 s), so polling faster would only cost queries.
 FOLLOW_POLL_SECONDS = 0.05
+# The runner marks a turn finished, then persists the reply and releases the session's turn
+# lock. A follower waits for that release (so a client reading get-messages right after the
+# stream sees the reply), but no longer than this if the process died in between.
+PERSIST_WAIT_SECONDS = 5.0
 UI_MESSAGE_STREAM_HEADER = "x-vercel-ai-ui-message-stream"
 _STREAMING_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -126,8 +130,10 @@ class HttpTurn:
         """Its UI chunks from `from_seq`: the stored ones first, then the live tail, until it
         ends. A failed turn ends with an `error` chunk carrying the message clients see."""
         next_seq = from_seq
+        finished_at: float | None = None
+        loop = asyncio.get_running_loop()
         while True:
-            turn_id, status, error = await sync_to_async(self._state)()
+            turn_id, status, error, lock_holder = await sync_to_async(self._state)()
             # Status is read before the chunks: the runner stores every chunk before it marks
             # the turn finished, so a finished status means nothing is left to arrive.
             for seq, body in await sync_to_async(chunk_log.read_bodies)(turn_id, next_seq):
@@ -135,14 +141,16 @@ class HttpTurn:
                 if body is not None:
                     yield json.loads(body)
             if status in Turn.FINISHED:
-                if status == Turn.Status.ERROR and error:
-                    yield {"type": "error", "errorText": error}
-                return
+                finished_at = finished_at or loop.time()
+                if lock_holder != self.request_id or loop.time() - finished_at > PERSIST_WAIT_SECONDS:
+                    if status == Turn.Status.ERROR and error:
+                        yield {"type": "error", "errorText": error}
+                    return
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
 
-    async def text(self) -> AsyncIterator[str]:
+    async def text(self, from_seq: int = 0) -> AsyncIterator[str]:
         """Only the answer's text, as it streams."""
-        async for chunk in self.chunks():
+        async for chunk in self.chunks(from_seq):
             if chunk.get("type") == "text-delta":
                 yield chunk.get("delta", "")
 
@@ -152,8 +160,12 @@ class HttpTurn:
             pass
         return await sync_to_async(self._outcome)()
 
-    def _state(self) -> tuple[int, str, str]:
-        row = Turn.objects.filter(session_id=self.session_id, request_id=self.request_id).values_list("id", "status", "error_text").first()
+    def _state(self) -> tuple[int, str, str, str]:
+        row = (
+            Turn.objects.filter(session_id=self.session_id, request_id=self.request_id)
+            .values_list("id", "status", "error_text", "session__turn_lock")
+            .first()
+        )
         if row is None:
             raise UnknownTurn(self.request_id)
         return row
@@ -222,7 +234,7 @@ def parse_chat_request(request: HttpRequest) -> tuple[list[UIMessage], dict[str,
     elif isinstance(payload.get("messages"), list) and payload["messages"]:
         try:
             messages = normalize_messages(payload["messages"])
-        except (ValueError, TypeError, KeyError) as error:
+        except InvalidMessage as error:
             raise BadChatRequest(f"Invalid messages: {error}") from error
     else:
         raise BadChatRequest('Send {"text": "…"} or {"messages": [UIMessage, …]}.')
@@ -256,14 +268,14 @@ async def turn_response(turn: HttpTurn, fmt: str, *, from_seq: int = 0) -> HttpR
         outcome = await turn.outcome()
         return json_response(outcome.as_dict(), headers=headers)
     if fmt == "text":
-        return text_stream_response(turn.text(), headers=headers)
+        return text_stream_response(turn.text(from_seq), headers=headers)
     if fmt == "sse":
-        return sse_response(_text_events(turn), done_marker="[DONE]", headers=headers)
+        return sse_response(_text_events(turn, from_seq), done_marker="[DONE]", headers=headers)
     return ui_message_stream_response(turn.chunks(from_seq), request_id=turn.request_id)
 
 
-async def _text_events(turn: HttpTurn) -> AsyncIterator[dict[str, Any]]:
-    async for chunk in turn.chunks():
+async def _text_events(turn: HttpTurn, from_seq: int) -> AsyncIterator[dict[str, Any]]:
+    async for chunk in turn.chunks(from_seq):
         if chunk.get("type") == "text-delta":
             yield {"text": chunk.get("delta", "")}
         elif chunk.get("type") == "error":
