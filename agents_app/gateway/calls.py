@@ -22,7 +22,6 @@ from agents_app.gateway import call_log, limits, response_cache, routing, scope
 from agents_app.gateway.call_log import CallRecord
 from agents_app.gateway.models import ModelCall
 from agents_app.providers.errors import ModelError, describe_error, redact
-from agents_app.storage.models import Session
 
 BROKE_OFF = "The connection to the model service broke off mid-answer. Please try again."
 
@@ -41,12 +40,17 @@ def _has_output(chunk: ChatCompletionChunk) -> bool:
     return False
 
 
-def _caller(session_id: int | None) -> tuple[str, int | None]:
-    """(agent slug, user id) of the session a call is made for."""
-    if session_id is None:
-        return "", None
-    row = Session.objects.filter(pk=session_id).values_list("agent__slug", "owner_id").first()
-    return row if row is not None else ("", None)
+def _prepare(record: CallRecord, model: str, caller: scope.Caller | None) -> routing.Plan:
+    """What the gateway reads before the upstream call, in one trip to a worker thread."""
+    caller = caller or scope.load_caller(record.session_id)
+    record.agent, record.user_id = caller.agent, caller.user_id
+    if caller.limited:
+        try:
+            limits.check(record.user_id, record.agent)
+        except limits.LimitExceeded as refusal:
+            record.status, record.error = ModelCall.Status.REFUSED, str(refusal)
+            raise
+    return caller.route.plan(model)
 
 
 def _milliseconds_since(start: float) -> int:
@@ -61,18 +65,16 @@ class GatewayCall:
     async def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
         call_scope = scope.current()
         start = time.monotonic()
-        agent, user_id = await sync_to_async(_caller)(call_scope.session_id)
         record = CallRecord(
-            started_at=timezone.now(), agent=agent, session_id=call_scope.session_id,
-            request_id=call_scope.request_id, user_id=user_id, model=self._request.get("model", ""),
+            started_at=timezone.now(), session_id=call_scope.session_id, request_id=call_scope.request_id, model=self._request.get("model", "")
         )
         try:
-            try:
-                await sync_to_async(limits.check)(user_id, agent)
-            except limits.LimitExceeded as refusal:
-                record.status, record.error = ModelCall.Status.REFUSED, str(refusal)
-                raise
-            plan = await sync_to_async(routing.plan_for)(self._request.get("model", ""), agent)
+            caller, model = call_scope.caller, self._request.get("model", "")
+            if caller is not None and not caller.limited:
+                # Nothing to enforce: no database round trip before the first token.
+                plan = _prepare(record, model, caller)
+            else:
+                plan = await sync_to_async(_prepare)(record, model, caller)
             ttl = call_scope.options.cache_ttl if call_scope.options.cache_ttl is not None else plan.cache_ttl
             cache_key = response_cache.key_for(self._request) if ttl > 0 else None
             if cache_key is not None and not call_scope.options.skip_cache:

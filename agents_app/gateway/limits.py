@@ -52,9 +52,13 @@ def _counted(limit: RateLimit, user_id: int | None) -> QuerySet[ModelCall]:
     return calls
 
 
-def _check_rate_limits(user_id: int | None, agent: str, now: datetime) -> None:
+def _matching_rate_limits(user_id: int | None, agent: str) -> QuerySet[RateLimit]:
     user_match = Q(user__isnull=True) | (Q(user_id=user_id) if user_id is not None else Q(pk__in=[]))
-    for limit in RateLimit.objects.filter(user_match, Q(agent="") | Q(agent=agent)):
+    return RateLimit.objects.filter(user_match, Q(agent="") | Q(agent=agent))
+
+
+def _check_rate_limits(user_id: int | None, agent: str, now: datetime) -> None:
+    for limit in _matching_rate_limits(user_id, agent):
         calls = _counted(limit, user_id)
         if limit.requests_per_minute is not None:
             recent = calls.filter(created_at__gte=now - timedelta(minutes=1))
@@ -104,6 +108,11 @@ def _check_budget(user_id: int | None, now: datetime) -> None:
         raise LimitExceeded(f"Monthly token budget used up ({status['tokens']['budget']} tokens). It renews on {_next_month(now):%Y-%m-%d}.", wait, code="budget_exceeded")
     if status["cost"]["remaining"] is not None and Decimal(status["cost"]["remaining"]) <= 0:
         raise LimitExceeded(f"Monthly cost budget used up ({status['cost']['budget']}). It renews on {_next_month(now):%Y-%m-%d}.", wait, code="budget_exceeded")
+
+
+def applies_to(user_id: int | None, agent: str) -> bool:
+    """Whether any rate limit or budget concerns this user's calls to this agent."""
+    return _matching_rate_limits(user_id, agent).exists() or budget_for(user_id) is not None
 
 
 def check(user_id: int | None, agent: str, now: datetime | None = None) -> None:

@@ -2,7 +2,7 @@
 OPENAI_* settings (the client the caller made, exactly as without a gateway)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings
 
@@ -43,13 +43,23 @@ def _upstream(provider: Provider, model: str) -> Upstream:
     return Upstream(provider.name, model, base_url, api_key, provider.timeout_seconds or settings.AGENTS_MODEL_TIMEOUT)
 
 
-def plan_for(model: str, agent: str) -> Plan:
+@dataclass(frozen=True)
+class RouteConfig:
+    """An agent's route as read from the database; an entry's empty model means "the model
+    the agent asks for"."""
+
+    entries: tuple[Upstream, ...]
+    cache_ttl: int
+
+    def plan(self, model: str) -> Plan:
+        upstreams = tuple(replace(entry, model=entry.model or model) for entry in self.entries)
+        return Plan(upstreams or (Upstream(DEFAULT_PROVIDER, model),), self.cache_ttl)
+
+
+def route_for(agent: str) -> RouteConfig:
     route = Route.objects.filter(enabled=True, agent=agent).first() if agent else None
     route = route or Route.objects.filter(enabled=True, agent="").first()
-    upstreams: tuple[Upstream, ...] = ()
-    if route is not None:
-        entries = route.entries.select_related("provider").filter(provider__enabled=True).order_by("position", "id")
-        upstreams = tuple(_upstream(entry.provider, entry.model or model) for entry in entries)
-    if not upstreams:
-        upstreams = (Upstream(DEFAULT_PROVIDER, model),)
-    return Plan(upstreams, route.cache_ttl_seconds if route is not None else settings.AGENTS_GATEWAY_CACHE_TTL)
+    if route is None:
+        return RouteConfig((), settings.AGENTS_GATEWAY_CACHE_TTL)
+    entries = route.entries.select_related("provider").filter(provider__enabled=True).order_by("position", "id")
+    return RouteConfig(tuple(_upstream(entry.provider, entry.model) for entry in entries), route.cache_ttl_seconds)

@@ -88,7 +88,7 @@ async def _settle(turn: Turn, *, streamed: bool) -> None:
 
 async def run(request: TurnRequest, turn: Turn) -> TurnResult:
     # The gateway attributes the turn's model calls (log, limits, budgets) to this scope.
-    with gateway_scope.for_turn(request.session_id, request.request_id, request.body):
+    async with gateway_scope.for_turn(request.session_id, request.request_id, request.body):
         try:
             result = await _run_locked(request, turn)
         finally:
