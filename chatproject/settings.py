@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_celery_beat",
     "agents_app",
+    "agents_app.gateway",
 ]
 
 MIDDLEWARE = [
@@ -173,6 +174,12 @@ OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 OPENAI_MODEL = os.environ.get("OPENAI_MODEL", "")
 AGENTS_LOCAL_MODEL_PORT = int(os.environ.get("AGENTS_LOCAL_MODEL_PORT", "8765"))
 AGENTS_MODEL_TIMEOUT = float(os.environ.get("AGENTS_MODEL_TIMEOUT", "120"))
+
+# AI gateway (agents_app/gateway): providers, routes, prices, limits and budgets live in the
+# admin; these are the defaults without a Route and the call-log retention.
+AGENTS_GATEWAY_CACHE_TTL = int(os.environ.get("AGENTS_GATEWAY_CACHE_TTL", "0"))
+AGENTS_GATEWAY_LOG_RETENTION_DAYS = int(os.environ.get("AGENTS_GATEWAY_LOG_RETENTION_DAYS", "90"))
+CELERY_BEAT_SCHEDULE["prune-model-call-log"] = {"task": "gateway.prune_model_calls", "schedule": 3600.0}
 
 AGENTS_ALLOW_ANONYMOUS = env_bool("AGENTS_ALLOW_ANONYMOUS", False)
 # Dotted paths of agent classes defined outside agents_app (comma-separated in the environment).

@@ -15,7 +15,7 @@ from django.conf import settings as django_settings
 from agents_app.protocol.messages import text_of
 from agents_app.runtime.instances import load_agent, resolve_session
 from agents_app.runtime.registry import agent_record
-from agents_app.storage import transcript
+from agents_app.storage import chunk_log, transcript
 from agents_app.storage.models import ScheduleRun, Session, Turn
 from agents_app.testing.fake_openai import Reply
 from tests.plugins.celery_worker import FAST_RECOVERY
@@ -41,6 +41,11 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 30) -> Any:
 async def agent_for(user: Any, name: str, segment: str = "scripted-agent") -> Any:
     session = await sync_to_async(resolve_session)(segment, name, user)
     return await sync_to_async(load_agent)(session)
+
+
+def stored_text_contains(request_id: str, text: str) -> bool:
+    turn = Turn.objects.filter(request_id=request_id).first()
+    return turn is not None and any(text in body for _, body in chunk_log.read_bodies(turn.pk) if body)
 
 
 def finished_run(schedule_id: str) -> ScheduleRun | None:
@@ -147,6 +152,8 @@ async def test_a_worker_killed_mid_stream_is_recovered_and_the_tab_ends_with_one
     await sync_to_async(run_turn.delay)("chat-agent", "crash", "Tell me a long story", "alice")
     frames = await tab.until(lambda f: f["type"] == "cf_agent_use_chat_response" and "w5" in f.get("body", ""), timeout=30)
     request_id = frames[-1]["id"]
+    # What was stored survives a kill -9; the last batch broadcast (≤0.1 s) may not have been.
+    await sync_to_async(wait_for)("w5 in the stored chunks", lambda: stored_text_contains(request_id, "w5"))
     await sync_to_async(doomed.kill_hard)()
     await sync_to_async(celery_processes)("worker", **FAST_RECOVERY)
 

@@ -1,8 +1,9 @@
 """Model access through the `openai` SDK against any OpenAI-compatible base URL.
 
 One model call ("step") is streamed with `stream_options.include_usage` and translated into
-UI message stream chunks (protocol §10.6). Upstream failures become `ModelError` with a
-message fit to show a user: no stack trace, never a key.
+UI message stream chunks (protocol §10.6). Every call goes through the gateway
+(agents_app/gateway: routing, fallbacks, cache, limits, call log), which turns upstream
+failures into `ModelError` with a message fit to show a user: no stack trace, never a key.
 """
 from __future__ import annotations
 
@@ -14,7 +15,11 @@ from typing import Any
 import openai
 from django.conf import settings
 
+from agents_app.gateway.calls import GatewayCall
 from agents_app.providers.convert import to_openai_messages
+from agents_app.providers.errors import ModelError, describe_error
+
+__all__ = ["ModelError", "StepStream", "default_model", "describe_error", "make_client", "stream_reply", "uses_local_model"]
 
 _FINISH_REASONS = {
     "stop": "stop",
@@ -23,10 +28,6 @@ _FINISH_REASONS = {
     "function_call": "tool-calls",
     "content_filter": "content-filter",
 }
-
-
-class ModelError(Exception):
-    """A model call failed; the message is what the user sees in the error frame."""
 
 
 def uses_local_model() -> bool:
@@ -54,26 +55,6 @@ def make_client() -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(
         base_url=base_url, api_key=api_key, timeout=settings.AGENTS_MODEL_TIMEOUT, max_retries=0
     )
-
-
-def describe_error(error: Exception) -> str:
-    """A user-readable sentence for an upstream failure."""
-    if isinstance(error, openai.APITimeoutError):
-        return "The model did not answer in time. Please try again."
-    if isinstance(error, openai.APIConnectionError):
-        return "The model service could not be reached. Please try again later."
-    if isinstance(error, openai.APIStatusError):
-        detail = ""
-        body = error.body
-        if isinstance(body, dict):
-            inner = body.get("error", body)
-            if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-                detail = inner["message"]
-        detail = detail or error.message
-        return f"The model service returned an error (HTTP {error.status_code}): {detail}"
-    if isinstance(error, openai.APIError):
-        return f"The model service returned an error: {error.message}"
-    return "The model call failed."
 
 
 @dataclass
@@ -136,55 +117,46 @@ class StepStream:
         open_text: str | None = None
         open_reasoning: str | None = None
         calls: dict[int, ToolCall] = {}
-        received = False
-        try:
-            stream = await self._client.chat.completions.create(**self._request)
-            async with stream:
-                async for chunk in stream:
-                    received = True
-                    if chunk.usage is not None:
-                        self.outcome.usage = {
-                            "inputTokens": chunk.usage.prompt_tokens,
-                            "outputTokens": chunk.usage.completion_tokens,
-                            "totalTokens": chunk.usage.total_tokens,
-                        }
-                    for choice in chunk.choices:
-                        delta = choice.delta
-                        reasoning = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
-                        if reasoning and self._send_reasoning:
-                            if open_reasoning is None:
-                                open_reasoning = next(self._part_ids)
-                                yield {"type": "reasoning-start", "id": open_reasoning}
-                            self.outcome.reasoning += reasoning
-                            yield {"type": "reasoning-delta", "id": open_reasoning, "delta": reasoning}
-                        if delta.content:
-                            if open_reasoning is not None:
-                                yield {"type": "reasoning-end", "id": open_reasoning}
-                                open_reasoning = None
-                            if open_text is None:
-                                open_text = next(self._part_ids)
-                                yield {"type": "text-start", "id": open_text}
-                            self.outcome.text += delta.content
-                            yield {"type": "text-delta", "id": open_text, "delta": delta.content}
-                        for fragment in delta.tool_calls or []:
-                            for end in self._close(open_text, open_reasoning):
-                                yield end
-                            open_text = open_reasoning = None
-                            call = calls.get(fragment.index)
-                            if call is None:
-                                name = fragment.function.name if fragment.function else ""
-                                call = calls[fragment.index] = ToolCall(id=fragment.id or f"call_{fragment.index}", name=name or "")
-                                yield {"type": "tool-input-start", "toolCallId": call.id, "toolName": call.name}
-                            arguments = fragment.function.arguments if fragment.function else None
-                            if arguments:
-                                call.arguments += arguments
-                                yield {"type": "tool-input-delta", "toolCallId": call.id, "inputTextDelta": arguments}
-                        if choice.finish_reason:
-                            self.outcome.finish_reason = _FINISH_REASONS.get(choice.finish_reason, "other")
-        except openai.OpenAIError as error:
-            if received and isinstance(error, openai.APIConnectionError) and not isinstance(error, openai.APITimeoutError):
-                raise ModelError("The connection to the model service broke off mid-answer. Please try again.") from error
-            raise ModelError(describe_error(error)) from error
+        async for chunk in GatewayCall(self._client, self._request):
+            if chunk.usage is not None:
+                self.outcome.usage = {
+                    "inputTokens": chunk.usage.prompt_tokens,
+                    "outputTokens": chunk.usage.completion_tokens,
+                    "totalTokens": chunk.usage.total_tokens,
+                }
+            for choice in chunk.choices:
+                delta = choice.delta
+                reasoning = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
+                if reasoning and self._send_reasoning:
+                    if open_reasoning is None:
+                        open_reasoning = next(self._part_ids)
+                        yield {"type": "reasoning-start", "id": open_reasoning}
+                    self.outcome.reasoning += reasoning
+                    yield {"type": "reasoning-delta", "id": open_reasoning, "delta": reasoning}
+                if delta.content:
+                    if open_reasoning is not None:
+                        yield {"type": "reasoning-end", "id": open_reasoning}
+                        open_reasoning = None
+                    if open_text is None:
+                        open_text = next(self._part_ids)
+                        yield {"type": "text-start", "id": open_text}
+                    self.outcome.text += delta.content
+                    yield {"type": "text-delta", "id": open_text, "delta": delta.content}
+                for fragment in delta.tool_calls or []:
+                    for end in self._close(open_text, open_reasoning):
+                        yield end
+                    open_text = open_reasoning = None
+                    call = calls.get(fragment.index)
+                    if call is None:
+                        name = fragment.function.name if fragment.function else ""
+                        call = calls[fragment.index] = ToolCall(id=fragment.id or f"call_{fragment.index}", name=name or "")
+                        yield {"type": "tool-input-start", "toolCallId": call.id, "toolName": call.name}
+                    arguments = fragment.function.arguments if fragment.function else None
+                    if arguments:
+                        call.arguments += arguments
+                        yield {"type": "tool-input-delta", "toolCallId": call.id, "inputTextDelta": arguments}
+                if choice.finish_reason:
+                    self.outcome.finish_reason = _FINISH_REASONS.get(choice.finish_reason, "other")
         for end in self._close(open_text, open_reasoning):
             yield end
         for call in calls.values():

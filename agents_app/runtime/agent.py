@@ -365,6 +365,15 @@ class AIChatAgent(Agent):
         await broadcast.broadcast(self.session.pk, [frames.chat_messages(current)])
         return current
 
+    async def on_request(self, request: HttpRequest, path: str) -> HttpResponse:
+        """`POST <instance>/chat` runs a turn over HTTP (see transport/http_streams.py); other
+        paths are yours to serve."""
+        if path.strip("/") == "chat":
+            from agents_app.transport.http_streams import chat_endpoint  # transport imports the runtime
+
+            return await chat_endpoint(self, request)
+        return await super().on_request(request, path)
+
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
         """Produce the reply: UI message stream chunks, plain text, or None."""
         raise NotImplementedError(f"{type(self).__name__} must implement on_chat_message()")

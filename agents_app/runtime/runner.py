@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import IntegrityError
 from django.utils import timezone
 
+from agents_app.gateway import scope as gateway_scope
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage, normalize_messages
@@ -87,11 +88,13 @@ async def _settle(turn: Turn, *, streamed: bool) -> None:
 
 
 async def run(request: TurnRequest, turn: Turn) -> TurnResult:
-    try:
-        result = await _run_locked(request, turn)
-    finally:
-        if request.recovery_root:
-            await recovery.finished(request.session_id, request.recovery_root)
+    # The gateway attributes the turn's model calls (log, limits, budgets) to this scope.
+    async with gateway_scope.for_turn(request.session_id, request.request_id, request.body):
+        try:
+            result = await _run_locked(request, turn)
+        finally:
+            if request.recovery_root:
+                await recovery.finished(request.session_id, request.recovery_root)
     return result
 
 

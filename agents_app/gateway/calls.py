@@ -1,0 +1,150 @@
+"""One model call through the gateway: limits, cache, routing with fallbacks, the call log.
+
+`GatewayCall(client, request)` is an async iterator of the upstream's ChatCompletionChunks
+(live, or replayed from the cache). A connection error, timeout, 429 or 5xx moves on to the
+next upstream of the route as long as nothing has reached the caller yet (no content,
+reasoning or tool call); after that, or on the last upstream, the failure is a ModelError
+with a readable, key-free message. Every call leaves one ModelCall row.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+from openai.types.chat import ChatCompletionChunk
+
+from agents_app.gateway import call_log, limits, response_cache, routing, scope
+from agents_app.gateway.call_log import CallRecord
+from agents_app.gateway.models import ModelCall
+from agents_app.providers.errors import ModelError, describe_error, redact
+
+BROKE_OFF = "The connection to the model service broke off mid-answer. Please try again."
+
+
+def _retryable(error: openai.OpenAIError) -> bool:
+    if isinstance(error, openai.APIConnectionError):  # includes timeouts
+        return True
+    return isinstance(error, openai.APIStatusError) and (error.status_code == 429 or error.status_code >= 500)
+
+
+def _has_output(chunk: ChatCompletionChunk) -> bool:
+    for choice in chunk.choices:
+        delta = choice.delta
+        if delta.content or delta.tool_calls or getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None):
+            return True
+    return False
+
+
+def _prepare(record: CallRecord, model: str, caller: scope.Caller | None) -> routing.Plan:
+    """What the gateway reads before the upstream call, in one trip to a worker thread."""
+    caller = caller or scope.load_caller(record.session_id)
+    record.agent, record.user_id = caller.agent, caller.user_id
+    if caller.limited:
+        try:
+            limits.check(record.user_id, record.agent)
+        except limits.LimitExceeded as refusal:
+            record.status, record.error = ModelCall.Status.REFUSED, str(refusal)
+            raise
+    return caller.route.plan(model)
+
+
+def _milliseconds_since(start: float) -> int:
+    return int((time.monotonic() - start) * 1000)
+
+
+class GatewayCall:
+    def __init__(self, client: openai.AsyncOpenAI, request: dict[str, Any]) -> None:
+        self._client = client
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        call_scope = scope.current()
+        start = time.monotonic()
+        record = CallRecord(
+            started_at=timezone.now(), session_id=call_scope.session_id, request_id=call_scope.request_id, model=self._request.get("model", "")
+        )
+        try:
+            caller, model = call_scope.caller, self._request.get("model", "")
+            if caller is not None and not caller.limited:
+                # Nothing to enforce: no database round trip before the first token.
+                plan = _prepare(record, model, caller)
+            else:
+                plan = await sync_to_async(_prepare)(record, model, caller)
+            ttl = call_scope.options.cache_ttl if call_scope.options.cache_ttl is not None else plan.cache_ttl
+            cache_key = response_cache.key_for(self._request) if ttl > 0 else None
+            if cache_key is not None and not call_scope.options.skip_cache:
+                cached = await response_cache.load(cache_key)
+                if cached is not None:
+                    async for chunk in self._replay(cached, record, start):
+                        yield chunk
+                    return
+            async for chunk in self._through_route(plan, record, start, cache_key, ttl):
+                yield chunk
+        except ModelError as error:
+            if record.status == ModelCall.Status.OK:
+                record.status, record.error = ModelCall.Status.ERROR, str(error)
+            raise
+        except BaseException:
+            # Cancelled by the turn (the user pressed stop) or the process is going down.
+            record.status, record.error = ModelCall.Status.ABORTED, "The call was cancelled."
+            raise
+        finally:
+            record.latency_ms = _milliseconds_since(start)
+            await sync_to_async(call_log.save)(record)
+
+    async def _replay(self, cached: dict[str, Any], record: CallRecord, start: float) -> AsyncIterator[ChatCompletionChunk]:
+        record.cache_hit = True
+        record.provider, record.model = cached["provider"], cached["model"]
+        for raw in cached["chunks"]:
+            chunk = ChatCompletionChunk.model_validate(raw)
+            if record.ttft_ms is None and _has_output(chunk):
+                record.ttft_ms = _milliseconds_since(start)
+            self._count_usage(chunk, record)
+            yield chunk
+
+    async def _through_route(
+        self, plan: routing.Plan, record: CallRecord, start: float, cache_key: str | None, ttl: int
+    ) -> AsyncIterator[ChatCompletionChunk]:
+        for position, upstream in enumerate(plan.upstreams):
+            record.provider, record.model = upstream.provider, upstream.model
+            emitted = False
+            served: list[dict[str, Any]] = []
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    client = self._client
+                    if not upstream.uses_default_client:
+                        client = await stack.enter_async_context(
+                            openai.AsyncOpenAI(base_url=upstream.base_url, api_key=upstream.api_key, timeout=upstream.timeout, max_retries=0)
+                        )
+                    stream = await client.chat.completions.create(**{**self._request, "model": upstream.model})
+                    async with stream:
+                        async for chunk in stream:
+                            if not emitted and _has_output(chunk):
+                                emitted = True
+                                record.ttft_ms = _milliseconds_since(start)
+                            self._count_usage(chunk, record)
+                            if cache_key is not None:
+                                served.append(chunk.model_dump(mode="json", exclude_unset=True))
+                            yield chunk
+            except openai.OpenAIError as error:
+                message = redact(describe_error(error), plan.secrets)
+                if not emitted and _retryable(error) and position < len(plan.upstreams) - 1:
+                    record.fallbacks.append({"provider": upstream.provider, "model": upstream.model, "error": message})
+                    continue
+                if emitted and isinstance(error, openai.APIConnectionError) and not isinstance(error, openai.APITimeoutError):
+                    message = BROKE_OFF
+                raise ModelError(message) from error
+            if cache_key is not None:
+                await response_cache.store(cache_key, {"provider": upstream.provider, "model": upstream.model, "chunks": served}, ttl)
+            return
+
+    @staticmethod
+    def _count_usage(chunk: ChatCompletionChunk, record: CallRecord) -> None:
+        if chunk.usage is not None:
+            record.input_tokens = chunk.usage.prompt_tokens or 0
+            record.output_tokens = chunk.usage.completion_tokens or 0

@@ -1,0 +1,65 @@
+"""Which upstreams a call tries, in order: the agent's Route, else the global Route, else the
+OPENAI_* settings (the client the caller made, exactly as without a gateway)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from django.conf import settings
+
+from agents_app.gateway.models import Provider, Route
+
+DEFAULT_PROVIDER = "default"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    provider: str
+    model: str
+    # None: use the caller's client (the OPENAI_* settings).
+    base_url: str | None = None
+    api_key: str = ""
+    timeout: float | None = None
+
+    @property
+    def uses_default_client(self) -> bool:
+        return self.base_url is None
+
+
+@dataclass(frozen=True)
+class Plan:
+    upstreams: tuple[Upstream, ...]
+    cache_ttl: int
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(u.api_key for u in self.upstreams if u.api_key) + ((settings.OPENAI_API_KEY,) if settings.OPENAI_API_KEY else ())
+
+
+def _upstream(provider: Provider, model: str) -> Upstream:
+    if provider.kind == Provider.Kind.LOCAL:
+        base_url, api_key = f"http://127.0.0.1:{settings.AGENTS_LOCAL_MODEL_PORT}/v1", "local"
+    else:
+        base_url, api_key = provider.base_url, provider.api_key or "unset"
+    return Upstream(provider.name, model, base_url, api_key, provider.timeout_seconds or settings.AGENTS_MODEL_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    """An agent's route as read from the database; an entry's empty model means "the model
+    the agent asks for"."""
+
+    entries: tuple[Upstream, ...]
+    cache_ttl: int
+
+    def plan(self, model: str) -> Plan:
+        upstreams = tuple(replace(entry, model=entry.model or model) for entry in self.entries)
+        return Plan(upstreams or (Upstream(DEFAULT_PROVIDER, model),), self.cache_ttl)
+
+
+def route_for(agent: str) -> RouteConfig:
+    route = Route.objects.filter(enabled=True, agent=agent).first() if agent else None
+    route = route or Route.objects.filter(enabled=True, agent="").first()
+    if route is None:
+        return RouteConfig((), settings.AGENTS_GATEWAY_CACHE_TTL)
+    entries = route.entries.select_related("provider").filter(provider__enabled=True).order_by("position", "id")
+    return RouteConfig(tuple(_upstream(entry.provider, entry.model) for entry in entries), route.cache_ttl_seconds)

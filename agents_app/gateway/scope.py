@@ -1,0 +1,92 @@
+"""Who a model call is for: the turn (session, request id) and per-call gateway options.
+
+The runner enters a scope around every turn; the gateway reads it when a call is made, so
+agents need not pass anything through. Who the turn is for, its route and whether any limit
+applies are read once when the turn starts, so that a call with nothing to enforce goes
+upstream without a database round trip (limits and budgets, when they apply, are checked
+again before every call). Options come from the turn's body (`{"gateway":
+{"skipCache": true, "cacheTtl": 60}}`, the seed's gateway options) or from code with
+`gateway_options(skip_cache=True)`.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from agents_app.gateway import limits, routing
+from agents_app.storage.models import Session
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    skip_cache: bool = False
+    cache_ttl: int | None = None  # seconds; set → this call is cached for that long
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any] | None) -> GatewayOptions:
+        raw = (body or {}).get("gateway")
+        if not isinstance(raw, dict):
+            return cls()
+        ttl = raw.get("cacheTtl")
+        return cls(skip_cache=raw.get("skipCache") is True, cache_ttl=ttl if isinstance(ttl, int) and ttl >= 0 else None)
+
+
+@dataclass(frozen=True)
+class Caller:
+    agent: str
+    user_id: int | None
+    route: routing.RouteConfig
+    limited: bool
+
+
+def load_caller(session_id: int | None) -> Caller:
+    row = Session.objects.filter(pk=session_id).values_list("agent__slug", "owner_id").first() if session_id is not None else None
+    agent, user_id = row if row is not None else ("", None)
+    return Caller(agent, user_id, routing.route_for(agent), limits.applies_to(user_id, agent))
+
+
+@dataclass(frozen=True)
+class CallScope:
+    session_id: int | None = None
+    request_id: str = ""
+    options: GatewayOptions = GatewayOptions()
+    caller: Caller | None = None  # None outside a turn: read when the call is made
+
+
+_current: ContextVar[CallScope] = ContextVar("gateway_call_scope", default=CallScope())
+
+
+def current() -> CallScope:
+    return _current.get()
+
+
+@contextlib.asynccontextmanager
+async def for_turn(session_id: int, request_id: str, body: dict[str, Any] | None) -> AsyncIterator[CallScope]:
+    caller = await sync_to_async(load_caller)(session_id)
+    scope = CallScope(session_id, request_id, GatewayOptions.from_body(body), caller)
+    token = _current.set(scope)
+    try:
+        yield scope
+    finally:
+        _current.reset(token)
+
+
+@contextlib.contextmanager
+def gateway_options(*, skip_cache: bool | None = None, cache_ttl: int | None = None) -> Iterator[None]:
+    """Override the gateway options for the model calls made inside the block."""
+    scope = _current.get()
+    options = scope.options
+    if skip_cache is not None:
+        options = replace(options, skip_cache=skip_cache)
+    if cache_ttl is not None:
+        options = replace(options, cache_ttl=cache_ttl)
+    token = _current.set(replace(scope, options=options))
+    try:
+        yield
+    finally:
+        _current.reset(token)

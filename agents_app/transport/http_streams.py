@@ -1,0 +1,298 @@
+"""HTTP responses for agents: streamed text, Server-Sent Events, the AI SDK's UI message
+stream and JSON, plus turns started over HTTP.
+
+A turn started over HTTP is admitted and run by the same runner as a WebSocket turn, in the
+background of this process: connected WebSocket clients watch it stream, it is persisted
+the same way, and it keeps running when the HTTP client goes away. The HTTP response only
+*follows* the turn by reading its chunk log, so following is the same code whether the
+turn started a moment ago on this request or elsewhere (re-attach by request id, from any
+server process). Every response body is an async generator: daphne writes each piece as it
+is produced, nothing in the middleware stack buffers it.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+
+from agents_app.gateway import limits
+from agents_app.protocol.messages import InvalidMessage, UIMessage, normalize_messages, user_text_message
+from agents_app.storage import chunk_log, transcript
+from agents_app.storage.models import Turn
+
+if TYPE_CHECKING:
+    from agents_app.runtime.agent import AIChatAgent
+
+# How often a follower looks for new chunks. The publisher stores a batch at least every
+# STORE_INTERVAL (0.1 s), so polling faster would only cost queries.
+FOLLOW_POLL_SECONDS = 0.05
+# The runner marks a turn finished, then persists the reply and releases the session's turn
+# lock. A follower waits for that release (so a client reading get-messages right after the
+# stream sees the reply), but no longer than this if the process died in between.
+PERSIST_WAIT_SECONDS = 5.0
+UI_MESSAGE_STREAM_HEADER = "x-vercel-ai-ui-message-stream"
+_STREAMING_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+# -- response helpers -------------------------------------------------------------------
+def json_response(data: Any, status: int = 200, *, headers: dict[str, str] | None = None) -> JsonResponse:
+    response = JsonResponse(data, status=status, safe=False)
+    _apply(response, headers or {})
+    return response
+
+
+def text_stream_response(pieces: AsyncIterable[str], *, headers: dict[str, str] | None = None) -> StreamingHttpResponse:
+    """`text/plain`, each piece written as soon as it is produced."""
+
+    async def body() -> AsyncIterator[bytes]:
+        async for piece in pieces:
+            if piece:
+                yield piece.encode()
+
+    response = StreamingHttpResponse(body(), content_type="text/plain; charset=utf-8")
+    _apply(response, {**_STREAMING_HEADERS, **(headers or {})})
+    return response
+
+
+def sse_event(data: Any, *, event: str | None = None, event_id: str | int | None = None) -> str:
+    """One event: strings are sent as they are (one `data:` line per line), anything else as JSON."""
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    lines = [f"event: {event}"] if event else []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.extend(f"data: {line}" for line in text.split("\n"))
+    return "\n".join(lines) + "\n\n"
+
+
+def sse_response(
+    events: AsyncIterable[Any], *, done_marker: str | None = None, headers: dict[str, str] | None = None
+) -> StreamingHttpResponse:
+    """`text/event-stream`: one event per item (see `sse_event`); a `done_marker` (e.g.
+    `[DONE]`) is sent as the last event so clients know the stream ended on purpose."""
+
+    async def body() -> AsyncIterator[bytes]:
+        async for item in events:
+            yield sse_event(item).encode()
+        if done_marker is not None:
+            yield sse_event(done_marker).encode()
+
+    response = StreamingHttpResponse(body(), content_type="text/event-stream; charset=utf-8")
+    _apply(response, {**_STREAMING_HEADERS, **(headers or {})})
+    return response
+
+
+def ui_message_stream_response(chunks: AsyncIterable[dict[str, Any]], *, request_id: str | None = None) -> StreamingHttpResponse:
+    """The AI SDK's UI message stream (SSE of UI chunks, then `[DONE]`): what `useChat`'s
+    default HTTP transport and `readUIMessageStream` read."""
+    headers = {UI_MESSAGE_STREAM_HEADER: "v1"}
+    if request_id:
+        headers["X-Request-Id"] = request_id
+    return sse_response(chunks, done_marker="[DONE]", headers=headers)
+
+
+def _apply(response: HttpResponse, headers: dict[str, str]) -> None:
+    for name, value in headers.items():
+        response[name] = value
+
+
+# -- turns over HTTP ----------------------------------------------------------------------
+class UnknownTurn(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class TurnOutcome:
+    request_id: str
+    status: str
+    message: UIMessage | None
+    error: str
+
+    def as_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"requestId": self.request_id, "status": self.status, "message": self.message}
+        if self.error:
+            result["error"] = self.error
+        return result
+
+
+@dataclass(frozen=True)
+class HttpTurn:
+    """A turn of one session, addressed by its request id: follow its stream or await its end."""
+
+    session_id: int
+    request_id: str
+
+    async def chunks(self, from_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
+        """Its UI chunks from `from_seq`: the stored ones first, then the live tail, until it
+        ends. A failed turn ends with an `error` chunk carrying the message clients see."""
+        next_seq = from_seq
+        finished_at: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            turn_id, status, error, lock_holder = await sync_to_async(self._state)()
+            # Status is read before the chunks: the runner stores every chunk before it marks
+            # the turn finished, so a finished status means nothing is left to arrive.
+            for seq, body in await sync_to_async(chunk_log.read_bodies)(turn_id, next_seq):
+                next_seq = seq + 1
+                if body is not None:
+                    yield json.loads(body)
+            if status in Turn.FINISHED:
+                finished_at = finished_at or loop.time()
+                if lock_holder != self.request_id or loop.time() - finished_at > PERSIST_WAIT_SECONDS:
+                    if status == Turn.Status.ERROR and error:
+                        yield {"type": "error", "errorText": error}
+                    return
+            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+    async def text(self, from_seq: int = 0) -> AsyncIterator[str]:
+        """Only the answer's text, as it streams."""
+        async for chunk in self.chunks(from_seq):
+            if chunk.get("type") == "text-delta":
+                yield chunk.get("delta", "")
+
+    async def outcome(self) -> TurnOutcome:
+        """Wait for the turn to end; the persisted reply and its status."""
+        async for _ in self.chunks():
+            pass
+        return await sync_to_async(self._outcome)()
+
+    def _state(self) -> tuple[int, str, str, str]:
+        row = (
+            Turn.objects.filter(session_id=self.session_id, request_id=self.request_id)
+            .values_list("id", "status", "error_text", "session__turn_lock")
+            .first()
+        )
+        if row is None:
+            raise UnknownTurn(self.request_id)
+        return row
+
+    def _outcome(self) -> TurnOutcome:
+        turn = Turn.objects.select_related("session").get(session_id=self.session_id, request_id=self.request_id)
+        message = None
+        if turn.message_uid:
+            path = transcript.history(turn.session, turn.message_uid)
+            message = path[-1] if path and path[-1]["id"] == turn.message_uid else None
+        return TurnOutcome(turn.request_id, turn.status, message, turn.error_text)
+
+
+def find_turn(session_id: int, request_id: str) -> HttpTurn:
+    """An existing turn of this session (raises UnknownTurn): for re-attaching to its stream."""
+    if not Turn.objects.filter(session_id=session_id, request_id=request_id).exists():
+        raise UnknownTurn(request_id)
+    return HttpTurn(session_id, request_id)
+
+
+async def start_turn(
+    agent: AIChatAgent,
+    messages: list[UIMessage],
+    *,
+    body: dict[str, Any] | None = None,
+    request_id: str | None = None,
+) -> HttpTurn:
+    """Store `messages` and answer them with a turn run in the background of this process.
+    Returns at once; a repeated `request_id` returns the existing turn without running it again."""
+    from agents_app.runtime import runner  # the runner loads agents, which import this module
+    from agents_app.runtime.agent import new_request_id
+    from agents_app.runtime.types import TurnRequest
+
+    request = TurnRequest(
+        session_id=agent.session.pk,
+        request_id=request_id or new_request_id(),
+        source=Turn.Source.HTTP,
+        body=body,
+        new_messages=messages,
+    )
+    turn, created = await sync_to_async(runner.admit)(request)
+    if created:
+        runner.start(request, turn)
+    return HttpTurn(agent.session.pk, turn.request_id)
+
+
+# -- the built-in chat endpoint of chat agents ----------------------------------------------
+RESPONSE_FORMATS = ("ui", "sse", "text", "json")
+
+
+class BadChatRequest(ValueError):
+    pass
+
+
+def parse_chat_request(request: HttpRequest) -> tuple[list[UIMessage], dict[str, Any] | None, str | None]:
+    """`{"text": "…"}` or `{"messages": [UIMessage, …]}`, optional `"body"` (the turn's custom
+    body, as `useChat`'s `body` option) and `"requestId"` (idempotency)."""
+    try:
+        payload = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError) as error:
+        raise BadChatRequest("The body must be JSON.") from error
+    if not isinstance(payload, dict):
+        raise BadChatRequest("The body must be a JSON object.")
+    if isinstance(payload.get("text"), str) and payload["text"].strip():
+        messages = [user_text_message(payload["text"])]
+    elif isinstance(payload.get("messages"), list) and payload["messages"]:
+        try:
+            messages = normalize_messages(payload["messages"])
+        except InvalidMessage as error:
+            raise BadChatRequest(f"Invalid messages: {error}") from error
+    else:
+        raise BadChatRequest('Send {"text": "…"} or {"messages": [UIMessage, …]}.')
+    body = payload.get("body")
+    if body is not None and not isinstance(body, dict):
+        raise BadChatRequest('"body" must be a JSON object.')
+    request_id = payload.get("requestId")
+    if request_id is not None and (not isinstance(request_id, str) or not 0 < len(request_id) <= 64):
+        raise BadChatRequest('"requestId" must be a string of at most 64 characters.')
+    return messages, body, request_id
+
+
+def response_format(request: HttpRequest) -> str:
+    """`?format=` wins; otherwise `Accept: text/plain` → text, `application/json` → json, else ui."""
+    chosen = request.GET.get("format")
+    if chosen in RESPONSE_FORMATS:
+        return chosen
+    accept = request.headers.get("Accept", "")
+    if "text/plain" in accept:
+        return "text"
+    if "application/json" in accept and "text/event-stream" not in accept:
+        return "json"
+    return "ui"
+
+
+async def turn_response(turn: HttpTurn, fmt: str, *, from_seq: int = 0) -> HttpResponse:
+    """The turn in the requested format: ui (UI message stream), sse (plain `data:` events of
+    the answer's text), text (streamed text) or json (after the turn ends)."""
+    headers = {"X-Request-Id": turn.request_id}
+    if fmt == "json":
+        outcome = await turn.outcome()
+        return json_response(outcome.as_dict(), headers=headers)
+    if fmt == "text":
+        return text_stream_response(turn.text(from_seq), headers=headers)
+    if fmt == "sse":
+        return sse_response(_text_events(turn, from_seq), done_marker="[DONE]", headers=headers)
+    return ui_message_stream_response(turn.chunks(from_seq), request_id=turn.request_id)
+
+
+async def _text_events(turn: HttpTurn, from_seq: int) -> AsyncIterator[dict[str, Any]]:
+    async for chunk in turn.chunks(from_seq):
+        if chunk.get("type") == "text-delta":
+            yield {"text": chunk.get("delta", "")}
+        elif chunk.get("type") == "error":
+            yield {"error": chunk.get("errorText", "")}
+
+
+async def chat_endpoint(agent: AIChatAgent, request: HttpRequest) -> HttpResponse:
+    """`POST /agents/<agent>/<name>/chat`: a turn over HTTP, answered in the chosen format."""
+    if request.method != "POST":
+        return json_response({"error": "Use POST."}, status=405, headers={"Allow": "POST"})
+    try:
+        messages, body, request_id = parse_chat_request(request)
+    except BadChatRequest as error:
+        return json_response({"error": str(error)}, status=400)
+    try:
+        await sync_to_async(limits.check)(agent.session.owner_id, agent.record.slug)
+    except limits.LimitExceeded as refusal:
+        return json_response({"error": str(refusal), "code": refusal.code}, status=429, headers={"Retry-After": str(refusal.retry_after)})
+    turn = await start_turn(agent, messages, body=body, request_id=request_id)
+    return await turn_response(turn, response_format(request))
