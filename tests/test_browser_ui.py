@@ -375,3 +375,25 @@ def test_the_memory_panel_shows_what_the_assistant_stored_and_saves_the_owners_e
     send(page, "Where do I live?")
     answer_shown(page, "You live in Oslo.")
     assert "Name: Alice\nLives in Oslo" in model.requests[-1]["messages"][0]["content"]
+
+
+def test_a_turn_started_by_an_api_call_appears_live_on_the_open_page(token, chat_page, model, live_server_process):
+    # `token` first: it is created before Playwright starts its event loop in this thread.
+    import threading
+
+    import httpx
+
+    model.script(Reply.text("Started from the API and streamed to the page while it was being written.", delay=0.2))
+    page = chat_page("api-live")
+    responses: list[httpx.Response] = []
+    call = threading.Thread(target=lambda: responses.append(httpx.post(
+        f"{live_server_process.url}/agents/chat-agent/api-live/chat?format=json",
+        json={"text": "Hello from a script"}, headers={"Authorization": f"Bearer {token}"}, timeout=30,
+    )))
+    call.start()
+    page.wait_for_function("document.querySelector('#streaming-slot').innerText.includes('Started from')", timeout=15000)
+    assert call.is_alive(), "the page showed the answer only after the turn had ended"
+    call.join()
+    assert responses[0].status_code == 200
+    answer_shown(page, "Hello from a script")
+    answer_shown(page, "while it was being written.")
