@@ -24,6 +24,7 @@ from agents_app.gateway import limits
 from agents_app.protocol.messages import InvalidMessage, UIMessage, normalize_messages, user_text_message
 from agents_app.storage import chunk_log, transcript
 from agents_app.storage.models import Turn
+from agents_app.transport.json_body import BadJSONBody, json_object
 
 if TYPE_CHECKING:
     from agents_app.runtime.agent import AIChatAgent
@@ -224,11 +225,9 @@ def parse_chat_request(request: HttpRequest) -> tuple[list[UIMessage], dict[str,
     """`{"text": "…"}` or `{"messages": [UIMessage, …]}`, optional `"body"` (the turn's custom
     body, as `useChat`'s `body` option) and `"requestId"` (idempotency)."""
     try:
-        payload = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError) as error:
-        raise BadChatRequest("The body must be JSON.") from error
-    if not isinstance(payload, dict):
-        raise BadChatRequest("The body must be a JSON object.")
+        payload = json_object(request)
+    except BadJSONBody as error:
+        raise BadChatRequest(str(error)) from error
     if isinstance(payload.get("text"), str) and payload["text"].strip():
         messages = [user_text_message(payload["text"])]
     elif isinstance(payload.get("messages"), list) and payload["messages"]:

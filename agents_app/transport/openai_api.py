@@ -12,7 +12,6 @@ Authentication: `Authorization: Bearer <api token>` (the per-user tokens of the 
 """
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -29,6 +28,7 @@ from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_sessi
 from agents_app.runtime.registry import agent_class, sync_agent_records
 from agents_app.transport.auth import user_for_token
 from agents_app.transport.http_streams import HttpTurn, sse_response, start_turn
+from agents_app.transport.json_body import BadJSONBody, json_object
 
 _FINISH_REASONS = {"stop": "stop", "length": "length", "tool-calls": "tool_calls", "content-filter": "content_filter"}
 
@@ -117,11 +117,9 @@ class _BadRequest(ValueError):
 
 def _parse(request: HttpRequest) -> dict[str, Any]:
     try:
-        payload = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError) as error:
-        raise _BadRequest("The body must be JSON.") from error
-    if not isinstance(payload, dict):
-        raise _BadRequest("The body must be a JSON object.")
+        payload = json_object(request)
+    except BadJSONBody as error:
+        raise _BadRequest(str(error)) from error
     if not isinstance(payload.get("model"), str) or not payload["model"]:
         raise _BadRequest("`model` must name an agent, e.g. chat-agent or chat-agent/<session name>.")
     if not isinstance(payload.get("messages"), list) or not payload["messages"]:

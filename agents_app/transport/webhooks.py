@@ -6,7 +6,6 @@ is; without it the anonymous namespace). The turn is queued on Celery and the re
 """
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -16,6 +15,7 @@ from django.views.decorators.http import require_POST
 
 from agents_app.runtime.instances import resolve_session
 from agents_app.runtime.registry import agent_record
+from agents_app.transport.json_body import BadJSONBody, json_object
 
 MAX_TEXT_CHARS = 100_000
 
@@ -31,11 +31,9 @@ def _error(message: str, status: int) -> JsonResponse:
 
 def _parse(request: HttpRequest) -> tuple[dict[str, Any] | None, str]:
     try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        return None, "The body must be JSON."
-    if not isinstance(body, dict):
-        return None, "The body must be a JSON object."
+        body = json_object(request)
+    except BadJSONBody as error:
+        return None, str(error)
     text = body.get("text")
     if not isinstance(text, str) or not text.strip():
         return None, 'A non-empty "text" string is required.'
