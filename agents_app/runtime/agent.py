@@ -305,7 +305,7 @@ class AIChatAgent(Agent):
     async def persist_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Store messages without running a turn; every client gets the new transcript."""
         await sync_to_async(transcript.upsert_client_messages)(self.session, normalize_messages(messages), move_leaf=False)
-        return await self._broadcast_transcript()
+        return await self.broadcast_transcript()
 
     async def continue_last_turn(self, body: dict[str, Any] | None = None) -> TurnResult:
         """Extend the last assistant message with another turn; skipped when the conversation
@@ -351,16 +351,17 @@ class AIChatAgent(Agent):
         """Continue the conversation on the branch through `message_id`; every tab follows."""
         if not await sync_to_async(transcript.switch_branch)(self.session, message_id):
             raise ValueError(f"Unknown message {message_id}")
-        return await self._broadcast_transcript()
+        return await self.broadcast_transcript()
 
     @callable_method
     async def delete_branch(self, message_id: str) -> list[dict[str, Any]]:
         """Delete a message and its descendants; every tab gets the resulting conversation."""
         if not await sync_to_async(transcript.delete_branch)(self.session, message_id):
             raise ValueError(f"Unknown message {message_id}")
-        return await self._broadcast_transcript()
+        return await self.broadcast_transcript()
 
-    async def _broadcast_transcript(self) -> list[dict[str, Any]]:
+    async def broadcast_transcript(self) -> list[dict[str, Any]]:
+        """Every tab of the session gets the current conversation (after a write outside a turn)."""
         current = await sync_to_async(transcript.transcript)(self.session)
         await broadcast.broadcast(self.session.pk, [frames.chat_messages(current)])
         return current
@@ -489,14 +490,14 @@ class ThinkAgent(AIChatAgent):
         overlay = await compaction.compact(self)
         if overlay is None:
             return None
-        await self._broadcast_transcript()
+        await self.broadcast_transcript()
         return {"id": overlay.pk, "summary": overlay.summary, "tokensBefore": overlay.tokens_before}
 
     @callable_method
     async def undo_compaction(self, compaction_id: int) -> bool:
         undone = await sync_to_async(compaction.undo)(self.session, compaction_id)
         if undone:
-            await self._broadcast_transcript()
+            await self.broadcast_transcript()
         return undone
 
     # -- hooks (think.md §5); all optional --------------------------------------------------

@@ -144,7 +144,7 @@ async def recover(turn_id: int) -> TurnResult | None:
     settled_tools = any(is_tool_part(p) and p.get("state") == "output-available" for p in partial["parts"])
     if has_output and (decision["persist"] or settled_tools):
         await sync_to_async(transcript.save_message)(session, partial)
-        await _broadcast_transcript(session)
+        await agent.broadcast_transcript()
     if config is None or not decision["continue"]:
         await finished(session.pk, root)
         return None
@@ -163,11 +163,6 @@ def _rebuild_partial(turn: Turn, session: Session) -> tuple[UIMessage, bool]:
         base = next((m for m in reversed(transcript.transcript(session)) if m["role"] == "assistant"), None)
     partial = rebuild_message(turn.message_uid or f"assistant_{turn.request_id}", bodies, base=base)
     return partial, bool(bodies and partial["parts"])
-
-
-async def _broadcast_transcript(session: Session) -> None:
-    current = await sync_to_async(transcript.transcript)(session)
-    await broadcast.broadcast(session.pk, [frames.chat_messages(current)])
 
 
 async def _run_recovery_turn(session: Session, root: str, ctx: ChatRecoveryContext) -> TurnResult | None:

@@ -8,13 +8,11 @@ from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 
-from agents_app.protocol import frames
 from agents_app.protocol.messages import UIMessage
-from agents_app.runtime import broadcast, compaction
+from agents_app.runtime import compaction
 from agents_app.runtime.context_blocks import ContextBlocks, estimate_tokens
 from agents_app.runtime.tools import Tool
 from agents_app.runtime.types import ChatOptions
-from agents_app.storage import transcript
 from agents_app.storage.overlays import apply_overlays
 
 if TYPE_CHECKING:
@@ -39,7 +37,7 @@ async def history_for_model(agent: ThinkAgent, options: ChatOptions) -> ChatOpti
     if threshold and _estimate(agent, messages) > threshold:
         try:
             if await compaction.compact(agent) is not None:
-                await _broadcast_transcript(agent)
+                await agent.broadcast_transcript()  # the summarised originals get their marks
                 messages = await sync_to_async(apply_overlays)(agent.session, options.messages)
         except Exception:
             logger.warning("compaction failed for session %s", agent.session.pk, exc_info=True)
@@ -48,9 +46,3 @@ async def history_for_model(agent: ThinkAgent, options: ChatOptions) -> ChatOpti
 
 def _estimate(agent: ThinkAgent, messages: list[UIMessage]) -> int:
     return compaction.estimate_messages_tokens(messages) + estimate_tokens(agent.turn_system_prompt())
-
-
-async def _broadcast_transcript(agent: ThinkAgent) -> None:
-    """Clients see the new `metadata.compaction` marks on the summarised originals."""
-    current = await sync_to_async(transcript.transcript)(agent.session)
-    await broadcast.broadcast(agent.session.pk, [frames.chat_messages(current)])
