@@ -13,15 +13,18 @@ from agents_app.storage.models import (
     Turn,
     TurnChunk,
 )
+from agents_app.mcp.models import AgentMcpServer, McpServer
 from agents_app.storage.workspace import WorkspaceEntry
 
 __all__ = [
     "Agent",
+    "AgentMcpServer",
     "ApiToken",
     "Compaction",
     "ContextBlock",
     "ContextBlockVersion",
     "ContextEntry",
+    "McpServer",
     "Message",
     "Schedule",
     "ScheduleRun",

@@ -17,6 +17,7 @@ import pydantic
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 
+from agents_app.mcp.agent_api import McpClientMixin
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import AppMessage
 from agents_app.protocol.messages import is_tool_part, normalize_messages, tool_name_of, user_text_message
@@ -36,7 +37,7 @@ from agents_app.runtime.hooks import (
 )
 from agents_app.runtime.middleware import ModelMiddleware
 from agents_app.runtime.model_loop import ModelLoop
-from agents_app.runtime.tools import Tool
+from agents_app.runtime.tools import Approval, Tool
 from agents_app.runtime.types import ChatOptions, ChatResponse, ChatResponseResult, Connection, TurnRequest, TurnResult
 from agents_app.runtime.workspace_tools import workspace_tools
 from agents_app.storage import search, transcript
@@ -73,7 +74,7 @@ class ReadonlyConnection(PermissionError):
         super().__init__("Connection is readonly")
 
 
-class Agent:
+class Agent(McpClientMixin):
     """Base agent: identity, synchronised state, RPC and connection hooks."""
 
     title: ClassVar[str] = ""
@@ -414,6 +415,11 @@ class ThinkAgent(AIChatAgent):
     finish_reason_in_metadata = False
     final_transcript_to_requester = True
     merges_queued_user_messages = False
+    # MCP (think.md §2): wait for connecting servers before a turn (True = 10 s, {"timeout": ms}),
+    # offer the tools of connected servers, and whether their calls need the user's approval.
+    wait_for_mcp_connections: ClassVar[bool | dict[str, Any]] = False
+    include_mcp_tools: ClassVar[bool] = True
+    mcp_tool_needs_approval: ClassVar[Approval] = False
     # Named blocks of the system prompt (context_blocks.ContextBlockSpec), in order.
     context_blocks: ClassVar[tuple[ContextBlockSpec, ...]] = ()
     # Summarise older messages once the history the model sees exceeds this many tokens.
@@ -432,6 +438,7 @@ class ThinkAgent(AIChatAgent):
         "compact_after_tokens",
     )
     _context_section = ""
+    _mcp_tools: dict[str, Tool] = {}
 
     @staticmethod
     def new_message_id() -> str:
@@ -463,7 +470,9 @@ class ThinkAgent(AIChatAgent):
     def turn_tools(self) -> dict[str, Tool]:
         """What the model gets this turn: the framework's tools (workspace, context blocks),
         then yours (yours win on a name)."""
-        return {**workspace_tools(self.workspace), **think_session.framework_tools(self), **self.get_tools()}
+        return {
+            **workspace_tools(self.workspace), **think_session.framework_tools(self), **self.get_tools(), **self._mcp_tools
+        }
 
     def turn_system_prompt(self) -> str:
         """The system prompt this turn: yours, then the context blocks as they were when the turn started."""
@@ -528,6 +537,10 @@ class ThinkAgent(AIChatAgent):
 
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
         self._context_section = await think_session.render_context(self)
+        if self.include_mcp_tools:
+            from agents_app.mcp.tools import turn_tools as mcp_turn_tools  # mcp.tools imports runtime.tools
+
+            self._mcp_tools = await mcp_turn_tools(self)
         return ModelLoop(self, await think_session.history_for_model(self, options)).run()
 
     async def chat(

@@ -266,6 +266,8 @@ class ModelLoop:
                 step = StepRecord()
                 try:
                     async for chunk in model_call(params):
+                        if chunk.get("type", "").startswith("tool-input-") and getattr(tools.get(chunk.get("toolName", "")), "dynamic", False):
+                            chunk["dynamic"] = True  # tools discovered at run time (MCP) are dynamic-tool parts
                         step.observe(chunk)
                         await self.agent.on_chunk(chunk)
                         yield chunk

@@ -16,6 +16,7 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from agents_app.mcp import manager as mcp_manager
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import (
     AppMessage,
@@ -94,8 +95,9 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
                 connect_frames.append(frames.identity(self.instance_name, self.segment, state_follows=agent.has_state))
             if agent.has_state:
                 connect_frames.append(frames.state(agent.state))
-            connect_frames.append(frames.mcp_servers())
+            connect_frames.append(await mcp_manager.state_frame(self.session.pk))
             await self.send_frames(connect_frames)
+        await mcp_manager.ensure_connected(self.session.pk)  # reconnects after a restart; state frames follow
         await agent.on_connect(self.connection)
 
     async def _send_chat_connect_frames(self, agent: Agent) -> None:

@@ -1,0 +1,265 @@
+"""MCP servers of an agent (protocol §2 `cf_agent_mcp_servers`, think.md `wait_for_mcp_connections`
+/ `include_mcp_tools`): real MCP servers built with the SDK, over streamable HTTP, SSE and stdio."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from agents_app.mcp.models import AgentMcpServer, McpServer
+from agents_app.mcp.pool import pool
+from agents_app.mcp.tools import namespaced
+from agents_app.runtime.instances import load_agent, resolve_session
+from agents_app.runtime.registry import agent_record
+from agents_app.testing.fake_openai import Reply, ToolCallSpec
+from tests.conftest import user_message
+from tests.plugins.live_server import free_port
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
+ROOT = Path(__file__).resolve().parents[1]
+STDIO_SERVER = {"command": sys.executable, "args": ["-m", "tests.mcp_servers.weather"]}
+
+
+@pytest.fixture(autouse=True)
+def _mcp_agents() -> None:
+    import tests.mcp_agents  # noqa: F401 - registers the agents
+
+
+class WeatherServer:
+    """tests/mcp_servers/weather.py in its own process, like any remote MCP server."""
+
+    def __init__(self, transport: str) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.mcp_servers.weather", "--transport", transport, "--port", str(self.port)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        self.url = f"http://127.0.0.1:{self.port}/{'sse' if transport == 'sse' else 'mcp'}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                assert self.process.poll() is None, "the MCP server exited"
+                time.sleep(0.1)
+        raise TimeoutError("the MCP server did not start")
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def weather_server() -> Iterator[WeatherServer]:
+    server = WeatherServer("streamable-http")
+    yield server
+    server.kill()
+
+
+async def agent_for(user: Any, name: str = "mcp", segment: str = "mcp-tools-agent") -> Any:
+    session = await sync_to_async(resolve_session)(segment, name, user)
+    return await sync_to_async(load_agent)(session)
+
+
+def tool_parts(message: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in message["parts"] if p.get("toolCallId")]
+
+
+async def test_a_turn_calls_a_tool_of_a_streamable_http_server_as_a_dynamic_tool(model, user, weather_server):
+    agent = await agent_for(user)
+    added = await agent.add_mcp_server("weather", weather_server.url)
+    tool_name = namespaced(added["id"], "get_weather")
+    model.script(
+        Reply.tool_calls([ToolCallSpec(tool_name, '{"city": "Paris"}', id="w1")]),
+        Reply.text("It is 18 degrees in Paris."),
+    )
+    result = await agent.save_messages([user_message("Weather in Paris?", "u1")])
+
+    offered = {t["function"]["name"]: t["function"] for t in model.requests[0]["tools"]}
+    assert offered[tool_name]["description"] == "Current temperature in a city, in degrees Celsius"
+    assert offered[tool_name]["parameters"]["required"] == ["city"]
+    assert namespaced(added["id"], "list_cities") in offered
+    [part] = tool_parts(result.message)
+    assert part["type"] == "dynamic-tool" and part["toolName"] == tool_name and part["state"] == "output-available"
+    assert json.loads(part["output"]["content"][0]["text"]) == {"city": "Paris", "celsius": 18}
+    tool_message = model.requests[1]["messages"][-1]
+    assert tool_message["role"] == "tool" and '\\"celsius\\": 18' in tool_message["content"]
+    assert result.message["parts"][-1]["text"] == "It is 18 degrees in Paris."
+
+
+async def test_servers_are_stored_with_the_instance_and_reconnected_by_a_new_process(model, user, weather_server):
+    agent = await agent_for(user)
+    added = await agent.add_mcp_server("weather", weather_server.url)
+    await agent.wait_for_mcp_servers()
+    await pool.disconnect(added["id"])  # what a restart leaves: the stored row, no connection
+    model.script(Reply.text("Ready."))
+    await (await agent_for(user)).save_messages([user_message("Hi", "u1")])
+    assert namespaced(added["id"], "get_weather") in {t["function"]["name"] for t in model.requests[0]["tools"]}
+    assert pool.is_ready(added["id"])
+
+
+async def test_a_stdio_server_attached_to_the_agent_class_serves_every_instance(model, user):
+    record = await sync_to_async(agent_record)("mcp-tools-agent")
+    attached = await sync_to_async(AgentMcpServer.objects.create)(agent=record, name="local weather", transport="stdio", **STDIO_SERVER)
+    for name in ("first", "second"):
+        agent = await agent_for(user, name)
+        state = await agent.wait_for_mcp_servers(timeout=30)
+        [(server_id, server)] = state["servers"].items()
+        assert server["name"] == "local weather" and server["state"] == "ready"
+        model.script(Reply.tool_calls([ToolCallSpec(namespaced(server_id, "list_cities"), "{}", id="c")]), Reply.text("Three."))
+        result = await agent.save_messages([user_message("Which cities?", "u1")])
+        assert tool_parts(result.message)[0]["output"]["structuredContent"] == {"result": ["Berlin", "Lisbon", "Paris"]}
+        with pytest.raises(ValueError, match="attached by the operator"):
+            await agent.remove_mcp_server(server_id)
+    attached.enabled = False
+    await sync_to_async(attached.save)()
+    assert (await (await agent_for(user, "first")).wait_for_mcp_servers())["servers"] == {}
+
+
+async def test_an_sse_server_is_reached_with_the_auto_transport(model, user):
+    server = WeatherServer("sse")
+    try:
+        agent = await agent_for(user)
+        added = await agent.add_mcp_server("weather", server.url)
+        state = await agent.wait_for_mcp_servers()
+        assert state["servers"][added["id"]]["state"] == "ready"
+        assert {t["name"] for t in state["tools"]} == {"get_weather", "list_cities"}
+    finally:
+        server.kill()
+
+
+async def test_a_tool_error_of_the_server_reaches_the_model_and_the_turn_goes_on(model, user, weather_server):
+    agent = await agent_for(user)
+    added = await agent.add_mcp_server("weather", weather_server.url)
+    model.script(
+        Reply.tool_calls([ToolCallSpec(namespaced(added["id"], "get_weather"), '{"city": "Rome"}', id="r")]),
+        Reply.text("There is no station in Rome."),
+    )
+    result = await agent.save_messages([user_message("Weather in Rome?", "u1")])
+    [part] = tool_parts(result.message)
+    assert part["state"] == "output-error"
+    assert "No weather station in Rome" in part["errorText"]
+    assert result.message["parts"][-1]["text"] == "There is no station in Rome."
+
+
+async def test_input_that_does_not_match_the_servers_schema_is_a_tool_error(model, user, weather_server):
+    agent = await agent_for(user)
+    added = await agent.add_mcp_server("weather", weather_server.url)
+    model.script(Reply.tool_calls([ToolCallSpec(namespaced(added["id"], "get_weather"), '{"town": 3}', id="bad")]), Reply.text("Sorry."))
+    result = await agent.save_messages([user_message("Weather?", "u1")])
+    [part] = tool_parts(result.message)
+    assert part["state"] == "output-error"
+    assert "'city' is a required property" in part["errorText"]
+
+
+async def test_a_server_that_dies_mid_session_fails_its_calls_and_shows_failed(model, user, weather_server, open_socket, token):
+    agent = await agent_for(user)
+    added = await agent.add_mcp_server("weather", weather_server.url)
+    await agent.wait_for_mcp_servers()
+    socket_ = await open_socket("/agents/mcp-tools-agent/mcp", token=token, wait_ready=True)
+    weather_server.kill()
+    model.script(
+        Reply.tool_calls([ToolCallSpec(namespaced(added["id"], "get_weather"), '{"city": "Paris"}', id="w")]),
+        Reply.text("The weather service is down."),
+    )
+    result = await agent.save_messages([user_message("Weather in Paris?", "u1")])
+    [part] = tool_parts(result.message)
+    assert part["state"] == "output-error" and part["errorText"].startswith("Tool ")
+    assert "MCP server weather is unavailable" in part["errorText"]
+    assert result.message["parts"][-1]["text"] == "The weather service is down."
+    frames = await socket_.until(lambda f: f["type"] == "cf_agent_mcp_servers" and f["mcp"]["servers"][added["id"]]["state"] == "failed")
+    failed = frames[-1]["mcp"]
+    assert failed["servers"][added["id"]]["error"] and failed["tools"] == []
+
+    model.script(Reply.text("No tools now."))  # the next turn tries again, leaves the server out and runs
+    await agent.save_messages([user_message("And now?", "u2")])
+    assert model.requests[-1].get("tools") is None or all(not t["function"]["name"].startswith("tool_") for t in model.requests[-1]["tools"])
+
+
+async def test_an_unreachable_server_is_failed_and_never_breaks_a_turn(model, user, settings):
+    settings.AGENTS_MCP_CONNECT_TIMEOUT = 3
+    agent = await agent_for(user)
+    added = await agent.add_mcp_server("nowhere", f"http://127.0.0.1:{free_port()}/mcp")
+    model.script(Reply.text("Hello."))
+    result = await agent.save_messages([user_message("Hi", "u1")])
+    assert result.message["parts"][-1]["text"] == "Hello."
+    server = (await agent.get_mcp_servers())["servers"][added["id"]]
+    assert server["state"] == "failed" and "ConnectError" in server["error"]
+
+
+async def test_the_state_frame_follows_servers_added_and_removed_over_rpc(model, user, weather_server, open_socket, token):
+    socket_ = await open_socket("/agents/mcp-tools-agent/mcp", token=token)
+    connect_frames = await socket_.until(lambda f: f["type"] == "cf_agent_mcp_servers")
+    assert connect_frames[-1]["mcp"] == {"prompts": [], "resources": [], "servers": {}, "tools": []}
+    await socket_.send({"type": "rpc", "id": "1", "method": "add_server", "args": ["weather", weather_server.url]})
+    ready = await socket_.until(lambda f: f["type"] == "cf_agent_mcp_servers" and any(s["state"] == "ready" for s in f["mcp"]["servers"].values()))
+    reply = next(f for f in socket_.received if f["type"] == "rpc" and f["id"] == "1")
+    server_id = reply["result"]["id"]
+    mcp = ready[-1]["mcp"]
+    assert mcp["servers"][server_id] == {
+        "name": "weather", "server_url": weather_server.url, "auth_url": None, "state": "ready", "error": None,
+        "instructions": "Weather lookups for European cities.", "capabilities": mcp["servers"][server_id]["capabilities"],
+    }
+    assert {"tools", "prompts", "resources"} <= set(mcp["servers"][server_id]["capabilities"])
+    assert {(t["name"], t["serverId"]) for t in mcp["tools"]} == {("get_weather", server_id), ("list_cities", server_id)}
+    assert mcp["prompts"][0]["name"] == "forecast" and mcp["resources"][0]["uri"] == "weather://stations"
+    assert any(f["type"] == "cf_agent_mcp_servers" and f["mcp"]["servers"].get(server_id, {}).get("state") == "connecting" for f in socket_.received)
+
+    second = await open_socket("/agents/mcp-tools-agent/mcp", token=token)
+    assert (await second.until(lambda f: f["type"] == "cf_agent_mcp_servers"))[-1]["mcp"]["servers"][server_id]["state"] == "ready"
+
+    await socket_.send({"type": "rpc", "id": "2", "method": "remove_server", "args": [server_id]})
+    emptied = await socket_.until(lambda f: f["type"] == "cf_agent_mcp_servers" and f["mcp"]["servers"] == {})
+    assert emptied[-1]["mcp"]["tools"] == []
+    assert not await sync_to_async(McpServer.objects.filter(pk=server_id).exists)()
+
+
+async def test_mcp_tools_pass_through_before_tool_call_like_any_server_tool(model, user, weather_server, monkeypatch):
+    import tests.mcp_agents as agents
+
+    monkeypatch.setattr(agents.McpToolsAgent, "blocked", {"get_weather"})
+    agent = await agent_for(user)
+    added = await agent.add_mcp_server("weather", weather_server.url)
+    model.script(Reply.tool_calls([ToolCallSpec(namespaced(added["id"], "get_weather"), '{"city": "Paris"}', id="b")]), Reply.text("OK."))
+    result = await agent.save_messages([user_message("Weather?", "u1")])
+    assert tool_parts(result.message)[0]["output"] == "Weather lookups are switched off."
+
+
+async def test_mcp_tools_can_need_approval(model, user, weather_server, monkeypatch):
+    import tests.mcp_agents as agents
+
+    monkeypatch.setattr(agents.McpToolsAgent, "mcp_tool_needs_approval", True)
+    agent = await agent_for(user)
+    added = await agent.add_mcp_server("weather", weather_server.url)
+    model.script(Reply.tool_calls([ToolCallSpec(namespaced(added["id"], "get_weather"), '{"city": "Paris"}', id="a")]))
+    result = await agent.save_messages([user_message("Weather?", "u1")])
+    [part] = tool_parts(result.message)
+    assert part["type"] == "dynamic-tool" and part["state"] == "approval-requested"
+
+
+async def test_include_mcp_tools_false_leaves_them_out(model, user, weather_server):
+    agent = await agent_for(user, segment="no-mcp-tools-agent")
+    await agent.add_mcp_server("weather", weather_server.url)
+    await agent.wait_for_mcp_servers()
+    model.script(Reply.text("Hi."))
+    await agent.save_messages([user_message("Hi", "u1")])
+    assert not any(t["function"]["name"].startswith("tool_") for t in model.requests[0].get("tools") or [])
+
+
+async def test_only_http_urls_can_be_added_at_run_time(user):
+    agent = await agent_for(user)
+    for url in ("file:///etc/passwd", "python -m server", ""):
+        with pytest.raises(ValueError, match="http:// or https://"):
+            await agent.add_mcp_server("bad", url)
+    with pytest.raises(ValueError, match="transport must be"):
+        await agent.add_mcp_server("bad", "http://127.0.0.1:1/mcp", transport="stdio")
+    assert (await agent.get_mcp_servers())["servers"] == {}
