@@ -14,6 +14,7 @@ from agents_app.storage.models import (
     TurnChunk,
 )
 from agents_app.mcp.models import AgentMcpServer, McpServer
+from agents_app.sandbox.models import SessionExtension
 from agents_app.storage.workspace import WorkspaceEntry
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Schedule",
     "ScheduleRun",
     "Session",
+    "SessionExtension",
     "Turn",
     "TurnChunk",
     "WorkspaceEntry",

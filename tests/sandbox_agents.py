@@ -34,3 +34,49 @@ class CodeModeAgent(ThinkAgent):
     def get_tools(self) -> dict[str, Any]:
         mine = {"get_weather": get_weather, "wipe": wipe}
         return {"execute": create_execute_tool(tools=mine, state=WorkspaceState(self.workspace), limits=self.limits)}
+
+
+MATH_SOURCE = """({
+  tools: {
+    add: {
+      description: "Add two numbers",
+      parameters: { type: "object", properties: { a: { type: "number" }, b: { type: "number" } }, required: ["a", "b"] },
+      execute: async ({ a, b }) => a + b,
+    },
+    peek: {
+      description: "Try the network",
+      execute: async () => typeof fetch,
+    },
+  },
+})"""
+
+NEWS_SOURCE = """({
+  tools: {
+    headline: {
+      description: "The headline of a page",
+      parameters: { type: "object", properties: { url: { type: "string" } }, required: ["url"] },
+      execute: async ({ url }) => { const page = await fetch(url); return page.text.match(/<h1>(.*)<\\/h1>/)[1]; },
+    },
+  },
+})"""
+
+
+@register_agent
+class ExtensionAgent(ThinkAgent):
+    """A built-in math extension (no network, a notes context block), a news extension allowed
+    to reach 127.0.0.1 only, and the tools to load more."""
+
+    system_prompt = "You are a test agent."
+
+    def get_extensions(self) -> list[Any]:
+        from agents_app.sandbox.extensions import extension
+
+        return [
+            extension("math", MATH_SOURCE, description="Arithmetic", context=[{"label": "notes", "description": "Math notes"}]),
+            extension("news", NEWS_SOURCE, permissions={"network": ["127.0.0.1"]}),
+        ]
+
+    def get_tools(self) -> dict[str, Any]:
+        from agents_app.sandbox.extensions import create_extension_tools
+
+        return create_extension_tools(self.extensions)

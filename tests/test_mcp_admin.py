@@ -1,4 +1,4 @@
-"""MCP servers in the admin: operators attach servers to an agent class with write-only
+"""MCP servers and extensions in the admin: operators attach servers to an agent class with write-only
 header secrets; the servers of a session are shown read-only without secrets."""
 from __future__ import annotations
 
@@ -45,3 +45,16 @@ def test_session_servers_are_listed_without_their_secrets(admin_client, user):
     detail = admin_client.get(f"/admin/agents_app/mcpserver/{server.pk}/change/")
     assert listing.status_code == 200 and detail.status_code == 200
     assert b"HTTP 500" in detail.content and b"sk-row-secret" not in detail.content and b"sk-row-secret" not in listing.content
+
+
+def test_loaded_extensions_show_their_source_read_only(admin_client, user):
+    from agents_app.sandbox.models import SessionExtension
+
+    import tests.mcp_agents  # noqa: F401
+
+    session = resolve_session("mcp-tools-agent", "a", user)
+    loaded = SessionExtension.objects.create(session=session, name="loud", source="({ tools: { shout: {} } }) // <b>", manifest={"permissions": {"network": False}}, tools={"shout": {}})
+    page = admin_client.get(f"/admin/agents_app/sessionextension/{loaded.pk}/change/")
+    assert page.status_code == 200 and b"({ tools: { shout: {} } }) // &lt;b&gt;" in page.content
+    assert b"loud_shout" in admin_client.get("/admin/agents_app/sessionextension/").content
+    assert admin_client.get("/admin/agents_app/sessionextension/add/").status_code == 403

@@ -440,9 +440,19 @@ class ThinkAgent(AIChatAgent):
     _context_section = ""
     _mcp_tools: dict[str, Tool] = {}
 
+    def __init__(self, session: Session, record: AgentRecord) -> None:
+        super().__init__(session, record)
+        from agents_app.sandbox.extensions import ExtensionManager  # extensions import the runtime
+
+        self.extensions = ExtensionManager(self)
+
     @staticmethod
     def new_message_id() -> str:
         return str(uuid.uuid4())
+
+    def get_extensions(self) -> list[Any]:
+        """Sandboxed JavaScript tool bundles (sandbox/extensions.py `extension(...)`), loaded at start."""
+        return []
 
     def get_model(self) -> str:
         return self.model or default_model()
@@ -471,7 +481,8 @@ class ThinkAgent(AIChatAgent):
         """What the model gets this turn: the framework's tools (workspace, context blocks),
         then yours (yours win on a name)."""
         return {
-            **workspace_tools(self.workspace), **think_session.framework_tools(self), **self.get_tools(), **self._mcp_tools
+            **workspace_tools(self.workspace), **think_session.framework_tools(self), **self.get_tools(),
+            **self.extensions.tools(), **self._mcp_tools,
         }
 
     def turn_system_prompt(self) -> str:
@@ -536,6 +547,7 @@ class ThinkAgent(AIChatAgent):
         """Every chunk the model produces (observational; runs per token, keep it cheap)."""
 
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
+        await self.extensions.prepare()
         self._context_section = await think_session.render_context(self)
         if self.include_mcp_tools:
             from agents_app.mcp.tools import turn_tools as mcp_turn_tools  # mcp.tools imports runtime.tools
