@@ -80,3 +80,15 @@ class ExtensionAgent(ThinkAgent):
         from agents_app.sandbox.extensions import create_extension_tools
 
         return create_extension_tools(self.extensions)
+
+
+@register_agent
+class BrowserToolsAgent(ThinkAgent):
+    """browser_search and browser_execute on the local headless Chromium, one tab per session."""
+
+    system_prompt = "You are a test agent."
+
+    def get_tools(self) -> dict[str, Any]:
+        from agents_app.sandbox.browser import create_browser_tools
+
+        return create_browser_tools(page_key=str(self.session.pk))
