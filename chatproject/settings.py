@@ -185,6 +185,9 @@ AGENTS_ALLOW_ANONYMOUS = env_bool("AGENTS_ALLOW_ANONYMOUS", False)
 # Dotted paths of agent classes defined outside agents_app (comma-separated in the environment).
 AGENTS_CLASSES = env_list("AGENTS_CLASSES", [])
 AGENTS_MAX_FRAME_BYTES = int(os.environ.get("AGENTS_MAX_FRAME_BYTES", str(1024 * 1024)))
+# MCP servers: seconds to connect (and list tools) and for one tool call.
+AGENTS_MCP_CONNECT_TIMEOUT = float(os.environ.get("AGENTS_MCP_CONNECT_TIMEOUT", "15"))
+AGENTS_MCP_TOOL_TIMEOUT = float(os.environ.get("AGENTS_MCP_TOOL_TIMEOUT", "60"))
 
 LOGGING = {
     "version": 1,
