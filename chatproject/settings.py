@@ -188,6 +188,9 @@ AGENTS_MAX_FRAME_BYTES = int(os.environ.get("AGENTS_MAX_FRAME_BYTES", str(1024 *
 # MCP servers: seconds to connect (and list tools) and for one tool call.
 AGENTS_MCP_CONNECT_TIMEOUT = float(os.environ.get("AGENTS_MCP_CONNECT_TIMEOUT", "15"))
 AGENTS_MCP_TOOL_TIMEOUT = float(os.environ.get("AGENTS_MCP_TOOL_TIMEOUT", "60"))
+# Where users reach this app (OAuth redirect URLs of MCP servers: <url>/agents/<agent>/<name>/callback).
+AGENTS_PUBLIC_URL = os.environ.get("AGENTS_PUBLIC_URL", "http://localhost:8000")
+AGENTS_MCP_CLIENT_NAME = os.environ.get("AGENTS_MCP_CLIENT_NAME", "Django Agents")
 
 LOGGING = {
     "version": 1,

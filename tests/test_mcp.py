@@ -43,13 +43,17 @@ class WeatherServer:
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         self.url = f"http://127.0.0.1:{self.port}/{'sse' if transport == 'sse' else 'mcp'}"
+        self.wait_for_port(self.port, self.process)
+
+    @staticmethod
+    def wait_for_port(port: int, process: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return
             except OSError:
-                assert self.process.poll() is None, "the MCP server exited"
+                assert process.poll() is None, "the MCP server exited"
                 time.sleep(0.1)
         raise TimeoutError("the MCP server did not start")
 
@@ -263,3 +267,43 @@ async def test_only_http_urls_can_be_added_at_run_time(user):
     with pytest.raises(ValueError, match="transport must be"):
         await agent.add_mcp_server("bad", "http://127.0.0.1:1/mcp", transport="stdio")
     assert (await agent.get_mcp_servers())["servers"] == {}
+
+
+async def test_a_server_behind_oauth_is_authenticating_until_the_user_authorizes_then_ready(model, user, open_socket, token, async_client, settings):
+    import httpx
+
+    settings.AGENTS_PUBLIC_URL = "http://testserver"
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "tests.mcp_servers.secured", "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        WeatherServer.wait_for_port(port, process)
+        socket_ = await open_socket("/agents/mcp-tools-agent/mcp", token=token, wait_ready=True)
+        agent = await agent_for(user)
+        added = await agent.add_mcp_server("secured", f"http://127.0.0.1:{port}/mcp")
+        frames = await socket_.until(lambda f: f["type"] == "cf_agent_mcp_servers" and f["mcp"]["servers"].get(added["id"], {}).get("state") == "authenticating")
+        auth_url = frames[-1]["mcp"]["servers"][added["id"]]["auth_url"]
+        assert auth_url.startswith(f"http://127.0.0.1:{port}/authorize?")
+        assert "redirect_uri=http%3A%2F%2Ftestserver%2Fagents%2Fmcp-tools-agent%2Fmcp%2Fcallback" in auth_url
+
+        # The user authorizes; the authorization server sends their browser to our callback.
+        async with httpx.AsyncClient() as browser:
+            approved = await browser.get(auth_url)
+        callback = httpx.URL(approved.headers["location"])
+        assert callback.path == "/agents/mcp-tools-agent/mcp/callback"
+        await async_client.aforce_login(user)
+        page = await async_client.get(f"{callback.path}?{callback.query.decode()}")
+        assert page.status_code == 200 and b"secured is authorized" in page.content
+        assert (await async_client.get(f"{callback.path}?code=x&state=forged")).status_code == 400
+
+        ready = await socket_.until(lambda f: f["type"] == "cf_agent_mcp_servers" and f["mcp"]["servers"][added["id"]]["state"] == "ready", timeout=30)
+        row = await sync_to_async(McpServer.objects.get)(pk=added["id"])
+        access_token = row.oauth["tokens"]["access_token"]
+        assert ready[-1]["mcp"]["servers"][added["id"]]["auth_url"] is None
+        assert all(access_token not in json.dumps(frame) for frame in socket_.received)
+
+        model.script(Reply.tool_calls([ToolCallSpec(namespaced(added["id"], "secret"), "{}", id="s")]), Reply.text("Got it."))
+        result = await agent.save_messages([user_message("Tell me the secret", "u1")])
+        assert tool_parts(result.message)[0]["output"]["content"][0]["text"] == "the eagle has landed"
+    finally:
+        process.kill()
+        process.wait(timeout=10)

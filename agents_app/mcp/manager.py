@@ -176,8 +176,6 @@ async def ensure_connected(session_id: int) -> list[asyncio.Future[Any]]:
     for row in rows:
         if pool.is_ready(row.pk):
             continue
-        if row.state == McpServer.State.AUTHENTICATING and not row.oauth.get("tokens"):
-            continue  # waits for the user to authorize
         attempts.append(start_connecting(row))
     return attempts
 

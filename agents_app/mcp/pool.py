@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import os
 import sys
@@ -29,6 +30,11 @@ from mcp_types import CONNECTION_CLOSED
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+# The deadline (an asyncio.Timeout) of the connection attempt running in this context; the
+# OAuth redirect handler extends it while a person authorizes (oauth.py).
+connect_deadline: contextvars.ContextVar[Any] = contextvars.ContextVar("mcp_connect_deadline", default=None)
 
 
 class McpConnectionError(RuntimeError):
@@ -145,7 +151,8 @@ class Link:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 # asyncio.timeout, not wait_for: the transport must be entered and left by this task.
-                async with asyncio.timeout(self.timeout):
+                async with asyncio.timeout(self.timeout) as deadline:
+                    connect_deadline.set(deadline)
                     read, write = await _open_transport(stack, self.endpoint, transport)
                     session = await stack.enter_async_context(ClientSession(read, write, read_timeout_seconds=self.timeout))
                     self.catalogue = await _discover(session)

@@ -159,7 +159,12 @@ class Agent(McpClientMixin):
         return [frames.error(f"Unknown message type {kind!r}.", frame_type=str(kind))]
 
     async def on_request(self, request: HttpRequest, path: str) -> HttpResponse:
-        """HTTP requests to /agents/<agent>/<name>/<path> other than get-messages."""
+        """HTTP requests to /agents/<agent>/<name>/<path> other than get-messages; `callback`
+        completes an MCP server's OAuth authorization (mcp/oauth.py)."""
+        if path.strip("/") == "callback" and request.method == "GET":
+            from agents_app.mcp import oauth
+
+            return await oauth.handle_callback(self.session.pk, request)
         return HttpResponse("Not implemented", status=404, content_type="text/plain")
 
     # -- per-instance config (think.md §8) -------------------------------------------------
