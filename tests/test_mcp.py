@@ -307,3 +307,33 @@ async def test_a_server_behind_oauth_is_authenticating_until_the_user_authorizes
     finally:
         process.kill()
         process.wait(timeout=10)
+
+
+def weather_responder(request: dict[str, Any]) -> Reply:
+    """The model calls the MCP weather tool it is offered (its name holds the server id), then answers."""
+    if request["messages"][-1]["role"] == "tool":
+        return Reply.text("It is 18 degrees in Paris.")
+    name = next(t["function"]["name"] for t in request.get("tools") or [] if t["function"]["name"].endswith("_get_weather"))
+    return Reply.tool_calls([ToolCallSpec(name, '{"city": "Paris"}', id="w")])
+
+
+def test_the_official_client_gets_the_mcp_state_and_renders_the_mcp_tool_call(model, token, weather_server, monkeypatch):
+    from tests.node_client import run_scenario
+    from tests.plugins.live_server import start_live_server
+
+    monkeypatch.setattr(model, "responder", weather_responder)
+    server = start_live_server(model.base_url, {"AGENTS_CLASSES": "tests.mcp_agents.McpToolsAgent"})
+    try:
+        result = run_scenario("mcp", host=server.host, agent="McpToolsAgent", name="official", token=token, server="weather", url=weather_server.url)
+    finally:
+        server.stop()
+    server_id = result["added"]["id"]
+    states = [update["servers"][server_id]["state"] for update in result["updates"] if server_id in update["servers"]]
+    assert result["updates"][0] == {"prompts": [], "resources": [], "servers": {}, "tools": []}
+    assert states[0] == "connecting" and states[-1] == "ready"
+    ready = result["updates"][-1]
+    assert {(t["name"], t["serverId"]) for t in ready["tools"]} == {("get_weather", server_id), ("list_cities", server_id)}
+    assert result["messages"] == result["serverMessages"]
+    [part] = [p for p in result["messages"][-1]["parts"] if p.get("toolCallId") == "w"]
+    assert part["type"] == "dynamic-tool" and part["toolName"].endswith("_get_weather") and part["state"] == "output-available"
+    assert result["messages"][-1]["parts"][-1]["text"] == "It is 18 degrees in Paris."

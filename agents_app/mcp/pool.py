@@ -19,14 +19,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import httpx2
-from mcp.client.session import ClientSession
-from mcp.client.sse import sse_client
-from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.shared.exceptions import MCPError
-from mcp_types import CONNECTION_CLOSED
+# The SDK is imported where a connection is made: it takes seconds to import, and agents
+# without MCP servers (and processes that never connect one) should not pay for it.
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,6 +69,8 @@ def wire(model: Any) -> dict[str, Any]:
 
 def describe_error(error: BaseException) -> str:
     """The innermost meaningful message of an error (anyio wraps failures in groups)."""
+    import httpx2
+
     while isinstance(error, BaseExceptionGroup) and error.exceptions:
         error = error.exceptions[0]
     if isinstance(error, httpx2.HTTPStatusError):
@@ -84,12 +80,19 @@ def describe_error(error: BaseException) -> str:
 
 
 def _is_unauthorized(error: BaseException) -> bool:
+    import httpx2
+
     while isinstance(error, BaseExceptionGroup) and error.exceptions:
         error = error.exceptions[0]
     return isinstance(error, httpx2.HTTPStatusError) and error.response.status_code == 401
 
 
 async def _open_transport(stack: contextlib.AsyncExitStack, endpoint: Endpoint, transport: str) -> tuple[Any, Any]:
+    from mcp.client.sse import sse_client
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+
     headers = dict(endpoint.headers)
     if transport == "streamable-http":
         client = await stack.enter_async_context(create_mcp_http_client(headers=headers, auth=endpoint.auth))
@@ -102,7 +105,7 @@ async def _open_transport(stack: contextlib.AsyncExitStack, endpoint: Endpoint, 
     raise McpConnectionError(f"Unknown MCP transport {transport!r}")
 
 
-async def _discover(session: ClientSession) -> Catalogue:
+async def _discover(session: Any) -> Catalogue:
     initialized = await session.initialize()
     capabilities = initialized.capabilities
     tools = [wire(t) for t in (await session.list_tools()).tools] if capabilities.tools is not None else []
@@ -117,7 +120,7 @@ class Link:
     def __init__(self, endpoint: Endpoint, timeout: float) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        self.session: ClientSession | None = None
+        self.session: Any = None  # mcp.client.session.ClientSession once connected
         self.catalogue: Catalogue | None = None
         self.ready: asyncio.Future[Catalogue] = asyncio.get_running_loop().create_future()
         self._close = asyncio.Event()
@@ -148,6 +151,8 @@ class Link:
             logger.warning("MCP connection to %s broke: %s", self.endpoint.url or self.endpoint.command, describe_error(failure))
 
     async def _serve(self, transport: str) -> None:
+        from mcp.client.session import ClientSession
+
         try:
             async with contextlib.AsyncExitStack() as stack:
                 # asyncio.timeout, not wait_for: the transport must be entered and left by this task.
@@ -169,6 +174,9 @@ class Link:
             self.session = None
 
     async def call_tool(self, name: str, arguments: dict[str, Any], timeout: float) -> dict[str, Any]:
+        from mcp.shared.exceptions import MCPError
+        from mcp_types import CONNECTION_CLOSED
+
         session = self.session
         if session is None:
             raise McpConnectionError("The server is not connected")

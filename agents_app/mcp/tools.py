@@ -7,7 +7,6 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import pydantic
 from asgiref.sync import sync_to_async
 
@@ -48,6 +47,8 @@ class McpTool(Tool):
         self.row = row
         self.remote_name = spec["name"]
         self.schema = schema
+        import jsonschema  # slow to import: only once MCP tools exist
+
         self.validator = jsonschema.Draft202012Validator(schema)
 
     @property
@@ -76,6 +77,8 @@ class McpTool(Tool):
 
 def usable_schema(schema: Any) -> bool:
     """The model can only call tools whose input is a JSON object schema."""
+    import jsonschema
+
     if not isinstance(schema, dict) or schema.get("type", "object") != "object":
         return False
     try:
