@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -13,6 +11,7 @@ from asgiref.sync import sync_to_async
 from agents_app.runtime.instances import load_agent, resolve_session
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from tests.conftest import user_message
+from tests.http_pages import serve_page
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 PAGE = b"""<!doctype html><html><head><title>Shop</title></head><body>
@@ -28,21 +27,8 @@ def _sandbox_agents() -> None:
 
 @pytest.fixture
 def shop() -> Iterator[str]:
-    class Page(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(PAGE)))
-            self.end_headers()
-            self.wfile.write(PAGE)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/shop"
-    server.shutdown()
+    with serve_page(PAGE) as base_url:
+        yield base_url + "shop"
 
 
 async def turn(model: Any, user: Any, *calls: tuple[str, dict[str, Any]]) -> dict[str, Any]:

@@ -3,9 +3,7 @@ the model, namespaced, with declared context blocks and an enforced network perm
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -15,6 +13,7 @@ from agents_app.runtime.instances import load_agent, resolve_session
 from agents_app.sandbox.models import SessionExtension
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from tests.conftest import user_message
+from tests.http_pages import serve_page
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -26,22 +25,8 @@ def _sandbox_agents() -> None:
 
 @pytest.fixture
 def news_page() -> Iterator[str]:
-    class Page(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            body = b"<html><h1>Local news</h1></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
+    with serve_page(b"<html><h1>Local news</h1></html>") as base_url:
+        yield base_url
 
 
 async def agent_for(user: Any, name: str = "ext") -> Any:
