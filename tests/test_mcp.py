@@ -337,3 +337,28 @@ def test_the_official_client_gets_the_mcp_state_and_renders_the_mcp_tool_call(mo
     [part] = [p for p in result["messages"][-1]["parts"] if p.get("toolCallId") == "w"]
     assert part["type"] == "dynamic-tool" and part["toolName"].endswith("_get_weather") and part["state"] == "output-available"
     assert result["messages"][-1]["parts"][-1]["text"] == "It is 18 degrees in Paris."
+
+
+async def test_a_server_answering_garbage_is_failed_and_the_turn_goes_on(model, user, settings):
+    from tests.http_pages import serve_page
+
+    settings.AGENTS_MCP_CONNECT_TIMEOUT = 5
+    with serve_page(b"{this is not json-rpc", "application/json") as base_url:
+        agent = await agent_for(user)
+        added = await agent.add_mcp_server("garbage", base_url + "mcp")
+        model.script(Reply.text("Still here."))
+        result = await agent.save_messages([user_message("Hi", "u1")])
+    assert result.message["parts"][-1]["text"] == "Still here."
+    server = (await agent.get_mcp_servers())["servers"][added["id"]]
+    assert server["state"] == "failed" and server["error"]
+    assert not any(t["function"]["name"].startswith("tool_") for t in model.requests[0].get("tools") or [])
+
+
+def test_tools_whose_input_schema_is_not_an_object_schema_are_left_out():
+    from agents_app.mcp.tools import usable_schema
+
+    assert usable_schema({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+    assert usable_schema({"properties": {}})  # "type" defaults to object
+    assert not usable_schema({"type": "string"})
+    assert not usable_schema({"type": "object", "properties": {"x": {"type": 12}}})  # not a valid JSON Schema
+    assert not usable_schema(["not", "a", "schema"])
