@@ -19,7 +19,6 @@ from agents_app.mcp.models import AgentMcpServer, McpServer, Transport
 from agents_app.mcp.pool import Catalogue, Endpoint, McpAuthorizationRequired, McpConnectionError, pool
 from agents_app.protocol import frames
 from agents_app.runtime import broadcast
-from agents_app.storage.models import Session
 
 logger = logging.getLogger(__name__)
 # Errors can carry text from a remote server: shown to clients only trimmed and without control characters.
@@ -115,18 +114,20 @@ def endpoint_for(row: McpServer) -> Endpoint:
 def _sync_attached(session_id: int) -> list[McpServer]:
     """Rows for the operator's servers of this agent class (created on first use, dropped when
     the operator disables or deletes them), then all rows of the session."""
-    session = Session.objects.select_related("agent").get(pk=session_id)
-    attached = {a.pk: a for a in AgentMcpServer.objects.filter(agent=session.agent, enabled=True)}
-    existing = McpServer.objects.filter(session_id=session_id, attached__isnull=False)
-    existing.exclude(attached_id__in=attached).delete()
-    have = set(existing.values_list("attached_id", flat=True))
+    attached = {a.pk: a for a in AgentMcpServer.objects.filter(agent__sessions=session_id, enabled=True)}
+    rows = list(McpServer.objects.filter(session_id=session_id).select_related("attached"))
+    stale = [row.pk for row in rows if row.attached_id is not None and row.attached_id not in attached]
+    if stale:
+        McpServer.objects.filter(pk__in=stale).delete()
+        rows = [row for row in rows if row.pk not in stale]
+    have = {row.attached_id for row in rows}
     for pk, server in attached.items():
         if pk not in have:
-            McpServer.objects.create(
+            rows.append(McpServer.objects.create(
                 session_id=session_id, attached=server, name=server.name,
                 server_url=server.url or server.command, transport=server.transport,
-            )
-    return list(McpServer.objects.filter(session_id=session_id).select_related("attached"))
+            ))
+    return rows
 
 
 # -- connecting -------------------------------------------------------------------------------
