@@ -79,11 +79,20 @@ def open_app(token: str, server: Any, sites: tuple[StaticSite, StaticSite], brow
     database is written before Playwright's event loop starts: Django refuses ORM calls
     from a thread with a running loop.)"""
 
-    def open_page(name: str = "react", *, site: StaticSite | None = None, **context_options: Any) -> Any:
+    def open_page(name: str = "react", *, site: StaticSite | None = None, use_cookie: bool = False, **context_options: Any) -> Any:
         page = browser.new_context(**context_options).new_page()
+        if use_cookie:  # signed in on the Django site, same host, another port: the same site
+            page.goto(f"{server.url}/login/")
+            page.fill("#id_username", "alice")
+            page.fill("#id_password", "wonderland-42")
+            page.click("button[type=submit]")
+            page.wait_for_url(f"{server.url}/")
         page.goto(f"{(site or sites[0]).origin}/")
         page.fill("input[name=server]", server.url)
-        page.fill("input[name=token]", token)
+        if use_cookie:
+            page.check("input[name=useCookie]")
+        else:
+            page.fill("input[name=token]", token)
         page.fill("input[name=name]", name)
         page.click("button[type=submit]")
         return page
@@ -116,50 +125,71 @@ def test_a_text_turn_streams_with_its_reasoning_from_another_origin(open_app, mo
     page.wait_for_selector(".message.user >> text=Hello?")
     page.wait_for_function("document.querySelector('.message.assistant .text')?.innerText.endsWith('across origins.')", timeout=15000)
     wait_idle(page)
-    assert page.inner_text(".message.assistant .reasoning") .startswith("Thinking")
+    assert page.inner_text(".message.assistant .reasoning").startswith("Thinking")
     assert "greet back." in page.locator(".message.assistant .reasoning p").text_content()
     page.screenshot(path=str(ARTIFACTS / "react-chat-text-turn.png"), full_page=True)
 
 
+SECRET = "Alice's private note that no other site may read"
+
+
+@pytest.fixture
+def private_conversation(user: Any) -> None:
+    session = resolve_session("chat-agent", "private", user)
+    transcript.upsert_client_messages(session, [user_message(SECRET, "m1")], move_leaf=True)
+
+
+def test_the_signed_in_session_cookie_works_from_the_same_site(private_conversation, open_app, model):
+    model.script(Reply.text("Hello again, Alice."))
+    page = connected(open_app("private", use_cookie=True))
+    page.wait_for_selector(f".message.user >> text={SECRET}")  # get-messages sent the cookie
+    send(page, "Hi")
+    page.wait_for_selector(".message.assistant .text >> text=Hello again, Alice.", timeout=15000)
+
+
+def ask_for_tool(open_app: Any, model: Any, prompt: str, call: ToolCallSpec, then: str, **context_options: Any) -> Any:
+    """A page that asked `prompt`; the model calls the tool, then answers `then`."""
+    model.script(Reply.tool_calls([call]), Reply.text(then))
+    page = connected(open_app(**context_options))
+    send(page, prompt)
+    return page
+
+
+def tool_card(page: Any, name: str, state: str) -> Any:
+    return page.wait_for_selector(f".tool[data-tool={name}][data-state={state}]", timeout=15000)
+
+
+def wait_answer(page: Any, text: str) -> None:
+    page.wait_for_selector(f".message.assistant .text >> text={text}", timeout=15000)
+
+
 def test_a_tool_that_needs_approval_runs_after_approve(open_app, model):
-    model.script(
-        Reply.tool_calls([ToolCallSpec("deleteFile", json.dumps({"path": "notes.txt"}))]),
-        Reply.text("I deleted notes.txt for you."),
-    )
-    page = connected(open_app())
-    send(page, "Delete notes.txt")
-    page.wait_for_selector(".tool[data-tool=deleteFile][data-state=approval-requested] button.approve", timeout=15000)
+    page = ask_for_tool(open_app, model, "Delete notes.txt", ToolCallSpec("deleteFile", json.dumps({"path": "notes.txt"})), "I deleted notes.txt for you.")
+    tool_card(page, "deleteFile", "approval-requested")
     page.screenshot(path=str(ARTIFACTS / "react-chat-approval.png"), full_page=True)
     page.click("button.approve")
-    page.wait_for_selector(".tool[data-tool=deleteFile][data-state=output-available]", timeout=15000)
-    page.wait_for_selector(".message.assistant .text >> text=I deleted notes.txt for you.", timeout=15000)
-    assert '"deleted": true' in page.inner_text(".tool[data-tool=deleteFile] .tool-output")
+    assert '"deleted": true' in tool_card(page, "deleteFile", "output-available").inner_text()
+    wait_answer(page, "I deleted notes.txt for you.")
 
 
 def test_a_denied_tool_does_not_run(open_app, model):
-    model.script(Reply.tool_calls([ToolCallSpec("deleteFile", json.dumps({"path": "keep.txt"}))]), Reply.text("Understood, I kept it."))
-    page = connected(open_app())
-    send(page, "Delete keep.txt")
-    page.click(".tool[data-tool=deleteFile] button.deny", timeout=15000)
-    page.wait_for_selector(".tool[data-tool=deleteFile][data-state=output-denied]", timeout=15000)
-    page.wait_for_selector(".message.assistant .text >> text=Understood, I kept it.", timeout=15000)
+    page = ask_for_tool(open_app, model, "Delete keep.txt", ToolCallSpec("deleteFile", json.dumps({"path": "keep.txt"})), "Understood, I kept it.")
+    tool_card(page, "deleteFile", "approval-requested")
+    page.click("button.deny")
+    tool_card(page, "deleteFile", "output-denied")
+    wait_answer(page, "Understood, I kept it.")
 
 
 def test_a_browser_tool_is_answered_by_on_tool_call(open_app, model):
-    model.script(Reply.tool_calls([ToolCallSpec("getUserTimezone")]), Reply.text("You are on Paris time."))
-    page = connected(open_app(timezone_id="Europe/Paris"))
-    send(page, "What is my time zone?")
-    page.wait_for_selector(".tool[data-tool=getUserTimezone][data-state=output-available]", timeout=15000)
-    assert "Europe/Paris" in page.inner_text(".tool[data-tool=getUserTimezone] .tool-output")
-    page.wait_for_selector(".message.assistant .text >> text=You are on Paris time.", timeout=15000)
+    page = ask_for_tool(open_app, model, "What is my time zone?", ToolCallSpec("getUserTimezone"), "You are on Paris time.", timezone_id="Europe/Paris")
+    assert "Europe/Paris" in tool_card(page, "getUserTimezone", "output-available").inner_text()
+    wait_answer(page, "You are on Paris time.")
 
 
 def test_data_parts_of_a_server_tool_are_shown(open_app, model):
-    model.script(Reply.tool_calls([ToolCallSpec("research", json.dumps({"topic": "Django"}))]), Reply.text("Here is what I found."))
-    page = connected(open_app())
-    send(page, "Research Django")
+    page = ask_for_tool(open_app, model, "Research Django", ToolCallSpec("research", json.dumps({"topic": "Django"})), "Here is what I found.")
     page.wait_for_selector(".data.progress", timeout=15000)
-    page.wait_for_selector(".message.assistant .text >> text=Here is what I found.", timeout=15000)
+    wait_answer(page, "Here is what I found.")
     assert "Summarising" in page.inner_text(".data.progress")
     assert page.locator(".data.citation").count() == 2
 
@@ -168,13 +198,13 @@ def test_regenerate_keeps_both_answers_behind_a_branch_pager(open_app, model):
     model.script(Reply.text("First answer."), Reply.text("Second answer."))
     page = connected(open_app())
     send(page, "Say something")
-    page.wait_for_selector(".message.assistant .text >> text=First answer.", timeout=15000)
+    wait_answer(page, "First answer.")
     wait_idle(page)
     page.click("button.regenerate")
-    page.wait_for_selector(".message.assistant .text >> text=Second answer.", timeout=15000)
+    wait_answer(page, "Second answer.")
     page.wait_for_selector(".message.assistant .branches .position >> text=2/2", timeout=15000)
     page.click(".message.assistant .branches button.older")
-    page.wait_for_selector(".message.assistant .text >> text=First answer.", timeout=15000)
+    wait_answer(page, "First answer.")
     assert page.inner_text(".message.assistant .branches .position") == "1/2"
 
 
@@ -205,15 +235,6 @@ def test_stop_cancels_the_answer_mid_stream(open_app, model):
     assert 5 < len(stopped_at) < len(words) and stopped_at == words[: len(stopped_at)]
     page.wait_for_timeout(500)  # nothing more arrives after the stop
     assert assistant_text(page).split() == stopped_at
-
-
-SECRET = "Alice's private note that no other site may read"
-
-
-@pytest.fixture
-def private_conversation(user: Any) -> None:
-    session = resolve_session("chat-agent", "private", user)
-    transcript.upsert_client_messages(session, [user_message(SECRET, "m1")], move_leaf=True)
 
 
 def test_an_origin_that_is_not_listed_gets_no_data_over_http_or_websocket(private_conversation, token, open_app, sites, server):
