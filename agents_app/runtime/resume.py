@@ -117,7 +117,8 @@ class ConnectionStreams:
         active = await sync_to_async(_active_stream)(self.session_id)
         if active is not None and active.request_id != request_id and self.offered != request_id:
             return  # an ACK for a stream this connection was not offered: the offer still stands
-        held, self._held = self._held, []
+        held = self._held if self.offered == request_id else []  # frames of the stream it acknowledges
+        self._held = []
         self.offered = None
         if active is not None and active.request_id == request_id:
             await self._replay_active(active, held)
