@@ -157,7 +157,8 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
 
     async def _dispatch(self, frame: Any) -> None:
         match frame:
-            case ChatRequest():
+            case ChatRequest(request_id=request_id):
+                self.streams.own(request_id)
                 await chat.submit(self.session, self.connection, frame)
             case CancelRequest(request_id=request_id):
                 await runner.cancel(request_id)
