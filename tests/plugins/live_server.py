@@ -65,10 +65,10 @@ def child_env(model_base_url: str, extra_env: dict[str, str] | None = None) -> d
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECRET_KEY": "live-test-secret",
         "AGENTS_CLASSES": "tests.agents.ScriptedAgent,tests.agents.CounterAgent,tests.agents.HookedAgent",
-        **(extra_env or {}),
     }
-    if settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"):
+    if settings.REDIS_URL:
         env["REDIS_URL"] = settings.REDIS_URL
+    env.update(extra_env or {})
     return env
 
 
