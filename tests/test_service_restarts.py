@@ -28,7 +28,7 @@ from agents_app.testing.fake_openai import Reply
 from tests.plugins.celery_worker import CeleryProcess
 from tests.plugins.live_server import ROOT, LiveServer, child_env, start_live_server
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends, pytest.mark.timeout(600)]
 
 TURNS = 20
 WORDS = [f"w{i}" for i in range(50)]
@@ -84,6 +84,7 @@ def follow_http(server: LiveServer, token: str, name: str, turn: Followed) -> Fo
     with httpx.Client(timeout=60) as http, http.stream(
         "POST", f"{server.url}/agents/chat-agent/{name}/chat?format=ui&token={token}", json={"text": f"Count for {name}"}
     ) as response:
+        assert response.status_code == 200, response.read()
         turn.request_id = response.headers["x-request-id"]
         for line in response.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
@@ -107,8 +108,12 @@ def stream_turns_across(server: LiveServer, token: str, restart: Callable[[], No
             pool.submit(follow_websocket if index % 2 else follow_http, server, token, f"room-{index}", turn)
             for index, turn in enumerate(turns)
         ]
-        for turn in turns:
-            assert turn.first_chunk.wait(60), "a turn did not start streaming"
+        deadline = time.monotonic() + 90
+        for turn, future in zip(turns, futures):
+            while not turn.first_chunk.wait(0.2):
+                if future.done():
+                    raise AssertionError(f"a turn ended before the restart: {future.result()}")
+                assert time.monotonic() < deadline, "a turn did not start streaming"
         restart()
         return [future.result(timeout=90) for future in futures]
 
@@ -205,7 +210,7 @@ def test_a_database_restart_mid_stream_ends_the_turns_and_the_server_and_worker_
         "shell", "-c",
         "from django.contrib.auth import get_user_model; from agents_app.storage.models import ApiToken; "
         "print(ApiToken.issue(get_user_model().objects.create_user('carol', password='restart-42'))[1])",
-    ).strip()
+    ).strip().splitlines()[-1]
     stack.start()
     assert stack.server is not None
     # The worker holds a database connection from before the restart.

@@ -353,10 +353,10 @@ async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort:
     progress.builder = builder
     response = await agent.on_chat_message(options)
     if response is None:
+        await _finish_turn(turn, "completed")
         await broadcast.broadcast(
             session.pk, [frames.chat_response(request.request_id, frames.NO_RESPONSE_TEXT, done=True, continuation=request.continuation)]
         )
-        await _finish_turn(turn, "completed")
         await _settle(turn, streamed=False)
         return TurnResult(request.request_id, "completed")
 
@@ -391,8 +391,11 @@ async def _conclude(
     final frames (error, done) to every connection, the transcript, and the release of
     parked connections. Each is attempted even when another fails."""
     uid = message["id"] if message is not None else ""
-    record = lambda: _finish_turn(turn, outcome.status, error=outcome.error or "", message_uid=uid)  # noqa: E731
-    await _attempt(request, "recording the outcome", _retrying(record))
+    await _attempt(
+        request,
+        "recording the outcome",
+        _retrying(lambda: _finish_turn(turn, outcome.status, error=outcome.error or "", message_uid=uid)),
+    )
     final = outcome.final_frames(request.request_id, request.continuation)
     streamed = progress.publisher is not None and progress.publisher.started
     if streamed:
