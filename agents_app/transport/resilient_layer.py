@@ -4,9 +4,9 @@ Without Redis, frames cannot cross processes; but a turn and the sockets watchin
 usually in the same daphne process, and those should not notice. So every group
 membership is also remembered here, and while Redis fails:
 
-* `group_send` and `send` to this process's channels are delivered straight into the
-  receive buffers channels-redis reads from (the consumers wake up as if Redis had sent them);
-* `receive` keeps waiting (for local deliveries, retrying Redis every second) instead of
+* `group_send` and `send` to this process's channels are delivered to a local inbox per
+  channel (kept apart from channels-redis's own buffers, which it drops when a read fails);
+* `receive` serves that inbox, and while Redis is down waits on it alone instead of
   raising, which would take every WebSocket of the process down;
 * `group_add`/`group_discard` are recorded and re-applied when Redis is back, because a
   restarted Redis may have lost the memberships.
@@ -35,6 +35,7 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._members: defaultdict[str, set[str]] = defaultdict(set)
+        self._inbox: defaultdict[str, asyncio.Queue[dict[str, Any]]] = defaultdict(asyncio.Queue)
         self.available = True
         self._recovery: asyncio.Task[None] | None = None
 
@@ -74,23 +75,30 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
 
     async def receive(self, channel: str) -> dict[str, Any]:
         while True:
-            try:
-                return await super().receive(channel)
-            except REDIS_DOWN as error:
-                self._lost(error)
-                buffer = self.receive_buffer[channel]
-                with contextlib.suppress(TimeoutError):
-                    message = await asyncio.wait_for(buffer.get(), RETRY_SECONDS)
-                    if buffer.empty():
-                        self.receive_buffer.pop(channel, None)
-                    return message
+            inbox = self._inbox.get(channel)
+            if inbox is not None and not inbox.empty():
+                return self._take(channel, inbox.get_nowait())
+            if self.available:
+                try:
+                    return await super().receive(channel)
+                except REDIS_DOWN as error:
+                    self._lost(error)
+                continue
+            # Redis is down: only this process can reach the channel, until it is back.
+            with contextlib.suppress(TimeoutError):
+                return self._take(channel, await asyncio.wait_for(self._inbox[channel].get(), RETRY_SECONDS))
+
+    def _take(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
+        if self._inbox[channel].empty():
+            del self._inbox[channel]
+        return message
 
     def _is_local(self, channel: str) -> bool:
         return "!" in channel and self.non_local_name(channel).endswith(self.client_prefix + "!")
 
     def _deliver_locally(self, channel: str, message: dict[str, Any]) -> None:
         # A copy per receiver, as if each had deserialised it from Redis.
-        self.receive_buffer[channel].put_nowait(copy.deepcopy(message))
+        self._inbox[channel].put_nowait(copy.deepcopy(message))
 
     def _lost(self, error: BaseException) -> None:
         loop = asyncio.get_running_loop()
