@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 60
 
 
 def free_port() -> int:
@@ -84,7 +85,8 @@ def start_live_server(model_base_url: str, extra_env: dict[str, str] | None = No
         stdout=open(log, "wb"),  # noqa: SIM115 - owned by the child
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 20
+    # Generous: on a loaded machine (2 cores shared by several test runs) startup takes a while.
+    deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"daphne exited: {log.read_text()[-2000:]}")
@@ -94,7 +96,7 @@ def start_live_server(model_base_url: str, extra_env: dict[str, str] | None = No
         except OSError:
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError("daphne did not start in 20 s")
+    raise RuntimeError(f"daphne did not start in {START_TIMEOUT} s")
 
 
 @pytest.fixture
