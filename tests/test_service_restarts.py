@@ -27,6 +27,7 @@ from websockets.sync.client import connect
 from agents_app.testing.fake_openai import Reply
 from tests.plugins.celery_worker import CeleryProcess
 from tests.plugins.live_server import ROOT, LiveServer, child_env, start_live_server
+from tests.test_celery_worker import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends, pytest.mark.timeout(600)]
 
@@ -155,16 +156,6 @@ class Stack:
         Celery(broker=broker).send_task("agents.run_turn", args=["chat-agent", name, f"Hello from Celery to {name}", username])
 
 
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = probe()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def query(database_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     for attempt in range(50):  # the database may still be starting up
         try:
@@ -216,7 +207,7 @@ def test_a_database_restart_mid_stream_ends_the_turns_and_the_server_and_worker_
     # The worker holds a database connection from before the restart.
     stack.run_celery_turn(throwaway_redis.url, "celery-before", "carol")
     turns_of = "SELECT t.status FROM agents_app_turn t JOIN agents_app_session s ON s.id = t.session_id WHERE s.name = %s"
-    wait_for("the worker's first turn", lambda: query(database, turns_of, "celery-before") == [("completed",)])
+    wait_for("the worker's first turn", lambda: query(database, turns_of, "celery-before") == [("completed",)], timeout=90)
 
     def restart() -> None:
         throwaway_postgres.stop()
@@ -231,7 +222,7 @@ def test_a_database_restart_mid_stream_ends_the_turns_and_the_server_and_worker_
     assert all(turn.text == ANSWER for turn in turns if turn.outcome == "completed")
     # Every turn row ends (in error, completed, or interrupted and recovered), none stays live.
     live = "SELECT count(*) FROM agents_app_turn WHERE status IN ('queued', 'running', 'streaming')"
-    wait_for("every turn row to end", lambda: query(database, live) == [(0,)])
+    wait_for("every turn row to end", lambda: query(database, live) == [(0,)], timeout=90)
     assert_nothing_duplicated(database)
 
     # The same daphne and worker serve new turns: their connections were re-established.
@@ -242,7 +233,7 @@ def test_a_database_restart_mid_stream_ends_the_turns_and_the_server_and_worker_
     follow_websocket(stack.server, token, "after-ws", after[1])
     assert [(t.outcome, t.text) for t in after] == [("completed", "Back in business.")] * 2
     stack.run_celery_turn(throwaway_redis.url, "celery-after", "carol")
-    wait_for("the worker's turn after the restart", lambda: query(database, turns_of, "celery-after") == [("completed",)])
+    wait_for("the worker's turn after the restart", lambda: query(database, turns_of, "celery-after") == [("completed",)], timeout=90)
 
 
 def watch_next_turn(server: LiveServer, token: str, name: str, connected: threading.Event) -> Followed:
