@@ -54,9 +54,10 @@ class StreamPublisher:
         self._flusher = asyncio.create_task(self._flush_loop())
 
     def publish(self, chunk: dict[str, Any]) -> None:
-        if self._flusher is not None and self._flusher.done() and self._flusher.exception() is not None:
+        flusher = self._flusher
+        if flusher is not None and flusher.done() and not flusher.cancelled() and flusher.exception() is not None:
             # Broadcasting or storing failed: stop the stream now, not when the model is done.
-            raise self._flusher.exception()  # type: ignore[misc]
+            raise flusher.exception()  # type: ignore[misc]
         last = self._outbox[-1][1] if self._outbox else None
         if (
             last is not None
