@@ -13,19 +13,24 @@ from agents_app.storage.models import (
     Turn,
     TurnChunk,
 )
+from agents_app.mcp.models import AgentMcpServer, McpServer
+from agents_app.sandbox.models import SessionExtension
 from agents_app.storage.workspace import WorkspaceEntry
 
 __all__ = [
     "Agent",
+    "AgentMcpServer",
     "ApiToken",
     "Compaction",
     "ContextBlock",
     "ContextBlockVersion",
     "ContextEntry",
+    "McpServer",
     "Message",
     "Schedule",
     "ScheduleRun",
     "Session",
+    "SessionExtension",
     "Turn",
     "TurnChunk",
     "WorkspaceEntry",

@@ -36,12 +36,16 @@ async function waitFor(what, predicate, timeoutMs = 15000) {
   throw new Error(`timed out waiting for ${what}`);
 }
 
+// Every cf_agent_mcp_servers state useAgent hands to the app, in order.
+const mcpUpdates = [];
+
 function Harness({ sink, chatOptions, host }) {
   const agent = useAgent({
     agent: args.agent,
     name: args.name,
     host,
     query: args.token ? { token: args.token } : undefined,
+    onMcpUpdate: (mcp) => mcpUpdates.push(mcp),
   });
   const chat = useAgentChat({ agent, ...chatOptions });
   sink.current = { agent, chat };
@@ -289,6 +293,15 @@ const scenarios = {
     await client.chat.sendMessage({ text: args.text ?? "Annotate" });
     await quiet(client, "the tool turn to finish", () => lastAssistantText(client.chat.messages).length > 0);
     return { received, messages: client.chat.messages, serverMessages: await serverMessages() };
+  },
+
+  async mcp() {
+    const client = await mount();
+    const added = await client.agent.call("add_server", [args.server, args.url]);
+    await waitFor("the MCP server to be ready", () => mcpUpdates.at(-1)?.servers[added.id]?.state === "ready", 30000);
+    await client.chat.sendMessage({ text: args.text ?? "Weather?" });
+    await settle(client, "the MCP tool turn");
+    return { added, updates: mcpUpdates, messages: client.chat.messages, serverMessages: await serverMessages() };
   },
 
   async error() {
