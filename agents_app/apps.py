@@ -7,6 +7,11 @@ class AgentsAppConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django.db.backends.signals import connection_created
+
+        from agents_app.storage.connections import watch
+
+        connection_created.connect(watch, dispatch_uid="agents_app.storage.connections.watch")
         # Importing the demo module registers its agent classes with the registry.
         from agents_app import demo_agents  # noqa: F401
         from agents_app.runtime.registry import load_configured_agents

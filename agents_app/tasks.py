@@ -6,7 +6,10 @@ browsers through the channel layer (channels-redis in production) like any other
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
 
 from celery import Task, shared_task
 from celery.signals import worker_ready
@@ -14,7 +17,21 @@ from django.conf import settings
 
 from agents_app.runtime import recovery, scheduling
 from agents_app.runtime.programmatic import send_user_message
-from agents_app.storage import chunk_log
+from agents_app.storage import chunk_log, connections
+
+T = TypeVar("T")
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a task's coroutine on a fresh loop, after dropping database connections that died
+    since the last task (the ORM runs on asgiref's worker thread, which Celery's own
+    per-task cleanup does not reach)."""
+
+    async def main() -> T:
+        await sync_to_async(connections.drop_dead)()
+        return await coroutine
+
+    return asyncio.run(main())
 
 
 @shared_task(name="agents.sweep_stream_buffers")
@@ -27,13 +44,13 @@ def sweep_stream_buffers() -> int:
 def run_turn(self: Task, agent: str, name: str, text: str, username: str | None = None) -> dict[str, Any]:
     """A programmatic turn. The task id is the request id, so a redelivered task (acks_late
     after a worker died) neither stores the message again nor runs the turn twice."""
-    result = asyncio.run(send_user_message(agent, name, text, username=username, request_id=self.request.id))
+    result = _run(send_user_message(agent, name, text, username=username, request_id=self.request.id))
     return result.as_dict()
 
 
 @shared_task(name=scheduling.RUN_TASK, acks_late=True)
 def run_schedule(schedule_id: int, now: bool = False) -> str:
-    run = asyncio.run(scheduling.execute(schedule_id, now=now))
+    run = _run(scheduling.execute(schedule_id, now=now))
     return run.status if run is not None else "not-run"
 
 
@@ -48,7 +65,7 @@ def recover_interrupted_turns() -> dict[str, int]:
 
 @shared_task(name="agents.recover_turn", acks_late=True)
 def recover_turn(turn_id: int) -> str:
-    result = asyncio.run(recovery.recover(turn_id))
+    result = _run(recovery.recover(turn_id))
     return result.status if result is not None else "not-recovered"
 
 

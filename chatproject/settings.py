@@ -99,19 +99,26 @@ TEMPLATES = [
     },
 ]
 
+# SQLite, the default or named by DATABASE_URL=sqlite:///…, is tuned for concurrent turns:
+# WAL lets the web process read while a turn writes its chunk batches; IMMEDIATE takes the
+# write lock when a transaction starts (a deferred one that upgrades fails at once with
+# "database is locked"); a busy database is waited for (SQLite retries) before it fails.
+SQLITE_OPTIONS = {
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    "transaction_mode": "IMMEDIATE",
+    "timeout": float(os.environ.get("AGENTS_SQLITE_BUSY_TIMEOUT", "20")),
+}
 if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
+    if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
 else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("SQLITE_PATH", str(DATA_DIR / "db.sqlite3")),
-            "OPTIONS": {
-                # WAL lets the web process read while a turn writes its chunk batches.
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-                "transaction_mode": "IMMEDIATE",
-                "timeout": 20,
-            },
+            "OPTIONS": dict(SQLITE_OPTIONS),
             # A file, not memory: browser and Node tests run the server as a separate process.
             "TEST": {"NAME": str(DATA_DIR / "test-db.sqlite3")},
         }
@@ -123,7 +130,8 @@ CHANNEL_CAPACITY = int(os.environ.get("AGENTS_CHANNEL_CAPACITY", "5000"))
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis that keeps this process's chats working while Redis is away.
+            "BACKEND": "agents_app.transport.resilient_layer.ResilientRedisChannelLayer",
             # The default capacity (100) silently drops frames under streaming load.
             "CONFIG": {"hosts": [REDIS_URL], "capacity": CHANNEL_CAPACITY, "expiry": 60},
         }
@@ -206,6 +214,8 @@ AGENTS_ALLOW_ANONYMOUS = env_bool("AGENTS_ALLOW_ANONYMOUS", False)
 # Dotted paths of agent classes defined outside agents_app (comma-separated in the environment).
 AGENTS_CLASSES = env_list("AGENTS_CLASSES", [])
 AGENTS_MAX_FRAME_BYTES = int(os.environ.get("AGENTS_MAX_FRAME_BYTES", str(1024 * 1024)))
+# Test hook (agents_app/testing/faults.py): names a turn stage that raises. Empty in production.
+AGENTS_FAULT_INJECTION = os.environ.get("AGENTS_FAULT_INJECTION", "")
 # MCP servers: seconds to connect (and list tools) and for one tool call.
 AGENTS_MCP_CONNECT_TIMEOUT = float(os.environ.get("AGENTS_MCP_CONNECT_TIMEOUT", "15"))
 AGENTS_MCP_TOOL_TIMEOUT = float(os.environ.get("AGENTS_MCP_TOOL_TIMEOUT", "60"))

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
 
 
 def production_mode_only() -> None:
-    if not django_settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"):
+    if not django_settings.REDIS_URL:
         pytest.skip("workers reach browser connections only through channels-redis (production mode)")
 
 

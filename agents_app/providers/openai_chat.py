@@ -18,6 +18,7 @@ from django.conf import settings
 from agents_app.gateway.calls import GatewayCall
 from agents_app.providers.convert import to_openai_messages
 from agents_app.providers.errors import ModelError, describe_error
+from agents_app.testing import faults
 
 __all__ = ["ModelError", "StepStream", "default_model", "describe_error", "make_client", "stream_reply", "uses_local_model"]
 
@@ -117,6 +118,7 @@ class StepStream:
         open_text: str | None = None
         open_reasoning: str | None = None
         calls: dict[int, ToolCall] = {}
+        faults.point("model_call")
         async for chunk in GatewayCall(self._client, self._request):
             if chunk.usage is not None:
                 self.outcome.usage = {
@@ -142,6 +144,7 @@ class StepStream:
                         yield {"type": "text-start", "id": open_text}
                     self.outcome.text += delta.content
                     yield {"type": "text-delta", "id": open_text, "delta": delta.content}
+                    faults.point("model_stream")
                 for fragment in delta.tool_calls or []:
                     for end in self._close(open_text, open_reasoning):
                         yield end

@@ -296,7 +296,10 @@ class AIChatAgent(Agent):
             body=context.get("lastBody"),
             new_messages=messages,
         )
-        turn, created = await sync_to_async(runner.admit)(request)
+        try:
+            turn, created = await runner.admit_turn(request)
+        except runner.AdmissionFailed as failure:
+            return TurnResult(request.request_id, "error", str(failure))
         if not created:
             return TurnResult(turn.request_id, "skipped")
         return await runner.run(request, turn)
@@ -330,7 +333,10 @@ class AIChatAgent(Agent):
             client_tools=context.get("lastClientTools"),
             body=body if body is not None else context.get("lastBody"),
         )
-        turn, _ = await sync_to_async(runner.admit)(request)
+        try:
+            turn, _ = await runner.admit_turn(request)
+        except runner.AdmissionFailed as failure:
+            return TurnResult(request.request_id, "error", str(failure))
         return await runner.run(request, turn)
 
     async def destroy(self) -> None:

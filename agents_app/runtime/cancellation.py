@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import redis.asyncio as redis
 from django.conf import settings
+
+from agents_app.transport.resilient_layer import REDIS_DOWN
+
+logger = logging.getLogger(__name__)
 
 _local: dict[str, asyncio.Event] = {}
 
@@ -30,19 +35,23 @@ async def abort_signal(request_id: str) -> AsyncIterator[asyncio.Event]:
     client: redis.Redis | None = None
     if settings.REDIS_URL:
         client = redis.from_url(settings.REDIS_URL)
-        pubsub = client.pubsub()
-        await pubsub.subscribe(_channel(request_id))
-        listener = asyncio.create_task(_listen(pubsub, event))
+        try:
+            pubsub = client.pubsub()
+            await pubsub.subscribe(_channel(request_id))
+            listener = asyncio.create_task(_listen(pubsub, event))
+        except REDIS_DOWN:  # the turn runs anyway; only a cancel from another process misses it
+            logger.debug("Redis is unavailable: turn %s can be cancelled from this process only", request_id)
     try:
         yield event
     finally:
         _local.pop(request_id, None)
         if listener is not None:
             listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, *REDIS_DOWN):
                 await listener
         if client is not None:
-            await client.aclose()
+            with contextlib.suppress(*REDIS_DOWN):
+                await client.aclose()
 
 
 async def _listen(pubsub: redis.client.PubSub, event: asyncio.Event) -> None:
@@ -64,5 +73,8 @@ async def request_cancel(request_id: str) -> None:
         client = redis.from_url(settings.REDIS_URL)
         try:
             await client.publish(_channel(request_id), "cancel")
+        except REDIS_DOWN:
+            logger.debug("Redis is unavailable: the cancel of %s reaches turns in this process only", request_id)
         finally:
-            await client.aclose()
+            with contextlib.suppress(*REDIS_DOWN):
+                await client.aclose()

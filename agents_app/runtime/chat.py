@@ -4,6 +4,8 @@ Called by the WebSocket consumer (and by HTTP views); the turn itself runs in th
 """
 from __future__ import annotations
 
+import logging
+
 from asgiref.sync import sync_to_async
 
 from agents_app.protocol import frames
@@ -15,6 +17,8 @@ from agents_app.runtime.instances import load_agent
 from agents_app.runtime.types import Connection, TurnRequest
 from agents_app.storage import transcript
 from agents_app.storage.models import Session, Turn, TurnChunk
+
+logger = logging.getLogger(__name__)
 
 
 def _accept(session: Session, request: TurnRequest, messages: list[UIMessage]) -> tuple[Turn, bool, list[UIMessage]]:
@@ -52,7 +56,14 @@ async def submit(session: Session, connection: Connection, request: ChatRequest)
         origin=connection,
     )
     await broadcast.broadcast(session.pk, [frames.chat_messages(request.messages)], exclude=(connection.id,))
-    turn, created, current = await sync_to_async(_accept)(session, turn_request, request.messages)
+    try:
+        turn, created, current = await sync_to_async(_accept)(session, turn_request, request.messages)
+    except Exception:  # the turn does not exist: its requester is the only one waiting for it
+        logger.exception("turn %s could not be admitted", request.request_id)
+        await broadcast.send_to_channel(
+            connection.channel_name, [frames.chat_response(request.request_id, runner.ADMISSION_FAILED, done=True, error=True)]
+        )
+        return
     if not created:
         return  # the same request id again: the turn already exists and never runs twice
     await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=(connection.id,))

@@ -36,6 +36,7 @@ from agents_app.runtime.middleware import ModelCallParams, wrap_model_call
 from agents_app.runtime.tools import Tool, ToolInputError
 from agents_app.runtime.types import ChatOptions
 from agents_app.storage.models import Session
+from agents_app.testing import faults
 
 if TYPE_CHECKING:
     from agents_app.runtime.agent import ThinkAgent
@@ -135,6 +136,7 @@ class ModelLoop:
 
     async def run_tool(self, tool: Tool, call_id: str, arguments: dict[str, Any], outcome: ToolOutcome) -> AsyncIterator[Chunk]:
         """Execute with the hooks around it, streaming what the tool emits as it runs."""
+        faults.point("tool")
         started = time.monotonic()
         context = ToolCallContext(call_id, tool.name, arguments, self.step_number, self.history)
         try:
@@ -191,6 +193,7 @@ class ModelLoop:
     async def _configure(self) -> tuple[TurnConfig, dict[str, Tool]]:
         system = self.agent.turn_system_prompt()
         context = TurnContext(system, to_openai_messages(self.messages), self.tools, self.agent.get_model(), self.options.continuation, self.options.body)
+        faults.point("before_turn")
         config = await self.agent.before_turn(context) or TurnConfig()
         self.system = config.system or system
         self.history = config.messages or to_openai_messages(self.messages, self.system)

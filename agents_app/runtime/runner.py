@@ -8,13 +8,13 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import IntegrityError
+from django.db import DatabaseError, IntegrityError
 from django.utils import timezone
 
 from agents_app.gateway import scope as gateway_scope
@@ -28,11 +28,18 @@ from agents_app.runtime.stream_publisher import StreamPublisher
 from agents_app.runtime.types import ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
 from agents_app.storage import chunk_log, transcript
 from agents_app.storage.models import Session, Turn
+from agents_app.testing import faults
 
 logger = logging.getLogger(__name__)
 
 # Keeps background turns referenced until they finish.
 _tasks: set[asyncio.Task[Any]] = set()
+
+ADMISSION_FAILED = "The server could not start this turn. Please try again."
+
+
+class AdmissionFailed(Exception):
+    """A turn could not even be recorded; callers answer with their own error outcome."""
 
 
 class _InBandError(Exception):
@@ -42,6 +49,7 @@ class _InBandError(Exception):
 def admit(request: TurnRequest) -> tuple[Turn, bool]:
     """Record an accepted turn (status queued). Returns (turn, created); a repeated request id
     returns the existing turn so that a turn never runs twice."""
+    faults.point("admission")
     subject_to_concurrency = request.source == Turn.Source.WEBSOCKET and request.trigger == "submit-message"
     try:
         turn = Turn.objects.create(
@@ -57,6 +65,15 @@ def admit(request: TurnRequest) -> tuple[Turn, bool]:
         return turn, True
     except IntegrityError:
         return Turn.objects.get(session_id=request.session_id, request_id=request.request_id), False
+
+
+async def admit_turn(request: TurnRequest) -> tuple[Turn, bool]:
+    """`admit` from async code; whatever fails is logged and raised as AdmissionFailed."""
+    try:
+        return await sync_to_async(admit)(request)
+    except Exception as error:
+        logger.exception("turn %s could not be admitted", request.request_id)
+        raise AdmissionFailed(ADMISSION_FAILED) from error
 
 
 def start(request: TurnRequest, turn: Turn) -> asyncio.Task[TurnResult]:
@@ -88,39 +105,126 @@ async def _settle(turn: Turn, *, streamed: bool) -> None:
 
 
 async def run(request: TurnRequest, turn: Turn) -> TurnResult:
-    # The gateway attributes the turn's model calls (log, limits, budgets) to this scope.
-    async with gateway_scope.for_turn(request.session_id, request.request_id, request.body):
-        try:
-            result = await _run_locked(request, turn)
-        finally:
-            if request.recovery_root:
-                await recovery.finished(request.session_id, request.recovery_root)
-    return result
+    """Run an admitted turn to its one outcome. Never raises for a failure inside the turn:
+    every exception ends it through `_fail`, so every waiter learns how it ended."""
+    progress = _Progress()
+    try:
+        # The gateway attributes the turn's model calls (log, limits, budgets) to this scope.
+        async with gateway_scope.for_turn(request.session_id, request.request_id, request.body):
+            return await _run_locked(progress, request, turn)
+    except Exception as error:
+        if progress.result is not None:  # raised after the outcome was delivered
+            logger.exception("turn %s: cleanup after the outcome failed", request.request_id)
+            return progress.result
+        result = await _fail(progress, request, turn, error)
+        await _release(request)
+        return result
+    finally:
+        if request.recovery_root:
+            await _attempt(request, "ending the recovery", recovery.finished(request.session_id, request.recovery_root))
 
 
-async def _run_locked(request: TurnRequest, turn: Turn) -> TurnResult:
+@dataclass
+class _Progress:
+    """How far a turn got: what the one failure path must keep and who it must tell."""
+
+    agent: AIChatAgent | None = None
+    session: Session | None = None
+    anchor: str | None = None
+    builder: MessageBuilder | None = None
+    publisher: StreamPublisher | None = None
+    reply_saved: bool = False
+    result: TurnResult | None = None  # set once the outcome is delivered
+
+
+async def _run_locked(progress: _Progress, request: TurnRequest, turn: Turn) -> TurnResult:
+    heartbeat: asyncio.Task[None] | None = None
     async with cancellation.abort_signal(request.request_id) as abort:
-        if not await turn_lock.acquire(request.session_id, turn.pk):
-            await _skip(request, turn)
-            return TurnResult(request.request_id, "skipped")
-        heartbeat = asyncio.create_task(_keep_alive(turn.pk))
         try:
-            agent = await sync_to_async(_load_agent)(request.session_id)
-            if not await _admitted_by_policy(agent, request, turn):
+            if not await turn_lock.acquire(request.session_id, turn.pk):
                 await _skip(request, turn)
                 return TurnResult(request.request_id, "skipped")
-            result = await _execute(agent, request, turn, abort)
-        except Exception:
-            if await sync_to_async(Session.objects.filter(pk=request.session_id).exists)():
-                raise
-            # Destroyed while the turn ran: there is nothing left to persist to.
-            return TurnResult(request.request_id, "aborted")
+            heartbeat = asyncio.create_task(_keep_alive(turn.pk))
+            faults.point("agent_load")
+            progress.agent = await sync_to_async(_load_agent)(request.session_id)
+            if not await _admitted_by_policy(progress.agent, request, turn):
+                await _skip(request, turn)
+                return TurnResult(request.request_id, "skipped")
+            result = await _execute(progress, request, turn, abort)
+        except Exception as error:
+            result = await _fail(progress, request, turn, error)
         finally:
-            heartbeat.cancel()
-            await turn_lock.release(request.session_id, request.request_id)
-    await _sweep_stale_buffers()
-    await _safe_on_chat_response(agent, request, result)
+            if heartbeat is not None:
+                heartbeat.cancel()
+            await _release(request)
+    await _attempt(request, "sweeping stream buffers", _sweep_stale_buffers())
+    if progress.agent is not None:
+        await _safe_on_chat_response(progress.agent, request, result)
     return result
+
+
+async def _release(request: TurnRequest) -> None:
+    """The lock is released whatever happened; should even that fail, the turn row is
+    finished, so the next turn takes the lock over at once."""
+    try:
+        faults.point("lock_release")
+        await turn_lock.release(request.session_id, request.request_id)
+    except Exception:
+        logger.exception("turn %s: releasing the turn lock failed", request.request_id)
+        with contextlib.suppress(Exception):
+            await turn_lock.release(request.session_id, request.request_id)
+
+
+def _error_text(agent: AIChatAgent | None, error: BaseException, default: str) -> str:
+    """What clients see: the agent's on_chat_error rendering, never a stack trace."""
+    if agent is not None:
+        try:
+            return str(agent.on_chat_error(error)) or default
+        except Exception:
+            logger.exception("on_chat_error failed")
+    return str(error) or default
+
+
+async def _fail(progress: _Progress, request: TurnRequest, turn: Turn, error: Exception) -> TurnResult:
+    """The one ending of a turn that raised, wherever: what streamed is kept as the partial
+    answer, and every waiter gets the error outcome. Each step is attempted on its own, so
+    a database or channel-layer outage still lets the others through."""
+    exists = await _attempt(request, "checking the session", sync_to_async(Session.objects.filter(pk=request.session_id).exists)())
+    if exists is False:
+        return TurnResult(request.request_id, "aborted")  # destroyed while the turn ran: nothing to persist to
+    logger.error("turn %s failed: %s", request.request_id, error, exc_info=error)
+    text = _error_text(progress.agent, error, "The agent failed to answer.")
+    message = None
+    if progress.publisher is not None:
+        await _attempt(request, "storing the streamed chunks", progress.publisher.flush())
+    if progress.builder is not None and progress.publisher is not None:
+        message = progress.builder.finalize()
+        has_content = any(part.get("type") != "step-start" for part in message["parts"])
+        if has_content and not progress.reply_saved:
+            await _attempt(request, "keeping the partial answer", _retrying(lambda: _save_reply(progress, message, checked=False)))
+    return await _conclude(progress, request, turn, _StreamOutcome("error", text), message)
+
+
+async def _attempt(request: TurnRequest, what: str, step: Any) -> Any:
+    """Await one step of ending a turn; a failure is logged and the next step still runs."""
+    try:
+        return await step
+    except Exception:
+        logger.exception("turn %s: %s failed", request.request_id, what)
+        return None
+
+
+async def _retrying(write: Callable[[], Awaitable[None]]) -> None:
+    """A database write of a turn's ending, retried for a few seconds: long enough to ride
+    out a database restart, short enough that clients hear the outcome in seconds."""
+    deadline = time.monotonic() + DATABASE_RETRY_SECONDS
+    while True:
+        try:
+            return await write()
+        except DatabaseError:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.25)
 
 
 async def _keep_alive(turn_id: int) -> None:
@@ -129,12 +233,16 @@ async def _keep_alive(turn_id: int) -> None:
     interval = settings.AGENTS_TURN_STALE_SECONDS / 4
     while True:
         await asyncio.sleep(interval)
-        await sync_to_async(Turn.objects.filter(pk=turn_id).update)(heartbeat_at=timezone.now())
+        try:
+            await sync_to_async(Turn.objects.filter(pk=turn_id).update)(heartbeat_at=timezone.now())
+        except DatabaseError:  # a database restart: the turn itself fails or carries on
+            logger.warning("turn %s: heartbeat failed", turn_id, exc_info=True)
 
 
 _last_sweep = 0.0
 SWEEP_INTERVAL = 60.0
 FAIRNESS_SLICE = 0.01
+DATABASE_RETRY_SECONDS = 5.0
 
 
 async def _sweep_stale_buffers() -> None:
@@ -181,6 +289,7 @@ async def _skip(request: TurnRequest, turn: Turn) -> None:
 
 async def _safe_on_chat_response(agent: AIChatAgent, request: TurnRequest, result: TurnResult) -> None:
     try:
+        faults.point("on_chat_response")
         await agent.on_chat_response(
             ChatResponseResult(result.message, request.request_id, request.continuation, result.status, result.error)
         )
@@ -219,10 +328,14 @@ async def _persist_new_messages(request: TurnRequest) -> None:
     await broadcast.broadcast(session.pk, [frames.chat_messages(current)])
 
 
-async def _execute(agent: AIChatAgent, request: TurnRequest, turn: Turn, abort: asyncio.Event) -> TurnResult:
+async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort: asyncio.Event) -> TurnResult:
+    agent = progress.agent
+    assert agent is not None
     if request.new_messages is not None:
         await _persist_new_messages(request)
     session, messages = await sync_to_async(_load_turn_context)(request)
+    progress.session = session
+    progress.anchor = messages[-1]["id"] if messages else None
     options = ChatOptions(
         request_id=request.request_id,
         abort=abort,
@@ -237,47 +350,72 @@ async def _execute(agent: AIChatAgent, request: TurnRequest, turn: Turn, abort: 
         continuation=base is not None,
         finish_reason_in_metadata=agent.finish_reason_in_metadata,
     )
-    try:
-        response = await agent.on_chat_message(options)
-    except Exception as error:  # the handler failed before streaming: tell every client
-        logger.exception("on_chat_message failed for %s", request.request_id)
-        text = str(agent.on_chat_error(error)) or "The agent failed to answer."
-        await broadcast.broadcast(
-            session.pk, [frames.chat_response(request.request_id, text, done=True, error=True, continuation=request.continuation)]
-        )
-        await _finish_turn(turn, "error", error=text)
-        await _settle(turn, streamed=False)
-        return TurnResult(request.request_id, "error", text)
+    progress.builder = builder
+    response = await agent.on_chat_message(options)
     if response is None:
+        await _finish_turn(turn, "completed")
         await broadcast.broadcast(
             session.pk, [frames.chat_response(request.request_id, frames.NO_RESPONSE_TEXT, done=True, continuation=request.continuation)]
         )
-        await _finish_turn(turn, "completed")
         await _settle(turn, streamed=False)
         return TurnResult(request.request_id, "completed")
 
     publisher = StreamPublisher(session.pk, turn.pk, request.request_id, continuation=request.continuation)
     await publisher.start(builder.message["id"])
+    progress.publisher = publisher
     outcome = await _stream(response, builder, publisher, abort, agent, request.request_id)
     if outcome.status == "aborted":
         publisher.publish({"type": "abort"})  # as AI SDK streams end when aborted
     await publisher.flush()
     message = builder.finalize()
-    # The final status is stored before the terminal frame goes out: a connection whose resume
-    # handshake still reads this stream as live is then sure to receive that frame.
-    await _finish_turn(turn, outcome.status, error=outcome.error or "", message_uid=message["id"])
-    await publisher.send_final(outcome.final_frames(request.request_id, request.continuation))
     if message["parts"]:
-        anchor = messages[-1]["id"] if messages else None
-        await sync_to_async(transcript.save_reply)(session, message, anchor)
-        await sync_to_async(transcript.trim_to)(session, agent.max_persisted_messages)
-        exclude = ()
-        if request.origin is not None and not request.continuation and not agent.final_transcript_to_requester:
+        await _save_reply(progress, message)
+    return await _conclude(progress, request, turn, outcome, message)
+
+
+async def _save_reply(progress: _Progress, message: UIMessage, *, checked: bool = True) -> None:
+    """Persist the reply right after the message it answers (the turn's whole answer, or
+    the partial one a failure left)."""
+    assert progress.session is not None and progress.agent is not None
+    if checked:
+        faults.point("reply_write")
+    await sync_to_async(transcript.save_reply)(progress.session, message, progress.anchor)
+    progress.reply_saved = True
+    await sync_to_async(transcript.trim_to)(progress.session, progress.agent.max_persisted_messages)
+
+
+async def _conclude(
+    progress: _Progress, request: TurnRequest, turn: Turn, outcome: _StreamOutcome, message: UIMessage | None
+) -> TurnResult:
+    """Record and deliver a turn's one outcome, once its answer is stored: the turn row, the
+    final frames (error, done) to every connection, the transcript, and the release of
+    parked connections. Each is attempted even when another fails."""
+    uid = message["id"] if message is not None else ""
+    await _attempt(
+        request,
+        "recording the outcome",
+        _retrying(lambda: _finish_turn(turn, outcome.status, error=outcome.error or "", message_uid=uid)),
+    )
+    final = outcome.final_frames(request.request_id, request.continuation)
+    streamed = progress.publisher is not None and progress.publisher.started
+    if streamed:
+        await _attempt(request, "sending the final frames", progress.publisher.send_final(final))
+    else:
+        await _attempt(request, "sending the final frames", broadcast.broadcast(turn.session_id, final))
+    if progress.reply_saved and progress.session is not None:
+        exclude: tuple[str, ...] = ()
+        agent = progress.agent
+        if request.origin is not None and not request.continuation and agent and not agent.final_transcript_to_requester:
             exclude = (request.origin.id,)
-        current = await sync_to_async(transcript.transcript)(session)
-        await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=exclude)
-    await _settle(turn, streamed=True)
-    return TurnResult(request.request_id, outcome.status, outcome.error, message)
+        await _attempt(request, "broadcasting the transcript", _broadcast_transcript(progress.session, exclude))
+    await _attempt(request, "settling parked connections", _settle(turn, streamed=streamed))
+    progress.result = TurnResult(request.request_id, outcome.status, outcome.error, message)
+    return progress.result
+
+
+async def _broadcast_transcript(session: Session, exclude: tuple[str, ...]) -> None:
+    current = await sync_to_async(transcript.transcript)(session)
+    await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=exclude)
 
 
 @dataclass

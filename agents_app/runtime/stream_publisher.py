@@ -20,6 +20,7 @@ from agents_app.protocol import frames
 from agents_app.runtime import broadcast
 from agents_app.storage import chunk_log
 from agents_app.storage.models import Turn
+from agents_app.testing import faults
 
 STORE_BATCH = 64
 STORE_INTERVAL = 0.1
@@ -53,6 +54,10 @@ class StreamPublisher:
         self._flusher = asyncio.create_task(self._flush_loop())
 
     def publish(self, chunk: dict[str, Any]) -> None:
+        flusher = self._flusher
+        if flusher is not None and flusher.done() and not flusher.cancelled() and flusher.exception() is not None:
+            # Broadcasting or storing failed: stop the stream now, not when the model is done.
+            raise flusher.exception()  # type: ignore[misc]
         last = self._outbox[-1][1] if self._outbox else None
         if (
             last is not None
@@ -82,6 +87,7 @@ class StreamPublisher:
                 self._store_first_seq = seq
             self._store.append(body)
             sequenced.append((seq, self._frame(body, done=False, seq=seq)))
+        faults.point("broadcast")
         await broadcast.publish_stream(self.session_id, self.request_id, sequenced)
 
     async def _write_store(self) -> None:
@@ -108,7 +114,8 @@ class StreamPublisher:
         self._closed = True
         self._wake.set()
         if self._flusher is not None:
-            await self._flusher
+            flusher, self._flusher = self._flusher, None
+            await flusher
         await self._send_outbox()
         await self._write_store()
 

@@ -118,8 +118,12 @@ async def chat(
     _observed[request.request_id] = _Observed(callback, dict(tools or {}))
     watcher = asyncio.create_task(_abort_when(signal, request.request_id)) if signal is not None else None
     try:
-        turn, _ = await sync_to_async(runner.admit)(request)
-        result = await runner.run(request, turn)
+        try:
+            turn, _ = await runner.admit_turn(request)
+        except runner.AdmissionFailed as failure:
+            result = TurnResult(request.request_id, "error", str(failure))
+        else:
+            result = await runner.run(request, turn)
     finally:
         _observed.pop(request.request_id, None)
         if watcher is not None:

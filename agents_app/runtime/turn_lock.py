@@ -15,6 +15,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from agents_app.storage.models import Session, Turn
+from agents_app.testing import faults
 
 POLL_INTERVAL = 0.1
 # Keyed by event loop too: an asyncio.Event belongs to the loop that first waits on it.
@@ -66,6 +67,7 @@ async def acquire(session_id: int, turn_id: int) -> bool:
     """Wait until this turn may run. False when it was skipped while waiting. A waiting turn
     heart-beats too: one left queued by a dead process is recovered instead of blocking the
     session's queue forever."""
+    faults.point("lock_acquire")
     event = _event(session_id)
     loop = asyncio.get_running_loop()
     next_beat = loop.time() + stale_after().total_seconds() / 4

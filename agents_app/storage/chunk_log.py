@@ -12,6 +12,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from agents_app.storage.models import Turn, TurnChunk
+from agents_app.testing import faults
 
 MAX_STORED_CHUNK_BYTES = 1_800_000
 COMPLETED_RETENTION = timedelta(minutes=10)
@@ -20,6 +21,7 @@ ABANDONED_RETENTION = timedelta(hours=1)
 
 def write_batch(turn_id: int, first_seq: int, bodies: list[str]) -> None:
     """Store one batch and mark the turn as alive (its heartbeat proves a live producer)."""
+    faults.point("chunk_log")
     stored = [body if len(body.encode()) <= MAX_STORED_CHUNK_BYTES else None for body in bodies]
     TurnChunk.objects.create(turn_id=turn_id, seq=first_seq, bodies=stored)
     Turn.objects.filter(pk=turn_id).update(

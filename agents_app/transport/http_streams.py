@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterable, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
+from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
 from agents_app.gateway import limits
@@ -36,6 +37,9 @@ FOLLOW_POLL_SECONDS = 0.05
 # lock. A follower waits for that release (so a client reading get-messages right after the
 # stream sees the reply), but no longer than this if the process died in between.
 PERSIST_WAIT_SECONDS = 5.0
+# A follower that cannot read the database for this long ends with an error (re-attach later).
+DATABASE_OUTAGE_SECONDS = 15.0
+LOST_DATABASE = "The server lost its database while following this turn. Re-attach to read how it ended."
 UI_MESSAGE_STREAM_HEADER = "x-vercel-ai-ui-message-stream"
 _STREAMING_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -122,25 +126,50 @@ class TurnOutcome:
 
 @dataclass(frozen=True)
 class HttpTurn:
-    """A turn of one session, addressed by its request id: follow its stream or await its end."""
+    """A turn of one session, addressed by its request id: follow its stream or await its end.
+    `task` is the runner's task when the turn runs in this process."""
 
     session_id: int
     request_id: str
+    task: asyncio.Task[Any] | None = field(default=None, compare=False)
 
     async def chunks(self, from_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
         """Its UI chunks from `from_seq`: the stored ones first, then the live tail, until it
         ends. A failed turn ends with an `error` chunk carrying the message clients see."""
         next_seq = from_seq
         finished_at: float | None = None
+        outage_since: float | None = None
+        unrecorded_seen = False
         loop = asyncio.get_running_loop()
         while True:
-            turn_id, status, error, lock_holder = await sync_to_async(self._state)()
-            # Status is read before the chunks: the runner stores every chunk before it marks
-            # the turn finished, so a finished status means nothing is left to arrive.
-            for seq, body in await sync_to_async(chunk_log.read_bodies)(turn_id, next_seq):
+            try:
+                turn_id, status, error, lock_holder = await sync_to_async(self._state)()
+                # Status is read before the chunks: the runner stores every chunk before it marks
+                # the turn finished, so a finished status means nothing is left to arrive.
+                pairs = await sync_to_async(chunk_log.read_bodies)(turn_id, next_seq)
+            except DatabaseError:
+                # Waiting out a database restart; a turn that failed here ends at once.
+                outage_since = outage_since or loop.time()
+                failed = self._ended_here()
+                if failed or loop.time() - outage_since > DATABASE_OUTAGE_SECONDS:
+                    yield {"type": "error", "errorText": failed or LOST_DATABASE}
+                    return
+                await asyncio.sleep(FOLLOW_POLL_SECONDS * 4)
+                continue
+            outage_since = None
+            for seq, body in pairs:
                 next_seq = seq + 1
                 if body is not None:
                     yield json.loads(body)
+            ended = self._ended_here()
+            if status not in Turn.FINISHED and ended is not None:
+                if unrecorded_seen:
+                    # The runner here finished but could not record it (its database write failed).
+                    if ended:
+                        yield {"type": "error", "errorText": ended}
+                    return
+                unrecorded_seen = True  # read once more: it may have been recorded just now
+                continue
             if status in Turn.FINISHED:
                 finished_at = finished_at or loop.time()
                 if lock_holder != self.request_id or loop.time() - finished_at > PERSIST_WAIT_SECONDS:
@@ -148,6 +177,13 @@ class HttpTurn:
                         yield {"type": "error", "errorText": error}
                     return
             await asyncio.sleep(FOLLOW_POLL_SECONDS)
+
+    def _ended_here(self) -> str | None:
+        """How the turn ended in this process, when its runner task is done, else None."""
+        if self.task is None or not self.task.done() or self.task.cancelled() or self.task.exception() is not None:
+            return None
+        result = self.task.result()
+        return (result.error or "The agent failed to answer.") if result.status == "error" else ""
 
     async def text(self, from_seq: int = 0) -> AsyncIterator[str]:
         """Only the answer's text, as it streams."""
@@ -157,9 +193,14 @@ class HttpTurn:
 
     async def outcome(self) -> TurnOutcome:
         """Wait for the turn to end; the persisted reply and its status."""
-        async for _ in self.chunks():
-            pass
-        return await sync_to_async(self._outcome)()
+        failure = ""
+        async for chunk in self.chunks():
+            if chunk.get("type") == "error":
+                failure = chunk.get("errorText", "")
+        try:
+            return await sync_to_async(self._outcome)()
+        except DatabaseError:
+            return TurnOutcome(self.request_id, "error", None, failure or LOST_DATABASE)
 
     def _state(self) -> tuple[int, str, str, str]:
         row = (
@@ -207,10 +248,9 @@ async def start_turn(
         body=body,
         new_messages=messages,
     )
-    turn, created = await sync_to_async(runner.admit)(request)
-    if created:
-        runner.start(request, turn)
-    return HttpTurn(agent.session.pk, turn.request_id)
+    turn, created = await runner.admit_turn(request)  # AdmissionFailed: the caller answers 503
+    task = runner.start(request, turn) if created else None
+    return HttpTurn(agent.session.pk, turn.request_id, task)
 
 
 # -- the built-in chat endpoint of chat agents ----------------------------------------------
@@ -293,5 +333,10 @@ async def chat_endpoint(agent: AIChatAgent, request: HttpRequest) -> HttpRespons
         await sync_to_async(limits.check)(agent.session.owner_id, agent.record.slug)
     except limits.LimitExceeded as refusal:
         return json_response({"error": str(refusal), "code": refusal.code}, status=429, headers={"Retry-After": str(refusal.retry_after)})
-    turn = await start_turn(agent, messages, body=body, request_id=request_id)
+    from agents_app.runtime.runner import AdmissionFailed
+
+    try:
+        turn = await start_turn(agent, messages, body=body, request_id=request_id)
+    except AdmissionFailed as failure:
+        return json_response({"error": str(failure)}, status=503, headers={"Retry-After": "1"})
     return await turn_response(turn, response_format(request))

@@ -26,6 +26,7 @@ from agents_app.protocol.messages import UIMessage
 from agents_app.runtime.agent import AIChatAgent
 from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_session
 from agents_app.runtime.registry import agent_class, sync_agent_records
+from agents_app.runtime.runner import AdmissionFailed
 from agents_app.transport.auth import user_for_token
 from agents_app.transport.http_streams import HttpTurn, sse_response, start_turn
 from agents_app.transport.json_body import BadJSONBody, json_object
@@ -159,7 +160,10 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         await sync_to_async(limits.check)(user.pk, agent.record.slug)
     except limits.LimitExceeded as refusal:
         return limit_response(refusal)
-    turn = await start_turn(agent, messages)
+    try:
+        turn = await start_turn(agent, messages)
+    except AdmissionFailed as failure:
+        return error_response(str(failure), 503, kind="server_error", headers={"Retry-After": "1"})
     completion_id = f"chatcmpl-{turn.request_id}"
     if payload.get("stream"):
         include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))

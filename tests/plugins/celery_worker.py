@@ -86,7 +86,7 @@ def celery_processes(model: Any, transactional_db: Any) -> Iterator[Callable[...
         )
         celery = CeleryProcess(process, log)
         started.append(celery)
-        celery.wait_for_output("ready." if kind == "worker" else "beat: Starting...")
+        celery.wait_for_output("ready." if kind == "worker" else "beat: Starting...", timeout=90)  # a loaded machine starts slowly
         return celery
 
     yield start

@@ -19,6 +19,7 @@ from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 60
 
 
 def free_port() -> int:
@@ -65,10 +66,10 @@ def child_env(model_base_url: str, extra_env: dict[str, str] | None = None) -> d
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECRET_KEY": "live-test-secret",
         "AGENTS_CLASSES": "tests.agents.ScriptedAgent,tests.agents.CounterAgent,tests.agents.HookedAgent",
-        **(extra_env or {}),
     }
-    if settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"):
+    if settings.REDIS_URL:
         env["REDIS_URL"] = settings.REDIS_URL
+    env.update(extra_env or {})
     return env
 
 
@@ -84,7 +85,8 @@ def start_live_server(model_base_url: str, extra_env: dict[str, str] | None = No
         stdout=open(log, "wb"),  # noqa: SIM115 - owned by the child
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 60  # a loaded machine can take well over 20 s to import and bind
+    # Generous: on a loaded machine (2 cores shared by several test runs) startup takes a while.
+    deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"daphne exited: {log.read_text()[-2000:]}")
@@ -94,7 +96,7 @@ def start_live_server(model_base_url: str, extra_env: dict[str, str] | None = No
         except OSError:
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError("daphne did not start in 60 s")
+    raise RuntimeError(f"daphne did not start in {START_TIMEOUT} s")
 
 
 @pytest.fixture
