@@ -14,19 +14,23 @@ from agents_app.storage.models import (
     TurnChunk,
 )
 from agents_app.storage.workspace import WorkspaceEntry
+from agents_app.ui.models import Attachment, QueuedMessage, ToolGrant
 
 __all__ = [
     "Agent",
     "ApiToken",
+    "Attachment",
     "Compaction",
     "ContextBlock",
     "ContextBlockVersion",
     "ContextEntry",
     "Message",
+    "QueuedMessage",
     "Schedule",
     "ScheduleRun",
     "Session",
     "Turn",
+    "ToolGrant",
     "TurnChunk",
     "WorkspaceEntry",
 ]

@@ -186,6 +186,16 @@ AGENTS_ALLOW_ANONYMOUS = env_bool("AGENTS_ALLOW_ANONYMOUS", False)
 AGENTS_CLASSES = env_list("AGENTS_CLASSES", [])
 AGENTS_MAX_FRAME_BYTES = int(os.environ.get("AGENTS_MAX_FRAME_BYTES", str(1024 * 1024)))
 
+# The chat page: the agent `/` opens, attachment limits, and conversation titles.
+AGENTS_DEFAULT_AGENT = os.environ.get("AGENTS_DEFAULT_AGENT", "chat-agent")
+AGENTS_UPLOAD_MAX_FILES = int(os.environ.get("AGENTS_UPLOAD_MAX_FILES", "5"))
+AGENTS_UPLOAD_MAX_IMAGE_BYTES = int(os.environ.get("AGENTS_UPLOAD_MAX_IMAGE_BYTES", str(3_000_000)))
+AGENTS_UPLOAD_MAX_FILE_BYTES = int(os.environ.get("AGENTS_UPLOAD_MAX_FILE_BYTES", str(1_000_000)))
+AGENTS_IMPORT_MAX_BYTES = int(os.environ.get("AGENTS_IMPORT_MAX_BYTES", str(5_000_000)))
+AGENTS_TITLE_MODEL = os.environ.get("AGENTS_TITLE_MODEL", "")  # empty: the agent's own model
+# "model": one model call names a new conversation; "words": its first words do.
+AGENTS_CHAT_TITLES = os.environ.get("AGENTS_CHAT_TITLES", "model")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -124,6 +124,13 @@ async def open_socket() -> AsyncIterator[Any]:
 
 
 @pytest.fixture(autouse=True)
+def _titles_from_first_words(settings: Any) -> None:
+    """A model-made title would take a scripted reply meant for a turn: tests that check
+    model titles turn them back on."""
+    settings.AGENTS_CHAT_TITLES = "words"
+
+
+@pytest.fixture(autouse=True)
 def _test_agents() -> None:
     """Register the test agents (importing the module registers them)."""
     import tests.agents  # noqa: F401

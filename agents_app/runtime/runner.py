@@ -21,7 +21,7 @@ from agents_app.gateway import scope as gateway_scope
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage, normalize_messages
-from agents_app.runtime import broadcast, cancellation, concurrency, recovery, turn_lock
+from agents_app.runtime import broadcast, cancellation, concurrency, recovery, turn_listeners, turn_lock
 from agents_app.runtime.agent import AIChatAgent
 from agents_app.runtime.instances import load_agent
 from agents_app.runtime.stream_publisher import StreamPublisher
@@ -95,6 +95,8 @@ async def run(request: TurnRequest, turn: Turn) -> TurnResult:
         finally:
             if request.recovery_root:
                 await recovery.finished(request.session_id, request.recovery_root)
+    # Outside the turn's gateway scope: a listener's model calls are not this turn's.
+    turn_listeners.notify(request.session_id, result)
     return result
 
 

@@ -1,7 +1,8 @@
 """The chat page's socket (htmx ws extension): the same session group, the same resume
 logic and the same turn path as the protocol consumer, but it speaks HTML fragments.
 
-The page sends `{"action": "send", "message": "..."}`, `stop`, `approve` / `reject` (with
+The page's composer sends over HTTP (views.send: files, first message); the socket takes
+`{"action": "send", "message": "..."}` too, `stop`, `approve` / `reject` (with
 `always` to always allow the tool in this session), `regenerate`, `edit`, `switch` and
 `tool_result` (a browser tool's output); decisions and results go through the same runtime
 functions as cf_agent_tool_approval / cf_agent_tool_result. The socket answers with out-of-band swaps: the in-flight assistant message re-rendered per batch of
@@ -23,13 +24,14 @@ from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage
 from agents_app.runtime import broadcast, chat, runner, tool_state
 from agents_app.runtime.broadcast import session_group
-from agents_app.runtime.instances import UnknownAgent, resolve_session
 from agents_app.runtime.resume import ConnectionStreams, StreamEventsMixin
 from agents_app.runtime.types import Connection
 from agents_app.storage import transcript
 from agents_app.storage.models import Session, Turn
 from agents_app.transport.auth import origin_allowed
-from agents_app.ui.rendering import render_message_html
+from agents_app.ui import sending
+from agents_app.ui.rendering import render_conversation, render_message_html, render_queue
+from agents_app.ui.sidebar import grouped_sessions
 
 
 class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
@@ -41,11 +43,15 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             await self.close()
             return
         route = self.scope["url_route"]["kwargs"]
-        try:
-            self.session = await sync_to_async(resolve_session)(route["agent"], route["name"], user)
-        except UnknownAgent:
+        # Only an existing conversation: a fresh chat is stored by its first message (views.send).
+        session = await sync_to_async(
+            Session.objects.select_related("agent").filter(agent__slug=route["agent"], name=route["name"], owner=user).first
+        )()
+        if session is None:
             await self.close()
             return
+        self.session = session
+        self.shown_title = session.title
         self.connection = Connection(id=f"ui-{uuid.uuid4()}", channel_name=self.channel_name, user_id=user.pk)
         self.streaming: dict[str, MessageBuilder] = {}
         self.streams = ConnectionStreams(self.session.pk, self.render_frames)
@@ -77,13 +83,15 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             await handler(data)
 
     async def _send_message(self, data: dict[str, Any]) -> None:
+        """Text only (files come through the composer's HTTP form): sent or queued alike."""
         text = str(data.get("message", "")).strip()
         if not text:
             return
-        history = await sync_to_async(transcript.transcript)(self.session)
-        user_message: UIMessage = {"id": uuid.uuid4().hex[:16], "role": "user", "parts": [{"type": "text", "text": text}]}
-        await self._send_html(self._conversation_html([*history, user_message]))
-        await chat.submit(self.session, self.connection, ChatRequest(uuid.uuid4().hex[:8], [*history, user_message], "submit-message", None, None))
+        try:
+            if await sending.send(self.session, text, []):
+                await broadcast.session_changed(self.session.pk)
+        except sending.SendRefused as refused:
+            await self._send_html(render_to_string("chat/_error.html", {"text": str(refused)}))
 
     async def _stop(self, data: dict[str, Any]) -> None:
         running = await sync_to_async(
@@ -165,9 +173,9 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
                 html.extend(self._apply_response(frame))
             elif kind == frames.CHAT_MESSAGES:
                 self.streaming.clear()
-                html.append(self._conversation_html(frame["messages"]))
+                html.append(await self._conversation_html(frame["messages"]))
             elif kind == frames.CHAT_CLEAR:
-                html.append(self._conversation_html([]))
+                html.append(await self._conversation_html([]))
             elif kind == frames.MESSAGE_UPDATED:
                 html.append(render_message_html(frame["message"], swap_oob=True))
         if html:
@@ -192,10 +200,28 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             return []
         return [f'<div id="streaming-slot" hx-swap-oob="innerHTML">{render_message_html(builder.message, actions=False)}</div>']
 
-    @staticmethod
-    def _conversation_html(messages: list[UIMessage]) -> str:
-        rendered = "".join(render_message_html(m) for m in messages)
-        return f'<div id="messages" hx-swap-oob="innerHTML">{rendered}</div><div id="streaming-slot" hx-swap-oob="innerHTML"></div>'
+    async def _conversation_html(self, messages: list[UIMessage]) -> str:
+        rendered = "".join(await sync_to_async(render_conversation)(self.session, messages))
+        queue = await sync_to_async(render_queue)(self.session, swap_oob=True)
+        return f'<div id="messages" hx-swap-oob="innerHTML">{rendered}</div><div id="streaming-slot" hx-swap-oob="innerHTML"></div>{queue}'
+
+    async def agent_session_changed(self, message: dict[str, Any]) -> None:
+        """A new title (header and sidebar) or a changed queue."""
+        await self._send_html(await sync_to_async(self._session_html)())
+
+    def _session_html(self) -> str:
+        session = Session.objects.select_related("agent").filter(pk=self.session.pk).first()
+        if session is None:
+            return ""
+        html = render_queue(session, swap_oob=True)
+        if session.title != self.shown_title:
+            self.shown_title = session.title
+            user = self.scope["user"]
+            html += render_to_string("chat/_title.html", {"session": session, "swap_oob": True})
+            html += render_to_string(
+                "chat/_session_list.html", {"groups": grouped_sessions(user), "current_pk": session.pk, "swap_oob": True}
+            )
+        return html
 
     async def _send_html(self, html: str) -> None:
         await self.send(text_data=html)

@@ -12,7 +12,10 @@ from django.template.loader import render_to_string
 from django.utils.safestring import SafeString, mark_safe
 
 from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
+from agents_app.storage.models import Session
+from agents_app.ui import attachments
 from agents_app.ui.markdown import render_markdown
+from agents_app.ui.sending import queued
 
 # Tools static/chat.js knows how to run in the browser (the agent declares them with client_tool).
 BROWSER_TOOLS = frozenset({"get_timezone", "get_location", "getUserTimezone"})
@@ -33,12 +36,27 @@ def _text_view(message: UIMessage, part: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "text", "text": text}
 
 
+def _file_view(part: dict[str, Any]) -> dict[str, Any]:
+    """An attached file: a thumbnail or a download link, served to its owner only."""
+    metadata = attachments.part_metadata(part)
+    key = metadata.get("attachment")
+    return {
+        "kind": "file",
+        "filename": part.get("filename") or "file",
+        "is_image": str(part.get("mediaType", "")).startswith("image/"),
+        "href": attachments.download_path(key) if isinstance(key, str) else _link(part.get("url")),
+        "workspace_path": metadata.get("workspacePath", ""),
+    }
+
+
 def _part_view(message: UIMessage, part: dict[str, Any]) -> dict[str, Any] | None:
     kind = part.get("type", "")
     if kind == "text":
         return _text_view(message, part)
     if kind == "reasoning":
         return {"kind": "reasoning", "text": part.get("text", "")}
+    if kind == "file":
+        return _file_view(part)
     if kind == "source-url":
         url = _link(part.get("url"))
         return {"kind": "source", "url": url, "title": part.get("title") or url} if url else None
@@ -103,3 +121,17 @@ def render_message_html(message: UIMessage, *, actions: bool = True, swap_oob: b
             "summarised": bool((message.get("metadata") or {}).get("compaction")),
         },
     )
+
+
+def render_conversation(session: Session, messages: list[UIMessage]) -> list[SafeString]:
+    return [render_message_html(m) for m in messages]
+
+
+def render_queue(session: Session, *, swap_oob: bool = False) -> SafeString:
+    """The queued bubbles; `swap_oob` wraps them as an out-of-band replacement of #queue."""
+    items = render_to_string(
+        "chat/_queue.html", {"queued": queued(session), "agent": session.agent.slug, "name": session.name}
+    )
+    if not swap_oob:
+        return mark_safe(items)  # noqa: S308 - rendered by the template engine
+    return mark_safe(f'<div id="queue" hx-swap-oob="innerHTML">{items}</div>')  # noqa: S308

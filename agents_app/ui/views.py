@@ -1,5 +1,6 @@
-"""Server-rendered chat pages (HTMX). Streaming reaches the page through the UI socket; the
-sidebar (rename, delete, search), clear and export are plain HTTP requests."""
+"""Server-rendered chat pages (HTMX). Streaming reaches the page through the UI socket; sending
+(with files), the queue, the sidebar (rename, delete, search), clear and export are plain
+HTTP requests."""
 from __future__ import annotations
 
 import secrets
@@ -7,23 +8,28 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.shortcuts import get_object_or_404, redirect, render
+from django.conf import settings
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from agents_app.runtime import chat
+from agents_app.runtime import broadcast, chat
 from agents_app.runtime.agent import ThinkAgent
 from agents_app.runtime.context_blocks import ContextBlockError
 from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_session
-from agents_app.runtime.registry import sync_agent_records
+from agents_app.runtime.registry import agent_record, sync_agent_records
 from agents_app.storage import transcript
+from agents_app.storage.models import Agent as AgentRecord
 from agents_app.storage.models import Session
-from agents_app.ui import export
-from agents_app.ui.rendering import render_message_html
-from agents_app.ui.search import search_sessions
+from agents_app.ui import attachments, export, sending
+from agents_app.ui.models import Attachment
+from agents_app.ui.rendering import render_conversation, render_queue
+from agents_app.ui.sidebar import grouped_sessions
 
 
 def _own_session(request: HttpRequest, agent: str, name: str) -> Session:
@@ -41,48 +47,133 @@ def _session_list(request: HttpRequest, query: str = "") -> HttpResponse:
     return render(
         request,
         "chat/_session_list.html",
-        {"sessions": search_sessions(request.user, query), "current_pk": _current_pk(request), "query": query},
+        {"groups": grouped_sessions(request.user, query), "current_pk": _current_pk(request), "query": query},
     )
 
 
-@login_required
-def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "chat/home.html", {"sessions": search_sessions(request.user, ""), "agents": sync_agent_records()})
+def _default_agent(agents: list[AgentRecord]) -> AgentRecord | None:
+    return next((a for a in agents if a.slug == settings.AGENTS_DEFAULT_AGENT), agents[0] if agents else None)
 
 
-@login_required
-@require_POST
-def new_chat(request: HttpRequest) -> HttpResponse:
-    agent = request.POST.get("agent", "")
-    name = request.POST.get("name", "").strip() or f"chat-{secrets.token_hex(3)}"
-    try:
-        resolve_session(agent, name, request.user)
-    except UnknownAgent:
-        return HttpResponseBadRequest("Unknown agent")
-    return redirect("chat-page", agent=agent, name=name)
-
-
-@login_required
-def chat_page(request: HttpRequest, agent: str, name: str) -> HttpResponse:
-    try:
-        session = resolve_session(agent, name, request.user)
-    except UnknownAgent:
-        return HttpResponseBadRequest("Unknown agent")
-    messages = [render_message_html(m) for m in transcript.transcript(session)]
+def _render_chat(request: HttpRequest, agent: AgentRecord, name: str, session: Session | None) -> HttpResponse:
+    """The chat page. Without a session (a fresh chat) nothing is stored: the first message
+    sent creates the conversation."""
+    history = transcript.transcript(session) if session is not None else []
     return render(
         request,
         "chat/chat.html",
         {
             "session": session,
-            "messages": messages,
-            "sessions": search_sessions(request.user, ""),
-            "current_pk": session.pk,
+            "messages": render_conversation(session, history) if session is not None else [],
+            "queue": render_queue(session) if session is not None else "",
+            "groups": grouped_sessions(request.user),
+            "current_pk": session.pk if session is not None else None,
             "agents": sync_agent_records(),
-            "agent": agent,
+            "agent_record": agent,
+            "agent": agent.slug,
             "name": name,
-            "memory": _memory_context(session),
+            "memory": _memory_context(session) if session is not None else None,
+            "accept": attachments.ACCEPT,
         },
     )
+
+
+@login_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """A fresh chat with the default agent (or `?agent=`), ready to type into."""
+    agents = sync_agent_records()
+    chosen = next((a for a in agents if a.slug == request.GET.get("agent")), None) or _default_agent(agents)
+    if chosen is None:
+        return render(request, "chat/home.html", {"groups": grouped_sessions(request.user)})
+    return _render_chat(request, chosen, new_chat_name(), None)
+
+
+def new_chat_name() -> str:
+    return f"chat-{secrets.token_hex(4)}"
+
+
+@login_required
+@require_GET
+def chat_page(request: HttpRequest, agent: str, name: str) -> HttpResponse:
+    record = agent_record(agent)
+    if record is None:
+        raise Http404("Unknown agent")
+    session = Session.objects.select_related("agent").filter(agent=record, name=name, owner=request.user).first()
+    return _render_chat(request, record, name, session)
+
+
+def _page_error(text: str) -> HttpResponse:
+    """Shown above the composer; the typed message stays in the composer."""
+    return HttpResponse(render_to_string("chat/_error.html", {"text": text}))
+
+
+@login_required
+@require_POST
+def send(request: HttpRequest) -> HttpResponse:
+    """The composer: text and files, sent now or queued while the agent answers. The first
+    message of a fresh chat creates the conversation and reloads the page onto it."""
+    text = request.POST.get("message", "").strip()
+    uploads = request.FILES.getlist("files")
+    name = request.POST.get("name", "").strip()[:200]
+    if not text and not uploads:
+        return _page_error("Type a message or attach a file.")
+    if not name:
+        return _page_error("This chat has no name; reload the page.")
+    try:
+        attachments.check(uploads)
+    except attachments.AttachmentError as refused:
+        return _page_error(str(refused))
+    existing = Session.objects.select_related("agent").filter(agent__slug=request.POST.get("agent", ""), name=name, owner=request.user).first()
+    try:
+        session = existing or resolve_session(request.POST.get("agent", ""), name, request.user)
+    except UnknownAgent:
+        return _page_error("Pick an agent to talk to.")
+    try:
+        with transaction.atomic():
+            file_parts = attachments.store(session, uploads)
+        queued = async_to_sync(sending.send)(session, text, file_parts)
+    except (attachments.AttachmentError, sending.SendRefused) as refused:
+        if existing is None and not session.messages.exists():
+            session.delete()  # nothing was sent: the fresh chat stays unstored
+        return _page_error(str(refused))
+    if existing is None:
+        return HttpResponseClientRedirect(reverse("chat-page", args=[session.agent.slug, session.name]))
+    response = HttpResponse(render_queue(session, swap_oob=True) + render_to_string("chat/_error.html", {"text": ""}))
+    response["HX-Trigger"] = "composer-sent"
+    if queued:
+        async_to_sync(broadcast.session_changed)(session.pk)
+    return response
+
+
+@login_required
+@require_POST
+def queued_message(request: HttpRequest, agent: str, name: str, queued_id: int, change: str) -> HttpResponse:
+    """Edit or cancel a queued message, until it is sent."""
+    session = _own_session(request, agent, name)
+    if change == "cancel":
+        done = sending.cancel_queued(session, queued_id)
+    else:
+        text = request.POST.get("message", "").strip()
+        done = bool(text) and sending.edit_queued(session, queued_id, text)
+    html = render_queue(session, swap_oob=True)
+    if not done:
+        html += render_to_string("chat/_error.html", {"text": "That message has already been sent."})
+    async_to_sync(broadcast.session_changed)(session.pk)
+    return HttpResponse(html)
+
+
+@login_required
+@require_GET
+def attachment(request: HttpRequest, key: str) -> HttpResponse:
+    """An attached file, for its owner only; images inline, every other file as a download."""
+    found = get_object_or_404(Attachment.objects.select_related("session"), key=key, session__owner=request.user)
+    inline = found.media_type in attachments.IMAGE_TYPES
+    response = HttpResponse(bytes(found.data), content_type=found.media_type if inline else "application/octet-stream")
+    disposition = "inline" if inline else "attachment"
+    response["Content-Disposition"] = f'{disposition}; filename="{found.filename}"'
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
 
 
 @login_required
