@@ -11,10 +11,11 @@ from agents_app.storage.models import (
     ScheduleRun,
     Session,
     Turn,
+    ToolGrant,
     TurnChunk,
 )
 from agents_app.storage.workspace import WorkspaceEntry
-from agents_app.ui.models import Attachment, QueuedMessage, ToolGrant
+from agents_app.ui.models import Attachment, QueuedMessage
 
 __all__ = [
     "Agent",

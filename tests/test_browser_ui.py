@@ -126,8 +126,11 @@ def test_regenerate_then_switch_back_to_the_first_answer(chat_page, model):
 
 
 def test_two_pages_stay_in_sync(chat_page, model):
-    model.script(Reply.text("Both tabs see this.", delay=0.05))
-    first, second = chat_page("sync"), chat_page("sync")
+    model.script(Reply.text("The chat exists now."), Reply.text("Both tabs see this.", delay=0.05))
+    first = chat_page("sync")
+    send(first, "Start")  # a chat is stored, and can be opened twice, once it has a message
+    answer_shown(first, "The chat exists now.")
+    second = chat_page("sync")
     send(first, "Hello from tab one")
     second.wait_for_function("document.querySelector('#messages').innerText.includes('Both tabs see this.')", timeout=15000)
     assert "Hello from tab one" in second.inner_text("#messages")
@@ -193,8 +196,7 @@ def test_always_allow_runs_later_calls_of_that_tool_without_a_card(chat_page, mo
     page = chat_page("always")
     send(page, "Delete /tmp/one")
     page.wait_for_selector("button.approve", timeout=10000)
-    page.check("text=Always allow deleteFile in this chat")
-    page.click("button.approve")
+    page.click("button.approve-chat")
     answer_shown(page, "Deleted one.")
     send(page, "Delete /tmp/two")
     answer_shown(page, "Deleted two.")

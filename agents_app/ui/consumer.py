@@ -2,8 +2,8 @@
 logic and the same turn path as the protocol consumer, but it speaks HTML fragments.
 
 The page's composer sends over HTTP (views.send: files, first message); the socket takes
-`{"action": "send", "message": "..."}` too, `stop`, `approve` / `reject` (with
-`always` to always allow the tool in this session), `regenerate`, `edit`, `switch` and
+`{"action": "send", "message": "..."}` too, `stop`, `approve` (with `scope`:
+once, chat or agent) / `reject` (with the `reason` the model reads), `regenerate` (with an optional `model` from the menu), `edit`, `switch` and
 `tool_result` (a browser tool's output); decisions and results go through the same runtime
 functions as cf_agent_tool_approval / cf_agent_tool_result. The socket answers with out-of-band swaps: the in-flight assistant message re-rendered per batch of
 frames, and the whole conversation when a turn's transcript is broadcast.
@@ -30,8 +30,12 @@ from agents_app.storage import transcript
 from agents_app.storage.models import Session, Turn
 from agents_app.transport.auth import origin_allowed
 from agents_app.ui import sending
+from agents_app.ui.message_stats import model_choices
 from agents_app.ui.rendering import render_conversation, render_message_html, render_queue
 from agents_app.ui.sidebar import grouped_sessions
+
+
+MAX_DENIAL_REASON = 500
 
 
 class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
@@ -108,8 +112,13 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         """Approve / Reject resolve the call through the same path as cf_agent_tool_approval."""
         approval = ToolApproval(str(data.get("tool_call_id", "")), data.get("action") == "approve", auto_continue=True)
         if approval.tool_call_id:
-            always = data.get("always") in ("on", "true", True)
-            self.streams.await_continuation(await tool_state.apply_tool_approval(self.session, approval, always_allow=always))
+            scope = data.get("scope") or ("chat" if data.get("always") in ("on", "true", True) else "once")
+            reason = str(data.get("reason", "")).strip()[:MAX_DENIAL_REASON]
+            self.streams.await_continuation(
+                await tool_state.apply_tool_approval(
+                    self.session, approval, always_allow=scope == "chat", for_agent=scope == "agent", reason=reason
+                )
+            )
 
     async def _tool_result(self, data: dict[str, Any]) -> None:
         """A browser tool's output (chat.js), through the same path as cf_agent_tool_result."""
@@ -139,8 +148,12 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         if data.get("message_id") not in ids:
             return
         before = history[: ids.index(data["message_id"])]
+        model = str(data.get("model", ""))
+        if model and model not in await sync_to_async(model_choices)():
+            return
+        body = {"model": model} if model else None
         if before:
-            await chat.submit(self.session, self.connection, ChatRequest(uuid.uuid4().hex[:8], before, "regenerate-message", None, None))
+            await chat.submit(self.session, self.connection, ChatRequest(uuid.uuid4().hex[:8], before, "regenerate-message", None, body))
 
     async def _edit(self, data: dict[str, Any]) -> None:
         """An edited user message: resent under its id with new text, it becomes a sibling of
@@ -177,7 +190,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             elif kind == frames.CHAT_CLEAR:
                 html.append(await self._conversation_html([]))
             elif kind == frames.MESSAGE_UPDATED:
-                html.append(render_message_html(frame["message"], swap_oob=True))
+                html.extend(await sync_to_async(render_conversation)(self.session, [frame["message"]], swap_oob=True))
         if html:
             await self._send_html("".join(html))
 

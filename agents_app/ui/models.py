@@ -1,10 +1,9 @@
-"""What the chat page keeps besides the conversation: files attached to messages, messages
-waiting for the agent to finish its answer, and the tools a user always allows an agent."""
+"""What the chat page keeps besides the conversation: files attached to messages and messages
+waiting for the agent to finish its answer."""
 from __future__ import annotations
 
 import secrets
 
-from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -49,19 +48,3 @@ class QueuedMessage(models.Model):
 
     def __str__(self) -> str:
         return f"queued {self.pk} of {self.session}"
-
-
-class ToolGrant(models.Model):
-    """A user always allows a tool of one agent, in every conversation with it."""
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tool_grants")
-    agent = models.SlugField(max_length=120)
-    tool = models.CharField(max_length=200)
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        ordering = ["agent", "tool"]
-        constraints = [models.UniqueConstraint(fields=["user", "agent", "tool"], name="uniq_tool_grant")]
-
-    def __str__(self) -> str:
-        return f"{self.user} always allows {self.agent}.{self.tool}"

@@ -15,8 +15,11 @@ from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
 from agents_app.storage.models import Session
 from agents_app.ui import attachments
 from agents_app.ui.markdown import render_markdown
+from agents_app.ui.message_stats import AnswerStats, answer_stats, model_choices
 from agents_app.ui.sending import queued
 
+# The approval card's buttons: (scope sent to the page socket, label).
+APPROVAL_SCOPES = (("once", "Approve once"), ("chat", "Always in this chat"), ("agent", "Always for this agent"))
 # Tools static/chat.js knows how to run in the browser (the agent declares them with client_tool).
 BROWSER_TOOLS = frozenset({"get_timezone", "get_location", "getUserTimezone"})
 
@@ -105,9 +108,18 @@ def message_text(message: UIMessage) -> str:
     return "\n\n".join(p.get("text", "") for p in message.get("parts", []) if p.get("type") == "text")
 
 
-def render_message_html(message: UIMessage, *, actions: bool = True, swap_oob: bool = False) -> SafeString:
+def render_message_html(
+    message: UIMessage,
+    *,
+    actions: bool = True,
+    swap_oob: bool = False,
+    stats: AnswerStats | None = None,
+    answered_by: str = "",
+    models: list[str] | None = None,
+) -> SafeString:
     """`actions` off for the message still streaming; `swap_oob` renders the message as an
-    htmx out-of-band replacement of its own element."""
+    htmx out-of-band replacement of its own element; `stats`, `answered_by` and `models`
+    (the regenerate menu) for finished answers."""
     parts = [view for part in message.get("parts", []) if (view := _part_view(message, part)) is not None]
     return render_to_string(
         "chat/_message.html",
@@ -119,12 +131,23 @@ def render_message_html(message: UIMessage, *, actions: bool = True, swap_oob: b
             "swap_oob": swap_oob,
             "copy_text": message_text(message),
             "summarised": bool((message.get("metadata") or {}).get("compaction")),
+            "approval_scopes": APPROVAL_SCOPES,
+            "stats": stats,
+            "answered_by": answered_by,
+            "models": models or [],
         },
     )
 
 
-def render_conversation(session: Session, messages: list[UIMessage]) -> list[SafeString]:
-    return [render_message_html(m) for m in messages]
+def render_conversation(session: Session, messages: list[UIMessage], *, swap_oob: bool = False) -> list[SafeString]:
+    """Finished messages with each answer's model, tokens, cost and time to first token."""
+    stats = answer_stats(session, [m["id"] for m in messages if m.get("role") == "assistant"])
+    models = model_choices() if stats or any(m.get("role") == "assistant" for m in messages) else []
+    answered_by = session.agent.title or session.agent.slug
+    return [
+        render_message_html(m, swap_oob=swap_oob, stats=stats.get(m["id"]), answered_by=answered_by, models=models)
+        for m in messages
+    ]
 
 
 def render_queue(session: Session, *, swap_oob: bool = False) -> SafeString:
