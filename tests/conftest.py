@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 
 from agents_app.storage.models import ApiToken
 
-pytest_plugins = ["tests.plugins.fake_openai", "tests.plugins.live_server", "tests.plugins.celery_worker"]
+pytest_plugins = ["tests.plugins.fake_openai", "tests.plugins.live_server", "tests.plugins.celery_worker", "tests.plugins.browser"]
 
 
 @pytest.fixture
