@@ -61,6 +61,9 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         self.streams = ConnectionStreams(self.session.pk, self.render_frames)
         await self.accept()
         await self.channel_layer.group_add(session_group(self.session.pk), self.channel_name)
+        # What changed between rendering the page and joining the group (a turn that ended
+        # meanwhile, e.g. right after the first message loaded the page) is drawn now.
+        await self._send_html(await self._conversation_html(await sync_to_async(transcript.transcript)(self.session)))
         await self.streams.on_connect()
 
     async def disconnect(self, code: int) -> None:
