@@ -75,6 +75,9 @@ def child_env(model_base_url: str, extra_env: dict[str, str] | None = None) -> d
     return env
 
 
+STARTUP_SECONDS = 60
+
+
 def start_live_server(model_base_url: str, extra_env: dict[str, str] | None = None) -> LiveServer:
     port = free_port()
     log = ROOT / "test-artifacts" / f"daphne-{port}.log"
@@ -87,7 +90,8 @@ def start_live_server(model_base_url: str, extra_env: dict[str, str] | None = No
         stdout=open(log, "wb"),  # noqa: SIM115 - owned by the child
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 20
+    # Generous: on a loaded shared machine importing Django and the app can take a while.
+    deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"daphne exited: {log.read_text()[-2000:]}")
@@ -97,7 +101,7 @@ def start_live_server(model_base_url: str, extra_env: dict[str, str] | None = No
         except OSError:
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError("daphne did not start in 20 s")
+    raise RuntimeError(f"daphne did not start in {STARTUP_SECONDS} s")
 
 
 @pytest.fixture
