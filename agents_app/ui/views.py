@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
-from django.contrib.auth.decorators import login_required
 from django.conf import settings
+from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -152,10 +152,7 @@ async def send(request: HttpRequest) -> HttpResponse:
     """The composer: text and files, sent now or queued while the agent answers. The first
     message of a fresh chat creates the conversation and loads the page onto it. Async: the
     turn it starts runs on the server's event loop, after the response."""
-    user = await request.auser()
-    if not user.is_authenticated:
-        return HttpResponse(status=403)
-    request.user = user
+    request.user = await request.auser()  # resolved here: the sync helpers read it in a thread
     text = request.POST.get("message", "").strip()
     outgoing = await sync_to_async(_prepare_send)(request, text)
     if isinstance(outgoing, str):
