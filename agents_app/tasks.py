@@ -1,18 +1,18 @@
 """Celery tasks: programmatic and scheduled turns, recovery of interrupted turns, housekeeping.
 
-Each task runs its coroutine to completion on a fresh event loop; the turn streams to
-browsers through the channel layer (channels-redis in production) like any other turn.
+Each task runs its coroutine, and the turn listeners it started, to completion on a fresh
+event loop; the turn streams to browsers through the channel layer (channels-redis in
+production) like any other turn.
 """
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from celery import Task, shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 
-from agents_app.runtime import recovery, scheduling
+from agents_app.runtime import recovery, scheduling, turn_listeners
 from agents_app.runtime.programmatic import send_user_message
 from agents_app.storage import chunk_log
 
@@ -27,13 +27,13 @@ def sweep_stream_buffers() -> int:
 def run_turn(self: Task, agent: str, name: str, text: str, username: str | None = None) -> dict[str, Any]:
     """A programmatic turn. The task id is the request id, so a redelivered task (acks_late
     after a worker died) neither stores the message again nor runs the turn twice."""
-    result = asyncio.run(send_user_message(agent, name, text, username=username, request_id=self.request.id))
+    result = turn_listeners.run_to_end(send_user_message(agent, name, text, username=username, request_id=self.request.id))
     return result.as_dict()
 
 
 @shared_task(name=scheduling.RUN_TASK, acks_late=True)
 def run_schedule(schedule_id: int, now: bool = False) -> str:
-    run = asyncio.run(scheduling.execute(schedule_id, now=now))
+    run = turn_listeners.run_to_end(scheduling.execute(schedule_id, now=now))
     return run.status if run is not None else "not-run"
 
 
@@ -48,7 +48,7 @@ def recover_interrupted_turns() -> dict[str, int]:
 
 @shared_task(name="agents.recover_turn", acks_late=True)
 def recover_turn(turn_id: int) -> str:
-    result = asyncio.run(recovery.recover(turn_id))
+    result = turn_listeners.run_to_end(recovery.recover(turn_id))
     return result.status if result is not None else "not-recovered"
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from agents_app.runtime.types import TurnResult
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Listener = Callable[[int, TurnResult], Awaitable[None]]
 _listeners: list[Listener] = []
 _running: set[asyncio.Task[Any]] = set()
@@ -46,3 +47,15 @@ async def wait_idle() -> None:
     """Wait for the listeners started so far (a process that is about to stop its loop)."""
     while _running:
         await asyncio.gather(*list(_running), return_exceptions=True)
+
+
+def run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` for a worker's turn: the listeners it started finish before the loop
+    closes (which would cancel them)."""
+
+    async def then_listeners() -> T:
+        result = await coroutine
+        await wait_idle()
+        return result
+
+    return asyncio.run(then_listeners())
