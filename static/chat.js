@@ -79,6 +79,11 @@
   });
   document.addEventListener("htmx:wsAfterMessage", () => { if (followOutput) scrollToEnd(); });
   document.addEventListener("DOMContentLoaded", scrollToEnd);
+  // Ready to type (autofocus alone is skipped when the document was not focused at load).
+  document.addEventListener("DOMContentLoaded", () => {
+    const message = document.getElementById("message");
+    if (message && document.activeElement === document.body) message.focus();
+  });
 
   // Attachments: picked with the 📎 button or dropped anywhere on the conversation.
   const fileInput = () => document.getElementById("files");

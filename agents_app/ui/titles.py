@@ -54,7 +54,9 @@ def _first_exchange(session: Session) -> tuple[str, str, str] | None:
     if session.title:
         return None
     messages: list[UIMessage] = transcript.transcript(session)
-    question = next((text_of(m) for m in messages if m["role"] == "user"), "")
+    first = next((m for m in messages if m["role"] == "user"), None)
+    files = [str(p.get("filename", "")) for p in (first or {}).get("parts", []) if p.get("type") == "file"]
+    question = (text_of(first) or ", ".join(f for f in files if f)) if first else ""
     answer = next((text_of(m) for m in messages if m["role"] == "assistant"), "")
     if not question:
         return None
