@@ -85,7 +85,7 @@
     if (message && document.activeElement === document.body) message.focus();
   });
 
-  // Attachments: picked with the 📎 button or dropped anywhere on the conversation.
+  // Attachments: picked with the paperclip button or dropped anywhere on the conversation.
   const fileInput = () => document.getElementById("files");
   function showChosenFiles() {
     const list = document.getElementById("chosen-files");
@@ -93,7 +93,7 @@
     if (!list || !input) return;
     list.replaceChildren(...Array.from(input.files).map((file) => {
       const item = document.createElement("li");
-      item.textContent = `📎 ${file.name} (${Math.max(1, Math.round(file.size / 1000))} kB)`;
+      item.textContent = `${file.name} (${Math.max(1, Math.round(file.size / 1000))} kB)`;
       return item;
     }));
   }

@@ -55,7 +55,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             await self.close()
             return
         self.session = session
-        self.shown_title = session.title
+        self.shown_title: str | None = None  # the title may change between page load and connect
         self.connection = Connection(id=f"ui-{uuid.uuid4()}", channel_name=self.channel_name, user_id=user.pk)
         self.streaming: dict[str, MessageBuilder] = {}
         self.streams = ConnectionStreams(self.session.pk, self.render_frames)
@@ -63,7 +63,8 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         await self.channel_layer.group_add(session_group(self.session.pk), self.channel_name)
         # What changed between rendering the page and joining the group (a turn that ended
         # meanwhile, e.g. right after the first message loaded the page) is drawn now.
-        await self._send_html(await self._conversation_html(await sync_to_async(transcript.transcript)(self.session)))
+        current = await sync_to_async(transcript.transcript)(self.session)
+        await self._send_html(await self._conversation_html(current) + await sync_to_async(self._session_html)())
         await self.streams.on_connect()
 
     async def disconnect(self, code: int) -> None:
