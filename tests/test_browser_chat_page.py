@@ -5,12 +5,14 @@ gateway charts, and an axe-core check. The README's screenshots are taken here (
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 
 from agents_app.gateway.models import ModelPrice
 from agents_app.storage.models import Session, ToolGrant
@@ -18,13 +20,28 @@ from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from tests.plugins.live_server import start_live_server
 from tests.test_browser_ui import answer_shown, send
 
+T = TypeVar("T")
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 AXE = Path(__file__).resolve().parent / "node" / "node_modules" / "axe-core" / "axe.min.js"
+# A 16×16 red square.
 PNG = bytes.fromhex(
-    "89504e470d0a1a0a0000000d49484452000000100000001008020000009091683600000017494441547801"
-    "63fccfc0f09f8105300a4604a3608800006bd91fe1a8a2b0c60000000049454e44ae426082"
+    "89504e470d0a1a0a0000000d4948445200000010000000100802000000909168360000001649444154789c63b8232747126218d530"
+    "aa61f86a00009a331810746bb5600000000049454e44ae426082"
 )
+
+
+def in_thread(query: Callable[[], T]) -> T:
+    """The ORM from a Playwright test (its sync API runs an event loop in the test's thread)."""
+
+    def run() -> T:
+        try:
+            return query()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
 
 
 def log_in(page: Any, url: str, username: str = "alice", password: str = "wonderland-42") -> None:
@@ -54,14 +71,14 @@ def test_the_home_page_is_a_fresh_chat_ready_to_type_and_the_first_message_store
     assert page.input_value("#agent-picker") == "chat-agent"
     assert "No conversations yet." in page.inner_text("#session-list")
     page.screenshot(path=str(DOCS / "chat-first-screen.png"))
-    assert Session.objects.count() == 0  # opening the page stored nothing
+    assert in_thread(Session.objects.count) == 0  # opening the page stored nothing
     page.keyboard.type("Hi there")
     with page.expect_navigation():  # onto the conversation the first message created
         page.keyboard.press("Enter")
     answer_shown(page, "Hello! How can I help?")
     assert "/chat/chat-agent/chat-" in page.url
     assert "Hi there" in page.inner_text("#session-list") and "Today" in page.inner_text("#session-list")
-    assert Session.objects.count() == 1
+    assert in_thread(Session.objects.count) == 1
 
 
 def test_the_agent_picker_in_the_composer_starts_the_chat_with_the_chosen_agent(live_server_process, user, browser, model):
@@ -131,7 +148,7 @@ def test_a_file_too_large_is_refused_with_a_clear_error_and_the_message_is_kept(
     page.keyboard.press("Enter")
     page.wait_for_selector("#errors .error")
     assert "huge.txt is 1.1 MB; files of this type are limited to 1 MB." in page.inner_text("#errors")
-    assert page.input_value("#message") == "Read this" and Session.objects.count() == 0
+    assert page.input_value("#message") == "Read this" and in_thread(Session.objects.count) == 0
 
 
 def test_messages_sent_during_an_answer_wait_as_queued_bubbles_that_can_be_edited_or_cancelled(chat_page, model, tmp_path):
@@ -175,7 +192,7 @@ def test_approval_scopes_always_for_this_agent_then_revoke_from_the_standing_app
     card.screenshot(path=str(DOCS / "chat-approval-scopes.png"))
     page.click("button.approve-agent")
     answer_shown(page, "Deleted a.")
-    assert list(ToolGrant.objects.values_list("tool", flat=True)) == ["deleteFile"]
+    assert in_thread(lambda: list(ToolGrant.objects.values_list("tool", flat=True))) == ["deleteFile"]
     other = chat_page("scopes-elsewhere")  # another chat with the same agent: no card
     send(other, "Delete /tmp/b")
     answer_shown(other, "Deleted b.")
@@ -244,12 +261,12 @@ def test_a_conversation_exported_as_json_imports_as_a_new_one_with_its_branches(
     assert page.inner_text(".branch-position") == "2/2"
     page.click("button[aria-label='Previous version']")
     answer_shown(page, "First answer.")
-    assert Session.objects.count() == 2
+    assert in_thread(Session.objects.count) == 2
 
 
 def test_each_answer_shows_its_model_and_figures_and_can_be_regenerated_with_another_model(chat_page, model):
-    ModelPrice.objects.create(model="fake-model", input_per_million=1, output_per_million=2)
-    ModelPrice.objects.create(model="bigger-model", input_per_million=10, output_per_million=20)
+    in_thread(lambda: ModelPrice.objects.create(model="fake-model", input_per_million=1, output_per_million=2))
+    in_thread(lambda: ModelPrice.objects.create(model="bigger-model", input_per_million=10, output_per_million=20))
     model.script(Reply.text("Small answer."), Reply.text("Bigger answer."))
     page = chat_page("models")
     send(page, "Question")
@@ -265,7 +282,7 @@ def test_each_answer_shows_its_model_and_figures_and_can_be_regenerated_with_ano
 
 
 def test_the_gateway_dashboard_labels_a_few_days_and_shows_a_value_on_hover(live_server_process, browser, model):
-    get_user_model().objects.create_superuser("root", password="admin-pass-42")
+    in_thread(lambda: get_user_model().objects.create_superuser("root", password="admin-pass-42"))
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.goto(f"{live_server_process.url}/admin/login/")
     page.fill("#id_username", "root")
