@@ -32,7 +32,6 @@ from agents_app.transport.auth import origin_allowed
 from agents_app.ui import sending
 from agents_app.ui.message_stats import model_choices
 from agents_app.ui.rendering import render_conversation, render_message_html, render_queue
-from agents_app.ui.sidebar import grouped_sessions
 
 
 MAX_DENIAL_REASON = 500
@@ -223,7 +222,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         return f'<div id="messages" hx-swap-oob="innerHTML">{rendered}</div><div id="streaming-slot" hx-swap-oob="innerHTML"></div>{queue}'
 
     async def agent_session_changed(self, message: dict[str, Any]) -> None:
-        """A new title (header and sidebar) or a changed queue."""
+        """A new title (header, sidebar link) or a changed queue."""
         await self._send_html(await sync_to_async(self._session_html)())
 
     def _session_html(self) -> str:
@@ -233,11 +232,9 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         html = render_queue(session, swap_oob=True)
         if session.title != self.shown_title:
             self.shown_title = session.title
-            user = self.scope["user"]
             html += render_to_string("chat/_title.html", {"session": session, "swap_oob": True})
-            html += render_to_string(
-                "chat/_session_list.html", {"groups": grouped_sessions(user), "current_pk": session.pk, "swap_oob": True}
-            )
+            # Only the conversation's own link in the sidebar: an open menu or a search stays as it is.
+            html += render_to_string("chat/_session_link.html", {"s": session, "swap_oob": True})
         return html
 
     async def _send_html(self, html: str) -> None:
