@@ -237,8 +237,10 @@ def test_editing_a_message_answers_anew_and_keeps_the_old_branch(chat_page, mode
 
 
 def test_progress_updates_in_place_and_citations_are_links(chat_page, model):
-    model.script(Reply.tool_calls([ToolCallSpec("research", '{"topic": "Lisbon"}', id="r1")]), Reply.text("Lisbon is lovely."))
+    model.script(Reply.text("Ready."), Reply.tool_calls([ToolCallSpec("research", '{"topic": "Lisbon"}', id="r1")]), Reply.text("Lisbon is lovely."))
     page = chat_page("research")
+    send(page, "Hello")  # the chat exists and its page is connected before the tool runs
+    answer_shown(page, "Ready.")
     send(page, "Research Lisbon")
     page.wait_for_selector("#streaming-slot .part-progress progress", timeout=10000)
     values = set()
@@ -354,8 +356,10 @@ def test_a_turn_started_by_an_api_call_appears_live_on_the_open_page(token, chat
 
     import httpx
 
-    model.script(Reply.text("Started from the API and streamed to the page while it was being written.", delay=0.2))
+    model.script(Reply.text("Hi."), Reply.text("Started from the API and streamed to the page while it was being written.", delay=0.2))
     page = chat_page("api-live")
+    send(page, "Hello")  # the page is open on a stored conversation
+    answer_shown(page, "Hi.")
     responses: list[httpx.Response] = []
     call = threading.Thread(target=lambda: responses.append(httpx.post(
         f"{live_server_process.url}/agents/chat-agent/api-live/chat?format=json",
