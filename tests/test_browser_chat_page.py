@@ -153,7 +153,7 @@ def test_a_file_too_large_is_refused_with_a_clear_error_and_the_message_is_kept(
 
 
 def test_messages_sent_during_an_answer_wait_as_queued_bubbles_that_can_be_edited_or_cancelled(chat_page, model, tmp_path):
-    model.script(Reply.text("Started."), Reply.text(" ".join(f"w{i}" for i in range(40)), delay=0.15), Reply.text("About the second."))
+    model.script(Reply.text("Started."), Reply.text(" ".join(f"w{i}" for i in range(80)), delay=0.25), Reply.text("About the second."))
     page = chat_page("queue", viewport={"width": 1280, "height": 900})
     send(page, "Start")
     answer_shown(page, "Started.")
