@@ -324,3 +324,5 @@ class WorkspaceEntryAdmin(admin.ModelAdmin):
     search_fields = ("path", "session__name")
     raw_id_fields = ("session",)
     readonly_fields = ("size", "updated_at")
+from agents_app.mcp import admin as mcp_admin  # noqa: E402,F401 - registers the MCP admin pages
+from agents_app.sandbox import admin as sandbox_admin  # noqa: E402,F401 - registers the extension admin pages

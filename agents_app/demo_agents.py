@@ -3,7 +3,7 @@
 * `ChatAgent` (/agents/chat-agent/<name>): Think-style; the framework runs the model loop
   with server tools (weather; a research tool that streams progress and citations as data
   parts), one that needs the user's approval, and browser tools (timezone, location) that
-  the chat page's script answers.
+  the chat page's script answers, plus code mode (`execute`: JavaScript calling those tools).
 * `MinimalChatAgent` (/agents/minimal-chat-agent/<name>): AIChatAgent-style; it writes its
   own `on_chat_message` and streams the model's reply.
 """
@@ -20,6 +20,7 @@ from agents_app.runtime.registry import register_agent
 from agents_app.runtime.stream_writer import write_data
 from agents_app.runtime.tools import Tool, client_tool, tool
 from agents_app.runtime.types import ChatOptions, ChatResponse
+from agents_app.sandbox.code_mode import WorkspaceState, create_execute_tool
 
 _CONDITIONS = ("sunny", "cloudy", "rainy", "windy", "snowy")
 
@@ -59,10 +60,12 @@ get_location: Tool = client_tool(
 @register_agent
 class ChatAgent(ThinkAgent):
     title = "Assistant"
-    description = "A Think-style assistant with a server tool, an approval tool and a browser tool."
+    description = "A Think-style assistant with a server tool, an approval tool, a browser tool and code mode."
 
     def get_tools(self) -> dict[str, Tool]:
-        return {t.name: t for t in (getWeather, research, deleteFile, getUserTimezone, get_timezone, get_location)}
+        tools = {t.name: t for t in (getWeather, research, deleteFile, getUserTimezone, get_timezone, get_location)}
+        # Code mode: the model may also write JavaScript calling the server tools and the workspace.
+        return {**tools, "execute": create_execute_tool(tools=tools, state=WorkspaceState(self.workspace))}
 
 
 @register_agent

@@ -14,6 +14,7 @@ from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
 from agents_app.transport.auth import AgentAuthMiddleware  # noqa: E402
+from agents_app.transport.origins import WebSocketOriginGuard  # noqa: E402
 from agents_app.transport.routing import websocket_urlpatterns  # noqa: E402
 
 # The app serves its own static files (htmx and its extension, CSS) unless a front server
@@ -23,6 +24,7 @@ http_app = ASGIStaticFilesHandler(django_asgi_app) if settings.AGENTS_SERVE_STAT
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": SessionMiddlewareStack(AgentAuthMiddleware(URLRouter(websocket_urlpatterns))),
+        # Host and Origin are checked before anything reads the session cookie.
+        "websocket": WebSocketOriginGuard(SessionMiddlewareStack(AgentAuthMiddleware(URLRouter(websocket_urlpatterns)))),
     }
 )

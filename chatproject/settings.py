@@ -33,6 +33,25 @@ SECRET_KEY = os.environ.get("SECRET_KEY") or "embedded-insecure-key-set-SECRET_K
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
+# Browser frontends served from another origin (a Vite/esbuild dev server, a static site):
+# the one list that admits them to the agent HTTP endpoints (CORS, by django-cors-headers)
+# and to the agent WebSockets (agents_app.transport.origins). Full origins, compared exactly.
+# `*` admits every origin for token-authenticated use only: no credentials over CORS, and a
+# socket admitted by `*` alone ignores the session cookie. The embedded (DEBUG) default
+# admits the React example's dev server (examples/react-chat, port 5173).
+AGENTS_CORS_ALLOWED_ORIGINS = env_list(
+    "AGENTS_CORS_ALLOWED_ORIGINS", ["http://localhost:5173", "http://127.0.0.1:5173"] if DEBUG else []
+)
+CORS_ALLOW_ALL_ORIGINS = "*" in AGENTS_CORS_ALLOWED_ORIGINS
+CORS_ALLOWED_ORIGINS = [] if CORS_ALLOW_ALL_ORIGINS else AGENTS_CORS_ALLOWED_ORIGINS
+# Listed origins may send the session cookie (`credentials: "include"`); `*` never may.
+CORS_ALLOW_CREDENTIALS = not CORS_ALLOW_ALL_ORIGINS
+# A listed frontend may also make cookie-authenticated writes (with Django's CSRF token).
+CSRF_TRUSTED_ORIGINS += CORS_ALLOWED_ORIGINS
+CORS_URLS_REGEX = r"^/(agents|v1)/"
+CORS_EXPOSE_HEADERS = ["X-Request-Id"]
+CORS_PREFLIGHT_MAX_AGE = 86400
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
@@ -42,6 +61,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "corsheaders",
     "django_htmx",
     "django_celery_beat",
     "agents_app",
@@ -50,6 +70,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "corsheaders.middleware.CorsMiddleware",  # before CommonMiddleware: preflights never redirect
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -185,6 +206,12 @@ AGENTS_ALLOW_ANONYMOUS = env_bool("AGENTS_ALLOW_ANONYMOUS", False)
 # Dotted paths of agent classes defined outside agents_app (comma-separated in the environment).
 AGENTS_CLASSES = env_list("AGENTS_CLASSES", [])
 AGENTS_MAX_FRAME_BYTES = int(os.environ.get("AGENTS_MAX_FRAME_BYTES", str(1024 * 1024)))
+# MCP servers: seconds to connect (and list tools) and for one tool call.
+AGENTS_MCP_CONNECT_TIMEOUT = float(os.environ.get("AGENTS_MCP_CONNECT_TIMEOUT", "15"))
+AGENTS_MCP_TOOL_TIMEOUT = float(os.environ.get("AGENTS_MCP_TOOL_TIMEOUT", "60"))
+# Where users reach this app (OAuth redirect URLs of MCP servers: <url>/agents/<agent>/<name>/callback).
+AGENTS_PUBLIC_URL = os.environ.get("AGENTS_PUBLIC_URL", "http://localhost:8000")
+AGENTS_MCP_CLIENT_NAME = os.environ.get("AGENTS_MCP_CLIENT_NAME", "Django Agents")
 
 # The chat page: the agent `/` opens, attachment limits, and conversation titles.
 AGENTS_DEFAULT_AGENT = os.environ.get("AGENTS_DEFAULT_AGENT", "chat-agent")

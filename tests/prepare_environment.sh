@@ -5,10 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # `npm install` (not `npm ci`): it installs the locked versions, but npm 11's ci rejects this
-# lockfile over optional platform binaries of a transitive dependency.
-if [ -f tests/node/package-lock.json ]; then
-  (cd tests/node && { [ -x node_modules/.bin/node ] && [ node_modules/.package-lock.json -nt package-lock.json ]; } || npm install --no-audit --no-fund --loglevel=error)
-fi
+# lockfile over optional platform binaries of a transitive dependency. Each folder brings its
+# own Node 22 (the `node` package): its npm scripts run node_modules/.bin/node.
+npm_install() {
+  [ -f "$1/package-lock.json" ] || return 0
+  (cd "$1" && { [ -x node_modules/.bin/node ] && [ node_modules/.package-lock.json -nt package-lock.json ]; } || npm install --no-audit --no-fund --loglevel=error)
+}
+npm_install tests/node            # the official clients, driven from Node
+npm_install examples/react-chat   # the React example the browser tests build with esbuild
 
 if ! command -v chromium >/dev/null 2>&1; then
   apt-get update -qq

@@ -82,18 +82,29 @@ def test_an_upstream_error_surfaces_as_the_chat_error(live_server_process, token
     assert result["error"] == "The model service returned an error (HTTP 503): model overloaded"
 
 
+def chunk_seqs(stream):
+    return [f["seq"] for f in stream if f["body"]]
+
+
 def test_a_reconnect_to_another_server_process_resumes_the_stream(live_server_process, token, model, settings):
     if not settings.CHANNEL_LAYERS["default"]["BACKEND"].startswith("channels_redis"):
         pytest.skip("two processes share live frames only through channels-redis (production mode)")
     other = start_live_server(model.base_url)
     try:
         model.script(Reply.text(" ".join(f"part{i}" for i in range(40)), delay=0.05))
-        result = scenario(live_server_process, token, "cross", scenario="resume", host2=other.host)
+        result = scenario(live_server_process, token, "cross", scenario="resume", host2=other.host, observer="yes")
     finally:
         other.stop()
     assert result["replayed"] > 0
     assert result["messages"] == result["serverMessages"]
     assert result["messages"][-1]["parts"][-1]["text"] == " ".join(f"part{i}" for i in range(40))
+    # The tab that resumed in the other process and the tab watching from it from the start
+    # each got every chunk once, in order, then the turn's one done frame.
+    resumed, observed = result["resumedStream"], result["observerStream"]
+    assert chunk_seqs(observed) == list(range(len(chunk_seqs(observed))))
+    assert chunk_seqs(resumed) == chunk_seqs(observed)
+    assert [f for f in resumed if f["done"]] == [resumed[-1]]
+    assert [f for f in observed if f["done"]] == [observed[-1]]
 
 
 CONCURRENCY_OUTCOMES = {

@@ -51,9 +51,10 @@ def state_error(message: str) -> Frame:
     return {"type": STATE_ERROR, "error": message}
 
 
-def mcp_servers() -> Frame:
-    """The empty MCP shape a port without MCP support sends on connect (protocol §2.1)."""
-    return {"type": MCP_SERVERS, "mcp": {"prompts": [], "resources": [], "servers": {}, "tools": []}}
+def mcp_servers(state: dict[str, Any] | None = None) -> Frame:
+    """`{servers, tools, prompts, resources}` of the instance's MCP servers (protocol §2.1);
+    without servers the empty shape."""
+    return {"type": MCP_SERVERS, "mcp": state or {"prompts": [], "resources": [], "servers": {}, "tools": []}}
 
 
 def chat_response(

@@ -17,6 +17,7 @@ import pydantic
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 
+from agents_app.mcp.agent_api import McpClientMixin
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import AppMessage
 from agents_app.protocol.messages import is_tool_part, normalize_messages, tool_name_of, user_text_message
@@ -36,7 +37,7 @@ from agents_app.runtime.hooks import (
 )
 from agents_app.runtime.middleware import ModelMiddleware
 from agents_app.runtime.model_loop import ModelLoop
-from agents_app.runtime.tools import Tool
+from agents_app.runtime.tools import Approval, Tool
 from agents_app.runtime.types import ChatOptions, ChatResponse, ChatResponseResult, Connection, TurnRequest, TurnResult
 from agents_app.runtime.workspace_tools import workspace_tools
 from agents_app.storage import search, transcript
@@ -73,7 +74,7 @@ class ReadonlyConnection(PermissionError):
         super().__init__("Connection is readonly")
 
 
-class Agent:
+class Agent(McpClientMixin):
     """Base agent: identity, synchronised state, RPC and connection hooks."""
 
     title: ClassVar[str] = ""
@@ -158,7 +159,12 @@ class Agent:
         return [frames.error(f"Unknown message type {kind!r}.", frame_type=str(kind))]
 
     async def on_request(self, request: HttpRequest, path: str) -> HttpResponse:
-        """HTTP requests to /agents/<agent>/<name>/<path> other than get-messages."""
+        """HTTP requests to /agents/<agent>/<name>/<path> other than get-messages; `callback`
+        completes an MCP server's OAuth authorization (mcp/oauth.py)."""
+        if path.strip("/") == "callback" and request.method == "GET":
+            from agents_app.mcp import oauth
+
+            return await oauth.handle_callback(self.session.pk, request)
         return HttpResponse("Not implemented", status=404, content_type="text/plain")
 
     # -- per-instance config (think.md §8) -------------------------------------------------
@@ -414,6 +420,11 @@ class ThinkAgent(AIChatAgent):
     finish_reason_in_metadata = False
     final_transcript_to_requester = True
     merges_queued_user_messages = False
+    # MCP (think.md §2): wait for connecting servers before a turn (True = 10 s, {"timeout": ms}),
+    # offer the tools of connected servers, and whether their calls need the user's approval.
+    wait_for_mcp_connections: ClassVar[bool | dict[str, Any]] = False
+    include_mcp_tools: ClassVar[bool] = True
+    mcp_tool_needs_approval: ClassVar[Approval] = False
     # Named blocks of the system prompt (context_blocks.ContextBlockSpec), in order.
     context_blocks: ClassVar[tuple[ContextBlockSpec, ...]] = ()
     # Summarise older messages once the history the model sees exceeds this many tokens.
@@ -432,10 +443,21 @@ class ThinkAgent(AIChatAgent):
         "compact_after_tokens",
     )
     _context_section = ""
+    _mcp_tools: dict[str, Tool] = {}
+
+    def __init__(self, session: Session, record: AgentRecord) -> None:
+        super().__init__(session, record)
+        from agents_app.sandbox.extensions import ExtensionManager  # extensions import the runtime
+
+        self.extensions = ExtensionManager(self)
 
     @staticmethod
     def new_message_id() -> str:
         return str(uuid.uuid4())
+
+    def get_extensions(self) -> list[Any]:
+        """Sandboxed JavaScript tool bundles (sandbox/extensions.py `extension(...)`), loaded at start."""
+        return []
 
     def get_model(self) -> str:
         return self.model or default_model()
@@ -463,7 +485,10 @@ class ThinkAgent(AIChatAgent):
     def turn_tools(self) -> dict[str, Tool]:
         """What the model gets this turn: the framework's tools (workspace, context blocks),
         then yours (yours win on a name)."""
-        return {**workspace_tools(self.workspace), **think_session.framework_tools(self), **self.get_tools()}
+        return {
+            **workspace_tools(self.workspace), **think_session.framework_tools(self), **self.get_tools(),
+            **self.extensions.tools(), **self._mcp_tools,
+        }
 
     def turn_system_prompt(self) -> str:
         """The system prompt this turn: yours, then the context blocks as they were when the turn started."""
@@ -527,7 +552,12 @@ class ThinkAgent(AIChatAgent):
         """Every chunk the model produces (observational; runs per token, keep it cheap)."""
 
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
+        await self.extensions.prepare()
         self._context_section = await think_session.render_context(self)
+        if self.include_mcp_tools:
+            from agents_app.mcp.tools import turn_tools as mcp_turn_tools  # mcp.tools imports runtime.tools
+
+            self._mcp_tools = await mcp_turn_tools(self)
         return ModelLoop(self, await think_session.history_for_model(self, options)).run()
 
     async def chat(

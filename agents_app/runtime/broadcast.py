@@ -38,12 +38,22 @@ async def broadcast(
     )
 
 
-async def publish_stream(session_id: int, request_id: str, sequenced: list[tuple[int | None, Frame]]) -> None:
-    """Live frames of a turn's stream. `None` seq marks frames that are not stored chunks
-    (the done/error frames)."""
+async def publish_stream(session_id: int, request_id: str, sequenced: list[tuple[int, Frame]]) -> None:
+    """Live chunk frames of a turn's stream, each with its sequence number."""
     await _group_send(
         session_id,
         {"type": "agent.stream", "request_id": request_id, "frames": [[seq, frame] for seq, frame in sequenced]},
+    )
+
+
+async def end_stream(session_id: int, request_id: str, final_frames: list[Frame], *, chunk_total: int) -> None:
+    """The terminal frames of a turn's stream (done, error). Sent only once the turn's final
+    status is stored: a connection that still read the stream as live is then sure to be in
+    the group for this message. `chunk_total` lets a connection that missed the last chunks
+    (they were broadcast before it joined) fetch them from the chunk log before the end."""
+    await _group_send(
+        session_id,
+        {"type": "agent.stream_end", "request_id": request_id, "frames": final_frames, "chunk_total": chunk_total},
     )
 
 

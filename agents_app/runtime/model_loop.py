@@ -275,12 +275,16 @@ class ModelLoop:
 
             model_call = wrap_model_call(call_model, self.agent.get_model_middleware())
             for self.step_number in range(config.max_steps or self.agent.max_steps):
+                if config.active_tools is None:  # an extension loaded in the previous step is offered from now on
+                    turn_tools.update({n: t for n, t in self.agent.extensions.tools().items() if n not in turn_tools})
                 tools, params = await self._prepare_step(config, turn_tools, steps, extra)
                 yield {"type": "start-step"}
                 calls.clear()
                 step = StepRecord()
                 try:
                     async for chunk in model_call(params):
+                        if chunk.get("type", "").startswith("tool-input-") and getattr(tools.get(chunk.get("toolName", "")), "dynamic", False):
+                            chunk["dynamic"] = True  # tools discovered at run time (MCP) are dynamic-tool parts
                         step.observe(chunk)
                         await self.agent.on_chunk(chunk)
                         yield chunk

@@ -118,7 +118,7 @@ async def recover(turn_id: int) -> TurnResult | None:
         return None
     # Anyone still watching the dead stream gets its end.
     done = frames.chat_response(turn.request_id, done=True, continuation=turn.is_continuation)
-    await broadcast.publish_stream(session.pk, turn.request_id, [(None, done)])
+    await broadcast.end_stream(session.pk, turn.request_id, [done], chunk_total=turn.chunk_count)
     await broadcast.turn_settled(session.pk, turn.request_id, streamed=True, pre_stream_remaining=False)
 
     config = RecoveryConfig.parse(agent.chat_recovery)

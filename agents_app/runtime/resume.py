@@ -1,16 +1,23 @@
 """The resume handshake and live-stream delivery for one connection (protocol §4, §5.7, §5.8, §9.10).
 
 Each connection keeps its own view of the shared truth in the database:
-* offered a resume and not yet acknowledged → live frames of that stream are held back;
+* attached to a stream (it sent the request, was in the session group when the stream
+  started, or acknowledged its replay) → it gets every frame of it live, whatever else it is
+  offered meanwhile: the official transport never acknowledges an offer of a request it sent
+  itself, so holding that stream back would strand it without its done frame;
+* offered a resume and not yet acknowledged → live frames of other streams are held back;
 * parked (a turn is accepted but not streaming) → waits for stream-start or release;
 * every live chunk carries a sequence number, so after a replay from the chunk log the
   live tail continues exactly after the last replayed chunk: nothing lost, nothing twice,
-  whichever process produced the stream.
+  whichever process produced the stream;
+* a stream's terminal frames say how many chunks came before them: a connection that missed
+  the last ones reads them from the chunk log first, and each connection gets them once.
 """
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -23,6 +30,17 @@ from agents_app.storage.models import Session, Turn
 
 GAP_WAIT_SECONDS = 5.0
 Send = Callable[[list[frames.Frame]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class StreamEnd:
+    """A stream's terminal frames and the number of chunks that precede them."""
+
+    frames: list[frames.Frame]
+    chunk_total: int
+
+
+Held = tuple[int, frames.Frame] | StreamEnd
 
 
 def _active_stream(session_id: int) -> Turn | None:
@@ -46,11 +64,18 @@ class ConnectionStreams:
         self.send = send
         self.offered: str | None = None  # request id offered with cf_agent_stream_resuming
         self.parked = False
-        self._held: list[tuple[int | None, frames.Frame]] = []
-        self._last_seq: dict[str, int] = {}
-        # Streams this connection already saw end (an orphan it acknowledged): the recoverer's
-        # closing frame for them is not delivered twice.
+        self._held: list[Held] = []
+        # Streams delivered live to this connection: request id → last chunk seq it got.
+        self._attached: dict[str, int] = {}
+        # Streams whose end this connection was given (live, or after a replay): a terminal
+        # frame still on its way for them is not delivered twice.
         self._ended: set[str] = set()
+
+    def own(self, request_id: str) -> None:
+        """This connection sent the chat request: its transport reads the turn's frames as they
+        come and ignores resume offers for it, so they are never held back from it."""
+        if request_id not in self._ended:
+            self._attached.setdefault(request_id, -1)
 
     # -- connect and probe ----------------------------------------------------------
     async def on_connect(self) -> None:
@@ -90,13 +115,16 @@ class ConnectionStreams:
     # -- acknowledgement --------------------------------------------------------------
     async def on_ack(self, request_id: str) -> None:
         active = await sync_to_async(_active_stream)(self.session_id)
-        if active is not None and active.request_id != request_id:
-            return  # an ACK for another stream is ignored: the offer still stands
-        held, self._held = self._held, []
+        if active is not None and active.request_id != request_id and self.offered != request_id:
+            return  # an ACK for a stream this connection was not offered: the offer still stands
+        held = self._held if self.offered == request_id else []  # frames of the stream it acknowledges
+        self._held = []
         self.offered = None
-        if active is not None:
+        if active is not None and active.request_id == request_id:
             await self._replay_active(active, held)
             return
+        # The stream ended, before the ACK or while the next turn began to stream: its replay
+        # and terminal frame, and the next stream reaches this connection live from then on.
         await self._replay_finished(request_id)
 
     async def _replay(self, turn: Turn) -> int:
@@ -110,17 +138,25 @@ class ConnectionStreams:
             await self.send(replayed)
         return pairs[-1][0] if pairs else -1
 
-    async def _replay_active(self, turn: Turn, held: list[tuple[int | None, frames.Frame]]) -> None:
+    async def _replay_active(self, turn: Turn, held: list[Held]) -> None:
         last = await self._replay(turn)
         if _is_live(turn):
+            # A connection already receiving this stream may have got chunks live that the
+            # chunk log does not hold yet: the replay it asked for includes them too.
+            received = self._attached.get(turn.request_id, -1)
+            tail = await self._fill_gap(turn.request_id, last + 1, received, continuation=turn.is_continuation, replay=True)
             await self.send(
-                [frames.chat_response(turn.request_id, done=False, replay=True, replay_complete=True, continuation=turn.is_continuation)]
+                [*tail, frames.chat_response(turn.request_id, done=False, replay=True, replay_complete=True, continuation=turn.is_continuation)]
             )
-            self._last_seq[turn.request_id] = last
-            await self._deliver(turn.request_id, held)
+            self._attached[turn.request_id] = max(last, received)
+            for item in held:
+                if isinstance(item, StreamEnd):
+                    await self._deliver_end(turn.request_id, item)
+                else:
+                    await self._deliver(turn.request_id, [item])
             return
         await self.send([frames.chat_response(turn.request_id, done=True, replay=True, continuation=turn.is_continuation)])
-        self._ended.add(turn.request_id)
+        self._end(turn.request_id)
         # Nobody produces this stream any more: persist what it had and carry the turn on here.
         runner.keep(asyncio.create_task(recovery.recover(turn.pk)))
 
@@ -131,6 +167,7 @@ class ConnectionStreams:
             return turn, terminal if terminal and terminal.get("requestId") == request_id else None
 
         turn, terminal = await sync_to_async(lookup)()
+        self._end(request_id)
         if terminal is not None:
             if turn is not None:
                 await self._replay(turn)
@@ -141,35 +178,69 @@ class ConnectionStreams:
             await self._replay(turn)
         await self.send([frames.chat_response(request_id, done=True, replay=True, continuation=continuation)])
 
+    def _end(self, request_id: str) -> None:
+        self._attached.pop(request_id, None)
+        self._ended.add(request_id)
+
     # -- live delivery ----------------------------------------------------------------
-    async def on_stream_frames(self, request_id: str, sequenced: list[tuple[int | None, frames.Frame]]) -> None:
-        if self.offered is not None:
+    def _withheld(self, request_id: str) -> bool:
+        """A connection offered a resume waits for its ACK (it is in the pending-resume set),
+        except for streams it is already receiving live."""
+        return self.offered is not None and request_id not in self._attached
+
+    async def on_stream_frames(self, request_id: str, sequenced: list[tuple[int, frames.Frame]]) -> None:
+        if self._withheld(request_id):
             if self.offered == request_id:
                 self._held.extend(sequenced)
             return
         await self._deliver(request_id, sequenced)
 
-    async def _deliver(self, request_id: str, sequenced: list[tuple[int | None, frames.Frame]]) -> None:
+    async def on_stream_end(self, request_id: str, end: StreamEnd) -> None:
+        if self._withheld(request_id):
+            if self.offered == request_id:
+                self._held.append(end)
+            return
+        await self._deliver_end(request_id, end)
+
+    async def _deliver(self, request_id: str, sequenced: list[tuple[int, frames.Frame]]) -> None:
+        """Chunks in order from where this connection is; a connection that was not attached
+        joined mid-stream without an offer and gets the stream from its first chunk."""
         if request_id in self._ended:
             return
+        last = self._attached.get(request_id, -1)
         outgoing: list[frames.Frame] = []
         for seq, frame in sequenced:
-            if seq is None:
-                outgoing.append(frame)
-                continue
-            last = self._last_seq.get(request_id, -1)
             if seq <= last:
                 continue
             if seq > last + 1:
-                outgoing.extend(await self._fill_gap(request_id, last + 1, seq - 1, frame))
+                outgoing.extend(await self._fill_gap(request_id, last + 1, seq - 1, continuation=bool(frame.get("continuation"))))
             outgoing.append(frame)
-            self._last_seq[request_id] = seq
+            last = seq
+        self._attached[request_id] = last
         if outgoing:
             await self.send(outgoing)
 
-    async def _fill_gap(self, request_id: str, first: int, last: int, template: frames.Frame) -> list[frames.Frame]:
-        """Chunks broadcast before this connection listened: read them from the chunk log,
-        waiting briefly for the producer's next batch write."""
+    async def _deliver_end(self, request_id: str, end: StreamEnd) -> None:
+        """The terminal frames, once, after every chunk: those broadcast before this connection
+        listened come from the chunk log (complete by now: the end is sent after the flush)."""
+        if request_id not in self._attached:
+            return  # ended here already, or never shown to this connection
+        first_missing = self._attached[request_id] + 1
+        continuation = bool(end.frames[-1].get("continuation"))
+        missing = await self._fill_gap(request_id, first_missing, end.chunk_total - 1, continuation=continuation)
+        self._end(request_id)
+        if self.offered == request_id:
+            # Offered while it was already receiving it: nothing is left to resume.
+            self.offered = None
+        await self.send(missing + end.frames)
+
+    async def _fill_gap(
+        self, request_id: str, first: int, last: int, *, continuation: bool, replay: bool = False
+    ) -> list[frames.Frame]:
+        """Chunks `first`..`last` this connection did not get live: read them from the chunk
+        log, waiting briefly for the producer's next batch write."""
+        if first > last:
+            return []
         turn_id = await sync_to_async(
             lambda: Turn.objects.filter(session_id=self.session_id, request_id=request_id).values_list("id", flat=True).first()
         )()
@@ -180,8 +251,11 @@ class ConnectionStreams:
             if len(pairs) >= last - first + 1 or asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.03)
-        flags = {"continuation": True} if template.get("continuation") else {}
-        return [frames.chat_response(request_id, body, done=False, seq=seq, **flags) for seq, body in pairs if body is not None]
+        return [
+            frames.chat_response(request_id, body, done=False, seq=seq, continuation=continuation, replay=replay)
+            for seq, body in pairs
+            if body is not None
+        ]
 
     def await_continuation(self, request_id: str | None) -> None:
         """The sender of a tool answer is offered the continuation it scheduled (§9.3 step 3)."""
@@ -193,6 +267,8 @@ class ConnectionStreams:
         if self.parked:
             self.parked = False
             await self._offer(request_id)
+        elif self.offered is None:
+            self._attached.setdefault(request_id, -1)  # it gets this stream from its first frame
 
     async def on_turn_settled(self, *, streamed: bool, pre_stream_remaining: bool) -> None:
         if self.parked and not streamed and not pre_stream_remaining:
@@ -215,6 +291,9 @@ class StreamEventsMixin:
 
     async def agent_stream(self, message: dict[str, Any]) -> None:
         await self.streams.on_stream_frames(message["request_id"], [(seq, frame) for seq, frame in message["frames"]])
+
+    async def agent_stream_end(self, message: dict[str, Any]) -> None:
+        await self.streams.on_stream_end(message["request_id"], StreamEnd(message["frames"], message["chunk_total"]))
 
     async def agent_stream_started(self, message: dict[str, Any]) -> None:
         await self.streams.on_stream_started(message["request_id"])

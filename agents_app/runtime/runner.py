@@ -264,9 +264,11 @@ async def _execute(agent: AIChatAgent, request: TurnRequest, turn: Turn, abort: 
     if outcome.status == "aborted":
         publisher.publish({"type": "abort"})  # as AI SDK streams end when aborted
     await publisher.flush()
-    await publisher.send_final(outcome.final_frames(request.request_id, request.continuation))
     message = builder.finalize()
+    # The final status is stored before the terminal frame goes out: a connection whose resume
+    # handshake still reads this stream as live is then sure to receive that frame.
     await _finish_turn(turn, outcome.status, error=outcome.error or "", message_uid=message["id"])
+    await publisher.send_final(outcome.final_frames(request.request_id, request.continuation))
     if message["parts"]:
         anchor = messages[-1]["id"] if messages else None
         await sync_to_async(transcript.save_reply)(session, message, anchor)

@@ -75,7 +75,7 @@ class StreamPublisher:
         batch, self._outbox = self._outbox, []
         if not batch:
             return
-        sequenced: list[tuple[int | None, frames.Frame]] = []
+        sequenced: list[tuple[int, frames.Frame]] = []
         for seq, chunk in batch:
             body = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
             if not self._store:
@@ -113,8 +113,9 @@ class StreamPublisher:
         await self._write_store()
 
     async def send_final(self, final_frames: list[frames.Frame]) -> None:
-        """Terminal frames (error, done) after the stored chunks; not part of the chunk log."""
-        await broadcast.publish_stream(self.session_id, self.request_id, [(None, f) for f in final_frames])
+        """Terminal frames (error, done) after the stored chunks; not part of the chunk log.
+        Call it after `flush()` and after the turn's final status is stored (see `end_stream`)."""
+        await broadcast.end_stream(self.session_id, self.request_id, final_frames, chunk_total=self._next_seq)
 
     @property
     def chunk_total(self) -> int:

@@ -29,3 +29,11 @@ def write_data(name: str, data: Any, *, id: str | None = None, transient: bool =
     if transient:
         chunk["transient"] = True
     queue.put_nowait(chunk)
+
+
+def write_file(url: str, media_type: str) -> None:
+    """Emit a `file` part (e.g. a screenshot as a data: URL) into the running turn's message."""
+    queue = _current.get()
+    if queue is None:
+        raise RuntimeError("write_file() is only available while a turn is running")
+    queue.put_nowait({"type": "file", "url": url, "mediaType": media_type})

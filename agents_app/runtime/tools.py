@@ -27,6 +27,8 @@ class Tool:
     input_model: type[pydantic.BaseModel]
     execute: Callable[..., Any] | None = None
     needs_approval: Approval = False
+    # Tools discovered at run time (MCP servers) stream as `dynamic-tool` parts.
+    dynamic: bool = False
 
     @property
     def parameters(self) -> dict[str, Any]:

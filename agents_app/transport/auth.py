@@ -1,15 +1,13 @@
-"""Who is connecting: Django session cookie or a per-user API token, and whether the
-browser origin may open a socket at all."""
+"""Who is connecting: Django session cookie or a per-user API token. (Whether a browser
+origin may open a socket at all is decided before this, in `origins`.)"""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddleware
 from channels.db import database_sync_to_async
-from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.http.request import validate_host
 from django.utils import timezone
 
 from agents_app.storage.models import ApiToken
@@ -26,30 +24,6 @@ def user_for_token(raw_key: str) -> Any | None:
 def query_params(scope: dict[str, Any]) -> dict[str, str]:
     parsed = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     return {key: values[0] for key, values in parsed.items() if values}
-
-
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
-def origin_allowed(scope: dict[str, Any]) -> bool:
-    """Browsers always send Origin: it must be this host, an allowed host or a trusted origin.
-    Non-browser clients send none; they cannot ride a victim's cookies, and must still
-    authenticate."""
-    origin = _header(scope, b"origin")
-    if origin is None:
-        return True
-    if origin in settings.CSRF_TRUSTED_ORIGINS:
-        return True
-    parsed = urlsplit(origin)
-    if not parsed.hostname:
-        return False
-    if parsed.netloc == _header(scope, b"host"):
-        return True
-    return validate_host(parsed.hostname, settings.ALLOWED_HOSTS)
 
 
 class AgentAuthMiddleware(AuthMiddleware):

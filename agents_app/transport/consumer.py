@@ -16,6 +16,7 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from agents_app.mcp import manager as mcp_manager
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import (
     AppMessage,
@@ -41,7 +42,7 @@ from agents_app.runtime.rpc import invoke
 from agents_app.runtime.types import Connection
 from agents_app.storage import transcript
 from agents_app.storage.models import Session
-from agents_app.transport.auth import origin_allowed, query_params
+from agents_app.transport.auth import query_params
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +57,6 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
     streams: ConnectionStreams
 
     async def connect(self) -> None:
-        if not origin_allowed(self.scope):
-            await self.close()  # rejected before the handshake completes: HTTP 403
-            return
         route = self.scope["url_route"]["kwargs"]
         self.segment, self.instance_name = route["agent"], route["name"]
         user = self.scope.get("user")
@@ -94,8 +92,9 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
                 connect_frames.append(frames.identity(self.instance_name, self.segment, state_follows=agent.has_state))
             if agent.has_state:
                 connect_frames.append(frames.state(agent.state))
-            connect_frames.append(frames.mcp_servers())
+            connect_frames.append(await mcp_manager.state_frame(self.session.pk))
             await self.send_frames(connect_frames)
+        await mcp_manager.ensure_connected(self.session.pk)  # reconnects after a restart; state frames follow
         await agent.on_connect(self.connection)
 
     async def _send_chat_connect_frames(self, agent: Agent) -> None:
@@ -158,7 +157,8 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
 
     async def _dispatch(self, frame: Any) -> None:
         match frame:
-            case ChatRequest():
+            case ChatRequest(request_id=request_id):
+                self.streams.own(request_id)
                 await chat.submit(self.session, self.connection, frame)
             case CancelRequest(request_id=request_id):
                 await runner.cancel(request_id)

@@ -28,11 +28,9 @@ from agents_app.runtime.resume import ConnectionStreams, StreamEventsMixin
 from agents_app.runtime.types import Connection
 from agents_app.storage import transcript
 from agents_app.storage.models import Session, Turn
-from agents_app.transport.auth import origin_allowed
 from agents_app.ui import sending
 from agents_app.ui.message_stats import model_choices
 from agents_app.ui.rendering import render_conversation, render_message_html, render_queue
-
 
 MAX_DENIAL_REASON = 500
 
@@ -42,7 +40,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
 
     async def connect(self) -> None:
         user = self.scope.get("user")
-        if not origin_allowed(self.scope) or user is None or not user.is_authenticated:
+        if user is None or not user.is_authenticated:
             await self.close()
             return
         route = self.scope["url_route"]["kwargs"]

@@ -36,24 +36,28 @@ async function waitFor(what, predicate, timeoutMs = 15000) {
   throw new Error(`timed out waiting for ${what}`);
 }
 
-function Harness({ sink, chatOptions, host }) {
+// Every cf_agent_mcp_servers state useAgent hands to the app, in order.
+const mcpUpdates = [];
+
+function Harness({ sink, chatOptions, host, name }) {
   const agent = useAgent({
     agent: args.agent,
-    name: args.name,
+    name,
     host,
     query: args.token ? { token: args.token } : undefined,
+    onMcpUpdate: (mcp) => mcpUpdates.push(mcp),
   });
   const chat = useAgentChat({ agent, ...chatOptions });
   sink.current = { agent, chat };
   return null;
 }
 
-async function mount(chatOptions = {}, host = args.host) {
+async function mount(chatOptions = {}, host = args.host, name = args.name, { eager = false } = {}) {
   const sink = { current: null };
   const frames = [];
   const root = createRoot(document.createElement("div"));
-  root.render(React.createElement(Harness, { sink, chatOptions, host }));
-  await waitFor("the hook to render", () => sink.current);
+  root.render(React.createElement(Harness, { sink, chatOptions, host, name }));
+  await waitFor("the hook to render", () => sink.current, 30000);
   sink.current.agent.addEventListener("message", (event) => {
     try {
       frames.push(JSON.parse(event.data));
@@ -61,8 +65,20 @@ async function mount(chatOptions = {}, host = args.host) {
       frames.push({ raw: String(event.data) });
     }
   });
-  await waitFor("the identity frame", () => sink.current.agent.identified);
-  await waitFor("the initial transcript", () => sink.current.chat.status === "ready");
+  const sent = [];
+  const socketSend = sink.current.agent.send.bind(sink.current.agent);
+  sink.current.agent.send = (data) => {
+    try {
+      sent.push(JSON.parse(data));
+    } catch {
+      sent.push({ raw: String(data) });
+    }
+    return socketSend(data);
+  };
+  if (!eager) {
+    await waitFor("the identity frame", () => sink.current.agent.identified, 30000);
+    await waitFor("the initial transcript", () => sink.current.chat.status === "ready", 30000);
+  }
   return {
     get chat() {
       return sink.current.chat;
@@ -71,14 +87,15 @@ async function mount(chatOptions = {}, host = args.host) {
       return sink.current.agent;
     },
     frames,
+    sent,
     unmount: () => root.unmount(),
   };
 }
 
-async function serverMessages() {
+async function serverMessages(name = args.name) {
   const query = args.token ? `?token=${encodeURIComponent(args.token)}` : "";
   const slug = args.agent.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`).replace(/^-/, "");
-  const response = await fetch(`http://${args.host}/agents/${slug}/${args.name}/get-messages${query}`);
+  const response = await fetch(`http://${args.host}/agents/${slug}/${name}/get-messages${query}`);
   return response.json();
 }
 
@@ -121,6 +138,53 @@ async function awaitApproval(client, toolCallId) {
   });
 }
 
+// JSON with sorted keys: the server and the client order object keys differently.
+const canonical = (value) =>
+  JSON.stringify(value, (_, v) => (v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort()) : v));
+
+// One chat of a burst: mounts the official hook on its own instance name, sends one message,
+// and waits until the transport closed the turn's stream (status back to ready) or gives up.
+async function burstClient(name, turnTimeoutMs) {
+  const began = Date.now();
+  // `--eager yes` sends as soon as the hook rendered, as an app that does not wait for the
+  // socket: the chat request may then overtake the hook's resume probe.
+  const client = await mount({}, args.host, name, { eager: args.eager === "yes" });
+  const mountedMs = Date.now() - began;
+  const sent = client.sent;
+  const text = args.text ?? "Hello";
+  client.chat.sendMessage({ text }).catch(() => {});
+  let requestId = null;
+  let stuck = false;
+  try {
+    requestId = await waitFor("the chat request to go out", () => sent.find((f) => f.type === "cf_agent_use_chat_request")?.id, 30000);
+    await waitFor(
+      "the turn to end",
+      () => client.chat.status === "ready" && client.frames.some((f) => f.id === requestId && f.done),
+      turnTimeoutMs,
+    );
+  } catch {
+    stuck = true;
+  }
+  // The transcript broadcast after the reply is persisted may still be on its way.
+  const stored = await serverMessages(name);
+  await waitFor("the stored transcript", () => canonical(client.chat.messages) === canonical(stored), 30000).catch(() => {});
+  const result = {
+    name,
+    mountedMs,
+    endedMs: Date.now() - began,
+    requestId,
+    stuck,
+    status: client.chat.status,
+    received: client.frames,
+    sent,
+    messages: client.chat.messages,
+    serverMessages: stored,
+  };
+  client.unmount();
+  client.agent.close();
+  return result;
+}
+
 const scenarios = {
   async basic() {
     const client = await mount();
@@ -150,19 +214,25 @@ const scenarios = {
   },
 
   async resume() {
+    // --host2 sends the reconnect (and the --observer tab) to another server process.
+    const observer = args.observer === "yes" ? await mount({}, args.host2 ?? args.host) : null;
     const first = await mount();
     first.chat.sendMessage({ text: args.text ?? "Tell me a long story" });
     await waitFor("the first streamed text", () => lastAssistantText(first.chat.messages).length > 0);
+    const requestId = first.sent.find((f) => f.type === "cf_agent_use_chat_request").id;
     first.unmount();
-    // --host2 sends the reconnect to another server process (cross-process resume).
     log("first client gone mid-stream; mounting a new one");
     const second = await mount({}, args.host2 ?? args.host);
     await waitFor("the resumed stream to finish", () => second.frames.some((f) => f.type === "cf_agent_use_chat_response" && f.done), 20000);
     await settle(second, "the resumed turn to finish");
+    const streamOf = (client) => client.frames.filter((f) => f.type === "cf_agent_use_chat_response" && f.id === requestId);
+    if (observer) await waitFor("the observer to see the turn end", () => streamOf(observer).some((f) => f.done), 20000);
     return {
       messages: second.chat.messages,
       serverMessages: await serverMessages(),
       replayed: second.frames.filter((f) => f.replay).length,
+      resumedStream: streamOf(second),
+      observerStream: observer ? streamOf(observer) : null,
     };
   },
 
@@ -291,6 +361,34 @@ const scenarios = {
     return { received, messages: client.chat.messages, serverMessages: await serverMessages() };
   },
 
+  async mcp() {
+    const client = await mount();
+    const added = await client.agent.call("add_server", [args.server, args.url]);
+    await waitFor("the MCP server to be ready", () => mcpUpdates.at(-1)?.servers[added.id]?.state === "ready", 30000);
+    await client.chat.sendMessage({ text: args.text ?? "Weather?" });
+    await settle(client, "the MCP tool turn");
+    return { added, updates: mcpUpdates, messages: client.chat.messages, serverMessages: await serverMessages() };
+  },
+
+  async burst() {
+    // `--clients` chats opened at once, each sending one message as soon as it is ready, for
+    // `--rounds` rounds (new chats every round). Every frame each socket received and every
+    // frame it sent are recorded; a client that never sees its turn end is reported, not
+    // awaited forever.
+    const clients = Number(args.clients ?? 50);
+    const rounds = Number(args.rounds ?? 1);
+    const turnTimeoutMs = Number(args["turn-timeout"] ?? 20000);
+    const report = [];
+    for (let round = 0; round < rounds; round++) {
+      const results = await Promise.all(
+        Array.from({ length: clients }, (_, index) => burstClient(`${args.name}-r${round}-c${index}`, turnTimeoutMs)),
+      );
+      report.push(results);
+      log(`round ${round}: ${results.filter((r) => r.stuck).length} stuck of ${clients}`);
+    }
+    return { rounds: report };
+  },
+
   async error() {
     const client = await mount();
     await client.chat.sendMessage({ text: args.text ?? "Break" });
@@ -308,8 +406,8 @@ async function main() {
   }, Number(args.timeout) * 1000);
   const result = await scenario();
   clearTimeout(timer);
-  console.log(JSON.stringify(result));
-  process.exit(0);
+  // A large report outgrows the pipe buffer: exit only once it is written out.
+  process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(0));
 }
 
 main().catch((error) => {

@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('agents_app', '0005_workspace'),
+        ('agents_app', '0007_session_extensions'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
