@@ -115,10 +115,18 @@
     input.files = all.files;
     showChosenFiles();
   });
-  // The server answers a message it took with this event; on an error the text stays.
+  // The server answers a message it took with this event; on an error the text stays, and
+  // so does a next message typed while the request was on its way.
+  let sentText = null;
+  document.addEventListener("htmx:beforeRequest", (event) => {
+    if (event.detail.elt.id === "composer") sentText = document.getElementById("message").value;
+  });
   document.body.addEventListener("composer-sent", () => {
-    const composer = document.getElementById("composer");
-    if (composer) { composer.reset(); showChosenFiles(); document.getElementById("message").focus(); }
+    const message = document.getElementById("message");
+    if (!message || message.value !== sentText) return;
+    document.getElementById("composer").reset();
+    showChosenFiles();
+    message.focus();
   });
 
   // A conversation's title arrives after its first answer: the tab's title follows it.

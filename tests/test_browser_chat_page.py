@@ -77,6 +77,7 @@ def test_the_home_page_is_a_fresh_chat_ready_to_type_and_the_first_message_store
         page.keyboard.press("Enter")
     answer_shown(page, "Hello! How can I help?")
     assert "/chat/chat-agent/chat-" in page.url
+    page.wait_for_selector("#session-list a:has-text('Hi there')")  # the title comes after the answer
     assert "Hi there" in page.inner_text("#session-list") and page.text_content("#session-list .session-group") == "Today"
     assert in_thread(Session.objects.count) == 1
 
@@ -162,6 +163,7 @@ def test_messages_sent_during_an_answer_wait_as_queued_bubbles_that_can_be_edite
     send(page, "Describe this picture at length")
     page.wait_for_selector("#streaming-slot .message-assistant")
     send(page, "second question")
+    page.wait_for_function("document.querySelectorAll('#queue .queued').length === 1")
     send(page, "third question")
     page.wait_for_function("document.querySelectorAll('#queue .queued').length === 2")
     page.screenshot(path=str(DOCS / "chat-attachment-and-queue.png"))
