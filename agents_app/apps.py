@@ -17,3 +17,5 @@ class AgentsAppConfig(AppConfig):
         from agents_app.runtime.registry import load_configured_agents
 
         load_configured_agents()
+        # The chat page reacts to finished turns: queued messages go out, new chats get a title.
+        from agents_app.ui import sending, titles  # noqa: F401

@@ -1,11 +1,11 @@
 """Celery tasks: programmatic and scheduled turns, recovery of interrupted turns, housekeeping.
 
-Each task runs its coroutine to completion on a fresh event loop; the turn streams to
-browsers through the channel layer (channels-redis in production) like any other turn.
+Each task runs its coroutine, and the turn listeners it started, to completion on a fresh
+event loop; the turn streams to browsers through the channel layer (channels-redis in
+production) like any other turn.
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -15,7 +15,7 @@ from celery import Task, shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 
-from agents_app.runtime import recovery, scheduling
+from agents_app.runtime import recovery, scheduling, turn_listeners
 from agents_app.runtime.programmatic import send_user_message
 from agents_app.storage import chunk_log, connections
 
@@ -23,15 +23,15 @@ T = TypeVar("T")
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a task's coroutine on a fresh loop, after dropping database connections that died
-    since the last task (the ORM runs on asgiref's worker thread, which Celery's own
-    per-task cleanup does not reach)."""
+    """Run a task's coroutine and the turn listeners it started on a fresh loop, after
+    dropping database connections that died since the last task (the ORM runs on asgiref's
+    worker thread, which Celery's own per-task cleanup does not reach)."""
 
     async def main() -> T:
         await sync_to_async(connections.drop_dead)()
         return await coroutine
 
-    return asyncio.run(main())
+    return turn_listeners.run_to_end(main())
 
 
 @shared_task(name="agents.sweep_stream_buffers")

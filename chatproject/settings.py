@@ -223,6 +223,16 @@ AGENTS_MCP_TOOL_TIMEOUT = float(os.environ.get("AGENTS_MCP_TOOL_TIMEOUT", "60"))
 AGENTS_PUBLIC_URL = os.environ.get("AGENTS_PUBLIC_URL", "http://localhost:8000")
 AGENTS_MCP_CLIENT_NAME = os.environ.get("AGENTS_MCP_CLIENT_NAME", "Django Agents")
 
+# The chat page: the agent `/` opens, attachment limits, and conversation titles.
+AGENTS_DEFAULT_AGENT = os.environ.get("AGENTS_DEFAULT_AGENT", "chat-agent")
+AGENTS_UPLOAD_MAX_FILES = int(os.environ.get("AGENTS_UPLOAD_MAX_FILES", "5"))
+AGENTS_UPLOAD_MAX_IMAGE_BYTES = int(os.environ.get("AGENTS_UPLOAD_MAX_IMAGE_BYTES", str(3_000_000)))
+AGENTS_UPLOAD_MAX_FILE_BYTES = int(os.environ.get("AGENTS_UPLOAD_MAX_FILE_BYTES", str(1_000_000)))
+AGENTS_IMPORT_MAX_BYTES = int(os.environ.get("AGENTS_IMPORT_MAX_BYTES", str(5_000_000)))
+AGENTS_TITLE_MODEL = os.environ.get("AGENTS_TITLE_MODEL", "")  # empty: the agent's own model
+# "model": one model call names a new conversation; "words": its first words do.
+AGENTS_CHAT_TITLES = os.environ.get("AGENTS_CHAT_TITLES", "model")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,5 +1,5 @@
-// The chat page's small script: keyboard shortcuts, copy buttons, and the tools the agent asks
-// the browser to run. Tool outputs go back over the page socket as a `tool_result` action,
+// The chat page's small script: keyboard shortcuts, copy buttons, attachments, the tab's
+// title, and the tools the agent asks the browser to run. Tool outputs go back over the page socket as a `tool_result` action,
 // which the server applies through the same function as cf_agent_tool_result.
 (() => {
   "use strict";
@@ -79,6 +79,63 @@
   });
   document.addEventListener("htmx:wsAfterMessage", () => { if (followOutput) scrollToEnd(); });
   document.addEventListener("DOMContentLoaded", scrollToEnd);
+  // Ready to type (autofocus alone is skipped when the document was not focused at load).
+  document.addEventListener("DOMContentLoaded", () => {
+    const message = document.getElementById("message");
+    if (message && document.activeElement === document.body) message.focus();
+  });
+
+  // Attachments: picked with the paperclip button or dropped anywhere on the conversation.
+  const fileInput = () => document.getElementById("files");
+  function showChosenFiles() {
+    const list = document.getElementById("chosen-files");
+    const input = fileInput();
+    if (!list || !input) return;
+    list.replaceChildren(...Array.from(input.files).map((file) => {
+      const item = document.createElement("li");
+      item.textContent = `${file.name} (${Math.max(1, Math.round(file.size / 1000))} kB)`;
+      return item;
+    }));
+  }
+  document.addEventListener("change", (event) => { if (event.target.id === "files") showChosenFiles(); });
+  document.addEventListener("dragover", (event) => {
+    if (fileInput() && event.dataTransfer && event.dataTransfer.types.includes("Files")) {
+      event.preventDefault();
+      document.body.classList.add("dropping");
+    }
+  });
+  document.addEventListener("dragleave", (event) => { if (!event.relatedTarget) document.body.classList.remove("dropping"); });
+  document.addEventListener("drop", (event) => {
+    const input = fileInput();
+    document.body.classList.remove("dropping");
+    if (!input || !event.dataTransfer || !event.dataTransfer.files.length) return;
+    event.preventDefault();
+    const all = new DataTransfer();
+    for (const file of [...input.files, ...event.dataTransfer.files]) all.items.add(file);
+    input.files = all.files;
+    showChosenFiles();
+  });
+  // The server answers a message it took with this event; on an error the text stays, and
+  // so does a next message typed while the request was on its way.
+  let sentText = null;
+  document.addEventListener("htmx:beforeRequest", (event) => {
+    if (event.detail.elt.id === "composer") sentText = document.getElementById("message").value;
+  });
+  document.body.addEventListener("composer-sent", () => {
+    const message = document.getElementById("message");
+    if (!message || message.value !== sentText) return;
+    document.getElementById("composer").reset();
+    showChosenFiles();
+    message.focus();
+  });
+
+  // A conversation's title arrives after its first answer: the tab's title follows it.
+  function syncDocumentTitle() {
+    const heading = document.getElementById("chat-title");
+    const main = document.querySelector("main.chat");
+    if (heading && main) document.title = `${heading.textContent.trim()} · ${main.dataset.agentTitle}`;
+  }
+  document.addEventListener("htmx:wsAfterMessage", syncDocumentTitle);
 
   // htmx:load fires after htmx has processed new content, so the ws-send forms are live.
   document.addEventListener("htmx:load", (event) => scan(event.detail.elt));

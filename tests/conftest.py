@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.plugins.live_server",
     "tests.plugins.celery_worker",
     "tests.plugins.throwaway_services",
+    "tests.plugins.browser",
 ]
 
 
@@ -127,6 +128,13 @@ async def open_socket() -> AsyncIterator[Any]:
             await socket.communicator.disconnect()
         except (Exception, asyncio.CancelledError):  # already closed (or timed out closing) in the test
             pass
+
+
+@pytest.fixture(autouse=True)
+def _titles_from_first_words(settings: Any) -> None:
+    """A model-made title would take a scripted reply meant for a turn: tests that check
+    model titles turn them back on."""
+    settings.AGENTS_CHAT_TITLES = "words"
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@ fake upstream. Screenshots of the main states go to test-artifacts/."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,47 +12,17 @@ from agents_app.testing.fake_openai import Reply, ToolCallSpec
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
-]
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is missing: tests/prepare_environment.sh installs it")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
-
-
-@pytest.fixture
-def chat_page(live_server_process, user, browser) -> Any:
-    """A logged-in page on a fresh session (of chat-agent unless `agent` says otherwise)."""
-
-    def open_page(name: str = "browser", agent: str = "chat-agent", **context_options: Any) -> Any:
-        """`context_options` are Playwright's (viewport, timezone_id, geolocation, permissions…)."""
-        page = browser.new_page(**context_options)
-        page.goto(f"{live_server_process.url}/login/")
-        page.fill("#id_username", "alice")
-        page.fill("#id_password", "wonderland-42")
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{live_server_process.url}/")
-        page.goto(f"{live_server_process.url}/chat/{agent}/{name}/")
-        page.wait_for_timeout(500)  # the page socket connects
-        return page
-
-    return open_page
 
 
 def send(page: Any, text: str) -> None:
+    """Type and press Enter; the first message of a fresh chat loads the page onto the
+    conversation it created, so that one waits for the page to load."""
     page.fill("#message", text)
-    page.keyboard.press("Enter")
+    if page.locator("main.chat[ws-connect]").count():
+        page.keyboard.press("Enter")
+        return
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
 
 
 def test_the_answer_grows_token_by_token_and_ends_complete(chat_page, model):
@@ -126,8 +95,11 @@ def test_regenerate_then_switch_back_to_the_first_answer(chat_page, model):
 
 
 def test_two_pages_stay_in_sync(chat_page, model):
-    model.script(Reply.text("Both tabs see this.", delay=0.05))
-    first, second = chat_page("sync"), chat_page("sync")
+    model.script(Reply.text("The chat exists now."), Reply.text("Both tabs see this.", delay=0.05))
+    first = chat_page("sync")
+    send(first, "Start")  # a chat is stored, and can be opened twice, once it has a message
+    answer_shown(first, "The chat exists now.")
+    second = chat_page("sync")
     send(first, "Hello from tab one")
     second.wait_for_function("document.querySelector('#messages').innerText.includes('Both tabs see this.')", timeout=15000)
     assert "Hello from tab one" in second.inner_text("#messages")
@@ -193,8 +165,7 @@ def test_always_allow_runs_later_calls_of_that_tool_without_a_card(chat_page, mo
     page = chat_page("always")
     send(page, "Delete /tmp/one")
     page.wait_for_selector("button.approve", timeout=10000)
-    page.check("text=Always allow deleteFile in this chat")
-    page.click("button.approve")
+    page.click("button.approve-chat")
     answer_shown(page, "Deleted one.")
     send(page, "Delete /tmp/two")
     answer_shown(page, "Deleted two.")
@@ -266,8 +237,10 @@ def test_editing_a_message_answers_anew_and_keeps_the_old_branch(chat_page, mode
 
 
 def test_progress_updates_in_place_and_citations_are_links(chat_page, model):
-    model.script(Reply.tool_calls([ToolCallSpec("research", '{"topic": "Lisbon"}', id="r1")]), Reply.text("Lisbon is lovely."))
+    model.script(Reply.text("Ready."), Reply.tool_calls([ToolCallSpec("research", '{"topic": "Lisbon"}', id="r1")]), Reply.text("Lisbon is lovely."))
     page = chat_page("research")
+    send(page, "Hello")  # the chat exists and its page is connected before the tool runs
+    answer_shown(page, "Ready.")
     send(page, "Research Lisbon")
     page.wait_for_selector("#streaming-slot .part-progress progress", timeout=10000)
     values = set()
@@ -383,8 +356,10 @@ def test_a_turn_started_by_an_api_call_appears_live_on_the_open_page(token, chat
 
     import httpx
 
-    model.script(Reply.text("Started from the API and streamed to the page while it was being written.", delay=0.2))
+    model.script(Reply.text("Hi."), Reply.text("Started from the API and streamed to the page while it was being written.", delay=0.2))
     page = chat_page("api-live")
+    send(page, "Hello")  # the page is open on a stored conversation
+    answer_shown(page, "Hi.")
     responses: list[httpx.Response] = []
     call = threading.Thread(target=lambda: responses.append(httpx.post(
         f"{live_server_process.url}/agents/chat-agent/api-live/chat?format=json",

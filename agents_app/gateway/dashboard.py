@@ -4,6 +4,7 @@ no CDN)."""
 from __future__ import annotations
 
 import calendar
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -20,6 +21,7 @@ from agents_app.gateway import limits
 from agents_app.gateway.models import Budget, ModelCall
 
 CHART_WIDTH = 640
+MAX_AXIS_LABELS = 6
 CHART_HEIGHT = 180
 _AXIS = 28
 
@@ -53,25 +55,43 @@ def _grouped(calls: QuerySet[ModelCall], field: str) -> list[Group]:
     ]
 
 
+def label_step(count: int, most: int = MAX_AXIS_LABELS) -> int:
+    """Label every n-th bar so that at most `most` labels share the axis."""
+    return max(1, math.ceil(count / most))
+
+
 def bar_chart(title: str, points: list[tuple[str, float]], unit: str = "") -> SafeString:
-    """A bar chart as inline SVG; each bar has a tooltip with its exact value."""
+    """A bar chart as inline SVG. The axis labels a few bars only (a 30-day chart gets about
+    six dates); every bar's value shows on hover or keyboard focus of its column (and as
+    its tooltip)."""
     top = max((value for _, value in points), default=0) or 1
     slot = (CHART_WIDTH - _AXIS) / max(len(points), 1)
+    step = label_step(len(points))
     bars = []
     for index, (label, value) in enumerate(points):
         height = (CHART_HEIGHT - 2 * _AXIS) * value / top
         x = _AXIS + index * slot + slot * 0.1
         y = CHART_HEIGHT - _AXIS - height
-        bars.append((f"{x:.1f}", f"{y:.1f}", f"{slot * 0.8:.1f}", f"{height:.1f}", f"{label}: {value:g}{unit}", f"{x + slot * 0.4:.1f}", label))
+        centre = x + slot * 0.4
+        shown = label if index % step == 0 else ""
+        bars.append((
+            f"{label}: {value:g}{unit}", f"{_AXIS + index * slot:.1f}", f"{slot:.1f}", f"{CHART_HEIGHT - _AXIS:.0f}",
+            f"{x:.1f}", f"{y:.1f}", f"{slot * 0.8:.1f}", f"{height:.1f}",
+            f"{min(max(centre, 30), CHART_WIDTH - 30):.1f}", f"{max(y - 4, 24):.1f}", f"{value:g}{unit}",
+            f"{centre:.1f}", shown,
+        ))
     body = format_html_join(
         "",
-        '<g><rect x="{}" y="{}" width="{}" height="{}" class="bar"><title>{}</title></rect>'
-        '<text x="{}" y="' + str(CHART_HEIGHT - 10) + '" text-anchor="middle" class="tick">{}</text></g>',
+        '<g class="column" tabindex="0" aria-label="{0}"><title>{0}</title>'
+        '<rect x="{1}" y="0" width="{2}" height="{3}" class="hover-area"/>'
+        '<rect x="{4}" y="{5}" width="{6}" height="{7}" class="bar"/>'
+        '<text x="{8}" y="{9}" text-anchor="middle" class="value">{10}</text>'
+        '<text x="{11}" y="' + str(CHART_HEIGHT - 10) + '" text-anchor="middle" class="tick">{12}</text></g>',
         bars,
     )
     return format_html(
         '<figure class="gateway-chart"><figcaption>{}</figcaption>'
-        '<svg viewBox="0 0 {} {}" width="100%" role="img" aria-label="{}">'
+        '<svg viewBox="0 0 {} {}" width="100%" role="group" aria-label="{}">'
         '<text x="4" y="14" class="tick">{}{}</text>'
         '<line x1="{}" y1="{}" x2="{}" y2="{}" class="axis"/>{}</svg></figure>',
         title, CHART_WIDTH, CHART_HEIGHT, title, f"{top:g}", unit,

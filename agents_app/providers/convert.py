@@ -10,6 +10,13 @@ DENIED_TOOL_TEXT = "Tool execution denied by user."
 _SKIPPED_PARTS = ("data-", "source-")
 
 
+def _workspace_path(part: dict[str, Any]) -> str | None:
+    """Where the chat page copied an attached text, code or PDF file (ui/attachments.py)."""
+    metadata = (part.get("providerMetadata") or {}).get("agents")
+    path = metadata.get("workspacePath") if isinstance(metadata, dict) else None
+    return path if isinstance(path, str) and path else None
+
+
 def _user_content(message: UIMessage) -> str | list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for part in message.get("parts", []):
@@ -17,6 +24,8 @@ def _user_content(message: UIMessage) -> str | list[dict[str, Any]]:
             items.append({"type": "text", "text": part.get("text", "")})
         elif part.get("type") == "file" and str(part.get("mediaType", "")).startswith("image/"):
             items.append({"type": "image_url", "image_url": {"url": part.get("url", "")}})
+        elif part.get("type") == "file" and (path := _workspace_path(part)):
+            items.append({"type": "text", "text": f"[Attached file {part.get('filename') or path}: saved in your workspace as {path}; read it with your workspace tools.]\n"})
     if all(item["type"] == "text" for item in items):
         return "".join(item["text"] for item in items)
     return items
@@ -30,7 +39,8 @@ def _tool_result_content(part: dict[str, Any]) -> str | None:
     if state == "output-error":
         return str(part.get("errorText", "Tool execution failed."))
     if state == "output-denied":
-        return DENIED_TOOL_TEXT
+        reason = (part.get("approval") or {}).get("reason")
+        return f"{DENIED_TOOL_TEXT} Reason: {reason}" if isinstance(reason, str) and reason.strip() else DENIED_TOOL_TEXT
     return None
 
 

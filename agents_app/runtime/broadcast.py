@@ -84,3 +84,8 @@ async def send_to_channel(channel_name: str, frames: list[Frame]) -> None:
 async def release_parked(session_id: int) -> None:
     """After a clear: connections waiting for a stream get a bare resume-none."""
     await _group_send(session_id, {"type": "agent.release_parked"})
+
+
+async def session_changed(session_id: int) -> None:
+    """The session's title or the chat page's queue changed (see StreamEventsMixin)."""
+    await _group_send(session_id, {"type": "agent.session_changed"})

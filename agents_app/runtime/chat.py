@@ -38,13 +38,15 @@ def _drops(session: Session, request: ChatRequest) -> bool:
     return policy.strategy == "drop" and is_busy(session.pk)
 
 
-async def submit(session: Session, connection: Connection, request: ChatRequest) -> None:
-    """A cf_agent_use_chat_request: persist the client's messages, then queue the turn (§5.1)."""
+async def submit(session: Session, connection: Connection | None, request: ChatRequest) -> None:
+    """A cf_agent_use_chat_request: persist the client's messages, then queue the turn (§5.1).
+    Without a connection (the chat page's HTTP send) every socket of the session is told."""
     if await sync_to_async(_drops)(session, request):
-        current = await sync_to_async(transcript.transcript)(session)
-        await broadcast.send_to_channel(
-            connection.channel_name, [frames.chat_messages(current), frames.chat_response(request.request_id, done=True)]
-        )
+        if connection is not None:
+            current = await sync_to_async(transcript.transcript)(session)
+            await broadcast.send_to_channel(
+                connection.channel_name, [frames.chat_messages(current), frames.chat_response(request.request_id, done=True)]
+            )
         return
     turn_request = TurnRequest(
         session_id=session.pk,
@@ -55,18 +57,20 @@ async def submit(session: Session, connection: Connection, request: ChatRequest)
         body=request.body,
         origin=connection,
     )
-    await broadcast.broadcast(session.pk, [frames.chat_messages(request.messages)], exclude=(connection.id,))
+    exclude = (connection.id,) if connection is not None else ()
+    await broadcast.broadcast(session.pk, [frames.chat_messages(request.messages)], exclude=exclude)
     try:
         turn, created, current = await sync_to_async(_accept)(session, turn_request, request.messages)
     except Exception:  # the turn does not exist: its requester is the only one waiting for it
         logger.exception("turn %s could not be admitted", request.request_id)
-        await broadcast.send_to_channel(
-            connection.channel_name, [frames.chat_response(request.request_id, runner.ADMISSION_FAILED, done=True, error=True)]
-        )
+        if connection is not None:
+            await broadcast.send_to_channel(
+                connection.channel_name, [frames.chat_response(request.request_id, runner.ADMISSION_FAILED, done=True, error=True)]
+            )
         return
     if not created:
         return  # the same request id again: the turn already exists and never runs twice
-    await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=(connection.id,))
+    await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=exclude)
     runner.start(turn_request, turn)
 
 

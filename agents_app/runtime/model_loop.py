@@ -35,7 +35,7 @@ from agents_app.runtime.hooks import (
 from agents_app.runtime.middleware import ModelCallParams, wrap_model_call
 from agents_app.runtime.tools import Tool, ToolInputError
 from agents_app.runtime.types import ChatOptions
-from agents_app.storage.models import Session
+from agents_app.storage.models import Session, ToolGrant
 from agents_app.testing import faults
 
 if TYPE_CHECKING:
@@ -50,10 +50,25 @@ def _client_tool_schema(spec: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": {"name": spec["name"], "description": spec.get("description", ""), "parameters": parameters}}
 
 
+def _always_allowed(session_id: int) -> frozenset[str]:
+    row = Session.objects.filter(pk=session_id).values_list("allowed_tools", "owner_id", "agent__slug").first()
+    if row is None:
+        return frozenset()
+    in_session, owner_id, agent = row
+    for_agent = ToolGrant.objects.filter(user_id=owner_id, agent=agent).values_list("tool", flat=True) if owner_id else []
+    return frozenset([*(in_session or ()), *for_agent])
+
+
 async def always_allowed_tools(session: Session) -> frozenset[str]:
-    """Tools the owner ticked "always allow" for in this session (tool_state.allow_tool_always)."""
-    names = await sync_to_async(lambda: Session.objects.filter(pk=session.pk).values_list("allowed_tools", flat=True).first())()
-    return frozenset(names or ())
+    """Tools the owner always allows in this session or for this agent (tool_state)."""
+    return await sync_to_async(_always_allowed)(session.pk)
+
+
+def requested_model(body: dict[str, Any] | None) -> str | None:
+    """A model chosen for this one turn (`{"model": "…"}` in the turn's body, e.g. the chat
+    page's regenerate menu); the agent's before_turn still has the last word."""
+    model = (body or {}).get("model")
+    return model if isinstance(model, str) and model.strip() else None
 
 
 def _as_text(output: Any) -> str:
@@ -206,7 +221,7 @@ class ModelLoop:
 
     async def _prepare_step(self, config: TurnConfig, tools: dict[str, Tool], steps: list[StepResult], extra: dict[str, Any]) -> tuple[dict[str, Tool], ModelCallParams]:
         """The turn's settings, then the agent's `prepare_step` overrides for this step."""
-        model = config.model or self.agent.get_model()
+        model = config.model or requested_model(self.options.body) or self.agent.get_model()
         offered = [*tools, *(c["function"]["name"] for c in self.client_schemas)]
         context = StepContext(self.step_number, list(steps), model, self.system, copy.deepcopy(self.history), offered, config.tool_choice)
         step = await self.agent.prepare_step(context) or StepConfig()

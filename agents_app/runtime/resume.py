@@ -303,3 +303,7 @@ class StreamEventsMixin:
 
     async def agent_release_parked(self, message: dict[str, Any]) -> None:
         await self.streams.on_release()
+
+    async def agent_session_changed(self, message: dict[str, Any]) -> None:
+        """The session's own record changed (a title, the chat page's queue): nothing the
+        protocol carries; the chat page's socket overrides this to redraw what it shows."""

@@ -21,7 +21,7 @@ from agents_app.gateway import scope as gateway_scope
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage, normalize_messages
-from agents_app.runtime import broadcast, cancellation, concurrency, recovery, turn_lock
+from agents_app.runtime import broadcast, cancellation, concurrency, recovery, turn_listeners, turn_lock
 from agents_app.runtime.agent import AIChatAgent
 from agents_app.runtime.instances import load_agent
 from agents_app.runtime.stream_publisher import StreamPublisher
@@ -107,6 +107,13 @@ async def _settle(turn: Turn, *, streamed: bool) -> None:
 async def run(request: TurnRequest, turn: Turn) -> TurnResult:
     """Run an admitted turn to its one outcome. Never raises for a failure inside the turn:
     every exception ends it through `_fail`, so every waiter learns how it ended."""
+    result = await _run_to_outcome(request, turn)
+    # Outside the turn's gateway scope: a listener's model calls are not this turn's.
+    turn_listeners.notify(request.session_id, result)
+    return result
+
+
+async def _run_to_outcome(request: TurnRequest, turn: Turn) -> TurnResult:
     progress = _Progress()
     try:
         # The gateway attributes the turn's model calls (log, limits, budgets) to this scope.

@@ -16,7 +16,7 @@ from agents_app.protocol import frames
 from agents_app.protocol.inbound import ToolApproval, ToolResult
 from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
 from agents_app.runtime import broadcast, continuation
-from agents_app.storage.models import Message, Session
+from agents_app.storage.models import Message, Session, ToolGrant
 
 DEFAULT_DENIAL_TEXT = "Tool execution denied by user"
 _RESULT_STATES = frozenset({"input-available", "approval-requested", "approval-responded"})
@@ -79,22 +79,30 @@ async def apply_tool_result(session: Session, result: ToolResult) -> str | None:
     return await continuation.after_tool_answer(session, wants_continuation=result.auto_continue, client_tools=result.client_tools)
 
 
-async def apply_tool_approval(session: Session, approval: ToolApproval, *, always_allow: bool = False) -> str | None:
+async def apply_tool_approval(
+    session: Session, approval: ToolApproval, *, always_allow: bool = False, for_agent: bool = False, reason: str = ""
+) -> str | None:
     """Returns the request id of the continuation this decision scheduled, if any.
 
     `always_allow` with an approval also lets later calls of the same tool in this session
-    run without asking (Session.allowed_tools); the model loop reads it on every turn."""
+    run without asking (Session.allowed_tools); `for_agent` in every session of this agent
+    for the session's owner (ToolGrant); the model loop reads both on every turn. A denial's
+    `reason` is kept on the part's approval and reaches the model with the denial."""
     approved_tool: list[str] = []
 
     def change(part: dict[str, Any]) -> None:
         decided = {**(part.get("approval") or {}), "approved": approval.approved}
         decided.setdefault("id", approval.tool_call_id)
+        if reason and not approval.approved:
+            decided["reason"] = reason
         part["approval"] = decided
         part["state"] = "approval-responded" if approval.approved else "output-denied"
         approved_tool.append(tool_name_of(part))
 
     updated = await _apply_with_retries(session, approval.tool_call_id, _APPROVAL_STATES, change)
-    if updated is not None and always_allow and approval.approved:
+    if updated is not None and for_agent and approval.approved:
+        await sync_to_async(allow_tool_for_agent)(session, approved_tool[0])
+    elif updated is not None and always_allow and approval.approved:
         await sync_to_async(allow_tool_always)(session, approved_tool[0])
     if updated is not None:
         await broadcast.broadcast(session.pk, [frames.message_updated(updated)])
@@ -107,6 +115,11 @@ def allow_tool_always(session: Session, tool_name: str) -> None:
         if tool_name not in locked.allowed_tools:
             locked.allowed_tools = [*locked.allowed_tools, tool_name]
             locked.save(update_fields=["allowed_tools", "updated_at"])
+
+
+def allow_tool_for_agent(session: Session, tool_name: str) -> None:
+    if session.owner_id is not None:
+        ToolGrant.objects.get_or_create(user_id=session.owner_id, agent=session.agent.slug, tool=tool_name)
 
 
 def _remember_client_tools(session: Session, client_tools: list[dict[str, Any]]) -> None:

@@ -362,3 +362,20 @@ class Compaction(models.Model):
 
     def __str__(self) -> str:
         return f"compaction {self.pk} of {self.session}"
+
+
+class ToolGrant(models.Model):
+    """A user always allows a tool of one agent, in every conversation with it (approval
+    scope "this agent"; Session.allowed_tools is the scope "this chat")."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tool_grants")
+    agent = models.SlugField(max_length=120)
+    tool = models.CharField(max_length=200)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["agent", "tool"]
+        constraints = [models.UniqueConstraint(fields=["user", "agent", "tool"], name="uniq_tool_grant")]
+
+    def __str__(self) -> str:
+        return f"{self.user} always allows {self.agent}.{self.tool}"

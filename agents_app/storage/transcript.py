@@ -320,7 +320,7 @@ def upsert_client_messages(session: Session, incoming: list[UIMessage], *, move_
     branch. An edited user message becomes a sibling of the original. Returns the reconciled list.
     """
     session = Session.objects.select_for_update().get(pk=session.pk)
-    reconciled = [_strip_reserved(m) for m in reconcile(session, incoming)]
+    reconciled = [strip_computed_metadata(m) for m in reconcile(session, incoming)]
     stored = {m.uid: m for m in session.messages.all()}
     all_known = bool(reconciled) and all(m["id"] in stored for m in reconciled)
     leaf = session.active_leaf or latest_leaf(session)
@@ -342,7 +342,7 @@ def upsert_client_messages(session: Session, incoming: list[UIMessage], *, move_
 _COMPUTED_METADATA = frozenset({"branch", "compaction"})
 
 
-def _strip_reserved(message: UIMessage) -> UIMessage:
+def strip_computed_metadata(message: UIMessage) -> UIMessage:
     """`metadata.branch` and `metadata.compaction` are computed on read; a client echoing
     them back must not store them."""
     metadata = message.get("metadata")

@@ -1,8 +1,9 @@
 """The chat page's socket (htmx ws extension): the same session group, the same resume
 logic and the same turn path as the protocol consumer, but it speaks HTML fragments.
 
-The page sends `{"action": "send", "message": "..."}`, `stop`, `approve` / `reject` (with
-`always` to always allow the tool in this session), `regenerate`, `edit`, `switch` and
+The page's composer sends over HTTP (views.send: files, first message); the socket takes
+`{"action": "send", "message": "..."}` too, `stop`, `approve` (with `scope`:
+once, chat or agent) / `reject` (with the `reason` the model reads), `regenerate` (with an optional `model` from the menu), `edit`, `switch` and
 `tool_result` (a browser tool's output); decisions and results go through the same runtime
 functions as cf_agent_tool_approval / cf_agent_tool_result. The socket answers with out-of-band swaps: the in-flight assistant message re-rendered per batch of
 frames, and the whole conversation when a turn's transcript is broadcast.
@@ -23,12 +24,15 @@ from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage
 from agents_app.runtime import broadcast, chat, runner, tool_state
 from agents_app.runtime.broadcast import session_group
-from agents_app.runtime.instances import UnknownAgent, resolve_session
 from agents_app.runtime.resume import ConnectionStreams, StreamEventsMixin
 from agents_app.runtime.types import Connection
 from agents_app.storage import transcript
 from agents_app.storage.models import Session, Turn
-from agents_app.ui.rendering import render_message_html
+from agents_app.ui import sending
+from agents_app.ui.message_stats import model_choices
+from agents_app.ui.rendering import render_conversation, render_message_html, render_queue
+
+MAX_DENIAL_REASON = 500
 
 
 class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
@@ -40,16 +44,24 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             await self.close()
             return
         route = self.scope["url_route"]["kwargs"]
-        try:
-            self.session = await sync_to_async(resolve_session)(route["agent"], route["name"], user)
-        except UnknownAgent:
+        # Only an existing conversation: a fresh chat is stored by its first message (views.send).
+        session = await sync_to_async(
+            Session.objects.select_related("agent").filter(agent__slug=route["agent"], name=route["name"], owner=user).first
+        )()
+        if session is None:
             await self.close()
             return
+        self.session = session
+        self.shown_title: str | None = None  # the title may change between page load and connect
         self.connection = Connection(id=f"ui-{uuid.uuid4()}", channel_name=self.channel_name, user_id=user.pk)
         self.streaming: dict[str, MessageBuilder] = {}
         self.streams = ConnectionStreams(self.session.pk, self.render_frames)
         await self.accept()
         await self.channel_layer.group_add(session_group(self.session.pk), self.channel_name)
+        # What changed between rendering the page and joining the group (a turn that ended
+        # meanwhile, e.g. right after the first message loaded the page) is drawn now.
+        current = await sync_to_async(transcript.transcript)(self.session)
+        await self._send_html(await self._conversation_html(current) + await sync_to_async(self._session_html)())
         await self.streams.on_connect()
 
     async def disconnect(self, code: int) -> None:
@@ -76,13 +88,15 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             await handler(data)
 
     async def _send_message(self, data: dict[str, Any]) -> None:
+        """Text only (files come through the composer's HTTP form): sent or queued alike."""
         text = str(data.get("message", "")).strip()
         if not text:
             return
-        history = await sync_to_async(transcript.transcript)(self.session)
-        user_message: UIMessage = {"id": uuid.uuid4().hex[:16], "role": "user", "parts": [{"type": "text", "text": text}]}
-        await self._send_html(self._conversation_html([*history, user_message]))
-        await chat.submit(self.session, self.connection, ChatRequest(uuid.uuid4().hex[:8], [*history, user_message], "submit-message", None, None))
+        try:
+            if await sending.send(self.session, text, []):
+                await broadcast.session_changed(self.session.pk)
+        except sending.SendRefused as refused:
+            await self._send_html(render_to_string("chat/_error.html", {"text": str(refused)}))
 
     async def _stop(self, data: dict[str, Any]) -> None:
         running = await sync_to_async(
@@ -99,8 +113,13 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         """Approve / Reject resolve the call through the same path as cf_agent_tool_approval."""
         approval = ToolApproval(str(data.get("tool_call_id", "")), data.get("action") == "approve", auto_continue=True)
         if approval.tool_call_id:
-            always = data.get("always") in ("on", "true", True)
-            self.streams.await_continuation(await tool_state.apply_tool_approval(self.session, approval, always_allow=always))
+            scope = data.get("scope") or ("chat" if data.get("always") in ("on", "true", True) else "once")
+            reason = str(data.get("reason", "")).strip()[:MAX_DENIAL_REASON]
+            self.streams.await_continuation(
+                await tool_state.apply_tool_approval(
+                    self.session, approval, always_allow=scope == "chat", for_agent=scope == "agent", reason=reason
+                )
+            )
 
     async def _tool_result(self, data: dict[str, Any]) -> None:
         """A browser tool's output (chat.js), through the same path as cf_agent_tool_result."""
@@ -130,8 +149,12 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         if data.get("message_id") not in ids:
             return
         before = history[: ids.index(data["message_id"])]
+        model = str(data.get("model", ""))
+        if model and model not in await sync_to_async(model_choices)():
+            return
+        body = {"model": model} if model else None
         if before:
-            await chat.submit(self.session, self.connection, ChatRequest(uuid.uuid4().hex[:8], before, "regenerate-message", None, None))
+            await chat.submit(self.session, self.connection, ChatRequest(uuid.uuid4().hex[:8], before, "regenerate-message", None, body))
 
     async def _edit(self, data: dict[str, Any]) -> None:
         """An edited user message: resent under its id with new text, it becomes a sibling of
@@ -164,11 +187,11 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
                 html.extend(self._apply_response(frame))
             elif kind == frames.CHAT_MESSAGES:
                 self.streaming.clear()
-                html.append(self._conversation_html(frame["messages"]))
+                html.append(await self._conversation_html(frame["messages"]))
             elif kind == frames.CHAT_CLEAR:
-                html.append(self._conversation_html([]))
+                html.append(await self._conversation_html([]))
             elif kind == frames.MESSAGE_UPDATED:
-                html.append(render_message_html(frame["message"], swap_oob=True))
+                html.extend(await sync_to_async(render_conversation)(self.session, [frame["message"]], swap_oob=True))
         if html:
             await self._send_html("".join(html))
 
@@ -191,10 +214,26 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             return []
         return [f'<div id="streaming-slot" hx-swap-oob="innerHTML">{render_message_html(builder.message, actions=False)}</div>']
 
-    @staticmethod
-    def _conversation_html(messages: list[UIMessage]) -> str:
-        rendered = "".join(render_message_html(m) for m in messages)
-        return f'<div id="messages" hx-swap-oob="innerHTML">{rendered}</div><div id="streaming-slot" hx-swap-oob="innerHTML"></div>'
+    async def _conversation_html(self, messages: list[UIMessage]) -> str:
+        rendered = "".join(await sync_to_async(render_conversation)(self.session, messages))
+        queue = await sync_to_async(render_queue)(self.session, swap_oob=True)
+        return f'<div id="messages" hx-swap-oob="innerHTML">{rendered}</div><div id="streaming-slot" hx-swap-oob="innerHTML"></div>{queue}'
+
+    async def agent_session_changed(self, message: dict[str, Any]) -> None:
+        """A new title (header, sidebar link) or a changed queue."""
+        await self._send_html(await sync_to_async(self._session_html)())
+
+    def _session_html(self) -> str:
+        session = Session.objects.select_related("agent").filter(pk=self.session.pk).first()
+        if session is None:
+            return ""
+        html = render_queue(session, swap_oob=True)
+        if session.title != self.shown_title:
+            self.shown_title = session.title
+            html += render_to_string("chat/_title.html", {"session": session, "swap_oob": True})
+            # Only the conversation's own link in the sidebar: an open menu or a search stays as it is.
+            html += render_to_string("chat/_session_link.html", {"s": session, "swap_oob": True})
+        return html
 
     async def _send_html(self, html: str) -> None:
         await self.send(text_data=html)

@@ -66,6 +66,9 @@ def child_env(model_base_url: str, extra_env: dict[str, str] | None = None) -> d
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECRET_KEY": "live-test-secret",
         "AGENTS_CLASSES": "tests.agents.ScriptedAgent,tests.agents.CounterAgent,tests.agents.HookedAgent",
+        # Scripted replies are for the turns a test makes; a title call would take one (tests that
+        # check model titles turn them on with extra_env).
+        "AGENTS_CHAT_TITLES": "words",
     }
     if settings.REDIS_URL:
         env["REDIS_URL"] = settings.REDIS_URL

@@ -1,0 +1,61 @@
+"""Code outside the turn engine that reacts when a turn has ended, whatever started it: the
+chat page sends the next queued message and names a new conversation.
+
+Listeners run as background tasks once the turn is over (its lock released, its reply
+stored and broadcast), so neither the turn nor whoever awaits it waits for them. A failing
+listener is logged and affects nothing else.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+from agents_app.runtime.types import TurnResult
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Listener = Callable[[int, TurnResult], Awaitable[None]]
+_listeners: list[Listener] = []
+_running: set[asyncio.Task[Any]] = set()
+
+
+def on_turn_finished(listener: Listener) -> Listener:
+    """Register `listener(session_id, result)` (usable as a decorator; registering twice is a no-op)."""
+    if listener not in _listeners:
+        _listeners.append(listener)
+    return listener
+
+
+async def _call(listener: Listener, session_id: int, result: TurnResult) -> None:
+    try:
+        await listener(session_id, result)
+    except Exception:
+        logger.exception("turn listener %s failed for %s", getattr(listener, "__name__", listener), result.request_id)
+
+
+def notify(session_id: int, result: TurnResult) -> None:
+    for listener in _listeners:
+        task = asyncio.create_task(_call(listener, session_id, result))
+        _running.add(task)
+        task.add_done_callback(_running.discard)
+
+
+async def wait_idle() -> None:
+    """Wait for the listeners started so far (a process that is about to stop its loop)."""
+    while _running:
+        await asyncio.gather(*list(_running), return_exceptions=True)
+
+
+def run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` for a worker's turn: the listeners it started finish before the loop
+    closes (which would cancel them)."""
+
+    async def then_listeners() -> T:
+        result = await coroutine
+        await wait_idle()
+        return result
+
+    return asyncio.run(then_listeners())
