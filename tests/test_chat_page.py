@@ -11,6 +11,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
@@ -19,9 +20,9 @@ from agents_app.gateway.models import ModelCall, ModelPrice
 from agents_app.providers.convert import to_openai_messages
 from agents_app.runtime.instances import resolve_session
 from agents_app.storage import transcript
-from agents_app.storage.models import ContextBlock, Message, Session, ToolGrant, Turn
+from agents_app.storage.models import Agent, ContextBlock, Message, Session, ToolGrant, Turn
 from agents_app.storage.workspace import Workspace
-from agents_app.ui import attachments, export, titles
+from agents_app.ui import attachments, export, sending, titles
 from agents_app.ui.models import Attachment, QueuedMessage
 from agents_app.ui.sidebar import date_label
 from tests.conftest import user_message
@@ -151,6 +152,35 @@ def test_a_queued_message_can_be_edited_or_cancelled_until_it_is_sent(browser_cl
     assert list(QueuedMessage.objects.values_list("text", flat=True)) == ["first, edited"]
     gone = browser_client.post(f"/chat/chat-agent/queue/queue/{second.pk}/edit/", {"message": "too late"})
     assert "already been sent" in gone.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "sent_text", "left"),
+    [
+        ("queue", "first", ["second", "third"]),
+        ("latest", "third", []),
+        ("debounce", "third", []),
+        ("merge", "first\n\nsecond\n\nthird", []),
+    ],
+)
+def test_the_queue_is_released_the_way_the_agents_strategy_treats_overlapping_messages(user, strategy, sent_text, left):
+    session = answered(user, f"release-{strategy}")
+    Agent.objects.filter(pk=session.agent_id).update(settings={"message_concurrency": strategy})
+    for text in ("first", "second", "third"):
+        QueuedMessage.objects.create(session=session, text=text)
+    released = sending._claim(Session.objects.get(pk=session.pk))
+    assert released is not None
+    assert released["parts"] == [{"type": "text", "text": sent_text}]
+    assert list(QueuedMessage.objects.filter(session=session).order_by("id").values_list("text", flat=True)) == left
+
+
+def test_an_agent_that_drops_overlapping_messages_refuses_one_sent_while_others_wait(user):
+    session = answered(user, "release-drop")
+    Agent.objects.filter(pk=session.agent_id).update(settings={"message_concurrency": "drop"})
+    QueuedMessage.objects.create(session=session, text="waiting")
+    with pytest.raises(sending.SendRefused, match="ignores messages sent meanwhile"):
+        async_to_sync(sending.send)(Session.objects.get(pk=session.pk), "one more", [])
+    assert list(QueuedMessage.objects.filter(session=session).values_list("text", flat=True)) == ["waiting"]
 
 
 def test_another_user_cannot_touch_a_queued_message(user, other_user):
