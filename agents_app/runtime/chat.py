@@ -76,7 +76,7 @@ async def clear(session: Session, connection: Connection | None) -> None:
     """cf_agent_chat_clear: abort and skip turns, delete the conversation, tell the others (§5.3)."""
     running = await sync_to_async(_clear)(session)
     for request_id in running:
-        await runner.cancel(request_id)
+        await runner.cancel(session.pk, request_id)
     exclude = (connection.id,) if connection is not None else ()
     await broadcast.broadcast(session.pk, [frames.chat_clear()], exclude=exclude)
     await broadcast.release_parked(session.pk)

@@ -71,9 +71,10 @@ def keep(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
     return task
 
 
-async def cancel(request_id: str) -> None:
-    """Abort a running turn wherever it runs; unknown or finished ids are a no-op."""
-    await cancellation.request_cancel(request_id)
+async def cancel(session_id: int, request_id: str) -> None:
+    """Abort this session's turn `request_id` wherever it runs; unknown or finished ids, and
+    other sessions' turns, are a no-op."""
+    await cancellation.request_cancel(session_id, request_id)
 
 
 async def _pre_stream_remaining(session_id: int, request_id: str) -> bool:
@@ -99,7 +100,7 @@ async def run(request: TurnRequest, turn: Turn) -> TurnResult:
 
 
 async def _run_locked(request: TurnRequest, turn: Turn) -> TurnResult:
-    async with cancellation.abort_signal(request.request_id) as abort:
+    async with cancellation.abort_signal(request.session_id, request.request_id) as abort:
         if not await turn_lock.acquire(request.session_id, turn.pk):
             await _skip(request, turn)
             return TurnResult(request.request_id, "skipped")

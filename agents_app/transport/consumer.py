@@ -161,7 +161,7 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             case ChatRequest():
                 await chat.submit(self.session, self.connection, frame)
             case CancelRequest(request_id=request_id):
-                await runner.cancel(request_id)
+                await runner.cancel(self.session.pk, request_id)
             case ClearRequest():
                 await chat.clear(self.session, self.connection)
             case SetMessages(messages=messages):

@@ -22,6 +22,7 @@ from agents_app.protocol.inbound import ChatRequest, ToolApproval, ToolResult
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage
 from agents_app.runtime import broadcast, chat, runner, tool_state
+from agents_app.runtime.agent import new_request_id
 from agents_app.runtime.broadcast import session_group
 from agents_app.runtime.instances import UnknownAgent, resolve_session
 from agents_app.runtime.resume import ConnectionStreams, StreamEventsMixin
@@ -83,7 +84,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         history = await sync_to_async(transcript.transcript)(self.session)
         user_message: UIMessage = {"id": uuid.uuid4().hex[:16], "role": "user", "parts": [{"type": "text", "text": text}]}
         await self._send_html(self._conversation_html([*history, user_message]))
-        await chat.submit(self.session, self.connection, ChatRequest(uuid.uuid4().hex[:8], [*history, user_message], "submit-message", None, None))
+        await chat.submit(self.session, self.connection, ChatRequest(new_request_id(), [*history, user_message], "submit-message", None, None))
 
     async def _stop(self, data: dict[str, Any]) -> None:
         running = await sync_to_async(
@@ -94,7 +95,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             )
         )()
         for request_id in running:
-            await runner.cancel(request_id)
+            await runner.cancel(self.session.pk, request_id)
 
     async def _decide(self, data: dict[str, Any]) -> None:
         """Approve / Reject resolve the call through the same path as cf_agent_tool_approval."""
@@ -132,7 +133,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             return
         before = history[: ids.index(data["message_id"])]
         if before:
-            await chat.submit(self.session, self.connection, ChatRequest(uuid.uuid4().hex[:8], before, "regenerate-message", None, None))
+            await chat.submit(self.session, self.connection, ChatRequest(new_request_id(), before, "regenerate-message", None, None))
 
     async def _edit(self, data: dict[str, Any]) -> None:
         """An edited user message: resent under its id with new text, it becomes a sibling of
@@ -146,7 +147,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         if history[index]["role"] != "user":
             return
         edited: UIMessage = {"id": history[index]["id"], "role": "user", "parts": [{"type": "text", "text": text}]}
-        await chat.submit(self.session, self.connection, ChatRequest(uuid.uuid4().hex[:8], [*history[:index], edited], "submit-message", None, None))
+        await chat.submit(self.session, self.connection, ChatRequest(new_request_id(), [*history[:index], edited], "submit-message", None, None))
 
     async def _switch(self, data: dict[str, Any]) -> None:
         if await sync_to_async(transcript.switch_branch)(self.session, str(data.get("message_id", ""))):
