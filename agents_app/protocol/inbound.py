@@ -6,11 +6,10 @@ own `on_message`; a frame that looks like a protocol frame but is malformed rais
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents_app.protocol import frames
+from agents_app.protocol import frames, json_safety
 from agents_app.protocol.messages import InvalidMessage, UIMessage, normalize_messages
 
 
@@ -132,7 +131,9 @@ def _parse_chat_request(data: dict[str, Any]) -> ChatRequest | AppMessage | None
     if not isinstance(raw_body, str) or not raw_body.strip():
         raise ProtocolError("the chat request has an empty body", request_id=request_id)
     try:
-        body = json.loads(raw_body)
+        body = json_safety.loads(raw_body)
+    except json_safety.UnsafeJSON as exc:
+        raise ProtocolError(f"the chat request body is refused: {exc}", request_id=request_id) from exc
     except ValueError as exc:
         raise ProtocolError(f"the chat request body is not valid JSON: {exc}", request_id=request_id) from exc
     if not isinstance(body, dict):
@@ -151,7 +152,9 @@ def _parse_chat_request(data: dict[str, Any]) -> ChatRequest | AppMessage | None
 def parse_frame(text: str) -> InboundFrame | None:
     """Parse one text frame. Returns None for frames that need no handling at all."""
     try:
-        data = json.loads(text)
+        data = json_safety.loads(text)
+    except json_safety.UnsafeJSON as exc:
+        raise ProtocolError(f"Frame refused: {exc}.") from exc
     except ValueError:
         return AppMessage(text, None)
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):

@@ -282,6 +282,8 @@ class AIChatAgent(Agent):
         already used in this session returns without running anything again."""
         from agents_app.runtime import runner  # the runner imports this module
 
+        if not callable(messages):
+            messages = normalize_messages(messages)  # refused before a turn is admitted
         context = await sync_to_async(self._context)()
         request = TurnRequest(
             session_id=self.session.pk,

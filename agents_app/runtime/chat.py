@@ -5,6 +5,7 @@ Called by the WebSocket consumer (and by HTTP views); the turn itself runs in th
 from __future__ import annotations
 
 from asgiref.sync import sync_to_async
+from django.db import transaction
 
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import ChatRequest
@@ -17,7 +18,10 @@ from agents_app.storage import transcript
 from agents_app.storage.models import Session, Turn, TurnChunk
 
 
+@transaction.atomic
 def _accept(session: Session, request: TurnRequest, messages: list[UIMessage]) -> tuple[Turn, bool, list[UIMessage]]:
+    """Admission and the writes it implies commit together: a turn is never left queued for
+    messages that failed to store (it would block the session's queue)."""
     turn, created = runner.admit(request)
     if not created:
         return turn, False, []

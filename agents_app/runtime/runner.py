@@ -14,7 +14,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from agents_app.gateway import scope as gateway_scope
@@ -44,16 +44,17 @@ def admit(request: TurnRequest) -> tuple[Turn, bool]:
     returns the existing turn so that a turn never runs twice."""
     subject_to_concurrency = request.source == Turn.Source.WEBSOCKET and request.trigger == "submit-message"
     try:
-        turn = Turn.objects.create(
-            session_id=request.session_id,
-            request_id=request.request_id,
-            source=request.source,
-            trigger=request.trigger,
-            is_continuation=request.continuation,
-            recovery_root=request.recovery_root,
-            heartbeat_at=timezone.now(),
-            overlapping=subject_to_concurrency and concurrency.is_busy(request.session_id),
-        )
+        with transaction.atomic():  # a savepoint: the caller's transaction survives a duplicate id
+            turn = Turn.objects.create(
+                session_id=request.session_id,
+                request_id=request.request_id,
+                source=request.source,
+                trigger=request.trigger,
+                is_continuation=request.continuation,
+                recovery_root=request.recovery_root,
+                heartbeat_at=timezone.now(),
+                overlapping=subject_to_concurrency and concurrency.is_busy(request.session_id),
+            )
         return turn, True
     except IntegrityError:
         return Turn.objects.get(session_id=request.session_id, request_id=request.request_id), False
