@@ -185,6 +185,11 @@ AGENTS_ALLOW_ANONYMOUS = env_bool("AGENTS_ALLOW_ANONYMOUS", False)
 # Dotted paths of agent classes defined outside agents_app (comma-separated in the environment).
 AGENTS_CLASSES = env_list("AGENTS_CLASSES", [])
 AGENTS_MAX_FRAME_BYTES = int(os.environ.get("AGENTS_MAX_FRAME_BYTES", str(1024 * 1024)))
+# daphne drops (closes on) WebSocket messages over its own limit before our check can answer
+# with an error frame, so its limit sits above ours: runserver/`manage.py serve` read these,
+# the Procfile passes the same numbers on daphne's command line.
+DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = max(4 * 1024 * 1024, 2 * AGENTS_MAX_FRAME_BYTES)
+DAPHNE_WEBSOCKET_MAX_FRAME_SIZE = DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE
 
 LOGGING = {
     "version": 1,

@@ -13,6 +13,11 @@ from agents_app.protocol import frames, json_safety
 from agents_app.protocol.messages import InvalidMessage, UIMessage, normalize_messages
 
 
+# Turn.request_id's column width: a longer id could not be stored.
+MAX_REQUEST_ID_LENGTH = 64
+TRIGGERS = frozenset({"submit-message", "regenerate-message"})
+
+
 class ProtocolError(ValueError):
     def __init__(self, message: str, *, frame_type: str | None = None, request_id: str | None = None):
         super().__init__(message)
@@ -122,6 +127,8 @@ def _client_tools(value: Any) -> list[dict[str, Any]] | None:
 
 def _parse_chat_request(data: dict[str, Any]) -> ChatRequest | AppMessage | None:
     request_id = _require_str(data, "id", frames.USE_CHAT_REQUEST)
+    if len(request_id) > MAX_REQUEST_ID_LENGTH:
+        raise ProtocolError(f"the request id must be at most {MAX_REQUEST_ID_LENGTH} characters", request_id=request_id)
     init = data.get("init")
     if not isinstance(init, dict):
         raise ProtocolError("cf_agent_use_chat_request needs an 'init' object", request_id=request_id)
@@ -142,8 +149,10 @@ def _parse_chat_request(data: dict[str, Any]) -> ChatRequest | AppMessage | None
         messages = normalize_messages(body.pop("messages", None))
     except InvalidMessage as exc:
         raise ProtocolError(f"invalid messages: {exc}", request_id=request_id) from exc
-    trigger = body.pop("trigger", "submit-message")
-    if trigger not in {"submit-message", "regenerate-message"}:
+    trigger = body.pop("trigger", None)
+    if trigger is not None and not isinstance(trigger, str):
+        raise ProtocolError("'trigger' must be \"submit-message\" or \"regenerate-message\"", request_id=request_id)
+    if trigger not in TRIGGERS:
         trigger = "submit-message"
     client_tools = _client_tools(body.pop("clientTools", None))
     return ChatRequest(request_id, messages, trigger, client_tools, body or None)

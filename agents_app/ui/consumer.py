@@ -10,6 +10,7 @@ frames, and the whole conversation when a turn's transcript is broadcast.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from typing import Any
 
@@ -17,7 +18,7 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
-from agents_app.protocol import frames
+from agents_app.protocol import frames, json_safety
 from agents_app.protocol.inbound import ChatRequest, ToolApproval, ToolResult
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage
@@ -31,6 +32,8 @@ from agents_app.storage import transcript
 from agents_app.storage.models import Session, Turn
 from agents_app.transport.auth import origin_allowed
 from agents_app.ui.rendering import render_message_html
+
+logger = logging.getLogger(__name__)
 
 
 class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
@@ -59,12 +62,26 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(session_group(self.session.pk), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Every frame the page cannot use is answered with an error notice; the socket stays."""
         try:
-            data = json.loads(text_data or "")
+            data = json_safety.loads(text_data or "")
         except ValueError:
+            data = None
+        action = data.get("action", "send") if isinstance(data, dict) else None
+        handler = self._handler(action) if isinstance(action, str) else None
+        # Form fields are scalars; htmx adds its request headers as the one object, HEADERS.
+        fields = [value for key, value in data.items() if key != "HEADERS"] if handler is not None else []
+        if handler is None or not all(isinstance(v, str | int | float | bool | None) for v in fields):
+            await self._send_html(render_to_string("chat/_error.html", {"text": "The page sent a message the server cannot read."}))
             return
-        action = data.get("action", "send")
-        handler = {
+        try:
+            await handler(data)
+        except Exception:  # one bad frame must not take the page's socket down
+            logger.exception("page frame handling failed on session %s", self.session.pk)
+            await self._send_html(render_to_string("chat/_error.html", {"text": "The server could not process that action."}))
+
+    def _handler(self, action: str) -> Any:
+        return {
             "send": self._send_message,
             "stop": self._stop,
             "approve": self._decide,
@@ -74,8 +91,6 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             "edit": self._edit,
             "tool_result": self._tool_result,
         }.get(action)
-        if handler is not None:
-            await handler(data)
 
     async def _send_message(self, data: dict[str, Any]) -> None:
         text = str(data.get("message", "")).strip()
