@@ -32,6 +32,17 @@ def browser() -> Iterator[Any]:
         instance.close()
 
 
+def open_chat(page: Any, url: str) -> None:
+    """Open a conversation by URL; a new one is started with the page's button (a GET alone
+    never creates a session)."""
+    page.goto(url)
+    start = page.locator("button", has_text="Start this chat")
+    if start.count():
+        start.click()
+        page.wait_for_url(url)
+    page.wait_for_timeout(500)  # the page socket connects
+
+
 @pytest.fixture
 def chat_page(live_server_process, user, browser) -> Any:
     """A logged-in page on a fresh session (of chat-agent unless `agent` says otherwise)."""
@@ -44,8 +55,7 @@ def chat_page(live_server_process, user, browser) -> Any:
         page.fill("#id_password", "wonderland-42")
         page.click("button[type=submit]")
         page.wait_for_url(f"{live_server_process.url}/")
-        page.goto(f"{live_server_process.url}/chat/{agent}/{name}/")
-        page.wait_for_timeout(500)  # the page socket connects
+        open_chat(page, f"{live_server_process.url}/chat/{agent}/{name}/")
         return page
 
     return open_page
@@ -290,8 +300,7 @@ def test_sidebar_renames_searches_and_deletes_conversations(chat_page, model):
     accept_confirmations(page)
     send(page, "Tell me about bananas")
     answer_shown(page, "Bananas are berries.")
-    page.goto(page.url.replace("/bananas/", "/tomatoes/"))
-    page.wait_for_timeout(500)
+    open_chat(page, page.url.replace("/bananas/", "/tomatoes/"))
     send(page, "And tomatoes?")
     answer_shown(page, "Tomatoes are fruit.")
 

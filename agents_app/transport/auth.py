@@ -54,10 +54,13 @@ def origin_allowed(scope: dict[str, Any]) -> bool:
 
 class AgentAuthMiddleware(AuthMiddleware):
     """Session-cookie auth, overridden by `?token=` (which the official client's `query`
-    option sends)."""
+    option sends) or an `Authorization: Bearer` header (server-side clients)."""
 
     async def resolve_scope(self, scope: dict[str, Any]) -> None:
         token = query_params(scope).get("token")
+        authorization = _header(scope, b"authorization") or ""
+        if not token and authorization.lower().startswith("bearer "):
+            token = authorization[7:].strip()
         if token:
             user = await database_sync_to_async(user_for_token)(token)
             if user is not None:

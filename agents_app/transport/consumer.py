@@ -35,7 +35,7 @@ from agents_app.protocol.inbound import (
 from agents_app.runtime import chat, recovery, runner, tool_state
 from agents_app.runtime.agent import AIChatAgent, Agent, ReadonlyConnection, ThinkAgent
 from agents_app.runtime.broadcast import session_group
-from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_session
+from agents_app.runtime.instances import InvalidSessionName, UnknownAgent, load_agent, resolve_session
 from agents_app.runtime.resume import ConnectionStreams, StreamEventsMixin
 from agents_app.runtime.rpc import invoke
 from agents_app.runtime.types import Connection
@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 # Close codes in 4000–4999 stop the official client from reconnecting (protocol §1.6).
 CLOSE_UNAUTHENTICATED = 4001
 CLOSE_UNKNOWN_AGENT = 4004
+CLOSE_INVALID_NAME = 4400
 
 
 class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
@@ -71,6 +72,9 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             self.session = await sync_to_async(resolve_session)(self.segment, self.instance_name, user if authenticated else None)
         except UnknownAgent:
             await self._refuse(f"Unknown agent {self.segment!r}.", CLOSE_UNKNOWN_AGENT)
+            return
+        except InvalidSessionName as error:
+            await self._refuse(str(error), CLOSE_INVALID_NAME)
             return
         query = query_params(self.scope)
         connection = Connection(

@@ -25,7 +25,7 @@ from agents_app.protocol.messages import UIMessage
 from agents_app.runtime import broadcast, chat, runner, tool_state
 from agents_app.runtime.agent import new_request_id
 from agents_app.runtime.broadcast import session_group
-from agents_app.runtime.instances import UnknownAgent, resolve_session
+from agents_app.runtime.instances import InvalidSessionName, UnknownAgent, resolve_session
 from agents_app.runtime.resume import ConnectionStreams, StreamEventsMixin
 from agents_app.runtime.types import Connection
 from agents_app.storage import transcript
@@ -47,7 +47,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         route = self.scope["url_route"]["kwargs"]
         try:
             self.session = await sync_to_async(resolve_session)(route["agent"], route["name"], user)
-        except UnknownAgent:
+        except (UnknownAgent, InvalidSessionName):
             await self.close()
             return
         self.connection = Connection(id=f"ui-{uuid.uuid4()}", channel_name=self.channel_name, user_id=user.pk)

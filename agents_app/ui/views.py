@@ -17,7 +17,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from agents_app.runtime import chat
 from agents_app.runtime.agent import ThinkAgent
 from agents_app.runtime.context_blocks import ContextBlockError
-from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_session
+from agents_app.runtime.instances import InvalidSessionName, UnknownAgent, find_session, load_agent, resolve_session
 from agents_app.runtime.registry import sync_agent_records
 from agents_app.storage import transcript
 from agents_app.storage.models import Session
@@ -59,15 +59,23 @@ def new_chat(request: HttpRequest) -> HttpResponse:
         resolve_session(agent, name, request.user)
     except UnknownAgent:
         return HttpResponseBadRequest("Unknown agent")
+    except InvalidSessionName as error:
+        return HttpResponseBadRequest(str(error))
     return redirect("chat-page", agent=agent, name=name)
 
 
 @login_required
 def chat_page(request: HttpRequest, agent: str, name: str) -> HttpResponse:
     try:
-        session = resolve_session(agent, name, request.user)
+        session = find_session(agent, name, request.user)
     except UnknownAgent:
         return HttpResponseBadRequest("Unknown agent")
+    except InvalidSessionName as error:
+        return HttpResponseBadRequest(str(error))
+    if session is None:
+        # A link must not plant a session in the sidebar: starting it takes a (CSRF-checked) POST.
+        context = {"sessions": search_sessions(request.user, ""), "agents": sync_agent_records(), "agent": agent, "name": name}
+        return render(request, "chat/start.html", context)
     messages = [render_message_html(m) for m in transcript.transcript(session)]
     return render(
         request,
