@@ -203,6 +203,12 @@ AGENTS_ALLOW_ANONYMOUS = env_bool("AGENTS_ALLOW_ANONYMOUS", False)
 # Dotted paths of agent classes defined outside agents_app (comma-separated in the environment).
 AGENTS_CLASSES = env_list("AGENTS_CLASSES", [])
 AGENTS_MAX_FRAME_BYTES = int(os.environ.get("AGENTS_MAX_FRAME_BYTES", str(1024 * 1024)))
+# Limits that protect a deployment (agents_app/limits.py); 0 turns one off.
+AGENTS_MAX_CONCURRENT_TURNS_PER_USER = int(os.environ.get("AGENTS_MAX_CONCURRENT_TURNS_PER_USER", "8"))
+AGENTS_MAX_QUEUED_TURNS_PER_SESSION = int(os.environ.get("AGENTS_MAX_QUEUED_TURNS_PER_SESSION", "20"))
+AGENTS_MAX_FRAMES_PER_SECOND = int(os.environ.get("AGENTS_MAX_FRAMES_PER_SECOND", "50"))
+AGENTS_MAX_NEW_SESSIONS_PER_MINUTE = int(os.environ.get("AGENTS_MAX_NEW_SESSIONS_PER_MINUTE", "30"))
+AGENTS_MAX_LOGIN_FAILURES = int(os.environ.get("AGENTS_MAX_LOGIN_FAILURES", "10"))
 # daphne drops (closes on) WebSocket messages over its own limit before our check can answer
 # with an error frame, so its limit sits above ours: runserver/`manage.py serve` read these,
 # the Procfile passes the same numbers on daphne's command line.

@@ -124,6 +124,15 @@ async def open_socket() -> AsyncIterator[Any]:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_limit_counters() -> None:
+    """Limit counters (agents_app/limits.py) live in the cache, which outlives a test and,
+    with Redis, a run: every test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _test_agents() -> None:
     """Register the test agents (importing the module registers them)."""
     import tests.agents  # noqa: F401

@@ -7,6 +7,7 @@ from __future__ import annotations
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
+from agents_app import limits
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import ChatRequest
 from agents_app.protocol.messages import UIMessage
@@ -22,6 +23,7 @@ from agents_app.storage.models import Session, Turn, TurnChunk
 def _accept(session: Session, request: TurnRequest, messages: list[UIMessage]) -> tuple[Turn, bool, list[UIMessage]]:
     """Admission and the writes it implies commit together: a turn is never left queued for
     messages that failed to store (it would block the session's queue)."""
+    limits.check_turn_admission(session.pk, session.owner_id)
     turn, created = runner.admit(request)
     if not created:
         return turn, False, []
@@ -56,7 +58,13 @@ async def submit(session: Session, connection: Connection, request: ChatRequest)
         origin=connection,
     )
     await broadcast.broadcast(session.pk, [frames.chat_messages(request.messages)], exclude=(connection.id,))
-    turn, created, current = await sync_to_async(_accept)(session, turn_request, request.messages)
+    try:
+        turn, created, current = await sync_to_async(_accept)(session, turn_request, request.messages)
+    except limits.LimitReached as refusal:
+        await broadcast.send_to_channel(
+            connection.channel_name, [frames.chat_response(request.request_id, str(refusal), done=True, error=True)]
+        )
+        return
     if not created:
         return  # the same request id again: the turn already exists and never runs twice
     await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=(connection.id,))

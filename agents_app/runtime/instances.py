@@ -5,6 +5,7 @@ from typing import Any
 
 from django.db import IntegrityError
 
+from agents_app import limits
 from agents_app.runtime.agent import Agent
 from agents_app.runtime.registry import agent_class, agent_record
 from agents_app.storage.models import Session
@@ -50,10 +51,16 @@ def transient_session(segment: str, name: str, user: Any) -> Session:
     return Session(**_lookup(segment, name, user))
 
 
-def resolve_session(segment: str, name: str, user: Any) -> Session:
+def resolve_session(segment: str, name: str, user: Any, *, limit_creation: bool = False) -> Session:
     """The session for `/agents/<segment>/<name>` owned by `user` (None = anonymous), created
-    on first use: every user has their own namespace of instance names."""
+    on first use: every user has their own namespace of instance names. `limit_creation`
+    (client-facing entry points) applies the new-sessions-per-minute limit."""
     lookup = _lookup(segment, name, user)
+    existing = Session.objects.select_related("agent").filter(**lookup).first()
+    if existing is not None:
+        return existing
+    if limit_creation:
+        limits.check_new_session(lookup["owner"])  # raises LimitReached
     try:
         session, _ = Session.objects.select_related("agent").get_or_create(**lookup)
     except IntegrityError:  # created concurrently by another connection

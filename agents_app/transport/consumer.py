@@ -16,6 +16,7 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from agents_app import limits
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import (
     AppMessage,
@@ -49,6 +50,7 @@ logger = logging.getLogger(__name__)
 CLOSE_UNAUTHENTICATED = 4001
 CLOSE_UNKNOWN_AGENT = 4004
 CLOSE_INVALID_NAME = 4400
+CLOSE_LIMITED = 4429
 
 
 class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
@@ -57,6 +59,7 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
     streams: ConnectionStreams
 
     async def connect(self) -> None:
+        self.frame_rate = limits.FrameRate()
         if not origin_allowed(self.scope):
             await self.close()  # rejected before the handshake completes: HTTP 403
             return
@@ -69,12 +72,17 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             await self._refuse("Authentication required: log in or pass ?token=<api token>.", CLOSE_UNAUTHENTICATED)
             return
         try:
-            self.session = await sync_to_async(resolve_session)(self.segment, self.instance_name, user if authenticated else None)
+            self.session = await sync_to_async(resolve_session)(
+                self.segment, self.instance_name, user if authenticated else None, limit_creation=True
+            )
         except UnknownAgent:
             await self._refuse(f"Unknown agent {self.segment!r}.", CLOSE_UNKNOWN_AGENT)
             return
         except InvalidSessionName as error:
             await self._refuse(str(error), CLOSE_INVALID_NAME)
+            return
+        except limits.LimitReached as refusal:
+            await self._refuse(str(refusal), CLOSE_LIMITED)
             return
         query = query_params(self.scope)
         connection = Connection(
@@ -135,6 +143,9 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
 
     # -- frames in ---------------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.frame_rate.allow():
+            await self.send_frames([frames.error("Too many frames: slow down (see AGENTS_MAX_FRAMES_PER_SECOND).")])
+            return
         if text_data is None:
             await self.send_frames([frames.error("Binary frames are not supported; send JSON text frames.")])
             return

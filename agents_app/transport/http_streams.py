@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
+from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
+from agents_app import limits as agent_limits
 from agents_app.gateway import limits
 from agents_app.protocol.messages import InvalidMessage, UIMessage, normalize_messages, user_text_message
 from agents_app.storage import chunk_log, transcript
@@ -207,7 +209,14 @@ async def start_turn(
         body=body,
         new_messages=messages,
     )
-    turn, created = await sync_to_async(runner.admit)(request)
+    owner_id = agent.session.owner_id
+
+    @transaction.atomic
+    def admit() -> tuple[Turn, bool]:
+        agent_limits.check_turn_admission(request.session_id, owner_id)  # raises LimitReached
+        return runner.admit(request)
+
+    turn, created = await sync_to_async(admit)()
     if created:
         runner.start(request, turn)
     return HttpTurn(agent.session.pk, turn.request_id)
@@ -293,5 +302,8 @@ async def chat_endpoint(agent: AIChatAgent, request: HttpRequest) -> HttpRespons
         await sync_to_async(limits.check)(agent.session.owner_id, agent.record.slug)
     except limits.LimitExceeded as refusal:
         return json_response({"error": str(refusal), "code": refusal.code}, status=429, headers={"Retry-After": str(refusal.retry_after)})
-    turn = await start_turn(agent, messages, body=body, request_id=request_id)
+    try:
+        turn = await start_turn(agent, messages, body=body, request_id=request_id)
+    except agent_limits.LimitReached as refusal:
+        return json_response({"error": str(refusal)}, status=429, headers={"Retry-After": str(refusal.retry_after)})
     return await turn_response(turn, response_format(request))

@@ -12,6 +12,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
+from agents_app import limits
 from agents_app.runtime.agent import AIChatAgent
 from agents_app.runtime.instances import (
     InvalidSessionName,
@@ -60,7 +61,7 @@ def _open_session(request: HttpRequest, agent: str, name: str) -> Any:
         return refused
     if request.method in _SAFE_METHODS:
         return find_session(agent, name, user) or transient_session(agent, name, user)
-    return resolve_session(agent, name, user)
+    return resolve_session(agent, name, user, limit_creation=True)
 
 
 async def _reattach(request: HttpRequest, session: Any, request_id: str) -> HttpResponse:
@@ -85,6 +86,8 @@ async def agent_endpoint(request: HttpRequest, agent: str, name: str, rest: str 
         return HttpResponse("Invalid request", status=400, content_type="text/plain")
     except InvalidSessionName as error:
         return JsonResponse({"error": str(error)}, status=400)
+    except limits.LimitReached as refusal:
+        return JsonResponse({"error": str(refusal)}, status=429, headers={"Retry-After": str(refusal.retry_after)})
     if isinstance(session, HttpResponse):
         return session
     segments = rest.strip("/").split("/")

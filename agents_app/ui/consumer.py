@@ -18,6 +18,7 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
+from agents_app.limits import LimitReached
 from agents_app.protocol import frames, json_safety
 from agents_app.protocol.inbound import ChatRequest, ToolApproval, ToolResult
 from agents_app.protocol.message_builder import MessageBuilder
@@ -47,7 +48,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         route = self.scope["url_route"]["kwargs"]
         try:
             self.session = await sync_to_async(resolve_session)(route["agent"], route["name"], user)
-        except (UnknownAgent, InvalidSessionName):
+        except (UnknownAgent, InvalidSessionName, LimitReached):
             await self.close()
             return
         self.connection = Connection(id=f"ui-{uuid.uuid4()}", channel_name=self.channel_name, user_id=user.pk)

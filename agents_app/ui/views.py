@@ -17,6 +17,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from agents_app.runtime import chat
 from agents_app.runtime.agent import ThinkAgent
 from agents_app.runtime.context_blocks import ContextBlockError
+from agents_app.limits import LimitReached
 from agents_app.runtime.instances import InvalidSessionName, UnknownAgent, find_session, load_agent, resolve_session
 from agents_app.runtime.registry import sync_agent_records
 from agents_app.storage import transcript
@@ -56,11 +57,13 @@ def new_chat(request: HttpRequest) -> HttpResponse:
     agent = request.POST.get("agent", "")
     name = request.POST.get("name", "").strip() or f"chat-{secrets.token_hex(3)}"
     try:
-        resolve_session(agent, name, request.user)
+        resolve_session(agent, name, request.user, limit_creation=True)
     except UnknownAgent:
         return HttpResponseBadRequest("Unknown agent")
     except InvalidSessionName as error:
         return HttpResponseBadRequest(str(error))
+    except LimitReached as refusal:
+        return HttpResponse(str(refusal), status=429, content_type="text/plain")
     return redirect("chat-page", agent=agent, name=name)
 
 
