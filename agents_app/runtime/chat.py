@@ -56,6 +56,7 @@ async def submit(session: Session, connection: Connection, request: ChatRequest)
         client_tools=request.client_tools,
         body=request.body,
         origin=connection,
+        answers=request.messages[-1]["id"] if request.messages else "",
     )
     await broadcast.broadcast(session.pk, [frames.chat_messages(request.messages)], exclude=(connection.id,))
     try:

@@ -225,6 +225,7 @@ async def _execute(agent: AIChatAgent, request: TurnRequest, turn: Turn, abort: 
     if request.new_messages is not None:
         await _persist_new_messages(request)
     session, messages = await sync_to_async(_load_turn_context)(request)
+    messages = _up_to_answered(messages, request.answers)
     options = ChatOptions(
         request_id=request.request_id,
         abort=abort,
@@ -362,6 +363,13 @@ async def _as_chunks(response: Any, request_id: str) -> AsyncIterator[dict[str, 
             yield item
     if text_open:
         yield {"type": "text-end", "id": request_id}
+
+
+def _up_to_answered(messages: list[UIMessage], answers: str) -> list[UIMessage]:
+    """A queued turn answers its own message: the model sees the conversation up to it (with
+    the answers given meanwhile), not the messages queued after it."""
+    ids = [message["id"] for message in messages]
+    return messages[: ids.index(answers) + 1] if answers in ids else messages
 
 
 def _continuation_base(messages: list[UIMessage]) -> UIMessage | None:
