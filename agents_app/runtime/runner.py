@@ -276,6 +276,8 @@ async def _execute(agent: AIChatAgent, request: TurnRequest, turn: Turn, abort: 
         if request.origin is not None and not request.continuation and not agent.final_transcript_to_requester:
             exclude = (request.origin.id,)
         current = await sync_to_async(transcript.transcript)(session)
+        if current and current[-1]["id"] != message["id"]:
+            exclude = ()  # stored before messages queued after it: the requester needs the order too
         await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=exclude)
     await _settle(turn, streamed=True)
     return TurnResult(request.request_id, outcome.status, outcome.error, message)
