@@ -81,6 +81,22 @@ class AgentSocket:
         await self.communicator.disconnect()
 
 
+async def connect_page_socket(user: Any, agent: str, name: str) -> WebsocketCommunicator:
+    """The chat page's socket for `/chat/<agent>/<name>/`, authenticated by a browser session cookie."""
+    from asgiref.sync import sync_to_async
+    from django.test import Client
+
+    from chatproject.asgi import application
+
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    communicator = WebsocketCommunicator(application, f"/ui/ws/{agent}/{name}/", headers=[(b"cookie", cookie)])
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
 def user_message(text: str, message_id: str | None = None) -> dict[str, Any]:
     return {"id": message_id or uuid.uuid4().hex[:16], "role": "user", "parts": [{"type": "text", "text": text}]}
 

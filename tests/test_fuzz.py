@@ -9,14 +9,12 @@ import logging
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
 from django.test import Client
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
-from agents_app.runtime.instances import load_agent, resolve_session
+from agents_app.runtime.instances import resolve_session
 from agents_app.storage import transcript
-from tests.conftest import user_message
+from tests.conftest import connect_page_socket, user_message
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
 FUZZ = hypothesis_settings(
@@ -113,14 +111,7 @@ def page_frames() -> Any:
 @FUZZ
 @given(raw=page_frames())
 async def test_the_page_socket_survives_any_frame(raw, user, known_good, task_exceptions):
-    from chatproject.asgi import application
-
-    client = Client()
-    await sync_to_async(client.force_login)(user)
-    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-    page = WebsocketCommunicator(application, "/ui/ws/scripted-agent/fuzz/", headers=[(b"cookie", cookie)])
-    connected, _ = await page.connect()
-    assert connected
+    page = await connect_page_socket(user, "scripted-agent", "fuzz")
     await page.send_to(text_data=raw)
     await page.send_to(text_data='"liveness"')
     while "The page sent a message the server cannot read." not in await page.receive_from(timeout=20):

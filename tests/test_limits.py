@@ -3,11 +3,9 @@ queued turns per session, frames per socket, new sessions per user, login attemp
 gateway's requests-per-minute under parallel calls."""
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from asgiref.sync import sync_to_async
 from django.db import close_old_connections
 from django.test import Client
 

@@ -7,10 +7,8 @@ import json
 import subprocess
 
 import pytest
-from asgiref.sync import sync_to_async
-from channels.testing import WebsocketCommunicator
-from django.test import Client
 
+from tests.conftest import connect_page_socket
 from tests.node_client import NODE_DIR, ensure_node_deps
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
@@ -40,24 +38,12 @@ async def test_an_over_long_request_id_gets_a_clear_error(open_socket, token):
     await assert_still_usable(socket)
 
 
-async def page_socket(user) -> WebsocketCommunicator:
-    from chatproject.asgi import application
-
-    client = Client()
-    await sync_to_async(client.force_login)(user)
-    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-    communicator = WebsocketCommunicator(application, "/ui/ws/chat-agent/frames/", headers=[(b"cookie", cookie)])
-    connected, _ = await communicator.connect()
-    assert connected
-    return communicator
-
-
 @pytest.mark.parametrize(
     "raw",
     ['[1, 2]', '"text"', "42", '{"action": ["send"]}', '{"action": {"x": 1}}', '{"action": "send", "message": {"x": 1}}', "not json", "[" * 1000 + "]" * 1000],
 )
 async def test_the_page_socket_answers_a_malformed_frame_with_an_error_and_stays_open(raw, user):
-    page = await page_socket(user)
+    page = await connect_page_socket(user, "chat-agent", "frames")
     await page.send_to(text_data=raw)
     answer = await page.receive_from(timeout=5)
     assert 'id="errors"' in answer and 'role="alert"' in answer
