@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -28,8 +29,13 @@ DATA_DIR = Path(os.environ.get("AGENTS_DATA_DIR", BASE_DIR / "var"))
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", True)
-# The embedded default key is only fit for a laptop; production must set SECRET_KEY.
-SECRET_KEY = os.environ.get("SECRET_KEY") or "embedded-insecure-key-set-SECRET_KEY-in-production"
+# The embedded default key is only fit for a laptop: with DEBUG off the app refuses to start
+# without a real one (sessions and CSRF tokens would be forgeable).
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG=false (generate one with: python -c 'import secrets; print(secrets.token_urlsafe(50))').")
+    SECRET_KEY = "embedded-insecure-key-set-SECRET_KEY-in-production"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -51,6 +57,18 @@ CSRF_TRUSTED_ORIGINS += CORS_ALLOWED_ORIGINS
 CORS_URLS_REGEX = r"^/(agents|v1)/"
 CORS_EXPOSE_HEADERS = ["X-Request-Id"]
 CORS_PREFLIGHT_MAX_AGE = 86400
+
+# Served over HTTPS (usually behind a TLS-terminating proxy that sets X-Forwarded-Proto):
+# secure cookies, HSTS and a redirect to https. `manage.py check --deploy` passes with
+# DEBUG=false, SECRET_KEY, ALLOWED_HOSTS and AGENTS_HTTPS=true.
+AGENTS_HTTPS = env_bool("AGENTS_HTTPS", False)
+if AGENTS_HTTPS:
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = int(os.environ.get("AGENTS_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
 
 INSTALLED_APPS = [
     "daphne",
@@ -233,11 +251,25 @@ AGENTS_TITLE_MODEL = os.environ.get("AGENTS_TITLE_MODEL", "")  # empty: the agen
 # "model": one model call names a new conversation; "words": its first words do.
 AGENTS_CHAT_TITLES = os.environ.get("AGENTS_CHAT_TITLES", "model")
 
+# Limits that protect a deployment (agents_app/limits.py); 0 turns one off.
+AGENTS_MAX_CONCURRENT_TURNS_PER_USER = int(os.environ.get("AGENTS_MAX_CONCURRENT_TURNS_PER_USER", "8"))
+AGENTS_MAX_QUEUED_TURNS_PER_SESSION = int(os.environ.get("AGENTS_MAX_QUEUED_TURNS_PER_SESSION", "20"))
+AGENTS_MAX_FRAMES_PER_SECOND = int(os.environ.get("AGENTS_MAX_FRAMES_PER_SECOND", "50"))
+AGENTS_MAX_NEW_SESSIONS_PER_MINUTE = int(os.environ.get("AGENTS_MAX_NEW_SESSIONS_PER_MINUTE", "30"))
+AGENTS_MAX_LOGIN_FAILURES = int(os.environ.get("AGENTS_MAX_LOGIN_FAILURES", "10"))
+# daphne drops (closes on) WebSocket messages over its own limit before our check can answer
+# with an error frame, so its limit sits above ours: runserver/`manage.py serve` read these,
+# the Procfile passes the same numbers on daphne's command line.
+DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = max(4 * 1024 * 1024, 2 * AGENTS_MAX_FRAME_BYTES)
+DAPHNE_WEBSOCKET_MAX_FRAME_SIZE = DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # API tokens travel in ?token= (the official client's `query` option): never log them.
+    "filters": {"redact_tokens": {"()": "agents_app.log_redaction.RedactTokens"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_tokens"]}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {
         "httpx": {"level": "WARNING"},

@@ -88,6 +88,22 @@ class AgentSocket:
         await self.communicator.disconnect()
 
 
+async def connect_page_socket(user: Any, agent: str, name: str) -> WebsocketCommunicator:
+    """The chat page's socket for `/chat/<agent>/<name>/`, authenticated by a browser session cookie."""
+    from asgiref.sync import sync_to_async
+    from django.test import Client
+
+    from chatproject.asgi import application
+
+    client = Client()
+    await sync_to_async(client.force_login)(user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    communicator = WebsocketCommunicator(application, f"/ui/ws/{agent}/{name}/", headers=[(b"cookie", cookie)])
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
 def user_message(text: str, message_id: str | None = None) -> dict[str, Any]:
     return {"id": message_id or uuid.uuid4().hex[:16], "role": "user", "parts": [{"type": "text", "text": text}]}
 
@@ -135,6 +151,15 @@ def _titles_from_first_words(settings: Any) -> None:
     """A model-made title would take a scripted reply meant for a turn: tests that check
     model titles turn them back on."""
     settings.AGENTS_CHAT_TITLES = "words"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_limit_counters() -> None:
+    """Limit counters (agents_app/limits.py) live in the cache, which outlives a test and,
+    with Redis, a run: every test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
 
 
 @pytest.fixture(autouse=True)

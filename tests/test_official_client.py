@@ -108,8 +108,8 @@ def test_a_reconnect_to_another_server_process_resumes_the_stream(live_server_pr
 
 
 CONCURRENCY_OUTCOMES = {
-    # Both later messages are stored before either is answered, so both replies follow them.
-    "queue": (["user", "assistant", "user", "user", "assistant", "assistant"], None),
+    # Each queued message is answered in turn, its reply stored right after it.
+    "queue": (["user", "assistant", "user", "assistant", "user", "assistant"], None),
     "latest": (["user", "assistant", "user", "user", "assistant"], None),
     "merge": (["user", "assistant", "user", "assistant"], "Second\n\nThird"),
     "drop": (["user", "assistant"], None),

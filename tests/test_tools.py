@@ -155,3 +155,23 @@ async def test_denying_an_approval_tells_the_model_and_never_runs_the_tool(open_
     assert model.requests[1]["messages"][-1] == {"role": "tool", "tool_call_id": "no", "content": "Tool execution denied by user."}
     final = (await stored(user))[-1]
     assert tool_part(final, "no")["state"] == "output-denied" and final["parts"][-1]["text"] == "Understood, I won't."
+
+
+async def test_stray_and_duplicate_tool_answers_never_start_a_model_call(open_socket, token, model, user):
+    model.script(Reply.tool_calls([ToolCallSpec("getUserTimezone", "{}", id="tz3")]), Reply.text("You are in Europe/Paris."))
+    socket = await ready(open_socket, token)
+    await socket.chat("stray001", [user_message("tz?", "u1")])
+    await socket.until(is_done("stray001"))
+    await socket.send({"type": "cf_agent_tool_result", "toolCallId": "tz3", "output": "Europe/Paris", "autoContinue": True})
+    resuming = await socket.until(lambda f: f["type"] == "cf_agent_stream_resuming")
+    await socket.send({"type": "cf_agent_stream_resume_ack", "id": resuming[-1]["id"]})
+    await socket.until(is_done(resuming[-1]["id"]))
+    await socket.send({"type": "cf_agent_tool_result", "toolCallId": "tz3", "output": "again", "autoContinue": True})
+    await socket.send({"type": "cf_agent_tool_result", "toolCallId": "nobody", "output": "stray", "autoContinue": True})
+    await socket.send({"type": "cf_agent_tool_approval", "toolCallId": "nobody", "approved": True, "autoContinue": True})
+    await socket.send({"type": "cf_agent_stream_resume_request", "probeId": "afterstray"})
+    answer = await socket.until(lambda f: f.get("probeId") == "afterstray")
+    assert answer[-1] == {"type": "cf_agent_stream_resume_none", "reason": "idle", "probeId": "afterstray"}
+    assert len(model.requests) == 2
+    assert await sync_to_async(Turn.objects.filter(is_continuation=True).count)() == 1
+    assert (await stored(user))[-1]["parts"][-1]["text"] == "You are in Europe/Paris."

@@ -11,12 +11,11 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.test import Client
 
 from agents_app.runtime.instances import resolve_session
 from agents_app.storage import transcript
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
-from tests.conftest import chunks_of, is_done, user_message
+from tests.conftest import chunks_of, connect_page_socket, is_done, user_message
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
 CHAT = "/agents/chat-agent/always"
@@ -28,15 +27,7 @@ def turn_done_other_than(request_id: str):
 
 async def page_socket(user) -> WebsocketCommunicator:
     """The chat page's socket, authenticated by the browser session cookie."""
-    from chatproject.asgi import application
-
-    client = Client()
-    await sync_to_async(client.force_login)(user)
-    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-    communicator = WebsocketCommunicator(application, "/ui/ws/chat-agent/always/", headers=[(b"cookie", cookie)])
-    connected, _ = await communicator.connect()
-    assert connected
-    return communicator
+    return await connect_page_socket(user, "chat-agent", "always")
 
 
 async def allowed_tools(user) -> list[str]:

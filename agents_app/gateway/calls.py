@@ -46,7 +46,7 @@ def _prepare(record: CallRecord, model: str, caller: scope.Caller | None) -> rou
     record.agent, record.user_id = caller.agent, caller.user_id
     if caller.limited:
         try:
-            limits.check(record.user_id, record.agent)
+            limits.check(record.user_id, record.agent, reserve=True)
         except limits.LimitExceeded as refusal:
             record.status, record.error = ModelCall.Status.REFUSED, str(refusal)
             raise

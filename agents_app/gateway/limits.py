@@ -1,6 +1,7 @@
 """Rate limits (requests per minute, tokens per day) and monthly budgets, enforced before any
-upstream call from the call log. Calls still in flight are not counted yet: a burst of
-parallel calls can overshoot a limit by the calls that were running when it was reached."""
+upstream call from the call log. Requests per minute are also counted by an atomic window
+counter (agents_app/limits.py), so a burst of parallel calls cannot overshoot them; token
+limits and budgets count finished calls."""
 from __future__ import annotations
 
 import math
@@ -11,6 +12,7 @@ from typing import Any
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
+from agents_app import limits as agent_limits
 from agents_app.gateway.models import Budget, ModelCall, RateLimit
 from agents_app.providers.errors import ModelError
 
@@ -57,12 +59,15 @@ def _matching_rate_limits(user_id: int | None, agent: str) -> QuerySet[RateLimit
     return RateLimit.objects.filter(user_match, Q(agent="") | Q(agent=agent))
 
 
-def _check_rate_limits(user_id: int | None, agent: str, now: datetime) -> None:
+def _check_rate_limits(user_id: int | None, agent: str, now: datetime, reserve: bool) -> None:
     for limit in _matching_rate_limits(user_id, agent):
         calls = _counted(limit, user_id)
         if limit.requests_per_minute is not None:
             recent = calls.filter(created_at__gte=now - timedelta(minutes=1))
-            if recent.count() >= limit.requests_per_minute:
+            # The call log only shows calls that already started; the atomic counter also
+            # holds back parallel calls admitted in the same instant.
+            slot_wait = reserve and agent_limits.take(f"gateway:{limit.pk}:{user_id}", limit.requests_per_minute, 60)
+            if slot_wait or recent.count() >= limit.requests_per_minute:
                 oldest = recent.order_by("created_at").values_list("created_at", flat=True).first() or now
                 wait = math.ceil(60 - (now - oldest).total_seconds())
                 raise LimitExceeded(f"Rate limit reached: {limit.requests_per_minute} requests per minute ({limit}). Try again in {max(1, wait)} s.", wait)
@@ -115,8 +120,9 @@ def applies_to(user_id: int | None, agent: str) -> bool:
     return _matching_rate_limits(user_id, agent).exists() or budget_for(user_id) is not None
 
 
-def check(user_id: int | None, agent: str, now: datetime | None = None) -> None:
-    """Raise LimitExceeded when a rate limit or the user's budget forbids another call."""
+def check(user_id: int | None, agent: str, now: datetime | None = None, *, reserve: bool = False) -> None:
+    """Raise LimitExceeded when a rate limit or the user's budget forbids another call.
+    `reserve` (the model call itself) also takes a slot of the requests-per-minute counter."""
     now = now or timezone.now()
-    _check_rate_limits(user_id, agent, now)
+    _check_rate_limits(user_id, agent, now, reserve)
     _check_budget(user_id, now)

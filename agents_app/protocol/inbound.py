@@ -6,12 +6,16 @@ own `on_message`; a frame that looks like a protocol frame but is malformed rais
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents_app.protocol import frames
+from agents_app.protocol import frames, json_safety
 from agents_app.protocol.messages import InvalidMessage, UIMessage, normalize_messages
+
+
+# Turn.request_id's column width: a longer id could not be stored.
+MAX_REQUEST_ID_LENGTH = 64
+TRIGGERS = frozenset({"submit-message", "regenerate-message"})
 
 
 class ProtocolError(ValueError):
@@ -123,6 +127,8 @@ def _client_tools(value: Any) -> list[dict[str, Any]] | None:
 
 def _parse_chat_request(data: dict[str, Any]) -> ChatRequest | AppMessage | None:
     request_id = _require_str(data, "id", frames.USE_CHAT_REQUEST)
+    if len(request_id) > MAX_REQUEST_ID_LENGTH:
+        raise ProtocolError(f"the request id must be at most {MAX_REQUEST_ID_LENGTH} characters", request_id=request_id)
     init = data.get("init")
     if not isinstance(init, dict):
         raise ProtocolError("cf_agent_use_chat_request needs an 'init' object", request_id=request_id)
@@ -132,7 +138,9 @@ def _parse_chat_request(data: dict[str, Any]) -> ChatRequest | AppMessage | None
     if not isinstance(raw_body, str) or not raw_body.strip():
         raise ProtocolError("the chat request has an empty body", request_id=request_id)
     try:
-        body = json.loads(raw_body)
+        body = json_safety.loads(raw_body)
+    except json_safety.UnsafeJSON as exc:
+        raise ProtocolError(f"the chat request body is refused: {exc}", request_id=request_id) from exc
     except ValueError as exc:
         raise ProtocolError(f"the chat request body is not valid JSON: {exc}", request_id=request_id) from exc
     if not isinstance(body, dict):
@@ -141,8 +149,10 @@ def _parse_chat_request(data: dict[str, Any]) -> ChatRequest | AppMessage | None
         messages = normalize_messages(body.pop("messages", None))
     except InvalidMessage as exc:
         raise ProtocolError(f"invalid messages: {exc}", request_id=request_id) from exc
-    trigger = body.pop("trigger", "submit-message")
-    if trigger not in {"submit-message", "regenerate-message"}:
+    trigger = body.pop("trigger", None)
+    if trigger is not None and not isinstance(trigger, str):
+        raise ProtocolError("'trigger' must be \"submit-message\" or \"regenerate-message\"", request_id=request_id)
+    if trigger not in TRIGGERS:
         trigger = "submit-message"
     client_tools = _client_tools(body.pop("clientTools", None))
     return ChatRequest(request_id, messages, trigger, client_tools, body or None)
@@ -151,7 +161,9 @@ def _parse_chat_request(data: dict[str, Any]) -> ChatRequest | AppMessage | None
 def parse_frame(text: str) -> InboundFrame | None:
     """Parse one text frame. Returns None for frames that need no handling at all."""
     try:
-        data = json.loads(text)
+        data = json_safety.loads(text)
+    except json_safety.UnsafeJSON as exc:
+        raise ProtocolError(f"Frame refused: {exc}.") from exc
     except ValueError:
         return AppMessage(text, None)
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):

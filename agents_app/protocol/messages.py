@@ -6,9 +6,22 @@ import json
 import uuid
 from typing import Any
 
+from agents_app.protocol.json_safety import UnsafeJSON, check_json
+
 UIMessage = dict[str, Any]
 ROLES = frozenset({"user", "assistant", "system"})
 SETTLED_TOOL_STATES = frozenset({"output-available", "output-error", "output-denied"})
+TOOL_STATES = frozenset(
+    {"input-streaming", "input-available", "approval-requested", "approval-responded", *SETTLED_TOOL_STATES}
+)
+# Fields that must be strings when present, per part type (protocol §10.2).
+_STRING_FIELDS = {
+    "text": ("text",),
+    "reasoning": ("text",),
+    "file": ("mediaType", "url"),
+    "source-url": ("url",),
+    "source-document": ("mediaType",),
+}
 _LEGACY_TOOL_STATES = {
     "partial-call": "input-streaming",
     "call": "input-available",
@@ -74,9 +87,33 @@ def _legacy_parts(raw: dict[str, Any]) -> list[dict[str, Any]]:
     return parts
 
 
+def _check_part_shape(part: dict[str, Any]) -> None:
+    """The fields later code relies on have the types the UIMessage schema gives them."""
+    part_type = part["type"]
+    for key in _STRING_FIELDS.get(part_type, ()):
+        if key in part and not isinstance(part[key], str):
+            raise InvalidMessage(f"a {part_type} part needs a string '{key}'")
+    if part_type in ("text", "reasoning") and "text" not in part:
+        raise InvalidMessage(f"a {part_type} part needs a string 'text'")
+    if not is_tool_part(part):
+        return
+    if not isinstance(part.get("toolCallId"), str) or not part["toolCallId"]:
+        raise InvalidMessage(f"the tool part {part_type!r} needs a non-empty string 'toolCallId'")
+    if part.get("state") not in TOOL_STATES:
+        raise InvalidMessage(f"the tool part {part['toolCallId']!r} has an invalid state {part.get('state')!r}")
+    if part_type == "dynamic-tool" and not isinstance(part.get("toolName"), str):
+        raise InvalidMessage("a dynamic-tool part needs a string 'toolName'")
+    for key in ("errorText", "title"):
+        if key in part and part[key] is not None and not isinstance(part[key], str):
+            raise InvalidMessage(f"the tool part {part['toolCallId']!r} needs a string '{key}'")
+    if "approval" in part and part["approval"] is not None and not isinstance(part["approval"], dict):
+        raise InvalidMessage(f"the tool part {part['toolCallId']!r} needs an object 'approval'")
+
+
 def _normalize_part(part: Any) -> dict[str, Any]:
     if not isinstance(part, dict) or not isinstance(part.get("type"), str):
         raise InvalidMessage("every part must be an object with a string 'type'")
+    _check_part_shape(part)
     if part["type"] == "file" and "data" in part and "url" not in part:
         media_type = part.get("mimeType") or part.get("mediaType") or "application/octet-stream"
         converted = {k: v for k, v in part.items() if k not in {"data", "mimeType"}}
@@ -92,6 +129,10 @@ def normalize_message(raw: Any, index: int = 0) -> UIMessage:
     """Validate one incoming message, converting legacy (AI SDK v4) shapes; raise InvalidMessage."""
     if not isinstance(raw, dict):
         raise InvalidMessage(f"message {index} is not an object")
+    try:
+        check_json(raw)
+    except UnsafeJSON as error:
+        raise InvalidMessage(f"message {index}: {error}") from error
     role = raw.get("role")
     if role == "data":
         role = "system"
@@ -109,7 +150,13 @@ def normalize_message(raw: Any, index: int = 0) -> UIMessage:
         parts = _legacy_parts(raw)
     if not isinstance(parts, list):
         raise InvalidMessage(f"message {index} has non-array 'parts'")
-    message: UIMessage = {"id": message_id, "role": role, "parts": [_normalize_part(p) for p in parts]}
+    try:
+        normalized_parts = [_normalize_part(p) for p in parts]
+    except InvalidMessage as error:
+        raise InvalidMessage(f"message {index}: {error}") from error
+    message: UIMessage = {"id": message_id, "role": role, "parts": normalized_parts}
+    if raw.get("metadata") is not None and not isinstance(raw["metadata"], dict):
+        raise InvalidMessage(f"message {index} has 'metadata' that is not an object")
     if raw.get("metadata") is not None:
         message["metadata"] = raw["metadata"]
     return message

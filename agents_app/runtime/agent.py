@@ -53,8 +53,9 @@ AgentT = TypeVar("AgentT", bound="Agent")
 
 
 def new_request_id() -> str:
-    """Server-generated request ids look like the client's: 8 URL-safe characters."""
-    return secrets.token_urlsafe(6)[:8]
+    """Server-generated request ids: 128 random bits, URL-safe (22 characters), so nobody can
+    guess another turn's id."""
+    return secrets.token_urlsafe(16)
 
 
 def callable_method(func: Callable[..., Any] | None = None, *, streaming: bool = False) -> Any:
@@ -287,6 +288,8 @@ class AIChatAgent(Agent):
         already used in this session returns without running anything again."""
         from agents_app.runtime import runner  # the runner imports this module
 
+        if not callable(messages):
+            messages = normalize_messages(messages)  # refused before a turn is admitted
         context = await sync_to_async(self._context)()
         request = TurnRequest(
             session_id=self.session.pk,

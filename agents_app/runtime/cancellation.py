@@ -1,8 +1,9 @@
 """Abort signals for running turns, reachable from any process.
 
-In one process (embedded mode) an asyncio.Event per request id is enough. With Redis, a
-cancel request is also published on a per-request pub/sub channel the running turn listens
-to. (A channel-layer receive is not used: a long-lived receive on one channels-redis channel
+A turn is named by (session, request id): request ids are chosen by clients, so two users
+may pick the same one, and a cancel must only ever reach a turn of the sender's own session.
+In one process (embedded mode) an asyncio.Event per turn is enough. With Redis, a cancel
+request is also published on a per-turn pub/sub channel the running turn listens to. (A channel-layer receive is not used: a long-lived receive on one channels-redis channel
 delays delivery to the consumers of the same process.)
 """
 from __future__ import annotations
@@ -19,32 +20,36 @@ from agents_app.transport.resilient_layer import REDIS_DOWN
 
 logger = logging.getLogger(__name__)
 
-_local: dict[str, asyncio.Event] = {}
+TurnKey = tuple[int, str]
+_local: dict[TurnKey, asyncio.Event] = {}
 
 
-def _channel(request_id: str) -> str:
-    return f"agents:cancel:{request_id}"
+def _channel(key: TurnKey) -> str:
+    session_id, request_id = key
+    return f"agents:cancel:{session_id}:{request_id}"
 
 
 @contextlib.asynccontextmanager
-async def abort_signal(request_id: str) -> AsyncIterator[asyncio.Event]:
-    """An event set when someone asks to cancel `request_id`, for the duration of the turn."""
+async def abort_signal(session_id: int, request_id: str) -> AsyncIterator[asyncio.Event]:
+    """An event set when someone asks to cancel this session's turn `request_id`, for the
+    duration of the turn."""
+    key = (session_id, request_id)
     event = asyncio.Event()
-    _local[request_id] = event
+    _local[key] = event
     listener: asyncio.Task[None] | None = None
     client: redis.Redis | None = None
     if settings.REDIS_URL:
         client = redis.from_url(settings.REDIS_URL)
         try:
             pubsub = client.pubsub()
-            await pubsub.subscribe(_channel(request_id))
+            await pubsub.subscribe(_channel(key))
             listener = asyncio.create_task(_listen(pubsub, event))
         except REDIS_DOWN:  # the turn runs anyway; only a cancel from another process misses it
             logger.debug("Redis is unavailable: turn %s can be cancelled from this process only", request_id)
     try:
         yield event
     finally:
-        _local.pop(request_id, None)
+        _local.pop(key, None)
         if listener is not None:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, *REDIS_DOWN):
@@ -64,15 +69,16 @@ async def _listen(pubsub: redis.client.PubSub, event: asyncio.Event) -> None:
         await pubsub.aclose()
 
 
-async def request_cancel(request_id: str) -> None:
-    local = _local.get(request_id)
+async def request_cancel(session_id: int, request_id: str) -> None:
+    key = (session_id, request_id)
+    local = _local.get(key)
     if local is not None:
         local.set()
         return
     if settings.REDIS_URL:
         client = redis.from_url(settings.REDIS_URL)
         try:
-            await client.publish(_channel(request_id), "cancel")
+            await client.publish(_channel(key), "cancel")
         except REDIS_DOWN:
             logger.debug("Redis is unavailable: the cancel of %s reaches turns in this process only", request_id)
         finally:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 
 from asgiref.sync import sync_to_async
+from django.db import transaction
 
+from agents_app import limits
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import ChatRequest
 from agents_app.protocol.messages import UIMessage
@@ -21,7 +23,11 @@ from agents_app.storage.models import Session, Turn, TurnChunk
 logger = logging.getLogger(__name__)
 
 
+@transaction.atomic
 def _accept(session: Session, request: TurnRequest, messages: list[UIMessage]) -> tuple[Turn, bool, list[UIMessage]]:
+    """Admission and the writes it implies commit together: a turn is never left queued for
+    messages that failed to store (it would block the session's queue)."""
+    limits.check_turn_admission(session.pk, session.owner_id)
     turn, created = runner.admit(request)
     if not created:
         return turn, False, []
@@ -56,16 +62,21 @@ async def submit(session: Session, connection: Connection | None, request: ChatR
         client_tools=request.client_tools,
         body=request.body,
         origin=connection,
+        answers=request.messages[-1]["id"] if request.messages else "",
     )
     exclude = (connection.id,) if connection is not None else ()
     await broadcast.broadcast(session.pk, [frames.chat_messages(request.messages)], exclude=exclude)
     try:
         turn, created, current = await sync_to_async(_accept)(session, turn_request, request.messages)
-    except Exception:  # the turn does not exist: its requester is the only one waiting for it
-        logger.exception("turn %s could not be admitted", request.request_id)
+    except Exception as error:  # the turn does not exist: its requester is the only one waiting for it
+        if isinstance(error, limits.LimitReached):
+            text = str(error)
+        else:
+            logger.exception("turn %s could not be admitted", request.request_id)
+            text = runner.ADMISSION_FAILED
         if connection is not None:
             await broadcast.send_to_channel(
-                connection.channel_name, [frames.chat_response(request.request_id, runner.ADMISSION_FAILED, done=True, error=True)]
+                connection.channel_name, [frames.chat_response(request.request_id, text, done=True, error=True)]
             )
         return
     if not created:
@@ -91,7 +102,7 @@ async def clear(session: Session, connection: Connection | None) -> None:
     """cf_agent_chat_clear: abort and skip turns, delete the conversation, tell the others (§5.3)."""
     running = await sync_to_async(_clear)(session)
     for request_id in running:
-        await runner.cancel(request_id)
+        await runner.cancel(session.pk, request_id)
     exclude = (connection.id,) if connection is not None else ()
     await broadcast.broadcast(session.pk, [frames.chat_clear()], exclude=exclude)
     await broadcast.release_parked(session.pk)

@@ -5,23 +5,62 @@ from typing import Any
 
 from django.db import IntegrityError
 
+from agents_app import limits
 from agents_app.runtime.agent import Agent
 from agents_app.runtime.registry import agent_class, agent_record
 from agents_app.storage.models import Session
+
+
+# Session.name's column width.
+MAX_SESSION_NAME_LENGTH = 200
 
 
 class UnknownAgent(LookupError):
     pass
 
 
-def resolve_session(segment: str, name: str, user: Any) -> Session:
-    """The session for `/agents/<segment>/<name>` owned by `user` (None = anonymous), created
-    on first use: every user has their own namespace of instance names."""
+class InvalidSessionName(ValueError):
+    """A session name that cannot be stored; the message says why, for the client."""
+
+
+def check_session_name(name: str) -> None:
+    if not name or len(name) > MAX_SESSION_NAME_LENGTH:
+        raise InvalidSessionName(f"Session names are 1 to at most {MAX_SESSION_NAME_LENGTH} characters.")
+    if any(ord(character) < 32 for character in name):
+        raise InvalidSessionName("Session names cannot contain control characters.")
+
+
+def _lookup(segment: str, name: str, user: Any) -> dict[str, Any]:
     record = agent_record(segment)
     if record is None:
         raise UnknownAgent(segment)
+    check_session_name(name)
     owner = user if user is not None and user.is_authenticated else None
-    lookup = {"agent": record, "name": name, "owner": owner}
+    return {"agent": record, "name": name, "owner": owner}
+
+
+def find_session(segment: str, name: str, user: Any) -> Session | None:
+    """The existing session for `/agents/<segment>/<name>` of `user`, never creating one: a
+    GET (a link anyone can plant) must not add a session to someone's sidebar."""
+    return Session.objects.select_related("agent").filter(**_lookup(segment, name, user)).first()
+
+
+def transient_session(segment: str, name: str, user: Any) -> Session:
+    """An unsaved session for serving a GET to an agent's own `on_request` before the
+    session exists."""
+    return Session(**_lookup(segment, name, user))
+
+
+def resolve_session(segment: str, name: str, user: Any, *, limit_creation: bool = False) -> Session:
+    """The session for `/agents/<segment>/<name>` owned by `user` (None = anonymous), created
+    on first use: every user has their own namespace of instance names. `limit_creation`
+    (client-facing entry points) applies the new-sessions-per-minute limit."""
+    lookup = _lookup(segment, name, user)
+    existing = Session.objects.select_related("agent").filter(**lookup).first()
+    if existing is not None:
+        return existing
+    if limit_creation:
+        limits.check_new_session(lookup["owner"])  # raises LimitReached
     try:
         session, _ = Session.objects.select_related("agent").get_or_create(**lookup)
     except IntegrityError:  # created concurrently by another connection

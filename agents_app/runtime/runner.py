@@ -14,9 +14,10 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
+from agents_app import limits
 from agents_app.gateway import scope as gateway_scope
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
@@ -52,28 +53,41 @@ def admit(request: TurnRequest) -> tuple[Turn, bool]:
     faults.point("admission")
     subject_to_concurrency = request.source == Turn.Source.WEBSOCKET and request.trigger == "submit-message"
     try:
-        turn = Turn.objects.create(
-            session_id=request.session_id,
-            request_id=request.request_id,
-            source=request.source,
-            trigger=request.trigger,
-            is_continuation=request.continuation,
-            recovery_root=request.recovery_root,
-            heartbeat_at=timezone.now(),
-            overlapping=subject_to_concurrency and concurrency.is_busy(request.session_id),
-        )
+        with transaction.atomic():  # a savepoint: the caller's transaction survives a duplicate id
+            turn = Turn.objects.create(
+                session_id=request.session_id,
+                request_id=request.request_id,
+                source=request.source,
+                trigger=request.trigger,
+                is_continuation=request.continuation,
+                recovery_root=request.recovery_root,
+                heartbeat_at=timezone.now(),
+                overlapping=subject_to_concurrency and concurrency.is_busy(request.session_id),
+            )
         return turn, True
     except IntegrityError:
         return Turn.objects.get(session_id=request.session_id, request_id=request.request_id), False
 
 
-async def admit_turn(request: TurnRequest) -> tuple[Turn, bool]:
-    """`admit` from async code; whatever fails is logged and raised as AdmissionFailed."""
+async def admit_turn(request: TurnRequest, *, limited: bool = False, owner_id: int | None = None) -> tuple[Turn, bool]:
+    """`admit` from async code; with `limited`, inside one transaction with the deployment's
+    turn limits for `owner_id` (LimitReached passes through). Whatever else fails is logged
+    and raised as AdmissionFailed."""
     try:
+        if limited:
+            return await sync_to_async(_admit_within_limits)(request, owner_id)
         return await sync_to_async(admit)(request)
+    except limits.LimitReached:
+        raise
     except Exception as error:
         logger.exception("turn %s could not be admitted", request.request_id)
         raise AdmissionFailed(ADMISSION_FAILED) from error
+
+
+@transaction.atomic
+def _admit_within_limits(request: TurnRequest, owner_id: int | None) -> tuple[Turn, bool]:
+    limits.check_turn_admission(request.session_id, owner_id)
+    return admit(request)
 
 
 def start(request: TurnRequest, turn: Turn) -> asyncio.Task[TurnResult]:
@@ -88,9 +102,10 @@ def keep(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
     return task
 
 
-async def cancel(request_id: str) -> None:
-    """Abort a running turn wherever it runs; unknown or finished ids are a no-op."""
-    await cancellation.request_cancel(request_id)
+async def cancel(session_id: int, request_id: str) -> None:
+    """Abort this session's turn `request_id` wherever it runs; unknown or finished ids, and
+    other sessions' turns, are a no-op."""
+    await cancellation.request_cancel(session_id, request_id)
 
 
 async def _pre_stream_remaining(session_id: int, request_id: str) -> bool:
@@ -146,7 +161,7 @@ class _Progress:
 
 async def _run_locked(progress: _Progress, request: TurnRequest, turn: Turn) -> TurnResult:
     heartbeat: asyncio.Task[None] | None = None
-    async with cancellation.abort_signal(request.request_id) as abort:
+    async with cancellation.abort_signal(request.session_id, request.request_id) as abort:
         try:
             if not await turn_lock.acquire(request.session_id, turn.pk):
                 await _skip(request, turn)
@@ -341,6 +356,7 @@ async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort:
     if request.new_messages is not None:
         await _persist_new_messages(request)
     session, messages = await sync_to_async(_load_turn_context)(request)
+    messages = _up_to_answered(messages, request.answers)
     progress.session = session
     progress.anchor = messages[-1]["id"] if messages else None
     options = ChatOptions(
@@ -414,14 +430,16 @@ async def _conclude(
         agent = progress.agent
         if request.origin is not None and not request.continuation and agent and not agent.final_transcript_to_requester:
             exclude = (request.origin.id,)
-        await _attempt(request, "broadcasting the transcript", _broadcast_transcript(progress.session, exclude))
+        await _attempt(request, "broadcasting the transcript", _broadcast_transcript(progress.session, exclude, message))
     await _attempt(request, "settling parked connections", _settle(turn, streamed=streamed))
     progress.result = TurnResult(request.request_id, outcome.status, outcome.error, message)
     return progress.result
 
 
-async def _broadcast_transcript(session: Session, exclude: tuple[str, ...]) -> None:
+async def _broadcast_transcript(session: Session, exclude: tuple[str, ...], reply: UIMessage | None) -> None:
     current = await sync_to_async(transcript.transcript)(session)
+    if reply is not None and current and current[-1]["id"] != reply["id"]:
+        exclude = ()  # stored before messages queued after it: the requester needs the order too
     await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=exclude)
 
 
@@ -507,6 +525,13 @@ async def _as_chunks(response: Any, request_id: str) -> AsyncIterator[dict[str, 
             yield item
     if text_open:
         yield {"type": "text-end", "id": request_id}
+
+
+def _up_to_answered(messages: list[UIMessage], answers: str) -> list[UIMessage]:
+    """A queued turn answers its own message: the model sees the conversation up to it (with
+    the answers given meanwhile), not the messages queued after it."""
+    ids = [message["id"] for message in messages]
+    return messages[: ids.index(answers) + 1] if answers in ids else messages
 
 
 def _continuation_base(messages: list[UIMessage]) -> UIMessage | None:

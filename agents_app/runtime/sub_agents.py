@@ -87,14 +87,14 @@ async def sub_agent(parent: Agent, agent_class: type[A], name: str) -> A:
     return child
 
 
-async def _abort_when(signal: asyncio.Event, request_id: str) -> None:
+async def _abort_when(signal: asyncio.Event, session_id: int, request_id: str) -> None:
     """Cancel the turn once `signal` is set; repeated because the turn may not have
     registered its abort signal yet when the caller sets it."""
     from agents_app.runtime import runner
 
     await signal.wait()
     while True:
-        await runner.cancel(request_id)
+        await runner.cancel(session_id, request_id)
         await asyncio.sleep(0.05)
 
 
@@ -116,7 +116,7 @@ async def chat(
         session_id=agent.session.pk, request_id=new_request_id(), source=Turn.Source.PROGRAMMATIC, new_messages=incoming
     )
     _observed[request.request_id] = _Observed(callback, dict(tools or {}))
-    watcher = asyncio.create_task(_abort_when(signal, request.request_id)) if signal is not None else None
+    watcher = asyncio.create_task(_abort_when(signal, request.session_id, request.request_id)) if signal is not None else None
     try:
         try:
             turn, _ = await runner.admit_turn(request)

@@ -2,7 +2,8 @@
 
 First write wins: a part already settled is never overwritten. Every real change is persisted
 and broadcast as cf_agent_message_updated; an opted-in result or decision then schedules the
-continuation turn once every tool call of the message is answered.
+continuation turn once every tool call of the message is answered. A result or decision that
+changed nothing (unknown call, already answered — e.g. by another tab) schedules nothing.
 """
 from __future__ import annotations
 
@@ -74,8 +75,9 @@ async def apply_tool_result(session: Session, result: ToolResult) -> str | None:
             part.update(state="output-available", output=result.output, preliminary=False)
 
     updated = await _apply_with_retries(session, result.tool_call_id, _RESULT_STATES, change)
-    if updated is not None:
-        await broadcast.broadcast(session.pk, [frames.message_updated(updated)])
+    if updated is None:
+        return None  # stray or duplicate (another tab answered first): nothing changed, no model call
+    await broadcast.broadcast(session.pk, [frames.message_updated(updated)])
     return await continuation.after_tool_answer(session, wants_continuation=result.auto_continue, client_tools=result.client_tools)
 
 
@@ -100,12 +102,13 @@ async def apply_tool_approval(
         approved_tool.append(tool_name_of(part))
 
     updated = await _apply_with_retries(session, approval.tool_call_id, _APPROVAL_STATES, change)
-    if updated is not None and for_agent and approval.approved:
+    if updated is None:
+        return None  # stray or already decided: nothing changed, no model call
+    if for_agent and approval.approved:
         await sync_to_async(allow_tool_for_agent)(session, approved_tool[0])
-    elif updated is not None and always_allow and approval.approved:
+    elif always_allow and approval.approved:
         await sync_to_async(allow_tool_always)(session, approved_tool[0])
-    if updated is not None:
-        await broadcast.broadcast(session.pk, [frames.message_updated(updated)])
+    await broadcast.broadcast(session.pk, [frames.message_updated(updated)])
     return await continuation.after_tool_answer(session, wants_continuation=approval.auto_continue, client_tools=None)
 
 

@@ -59,6 +59,10 @@ class TurnRequest:
     new_messages: list[UIMessage] | Callable[[list[UIMessage]], Any] | None = None
     # A recovery turn: the request id of the interrupted turn it re-runs.
     recovery_root: str = ""
+    # The id of the message this turn answers (the last one its request carried): a queued
+    # turn sees the conversation up to it and its reply is stored right after it, even when
+    # later messages arrived while it waited.
+    answers: str = ""
 
 
 @dataclass

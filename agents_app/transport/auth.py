@@ -11,6 +11,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
 from agents_app.storage.models import ApiToken
+from agents_app.transport.origins import header
 
 
 def user_for_token(raw_key: str) -> Any | None:
@@ -28,10 +29,13 @@ def query_params(scope: dict[str, Any]) -> dict[str, str]:
 
 class AgentAuthMiddleware(AuthMiddleware):
     """Session-cookie auth, overridden by `?token=` (which the official client's `query`
-    option sends)."""
+    option sends) or an `Authorization: Bearer` header (server-side clients)."""
 
     async def resolve_scope(self, scope: dict[str, Any]) -> None:
         token = query_params(scope).get("token")
+        authorization = header(scope, b"authorization") or ""
+        if not token and authorization.lower().startswith("bearer "):
+            token = authorization[7:].strip()
         if token:
             user = await database_sync_to_async(user_for_token)(token)
             if user is not None:

@@ -16,6 +16,7 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
+from agents_app import limits
 from agents_app.mcp import manager as mcp_manager
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import (
@@ -36,7 +37,7 @@ from agents_app.protocol.inbound import (
 from agents_app.runtime import chat, recovery, runner, tool_state
 from agents_app.runtime.agent import AIChatAgent, Agent, ReadonlyConnection, ThinkAgent
 from agents_app.runtime.broadcast import session_group
-from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_session
+from agents_app.runtime.instances import InvalidSessionName, UnknownAgent, load_agent, resolve_session
 from agents_app.runtime.resume import ConnectionStreams, StreamEventsMixin
 from agents_app.runtime.rpc import invoke
 from agents_app.runtime.types import Connection
@@ -49,6 +50,8 @@ logger = logging.getLogger(__name__)
 # Close codes in 4000–4999 stop the official client from reconnecting (protocol §1.6).
 CLOSE_UNAUTHENTICATED = 4001
 CLOSE_UNKNOWN_AGENT = 4004
+CLOSE_INVALID_NAME = 4400
+CLOSE_LIMITED = 4429
 
 
 class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
@@ -57,6 +60,7 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
     streams: ConnectionStreams
 
     async def connect(self) -> None:
+        self.frame_rate = limits.FrameRate()
         route = self.scope["url_route"]["kwargs"]
         self.segment, self.instance_name = route["agent"], route["name"]
         user = self.scope.get("user")
@@ -66,9 +70,17 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             await self._refuse("Authentication required: log in or pass ?token=<api token>.", CLOSE_UNAUTHENTICATED)
             return
         try:
-            self.session = await sync_to_async(resolve_session)(self.segment, self.instance_name, user if authenticated else None)
+            self.session = await sync_to_async(resolve_session)(
+                self.segment, self.instance_name, user if authenticated else None, limit_creation=True
+            )
         except UnknownAgent:
             await self._refuse(f"Unknown agent {self.segment!r}.", CLOSE_UNKNOWN_AGENT)
+            return
+        except InvalidSessionName as error:
+            await self._refuse(str(error), CLOSE_INVALID_NAME)
+            return
+        except limits.LimitReached as refusal:
+            await self._refuse(str(refusal), CLOSE_LIMITED)
             return
         query = query_params(self.scope)
         connection = Connection(
@@ -130,6 +142,9 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
 
     # -- frames in ---------------------------------------------------------------------
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.frame_rate.allow():
+            await self.send_frames([frames.error("Too many frames: slow down (see AGENTS_MAX_FRAMES_PER_SECOND).")])
+            return
         if text_data is None:
             await self.send_frames([frames.error("Binary frames are not supported; send JSON text frames.")])
             return
@@ -161,7 +176,7 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
                 self.streams.own(request_id)
                 await chat.submit(self.session, self.connection, frame)
             case CancelRequest(request_id=request_id):
-                await runner.cancel(request_id)
+                await runner.cancel(self.session.pk, request_id)
             case ClearRequest():
                 await chat.clear(self.session, self.connection)
             case SetMessages(messages=messages):

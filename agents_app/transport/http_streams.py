@@ -21,6 +21,7 @@ from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 
+from agents_app import limits as agent_limits
 from agents_app.gateway import limits
 from agents_app.protocol.messages import InvalidMessage, UIMessage, normalize_messages, user_text_message
 from agents_app.storage import chunk_log, transcript
@@ -248,7 +249,7 @@ async def start_turn(
         body=body,
         new_messages=messages,
     )
-    turn, created = await runner.admit_turn(request)  # AdmissionFailed: the caller answers 503
+    turn, created = await runner.admit_turn(request, limited=True, owner_id=agent.session.owner_id)  # AdmissionFailed: 503; LimitReached: 429
     task = runner.start(request, turn) if created else None
     return HttpTurn(agent.session.pk, turn.request_id, task)
 
@@ -339,4 +340,6 @@ async def chat_endpoint(agent: AIChatAgent, request: HttpRequest) -> HttpRespons
         turn = await start_turn(agent, messages, body=body, request_id=request_id)
     except AdmissionFailed as failure:
         return json_response({"error": str(failure)}, status=503, headers={"Retry-After": "1"})
+    except agent_limits.LimitReached as refusal:
+        return json_response({"error": str(refusal)}, status=429, headers={"Retry-After": str(refusal.retry_after)})
     return await turn_response(turn, response_format(request))

@@ -1,10 +1,11 @@
 """Reading a request body that must be one JSON object, with the errors every endpoint gives."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.http import HttpRequest
+
+from agents_app.protocol import json_safety
 
 
 class BadJSONBody(ValueError):
@@ -13,7 +14,9 @@ class BadJSONBody(ValueError):
 
 def json_object(request: HttpRequest) -> dict[str, Any]:
     try:
-        payload = json.loads(request.body or b"{}")
+        payload = json_safety.loads(request.body or b"{}")
+    except json_safety.UnsafeJSON as error:
+        raise BadJSONBody(f"The body is refused: {error}.") from error
     except (ValueError, UnicodeDecodeError) as error:
         raise BadJSONBody("The body must be JSON.") from error
     if not isinstance(payload, dict):

@@ -57,7 +57,7 @@ class Origin:
         return self.host == allowed.host or (wildcard and self.host.endswith("." + allowed.host))
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str | None:
+def header(scope: dict[str, Any], name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key == name:
             return value.decode("latin-1")
@@ -66,7 +66,7 @@ def _header(scope: dict[str, Any], name: bytes) -> str | None:
 
 def host_allowed(scope: dict[str, Any]) -> bool:
     """Django's Host check for HTTP, applied to the handshake (with its DEBUG defaults)."""
-    host = _header(scope, b"host")
+    host = header(scope, b"host")
     if host is None:
         return True  # HTTP/1.1 clients always send Host; a test client or raw ASGI caller may not
     domain, _port = split_domain_port(host)
@@ -75,7 +75,7 @@ def host_allowed(scope: dict[str, Any]) -> bool:
 
 
 def own_origin(scope: dict[str, Any]) -> Origin | None:
-    host = _header(scope, b"host")
+    host = header(scope, b"host")
     if host is None:
         return None
     scheme = "https" if scope.get("scheme") in {"wss", "https"} else "http"
@@ -115,7 +115,7 @@ class WebSocketOriginGuard:
         """The scope to run the socket with, or None to refuse it."""
         if not host_allowed(scope):
             return None
-        raw_origin = _header(scope, b"origin")
+        raw_origin = header(scope, b"origin")
         if raw_origin is None:
             return scope
         origin = Origin.parse(raw_origin)

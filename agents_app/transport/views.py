@@ -12,8 +12,16 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
+from agents_app import limits
 from agents_app.runtime.agent import AIChatAgent
-from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_session
+from agents_app.runtime.instances import (
+    InvalidSessionName,
+    UnknownAgent,
+    find_session,
+    load_agent,
+    resolve_session,
+    transient_session,
+)
 from agents_app.runtime.registry import agent_class
 from agents_app.storage import search, transcript
 from agents_app.storage.models import Session
@@ -43,13 +51,17 @@ def _csrf_failure(request: HttpRequest) -> HttpResponse | None:
 
 
 def _open_session(request: HttpRequest, agent: str, name: str) -> Any:
+    """The caller's session; None for a safe method on a session that does not exist yet
+    (only writes create sessions)."""
     user = _request_user(request)
     if user is None and not settings.AGENTS_ALLOW_ANONYMOUS:
         return JsonResponse({"error": "Authentication required: log in or pass ?token=<api token>."}, status=401)
     refused = _csrf_failure(request)
     if refused is not None:
         return refused
-    return resolve_session(agent, name, user)
+    if request.method in _SAFE_METHODS:
+        return find_session(agent, name, user) or transient_session(agent, name, user)
+    return resolve_session(agent, name, user, limit_creation=True)
 
 
 async def _reattach(request: HttpRequest, session: Any, request_id: str) -> HttpResponse:
@@ -72,10 +84,18 @@ async def agent_endpoint(request: HttpRequest, agent: str, name: str, rest: str 
         session = await sync_to_async(_open_session)(request, agent, name)
     except UnknownAgent:
         return HttpResponse("Invalid request", status=400, content_type="text/plain")
+    except InvalidSessionName as error:
+        return JsonResponse({"error": str(error)}, status=400)
+    except limits.LimitReached as refusal:
+        return JsonResponse({"error": str(refusal)}, status=429, headers={"Retry-After": str(refusal.retry_after)})
     if isinstance(session, HttpResponse):
         return session
     segments = rest.strip("/").split("/")
     action = segments[-1]
+    if session.pk is None and action in ("get-messages", "search"):
+        return JsonResponse([], safe=False)  # a session nobody has written to yet is empty
+    if session.pk is None and len(segments) == 2 and segments[0] == "streams":
+        return JsonResponse({"error": f"No turn {segments[1]!r} in this session."}, status=404)
     if action == "get-messages":
         messages = await sync_to_async(transcript.transcript)(session)
         return JsonResponse(messages, safe=False)

@@ -11,6 +11,7 @@ frames, and the whole conversation when a turn's transcript is broadcast.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from typing import Any
 
@@ -18,11 +19,12 @@ from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 
-from agents_app.protocol import frames
+from agents_app.protocol import frames, json_safety
 from agents_app.protocol.inbound import ChatRequest, ToolApproval, ToolResult
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage
 from agents_app.runtime import broadcast, chat, runner, tool_state
+from agents_app.runtime.agent import new_request_id
 from agents_app.runtime.broadcast import session_group
 from agents_app.runtime.resume import ConnectionStreams, StreamEventsMixin
 from agents_app.runtime.types import Connection
@@ -33,6 +35,8 @@ from agents_app.ui.message_stats import model_choices
 from agents_app.ui.rendering import render_conversation, render_message_html, render_queue
 
 MAX_DENIAL_REASON = 500
+
+logger = logging.getLogger(__name__)
 
 
 class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
@@ -69,12 +73,26 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(session_group(self.session.pk), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Every frame the page cannot use is answered with an error notice; the socket stays."""
         try:
-            data = json.loads(text_data or "")
+            data = json_safety.loads(text_data or "")
         except ValueError:
+            data = None
+        action = data.get("action", "send") if isinstance(data, dict) else None
+        handler = self._handler(action) if isinstance(action, str) else None
+        # Form fields are scalars; htmx adds its request headers as the one object, HEADERS.
+        fields = [value for key, value in data.items() if key != "HEADERS"] if handler is not None else []
+        if handler is None or not all(isinstance(v, str | int | float | bool | None) for v in fields):
+            await self._send_html(render_to_string("chat/_error.html", {"text": "The page sent a message the server cannot read."}))
             return
-        action = data.get("action", "send")
-        handler = {
+        try:
+            await handler(data)
+        except Exception:  # one bad frame must not take the page's socket down
+            logger.exception("page frame handling failed on session %s", self.session.pk)
+            await self._send_html(render_to_string("chat/_error.html", {"text": "The server could not process that action."}))
+
+    def _handler(self, action: str) -> Any:
+        return {
             "send": self._send_message,
             "stop": self._stop,
             "approve": self._decide,
@@ -84,8 +102,6 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             "edit": self._edit,
             "tool_result": self._tool_result,
         }.get(action)
-        if handler is not None:
-            await handler(data)
 
     async def _send_message(self, data: dict[str, Any]) -> None:
         """Text only (files come through the composer's HTTP form): sent or queued alike."""
@@ -107,7 +123,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             )
         )()
         for request_id in running:
-            await runner.cancel(request_id)
+            await runner.cancel(self.session.pk, request_id)
 
     async def _decide(self, data: dict[str, Any]) -> None:
         """Approve / Reject resolve the call through the same path as cf_agent_tool_approval."""
@@ -154,7 +170,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             return
         body = {"model": model} if model else None
         if before:
-            await chat.submit(self.session, self.connection, ChatRequest(uuid.uuid4().hex[:8], before, "regenerate-message", None, body))
+            await chat.submit(self.session, self.connection, ChatRequest(new_request_id(), before, "regenerate-message", None, body))
 
     async def _edit(self, data: dict[str, Any]) -> None:
         """An edited user message: resent under its id with new text, it becomes a sibling of
@@ -168,7 +184,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         if history[index]["role"] != "user":
             return
         edited: UIMessage = {"id": history[index]["id"], "role": "user", "parts": [{"type": "text", "text": text}]}
-        await chat.submit(self.session, self.connection, ChatRequest(uuid.uuid4().hex[:8], [*history[:index], edited], "submit-message", None, None))
+        await chat.submit(self.session, self.connection, ChatRequest(new_request_id(), [*history[:index], edited], "submit-message", None, None))
 
     async def _switch(self, data: dict[str, Any]) -> None:
         if await sync_to_async(transcript.switch_branch)(self.session, str(data.get("message_id", ""))):

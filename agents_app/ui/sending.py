@@ -18,6 +18,7 @@ from django.db import transaction
 from agents_app.protocol.inbound import ChatRequest
 from agents_app.protocol.messages import UIMessage
 from agents_app.runtime import chat
+from agents_app.runtime.agent import new_request_id
 from agents_app.runtime.concurrency import Concurrency, is_busy
 from agents_app.runtime.instances import load_agent
 from agents_app.runtime.turn_listeners import on_turn_finished
@@ -48,7 +49,7 @@ def _must_wait(session: Session) -> bool:
 
 async def submit(session: Session, message: UIMessage) -> None:
     history = await sync_to_async(transcript.transcript)(session)
-    await chat.submit(session, None, ChatRequest(uuid.uuid4().hex[:8], [*history, message], "submit-message", None, None))
+    await chat.submit(session, None, ChatRequest(new_request_id(), [*history, message], "submit-message", None, None))
 
 
 async def send(session: Session, text: str, file_parts: list[dict[str, Any]]) -> bool:

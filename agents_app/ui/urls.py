@@ -2,10 +2,11 @@ from django.contrib.auth import views as auth_views
 from django.urls import path, re_path
 
 from agents_app.ui import memory, views
+from agents_app.ui.login import ThrottledLoginView
 
 urlpatterns = [
     path("", views.home, name="chat-home"),
-    path("login/", auth_views.LoginView.as_view(template_name="registration/login.html"), name="login"),
+    path("login/", ThrottledLoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("chat/send/", views.send, name="chat-send"),
     path("chat/import/", views.import_conversation, name="chat-import"),

@@ -11,7 +11,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -19,8 +19,9 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from agents_app.limits import LimitReached
 from agents_app.runtime import broadcast, chat
-from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_session
+from agents_app.runtime.instances import InvalidSessionName, UnknownAgent, check_session_name, load_agent, resolve_session
 from agents_app.runtime.registry import agent_record, sync_agent_records
 from agents_app.storage import transcript
 from agents_app.storage.models import Agent as AgentRecord
@@ -100,6 +101,10 @@ def chat_page(request: HttpRequest, agent: str, name: str) -> HttpResponse:
     record = agent_record(agent)
     if record is None:
         raise Http404("Unknown agent")
+    try:
+        check_session_name(name)
+    except InvalidSessionName as error:
+        return HttpResponseBadRequest(str(error))
     session = Session.objects.select_related("agent").filter(agent=record, name=name, owner=request.user).first()
     return _render_chat(request, record, name, session)
 
@@ -133,10 +138,12 @@ def _prepare_send(request: HttpRequest, text: str) -> _Outgoing | str:
     existing = Session.objects.select_related("agent").filter(agent__slug=agent, name=name, owner=request.user).first()
     try:
         with transaction.atomic():
-            session = existing or resolve_session(agent, name, request.user)
+            session = existing or resolve_session(agent, name, request.user, limit_creation=True)
             return _Outgoing(session, existing is None, attachments.store(session, uploads))
     except UnknownAgent:
         return "Pick an agent to talk to."
+    except (InvalidSessionName, LimitReached) as refused:
+        return str(refused)
     except attachments.AttachmentError as refused:
         return str(refused)
 

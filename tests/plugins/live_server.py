@@ -20,6 +20,8 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 60
+# As the Procfile starts daphne: its WebSocket limits above AGENTS_MAX_FRAME_BYTES.
+DAPHNE_LIMITS = ("--websocket-max-message-size", "4194304", "--websocket-max-frame-size", "4194304")
 
 
 def free_port() -> int:
@@ -82,7 +84,7 @@ def start_live_server(model_base_url: str, extra_env: dict[str, str] | None = No
     log.parent.mkdir(exist_ok=True)
     env = child_env(model_base_url, extra_env)
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatproject.asgi:application"],
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), *DAPHNE_LIMITS, "chatproject.asgi:application"],
         cwd=ROOT,
         env=env,
         stdout=open(log, "wb"),  # noqa: SIM115 - owned by the child
