@@ -26,7 +26,7 @@ from websockets.sync.client import connect
 
 from agents_app.testing.fake_openai import Reply
 from tests.plugins.celery_worker import CeleryProcess
-from tests.plugins.live_server import ROOT, LiveServer, child_env, start_live_server
+from tests.plugins.live_server import ROOT, WITHOUT_PER_USER_LIMITS, LiveServer, child_env, start_live_server
 from tests.test_celery_worker import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends, pytest.mark.timeout(600)]
@@ -194,7 +194,7 @@ def test_a_database_restart_mid_stream_ends_the_turns_and_the_server_and_worker_
 ):
     model.responder = slow_answer
     database = throwaway_postgres.url
-    stack = Stack(model.base_url, {"DATABASE_URL": database, "REDIS_URL": throwaway_redis.url, "CELERY_BROKER_URL": throwaway_redis.url})
+    stack = Stack(model.base_url, {**WITHOUT_PER_USER_LIMITS, "DATABASE_URL": database, "REDIS_URL": throwaway_redis.url, "CELERY_BROKER_URL": throwaway_redis.url})
     stacks.append(stack)
     stack.manage("migrate", "--noinput")
     token = stack.manage(
@@ -259,7 +259,7 @@ def test_a_redis_restart_mid_stream_leaves_single_process_chats_whole_and_is_log
     model, token, user, throwaway_redis, stacks
 ):
     model.responder = slow_answer
-    stack = Stack(model.base_url, {"REDIS_URL": throwaway_redis.url, "CELERY_BROKER_URL": throwaway_redis.url})
+    stack = Stack(model.base_url, {**WITHOUT_PER_USER_LIMITS, "REDIS_URL": throwaway_redis.url, "CELERY_BROKER_URL": throwaway_redis.url})
     stacks.append(stack)
     stack.start()
     assert stack.server is not None

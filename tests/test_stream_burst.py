@@ -61,13 +61,13 @@ def problems_of(client: dict[str, Any]) -> list[str]:
 
 
 @pytest.mark.timeout(BUDGET_SECONDS + 60)
-def test_bursts_of_simultaneous_chats_each_end_with_one_done_frame_after_every_chunk(live_server_process, token, model):
+def test_bursts_of_simultaneous_chats_each_end_with_one_done_frame_after_every_chunk(crowd_live_server, token, model):
     model.responder = lambda request: Reply.text(" ".join(WORDS), delay=0.02)
     # Each client sends as soon as its hook rendered, so its request may reach the server
     # before the hook's resume probe: the probe then finds the client's own turn starting.
     result = run_scenario(
         "burst",
-        host=live_server_process.host,
+        host=crowd_live_server.host,
         agent="ChatAgent",
         name="burst",
         token=token,

@@ -104,8 +104,24 @@ def start_live_server(model_base_url: str, extra_env: dict[str, str] | None = No
     raise RuntimeError(f"daphne did not start in {START_TIMEOUT} s")
 
 
+# For load tests where one test user stands in for many people: the per-user limits of
+# agents_app/limits.py would (rightly) refuse them.
+WITHOUT_PER_USER_LIMITS = {
+    "AGENTS_MAX_CONCURRENT_TURNS_PER_USER": "0",
+    "AGENTS_MAX_NEW_SESSIONS_PER_MINUTE": "0",
+}
+
+
 @pytest.fixture
 def live_server_process(model: Any, transactional_db: Any) -> Iterator[LiveServer]:
     server = start_live_server(model.base_url)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def crowd_live_server(model: Any, transactional_db: Any) -> Iterator[LiveServer]:
+    """A live server where one test user may chat like a crowd of users."""
+    server = start_live_server(model.base_url, WITHOUT_PER_USER_LIMITS)
     yield server
     server.stop()
