@@ -22,7 +22,7 @@ from agents_app.storage import transcript
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from tests.conftest import user_message
 from tests.plugins.live_server import free_port, start_live_server
-from tests.test_browser_ui import ARTIFACTS, browser  # noqa: F401 - the shared Chromium fixture
+from tests.test_browser_ui import ARTIFACTS
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "react-chat"
