@@ -137,6 +137,9 @@ class Stack:
 
     def start(self) -> None:
         self.server = start_live_server(self.model_url, self.env)
+        self.start_worker()
+
+    def start_worker(self) -> None:
         log = ROOT / "test-artifacts" / f"celery-restart-{uuid.uuid4().hex[:6]}.log"
         command = [sys.executable, "-m", "celery", "-A", "chatproject", "worker", "--loglevel=INFO", "--pool=solo",
                    f"--hostname=restart-{uuid.uuid4().hex[:6]}@%h", "--without-gossip", "--without-mingle"]
@@ -145,6 +148,13 @@ class Stack:
         )
         self.worker = CeleryProcess(process, log)
         self.worker.wait_for_output("ready.", timeout=120)
+
+    def supervise_worker(self) -> None:
+        """Do what the worker's supervisor (Procfile runner, systemd) does: start it again if it
+        exited. Celery 5.7 / kombu 5.7 may exit with "Unrecoverable error" when its Redis broker
+        connection drops mid-poll instead of reconnecting."""
+        if self.worker is not None and self.worker.process.poll() is not None:
+            self.start_worker()
 
     def stop(self) -> None:
         if self.worker is not None:
@@ -277,6 +287,7 @@ def test_a_redis_restart_mid_stream_leaves_single_process_chats_whole_and_is_log
     assert log.count("Redis is unavailable") == 1 and log.count("Redis is back") == 1, log[-3000:]
 
     # Frames cross processes again: a turn run by the worker streams to a socket of daphne.
+    stack.supervise_worker()
     model.responder = None
     model.default_reply = Reply.text("Hello from the worker.")
     connected = threading.Event()
