@@ -22,8 +22,12 @@ from django.core.cache import cache
 logger = logging.getLogger(__name__)
 
 ANNOUNCE_INTERVAL_SECONDS = 2.0
-ANNOUNCE_TTL_SECONDS = 6
+# Several missed beats (a process starved of CPU for a moment is not dead).
+ANNOUNCE_TTL_SECONDS = 10
 _KEY_PREFIX = "agents:process:"
+# When announcements started to be kept: a Redis restarted without its data has lost every
+# process's key, and a process counts as gone only once all had a full TTL to announce again.
+_SINCE_KEY = "agents:process-announcements-since"
 
 _lock = threading.Lock()
 _current: tuple[int, str] | None = None  # (pid, owner id): a forked child gets its own id
@@ -33,10 +37,15 @@ def _uses_redis() -> bool:
     return bool(getattr(settings, "REDIS_URL", ""))
 
 
+def _announce(owner: str) -> None:
+    cache.add(_SINCE_KEY, time.time(), timeout=None)
+    cache.set(_KEY_PREFIX + owner, 1, timeout=ANNOUNCE_TTL_SECONDS)
+
+
 def _announce_forever(owner: str) -> None:
     while True:
         try:
-            cache.set(_KEY_PREFIX + owner, 1, timeout=ANNOUNCE_TTL_SECONDS)
+            _announce(owner)
         except Exception:  # Redis restarting: the next beat tries again
             logger.warning("process %s: liveness announcement failed", owner, exc_info=True)
         time.sleep(ANNOUNCE_INTERVAL_SECONDS)
@@ -50,7 +59,10 @@ def current() -> str:
         if _current is None or _current[0] != pid:
             owner = f"{socket.gethostname()}:{pid}:{uuid.uuid4().hex[:12]}"
             if _uses_redis():
-                cache.set(_KEY_PREFIX + owner, 1, timeout=ANNOUNCE_TTL_SECONDS)
+                try:
+                    _announce(owner)
+                except Exception:  # Redis is down: the announcing thread keeps trying
+                    logger.warning("process %s: liveness announcement failed", owner, exc_info=True)
                 threading.Thread(target=_announce_forever, args=(owner,), name="agents-liveness", daemon=True).start()
             _current = (pid, owner)
         return _current[1]
@@ -58,13 +70,16 @@ def current() -> str:
 
 def is_alive(owner: str) -> bool:
     """False only when the owner is known to be gone (blocking: call it off the event loop)."""
-    if not owner or owner == current():
+    if not owner or (_current is not None and _current == (os.getpid(), owner)):
         return True
     if _uses_redis():
         try:
-            return cache.get(_KEY_PREFIX + owner) is not None
+            found = cache.get_many([_KEY_PREFIX + owner, _SINCE_KEY])
         except Exception:
             return True
+        since = found.get(_SINCE_KEY)
+        settled = since is not None and time.time() - since > ANNOUNCE_TTL_SECONDS
+        return _KEY_PREFIX + owner in found or not settled
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
