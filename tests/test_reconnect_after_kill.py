@@ -14,6 +14,7 @@ import pytest
 from websockets.sync.client import ClientConnection, connect
 
 from agents_app.protocol.messages import text_of
+from agents_app.storage.models import Turn
 from agents_app.testing.fake_openai import Reply
 from tests.plugins.live_server import LiveServer, start_live_server
 from tests.test_recovery import streaming_turn
@@ -44,35 +45,71 @@ def frames_until(socket: ClientConnection, wanted: dict[str, Any], deadline: flo
             return seen
 
 
+def start_long_answer(server: LiveServer, token: str) -> Turn:
+    """Ask `server` for a long answer; returns its turn once part of it is in the chunk log."""
+    message = {"id": "u1", "role": "user", "parts": [{"type": "text", "text": "Tell me a long story"}]}
+    body = json.dumps({"messages": [message], "trigger": "submit-message"})
+    with open_chat(server, token, "orphan") as socket:
+        socket.send(json.dumps({"type": "cf_agent_use_chat_request", "id": "req-orphan", "init": {"method": "POST", "body": body}}))
+        deadline = time.monotonic() + 60
+        while (turn := streaming_turn()) is None:
+            assert time.monotonic() < deadline, "the turn never started streaming"
+            time.sleep(0.1)
+    return turn
+
+
+def kill_hard(server: LiveServer) -> None:
+    os.kill(server.process.pid, signal.SIGKILL)
+    server.process.wait(timeout=10)
+
+
+def assert_recovered(socket: ClientConnection, server: LiveServer, token: str, model: Any, turn: Turn) -> None:
+    """The client sees the dead stream end and the recovery run; the transcript holds the
+    partial answer continued by the recovery turn."""
+    deadline = time.monotonic() + RECOVERY_WAIT_SECONDS
+    frames = frames_until(socket, {"type": "cf_agent_chat_recovering", "recovering": False, "id": turn.request_id}, deadline)
+    assert {"type": "cf_agent_chat_recovering", "recovering": True, "id": turn.request_id} in frames
+    assert any(f.get("id") == turn.request_id and f.get("done") for f in frames), "the dead stream never ended"
+    messages = httpx.get(f"{server.url}/agents/chat-agent/orphan/get-messages?token={token}", timeout=30).json()
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    answer = text_of(messages[-1])
+    assert answer.startswith("w0 w1 w2 w3 w4 w5") and answer.endswith("and the rest.")
+    assert len(model.requests) == 2 and model.requests[1]["messages"][-1]["role"] == "assistant"
+
+
+def resume(socket: ClientConnection, turn: Turn) -> None:
+    frames_until(socket, {"type": "cf_agent_stream_resuming", "id": turn.request_id}, time.monotonic() + 60)
+    socket.send(json.dumps({"type": "cf_agent_stream_resume_ack", "id": turn.request_id}))
+
+
 def test_a_reconnect_after_the_streaming_server_was_killed_gets_the_recovery_at_once(model, token):
     model.script(Reply.text(" ".join(f"w{i}" for i in range(200)), delay=0.1), Reply.text(" and the rest."))
     doomed = start_live_server(model.base_url, SLOW_STALE)
-    message = {"id": "u1", "role": "user", "parts": [{"type": "text", "text": "Tell me a long story"}]}
-    body = json.dumps({"messages": [message], "trigger": "submit-message"})
     try:
-        with open_chat(doomed, token, "orphan") as socket:
-            socket.send(json.dumps({"type": "cf_agent_use_chat_request", "id": "req-orphan", "init": {"method": "POST", "body": body}}))
-            deadline = time.monotonic() + 60
-            while (turn := streaming_turn()) is None:
-                assert time.monotonic() < deadline, "the turn never started streaming"
-                time.sleep(0.1)
-            os.kill(doomed.process.pid, signal.SIGKILL)
+        turn = start_long_answer(doomed, token)
     finally:
-        doomed.process.wait(timeout=10)
-
+        kill_hard(doomed)
     successor = start_live_server(model.base_url, SLOW_STALE)
     try:
         with open_chat(successor, token, "orphan") as socket:
-            deadline = time.monotonic() + RECOVERY_WAIT_SECONDS
-            frames_until(socket, {"type": "cf_agent_stream_resuming", "id": turn.request_id}, deadline)
-            socket.send(json.dumps({"type": "cf_agent_stream_resume_ack", "id": turn.request_id}))
-            frames = frames_until(socket, {"type": "cf_agent_chat_recovering", "recovering": False, "id": turn.request_id}, deadline)
-        assert {"type": "cf_agent_chat_recovering", "recovering": True, "id": turn.request_id} in frames
-        assert any(f.get("id") == turn.request_id and f.get("done") for f in frames), "the dead stream never ended"
-        messages = httpx.get(f"{successor.url}/agents/chat-agent/orphan/get-messages?token={token}", timeout=30).json()
-        assert [m["role"] for m in messages] == ["user", "assistant"]
-        answer = text_of(messages[-1])
-        assert answer.startswith("w0 w1 w2 w3 w4 w5") and answer.endswith("and the rest.")
-        assert len(model.requests) == 2 and model.requests[1]["messages"][-1]["role"] == "assistant"
+            resume(socket, turn)
+            assert_recovered(socket, successor, token, model, turn)
     finally:
         successor.stop()
+
+
+def test_a_client_resumed_on_another_server_gets_the_recovery_when_the_streaming_server_dies(model, token):
+    model.script(Reply.text(" ".join(f"w{i}" for i in range(300)), delay=0.1), Reply.text(" and the rest."))
+    doomed = start_live_server(model.base_url, SLOW_STALE)
+    watcher = start_live_server(model.base_url, SLOW_STALE)
+    try:
+        turn = start_long_answer(doomed, token)
+        with open_chat(watcher, token, "orphan") as socket:
+            resume(socket, turn)
+            frames_until(socket, {"type": "cf_agent_use_chat_response", "id": turn.request_id, "body": "", "done": False, "replay": True, "replayComplete": True}, time.monotonic() + 60)
+            kill_hard(doomed)
+            assert_recovered(socket, watcher, token, model, turn)
+    finally:
+        if doomed.process.poll() is None:
+            kill_hard(doomed)
+        watcher.stop()
