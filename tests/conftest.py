@@ -89,18 +89,23 @@ class AgentSocket:
 
 
 async def connect_page_socket(user: Any, agent: str, name: str) -> WebsocketCommunicator:
-    """The chat page's socket for `/chat/<agent>/<name>/`, authenticated by a browser session cookie."""
+    """The chat page's socket for the stored conversation `/chat/<agent>/<name>/` (created here:
+    the page socket serves stored conversations only), authenticated by a browser session
+    cookie, past the conversation it draws on connect."""
     from asgiref.sync import sync_to_async
     from django.test import Client
 
+    from agents_app.runtime.instances import resolve_session
     from chatproject.asgi import application
 
+    await sync_to_async(resolve_session)(agent, name, user)
     client = Client()
     await sync_to_async(client.force_login)(user)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
     communicator = WebsocketCommunicator(application, f"/ui/ws/{agent}/{name}/", headers=[(b"cookie", cookie)])
     connected, _ = await communicator.connect()
     assert connected
+    assert 'id="messages"' in await communicator.receive_from(timeout=10)
     return communicator
 
 
