@@ -1,7 +1,8 @@
 """Durable recovery of turns whose process died (think.md §9, protocol §9.14).
 
-Every running turn heart-beats into its row. A turn whose heartbeat is older than
-`AGENTS_TURN_STALE_SECONDS` lost its process (kill -9 of a worker or of daphne). Whoever
+Every running turn heart-beats into its row and records the process that runs it. A turn
+whose process is gone (process_liveness.py), or whose heartbeat is older than
+`AGENTS_TURN_STALE_SECONDS`, lost its process (kill -9 of a worker or of daphne). Whoever
 notices first — the periodic Celery sweep, or a client acknowledging a resume offer for that
 stream — claims it (one conditional UPDATE, so exactly one recoverer wins), persists the
 partial message rebuilt from the chunk log, and, unless `on_chat_recovery` says otherwise,
@@ -25,7 +26,7 @@ from django.utils import timezone
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import rebuild_message
 from agents_app.protocol.messages import UIMessage, is_tool_part, text_of
-from agents_app.runtime import broadcast, turn_lock
+from agents_app.runtime import broadcast, process_liveness, turn_lock
 from agents_app.runtime.agent import AIChatAgent, new_request_id
 from agents_app.runtime.instances import load_agent
 from agents_app.runtime.types import TurnRequest, TurnResult
@@ -89,9 +90,13 @@ def interrupted_turn_ids() -> list[int]:
 def _claim(turn_id: int) -> Turn | None:
     """Take an interrupted turn over; None when it is alive again or someone else took it."""
     cutoff = timezone.now() - turn_lock.stale_after()
+    interrupted = Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)
+    owner = Turn.objects.filter(pk=turn_id).values_list("owner", flat=True).first()
+    if owner and not process_liveness.is_alive(owner):
+        interrupted |= Q(owner=owner)  # its process is gone: no need to wait for a stale heartbeat
     with transaction.atomic():
         claimed = Turn.objects.filter(
-            Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True),
+            interrupted,
             pk=turn_id,
             status__in=_LIVE_STATUSES,
         ).update(status=Turn.Status.INTERRUPTED, finished_at=timezone.now())

@@ -24,11 +24,12 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from agents_app.protocol import frames
-from agents_app.runtime import recovery, runner, turn_lock
+from agents_app.runtime import process_liveness, recovery, runner, turn_lock
 from agents_app.storage import chunk_log
 from agents_app.storage.models import Session, Turn
 
 GAP_WAIT_SECONDS = 5.0
+PRODUCER_CHECK_SECONDS = process_liveness.ANNOUNCE_INTERVAL_SECONDS
 Send = Callable[[list[frames.Frame]], Awaitable[None]]
 
 
@@ -52,8 +53,16 @@ def _latest_pre_stream(session_id: int) -> Turn | None:
 
 
 def _is_live(turn: Turn) -> bool:
-    """A streaming turn that stopped heart-beating lost its process (see recovery.py)."""
-    return turn.heartbeat_at is not None and turn.heartbeat_at > timezone.now() - turn_lock.stale_after()
+    """A streaming turn lost its process when that process is gone or the turn stopped
+    heart-beating (see recovery.py)."""
+    beating = turn.heartbeat_at is not None and turn.heartbeat_at > timezone.now() - turn_lock.stale_after()
+    return beating and process_liveness.is_alive(turn.owner or "")
+
+
+def _orphaned(turn_id: int) -> bool | None:
+    """Whether a turn's stream lost its producer; None once it no longer streams."""
+    turn = Turn.objects.filter(pk=turn_id, status=Turn.Status.STREAMING).first()
+    return None if turn is None else not _is_live(turn)
 
 
 class ConnectionStreams:
@@ -70,6 +79,7 @@ class ConnectionStreams:
         # Streams whose end this connection was given (live, or after a replay): a terminal
         # frame still on its way for them is not delivered twice.
         self._ended: set[str] = set()
+        self._watchers: set[asyncio.Task[None]] = set()
 
     def own(self, request_id: str) -> None:
         """This connection sent the chat request: its transport reads the turn's frames as they
@@ -140,7 +150,7 @@ class ConnectionStreams:
 
     async def _replay_active(self, turn: Turn, held: list[Held]) -> None:
         last = await self._replay(turn)
-        if _is_live(turn):
+        if await sync_to_async(_is_live)(turn):
             # A connection already receiving this stream may have got chunks live that the
             # chunk log does not hold yet: the replay it asked for includes them too.
             received = self._attached.get(turn.request_id, -1)
@@ -149,6 +159,9 @@ class ConnectionStreams:
                 [*tail, frames.chat_response(turn.request_id, done=False, replay=True, replay_complete=True, continuation=turn.is_continuation)]
             )
             self._attached[turn.request_id] = max(last, received)
+            watcher = asyncio.create_task(self._watch_producer(turn.pk, turn.request_id))
+            self._watchers.add(watcher)
+            watcher.add_done_callback(self._watchers.discard)
             for item in held:
                 if isinstance(item, StreamEnd):
                     await self._deliver_end(turn.request_id, item)
@@ -159,6 +172,24 @@ class ConnectionStreams:
         self._end(turn.request_id)
         # Nobody produces this stream any more: persist what it had and carry the turn on here.
         runner.keep(asyncio.create_task(recovery.recover(turn.pk)))
+
+    async def _watch_producer(self, turn_id: int, request_id: str) -> None:
+        """A stream this connection resumed whose process dies later is recovered as soon as
+        that is known, not only at the client's next probe."""
+        while request_id in self._attached:
+            await asyncio.sleep(PRODUCER_CHECK_SECONDS)
+            orphaned = await sync_to_async(_orphaned)(turn_id)
+            if orphaned is None:
+                return
+            if orphaned:
+                # Its end reaches this connection through the group; the recovery outlives it.
+                runner.keep(asyncio.create_task(recovery.recover(turn_id)))
+                return
+
+    def close(self) -> None:
+        """The connection closed: stop watching the streams it followed."""
+        for watcher in self._watchers:
+            watcher.cancel()
 
     async def _replay_finished(self, request_id: str) -> None:
         def lookup() -> tuple[Turn | None, dict[str, Any] | None]:

@@ -14,6 +14,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from agents_app.runtime import process_liveness
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
 
@@ -58,7 +59,7 @@ def _try_acquire(session_id: int, turn_id: int) -> str:
     if not Session.objects.filter(pk=session_id, turn_lock=holder).update(turn_lock=turn.request_id, turn_lock_heartbeat=now):
         return "wait"
     Turn.objects.filter(pk=turn_id).update(
-        status=Turn.Status.RUNNING, started_at=now, heartbeat_at=now
+        status=Turn.Status.RUNNING, started_at=now, heartbeat_at=now, owner=process_liveness.current()
     )
     return "acquired"
 

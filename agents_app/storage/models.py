@@ -194,6 +194,9 @@ class Turn(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # The process running it (see process_liveness.py): a turn whose owner is gone is recovered
+    # at once instead of after its heartbeat goes stale.
+    owner = models.CharField(max_length=128, null=True, blank=True)
 
     class Meta:
         ordering = ["id"]

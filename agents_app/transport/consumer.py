@@ -132,6 +132,7 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if not hasattr(self, "connection"):
             return
+        self.streams.close()
         await self.channel_layer.group_discard(session_group(self.session.pk), self.channel_name)
         agent = await self._agent()
         await agent.on_close(self.connection)

@@ -70,6 +70,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "connection"):
+            self.streams.close()
             await self.channel_layer.group_discard(session_group(self.session.pk), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
