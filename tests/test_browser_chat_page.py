@@ -17,6 +17,7 @@ from django.db import connection
 from agents_app.gateway.models import ModelPrice
 from agents_app.storage.models import Session, ToolGrant
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
+from tests.plugins.browser import log_in
 from tests.plugins.live_server import start_live_server
 from tests.test_browser_ui import answer_shown, send
 
@@ -42,14 +43,6 @@ def in_thread(query: Callable[[], T]) -> T:
 
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(run).result()
-
-
-def log_in(page: Any, url: str, username: str = "alice", password: str = "wonderland-42") -> None:
-    page.goto(f"{url}/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{url}/")
 
 
 def serious_axe_violations(page: Any) -> list[str]:

@@ -21,6 +21,7 @@ from agents_app.runtime.instances import resolve_session
 from agents_app.storage import transcript
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from tests.conftest import user_message
+from tests.plugins.browser import log_in
 from tests.plugins.live_server import free_port, start_live_server
 from tests.test_browser_ui import ARTIFACTS
 
@@ -84,11 +85,7 @@ def open_app(token: str, server: Any, sites: tuple[StaticSite, StaticSite], brow
         if watch is not None:
             watch(page)
         if use_cookie:  # signed in on the Django site, same host, another port: the same site
-            page.goto(f"{server.url}/login/")
-            page.fill("#id_username", "alice")
-            page.fill("#id_password", "wonderland-42")
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{server.url}/")
+            log_in(page, server.url)
         page.goto(f"{(site or sites[0]).origin}/")
         page.fill("input[name=server]", server.url)
         if use_cookie:

@@ -26,6 +26,15 @@ def browser() -> Iterator[Any]:
         instance.close()
 
 
+def log_in(page: Any, url: str, username: str = "alice", password: str = "wonderland-42") -> None:
+    """Sign in through the site's login form (the test user of conftest by default)."""
+    page.goto(f"{url}/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{url}/")
+
+
 @pytest.fixture
 def chat_page(live_server_process, user, browser) -> Any:
     """A logged-in page on a fresh session (of chat-agent unless `agent` says otherwise)."""
@@ -33,11 +42,7 @@ def chat_page(live_server_process, user, browser) -> Any:
     def open_page(name: str = "browser", agent: str = "chat-agent", **context_options: Any) -> Any:
         """`context_options` are Playwright's (viewport, timezone_id, geolocation, permissions…)."""
         page = browser.new_page(**context_options)
-        page.goto(f"{live_server_process.url}/login/")
-        page.fill("#id_username", "alice")
-        page.fill("#id_password", "wonderland-42")
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{live_server_process.url}/")
+        log_in(page, live_server_process.url)
         page.goto(f"{live_server_process.url}/chat/{agent}/{name}/")
         page.wait_for_timeout(500)  # the page socket connects
         return page
