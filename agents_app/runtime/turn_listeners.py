@@ -37,6 +37,7 @@ async def _call(listener: Listener, session_id: int, result: TurnResult) -> None
 
 
 def notify(session_id: int, result: TurnResult) -> None:
+    _running.difference_update([task for task in _running if task.get_loop().is_closed()])
     for listener in _listeners:
         task = asyncio.create_task(_call(listener, session_id, result))
         _running.add(task)
@@ -44,9 +45,13 @@ def notify(session_id: int, result: TurnResult) -> None:
 
 
 async def wait_idle() -> None:
-    """Wait for the listeners started so far (a process that is about to stop its loop)."""
-    while _running:
-        await asyncio.gather(*list(_running), return_exceptions=True)
+    """Wait for the listeners this event loop started (a process about to stop its loop).
+
+    Only this loop's tasks: a listener left pending by a loop that has since closed (a test,
+    an earlier `asyncio.run`) can never finish and cannot be awaited from here."""
+    loop = asyncio.get_running_loop()
+    while mine := [task for task in _running if task.get_loop() is loop]:
+        await asyncio.gather(*mine, return_exceptions=True)
 
 
 def run_to_end(coroutine: Coroutine[Any, Any, T]) -> T:
