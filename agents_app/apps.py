@@ -14,7 +14,7 @@ class AgentsAppConfig(AppConfig):
         connection_created.connect(watch, dispatch_uid="agents_app.storage.connections.watch")
         # Importing the demo module registers its agent classes with the registry.
         from agents_app import demo_agents  # noqa: F401
-        from agents_app.runtime.registry import load_configured_agents
+        from agents_app.turns.registry import load_configured_agents
 
         load_configured_agents()
         # The chat page reacts to finished turns: queued messages go out, new chats get a title.

@@ -13,13 +13,19 @@ import asyncio
 import hashlib
 from typing import Any
 
-from agents_app.providers.openai_chat import stream_reply
-from agents_app.runtime.agent import AIChatAgent, ThinkAgent
-from agents_app.runtime.context_blocks import ContextBlockSpec
-from agents_app.runtime.registry import register_agent
-from agents_app.runtime.stream_writer import write_data
-from agents_app.runtime.tools import Tool, client_tool, tool
-from agents_app.runtime.types import ChatOptions, ChatResponse
+from agents_app.agents import (
+    AIChatAgent,
+    ChatOptions,
+    ChatResponse,
+    ContextBlockSpec,
+    ThinkAgent,
+    Tool,
+    client_tool,
+    register_agent,
+    stream_reply,
+    tool,
+    write_data,
+)
 from agents_app.sandbox.code_mode import WorkspaceState, create_execute_tool
 
 _CONDITIONS = ("sunny", "cloudy", "rainy", "windy", "snowy")

@@ -15,8 +15,8 @@ from celery import Task, shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 
-from agents_app.runtime import recovery, scheduling, turn_listeners
-from agents_app.runtime.programmatic import send_user_message
+from agents_app.turns import recovery, scheduling, turn_listeners
+from agents_app.turns.programmatic import send_user_message
 from agents_app.storage import chunk_log, connections
 
 T = TypeVar("T")

@@ -8,15 +8,28 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from agents_app.protocol.messages import text_of
-from agents_app.runtime.agent import Agent, AIChatAgent, ThinkAgent, callable_method
-from agents_app.runtime.hooks import StepConfig, StepContext, StepResult, ToolCallContext, ToolCallDecision, ToolCallResultContext, TurnConfig, TurnContext
-from agents_app.runtime.middleware import ModelMiddleware
-from agents_app.runtime.stream_writer import write_data
-from agents_app.runtime.structured import generate_object
-from agents_app.runtime.tools import tool
-from agents_app.runtime.registry import register_agent
-from agents_app.runtime.types import ChatOptions, ChatResponse
+from agents_app.agents import (
+    Agent,
+    AIChatAgent,
+    ChatOptions,
+    ChatResponse,
+    ModelMiddleware,
+    StepConfig,
+    StepContext,
+    StepResult,
+    ThinkAgent,
+    ToolCallContext,
+    ToolCallDecision,
+    ToolCallResultContext,
+    TurnConfig,
+    TurnContext,
+    callable_method,
+    generate_object,
+    register_agent,
+    text_of,
+    tool,
+    write_data,
+)
 
 
 @register_agent

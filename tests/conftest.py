@@ -95,7 +95,7 @@ async def connect_page_socket(user: Any, agent: str, name: str) -> WebsocketComm
     from asgiref.sync import sync_to_async
     from django.test import Client
 
-    from agents_app.runtime.instances import resolve_session
+    from agents_app.turns.instances import resolve_session
     from chatproject.asgi import application
 
     await sync_to_async(resolve_session)(agent, name, user)

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents_app.runtime.agent import ThinkAgent, callable_method
-from agents_app.runtime.hooks import ToolCallContext, ToolCallDecision
-from agents_app.runtime.registry import register_agent
+from agents_app.agents import (
+    ThinkAgent,
+    ToolCallContext,
+    ToolCallDecision,
+    callable_method,
+    register_agent,
+)
 
 
 @register_agent

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents_app.runtime.agent import ThinkAgent
-from agents_app.runtime.registry import register_agent
-from agents_app.runtime.tools import tool
+from agents_app.agents import ThinkAgent, register_agent, tool
 from agents_app.sandbox.code_mode import WorkspaceState, create_execute_tool
 from agents_app.sandbox.quickjs_runner import Limits
 

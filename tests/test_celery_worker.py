@@ -13,8 +13,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings as django_settings
 
 from agents_app.protocol.messages import text_of
-from agents_app.runtime.instances import load_agent, resolve_session
-from agents_app.runtime.registry import agent_record
+from agents_app.turns.instances import load_agent, resolve_session
+from agents_app.turns.registry import agent_record
 from agents_app.storage import chunk_log, transcript
 from agents_app.storage.models import ScheduleRun, Session, Turn
 from agents_app.testing.fake_openai import Reply

@@ -18,7 +18,7 @@ from django.test import Client
 from agents_app.gateway.dashboard import bar_chart, label_step
 from agents_app.gateway.models import ModelCall, ModelPrice
 from agents_app.providers.convert import to_openai_messages
-from agents_app.runtime.instances import resolve_session
+from agents_app.turns.instances import resolve_session
 from agents_app.storage import transcript
 from agents_app.storage.models import Agent, ContextBlock, Message, Session, ToolGrant, Turn
 from agents_app.storage.workspace import Workspace

@@ -8,7 +8,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import text_of
-from agents_app.runtime.instances import resolve_session
+from agents_app.turns.instances import resolve_session
 from agents_app.storage import transcript
 from agents_app.storage.models import Turn
 from tests.conftest import chunks_of, is_done, user_message
@@ -163,7 +163,7 @@ async def test_regenerate_replaces_the_last_answer_on_the_wire_and_keeps_the_old
 
 
 async def test_destroy_aborts_the_running_turn_and_deletes_the_session(open_socket, token, user):
-    from agents_app.runtime.instances import load_agent
+    from agents_app.turns.instances import load_agent
     from agents_app.storage.models import Session
 
     socket = await ready(open_socket, token)

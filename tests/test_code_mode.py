@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
-from agents_app.runtime.instances import load_agent, resolve_session
+from agents_app.turns.instances import load_agent, resolve_session
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from tests.conftest import user_message
 

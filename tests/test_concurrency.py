@@ -7,7 +7,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import text_of
-from agents_app.runtime.instances import resolve_session
+from agents_app.turns.instances import resolve_session
 from agents_app.storage import transcript
 from agents_app.storage.models import Agent, Turn
 from tests.conftest import is_done, user_message

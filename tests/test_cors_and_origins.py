@@ -11,7 +11,7 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.test import Client
 
-from agents_app.runtime.instances import resolve_session
+from agents_app.turns.instances import resolve_session
 from agents_app.storage import transcript
 from tests.conftest import user_message
 

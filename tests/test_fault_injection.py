@@ -23,8 +23,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.test import AsyncClient
 
-from agents_app.runtime.instances import resolve_session
-from agents_app.runtime.runner import ADMISSION_FAILED
+from agents_app.turns.instances import resolve_session
+from agents_app.turns.runner import ADMISSION_FAILED
 from agents_app.storage import transcript
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults

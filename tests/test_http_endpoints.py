@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents_app.runtime.instances import resolve_session
+from agents_app.turns.instances import resolve_session
 from agents_app.storage import transcript
 from agents_app.storage.models import ApiToken
 from tests.conftest import user_message

@@ -15,9 +15,9 @@ import pytest
 from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient
 
-from agents_app.runtime.agent import AIChatAgent
-from agents_app.runtime.instances import resolve_session
-from agents_app.runtime.registry import register_agent
+from agents_app.agents.agent import AIChatAgent
+from agents_app.turns.instances import resolve_session
+from agents_app.turns.registry import register_agent
 from agents_app.storage import transcript
 from agents_app.testing.fake_openai import Reply
 from agents_app.transport.http_streams import json_response, sse_event, sse_response, text_stream_response

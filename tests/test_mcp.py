@@ -17,8 +17,8 @@ from asgiref.sync import sync_to_async
 from agents_app.mcp.models import AgentMcpServer, McpServer
 from agents_app.mcp.pool import pool
 from agents_app.mcp.tools import namespaced
-from agents_app.runtime.instances import load_agent, resolve_session
-from agents_app.runtime.registry import agent_record
+from agents_app.turns.instances import load_agent, resolve_session
+from agents_app.turns.registry import agent_record
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from tests.conftest import user_message
 from tests.plugins.live_server import free_port

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agents_app.mcp.models import AgentMcpServer, McpServer
-from agents_app.runtime.instances import resolve_session
+from agents_app.turns.instances import resolve_session
 from agents_app.storage.models import Agent
 
 pytestmark = pytest.mark.django_db

@@ -10,7 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import InvalidMessage
-from agents_app.runtime.instances import load_agent, resolve_session
+from agents_app.turns.instances import load_agent, resolve_session
 from agents_app.storage import transcript
 from agents_app.storage.models import Turn
 from tests.conftest import is_done, user_message

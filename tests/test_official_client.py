@@ -119,7 +119,7 @@ CONCURRENCY_OUTCOMES = {
 
 @pytest.mark.parametrize("strategy", list(CONCURRENCY_OUTCOMES))
 def test_each_concurrency_strategy_decides_which_overlapping_sends_are_answered(live_server_process, token, user, strategy):
-    from agents_app.runtime.instances import resolve_session
+    from agents_app.turns.instances import resolve_session
     from agents_app.storage.models import Agent
 
     resolve_session("scripted-agent", f"overlap-{strategy}", user)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from agents_app.runtime.instances import resolve_session
+from agents_app.turns.instances import resolve_session
 from agents_app.storage import transcript
 from agents_app.testing.fake_openai import Reply
 from tests.plugins.live_server import LiveServer

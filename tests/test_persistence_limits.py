@@ -2,7 +2,7 @@
 import pytest
 
 from agents_app.protocol.row_size import fit_row_size
-from agents_app.runtime.instances import resolve_session
+from agents_app.turns.instances import resolve_session
 from agents_app.storage import transcript
 from tests.conftest import user_message
 

@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 from django.core.management import call_command
 
 from agents_app.protocol.messages import text_of
-from agents_app.runtime.instances import load_agent, resolve_session
+from agents_app.turns.instances import load_agent, resolve_session
 from agents_app.storage import transcript
 from agents_app.testing.fake_openai import Reply
 from tests.conftest import user_message

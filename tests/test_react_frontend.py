@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from agents_app.runtime.instances import resolve_session
+from agents_app.turns.instances import resolve_session
 from agents_app.storage import transcript
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from tests.conftest import user_message

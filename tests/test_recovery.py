@@ -14,8 +14,8 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from agents_app.protocol.messages import text_of
-from agents_app.runtime import recovery
-from agents_app.runtime.instances import resolve_session
+from agents_app.turns import recovery
+from agents_app.turns.instances import resolve_session
 from agents_app.storage import chunk_log, transcript
 from agents_app.storage.models import Turn
 from agents_app.testing.fake_openai import Reply

@@ -10,9 +10,9 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import text_of
-from agents_app.runtime.hooks import StepConfig, TurnConfig, has_tool_call, step_count_is
-from agents_app.runtime.instances import load_agent, resolve_session
-from agents_app.runtime.middleware import ModelCall, ModelCallParams, ModelMiddleware, RedactionMiddleware
+from agents_app.agents.hooks import StepConfig, TurnConfig, has_tool_call, step_count_is
+from agents_app.turns.instances import load_agent, resolve_session
+from agents_app.think.middleware import ModelCall, ModelCallParams, ModelMiddleware, RedactionMiddleware
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from tests.agents import SteppedAgent
 from tests.conftest import chunks_of, is_done, user_message

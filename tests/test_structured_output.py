@@ -7,8 +7,8 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 
-from agents_app.runtime.instances import load_agent, resolve_session
-from agents_app.runtime.structured import ObjectGenerationError, generate_object
+from agents_app.turns.instances import load_agent, resolve_session
+from agents_app.think.structured import ObjectGenerationError, generate_object
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from tests.agents import Sentiment
 from tests.conftest import user_message

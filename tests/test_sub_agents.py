@@ -8,8 +8,8 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import text_of
-from agents_app.runtime.instances import load_agent, resolve_session
-from agents_app.runtime.tools import tool
+from agents_app.turns.instances import load_agent, resolve_session
+from agents_app.agents.tools import tool
 from agents_app.storage import transcript
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from tests.agents import CoordinatorAgent, EventLog, ResearcherAgent

@@ -7,8 +7,8 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 
-from agents_app.runtime.context_blocks import ContextBlockError, undo_last_write
-from agents_app.runtime.instances import load_agent, resolve_session
+from agents_app.think.context_blocks import ContextBlockError, undo_last_write
+from agents_app.turns.instances import load_agent, resolve_session
 from agents_app.storage import transcript
 from agents_app.storage.models import ContextBlock, Message, Session
 from agents_app.testing.fake_openai import Reply, ToolCallSpec

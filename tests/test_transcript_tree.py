@@ -1,7 +1,7 @@
 """The message tree: the conversation is the path root → active leaf (protocol §11)."""
 import pytest
 
-from agents_app.runtime.instances import resolve_session
+from agents_app.turns.instances import resolve_session
 from agents_app.storage import transcript
 from tests.conftest import user_message
 

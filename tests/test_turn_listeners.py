@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import asyncio
 
-from agents_app.runtime import turn_listeners
-from agents_app.runtime.types import TurnResult
+from agents_app.turns import turn_listeners
+from agents_app.turns.types import TurnResult
 
 
 def test_a_worker_turn_waits_for_its_listeners_even_when_a_closed_loop_left_one_pending():

@@ -12,7 +12,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from agents_app.runtime.instances import resolve_session
+from agents_app.turns.instances import resolve_session
 from agents_app.storage import transcript
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from tests.conftest import chunks_of, connect_page_socket, is_done, user_message

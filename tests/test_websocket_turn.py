@@ -6,7 +6,7 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 
-from agents_app.runtime.instances import resolve_session
+from agents_app.turns.instances import resolve_session
 from agents_app.storage import transcript
 from agents_app.storage.models import Turn
 from agents_app.testing.fake_openai import Reply

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import pydantic
 
-from agents_app.runtime.agent import ThinkAgent
-from agents_app.runtime.context_blocks import BlockKind, ContextBlockSpec
-from agents_app.runtime.registry import register_agent
+from agents_app.agents import BlockKind, ContextBlockSpec, ThinkAgent, register_agent
 
 
 @register_agent

@@ -18,7 +18,7 @@ from django.conf import settings
 from agents_app.mcp.models import AgentMcpServer, McpServer, Transport
 from agents_app.mcp.pool import Catalogue, Endpoint, McpAuthorizationRequired, McpConnectionError, pool
 from agents_app.protocol import frames
-from agents_app.runtime import broadcast
+from agents_app.turns import broadcast
 
 logger = logging.getLogger(__name__)
 # Errors can carry text from a remote server: shown to clients only trimmed and without control characters.

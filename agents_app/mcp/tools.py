@@ -13,10 +13,10 @@ from asgiref.sync import sync_to_async
 from agents_app.mcp import manager
 from agents_app.mcp.models import McpServer
 from agents_app.mcp.pool import McpConnectionError, pool
-from agents_app.runtime.tools import Approval, Tool, ToolInputError
+from agents_app.agents.tools import Approval, Tool, ToolInputError
 
 if TYPE_CHECKING:
-    from agents_app.runtime.agent import ThinkAgent
+    from agents_app.agents.agent import ThinkAgent
 
 logger = logging.getLogger(__name__)
 _OPENAI_NAME = re.compile(r"[^a-zA-Z0-9_-]")

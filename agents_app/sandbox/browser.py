@@ -34,8 +34,8 @@ import httpx
 import pydantic
 import websockets
 
-from agents_app.runtime import stream_writer
-from agents_app.runtime.tools import Tool
+from agents_app.think import stream_writer
+from agents_app.agents.tools import Tool
 from agents_app.sandbox.quickjs_runner import Bridge, Limits, SandboxCodeError, SandboxLimitError, run_js
 
 CHROMIUM = "/usr/bin/chromium"

@@ -16,7 +16,7 @@ from typing import Any
 import pydantic
 from asgiref.sync import sync_to_async
 
-from agents_app.runtime.tools import Tool
+from agents_app.agents.tools import Tool
 from agents_app.sandbox.quickjs_runner import Bridge, Limits, SandboxCodeError, SandboxLimitError, run_js
 from agents_app.storage.workspace import Workspace, WorkspaceError
 

@@ -24,13 +24,13 @@ import httpx
 import pydantic
 from asgiref.sync import sync_to_async
 
-from agents_app.runtime.context_blocks import ContextBlockSpec
-from agents_app.runtime.tools import Tool, ToolInputError
+from agents_app.think.context_blocks import ContextBlockSpec
+from agents_app.agents.tools import Tool, ToolInputError
 from agents_app.sandbox.models import SessionExtension
 from agents_app.sandbox.quickjs_runner import Bridge, Limits, SandboxCodeError, SandboxLimitError, run_js
 
 if TYPE_CHECKING:
-    from agents_app.runtime.agent import ThinkAgent
+    from agents_app.agents.agent import ThinkAgent
 
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,30}$")
 _TOOL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,40}$")

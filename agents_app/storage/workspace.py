@@ -2,7 +2,7 @@
 directories stored as rows, absolute paths, `/` the root, with size limits.
 
 `Workspace(session)` is the synchronous API (call it through `sync_to_async` from async
-code); `runtime/workspace_tools.py` exposes it to the model.
+code); `think/workspace_tools.py` exposes it to the model.
 """
 from __future__ import annotations
 

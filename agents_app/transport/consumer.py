@@ -34,13 +34,13 @@ from agents_app.protocol.inbound import (
     ToolResult,
     parse_frame,
 )
-from agents_app.runtime import chat, recovery, runner, tool_state
-from agents_app.runtime.agent import AIChatAgent, Agent, ReadonlyConnection, ThinkAgent
-from agents_app.runtime.broadcast import session_group
-from agents_app.runtime.instances import InvalidSessionName, UnknownAgent, load_agent, resolve_session
-from agents_app.runtime.resume import ConnectionStreams, StreamEventsMixin
-from agents_app.runtime.rpc import invoke
-from agents_app.runtime.types import Connection
+from agents_app.turns import chat, recovery, runner, tool_state
+from agents_app.agents.agent import AIChatAgent, Agent, ReadonlyConnection, ThinkAgent
+from agents_app.turns.broadcast import session_group
+from agents_app.turns.instances import InvalidSessionName, UnknownAgent, load_agent, resolve_session
+from agents_app.turns.resume import ConnectionStreams, StreamEventsMixin
+from agents_app.turns.rpc import invoke
+from agents_app.turns.types import Connection
 from agents_app.storage import transcript
 from agents_app.storage.models import Session
 from agents_app.transport.auth import query_params

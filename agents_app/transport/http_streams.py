@@ -29,7 +29,7 @@ from agents_app.storage.models import Turn
 from agents_app.transport.json_body import BadJSONBody, json_object
 
 if TYPE_CHECKING:
-    from agents_app.runtime.agent import AIChatAgent
+    from agents_app.agents.agent import AIChatAgent
 
 # How often a follower looks for new chunks. The publisher stores a batch at least every
 # STORE_INTERVAL (0.1 s), so polling faster would only cost queries.
@@ -238,9 +238,9 @@ async def start_turn(
 ) -> HttpTurn:
     """Store `messages` and answer them with a turn run in the background of this process.
     Returns at once; a repeated `request_id` returns the existing turn without running it again."""
-    from agents_app.runtime import runner  # the runner loads agents, which import this module
-    from agents_app.runtime.agent import new_request_id
-    from agents_app.runtime.types import TurnRequest
+    from agents_app.turns import runner  # the runner loads agents, which import this module
+    from agents_app.agents.agent import new_request_id
+    from agents_app.turns.types import TurnRequest
 
     request = TurnRequest(
         session_id=agent.session.pk,
@@ -334,7 +334,7 @@ async def chat_endpoint(agent: AIChatAgent, request: HttpRequest) -> HttpRespons
         await sync_to_async(limits.check)(agent.session.owner_id, agent.record.slug)
     except limits.LimitExceeded as refusal:
         return json_response({"error": str(refusal), "code": refusal.code}, status=429, headers={"Retry-After": str(refusal.retry_after)})
-    from agents_app.runtime.runner import AdmissionFailed
+    from agents_app.turns.runner import AdmissionFailed
 
     try:
         turn = await start_turn(agent, messages, body=body, request_id=request_id)

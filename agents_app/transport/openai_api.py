@@ -23,10 +23,10 @@ from django.views.decorators.csrf import csrf_exempt
 
 from agents_app.gateway import limits
 from agents_app.protocol.messages import UIMessage
-from agents_app.runtime.agent import AIChatAgent
-from agents_app.runtime.instances import UnknownAgent, load_agent, resolve_session
-from agents_app.runtime.registry import agent_class, sync_agent_records
-from agents_app.runtime.runner import AdmissionFailed
+from agents_app.agents.agent import AIChatAgent
+from agents_app.turns.instances import UnknownAgent, load_agent, resolve_session
+from agents_app.turns.registry import agent_class, sync_agent_records
+from agents_app.turns.runner import AdmissionFailed
 from agents_app.transport.auth import user_for_token
 from agents_app.transport.http_streams import HttpTurn, sse_response, start_turn
 from agents_app.transport.json_body import BadJSONBody, json_object

@@ -13,8 +13,8 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from agents_app import limits
-from agents_app.runtime.agent import AIChatAgent
-from agents_app.runtime.instances import (
+from agents_app.agents.agent import AIChatAgent
+from agents_app.turns.instances import (
     InvalidSessionName,
     UnknownAgent,
     find_session,
@@ -22,7 +22,7 @@ from agents_app.runtime.instances import (
     resolve_session,
     transient_session,
 )
-from agents_app.runtime.registry import agent_class
+from agents_app.turns.registry import agent_class
 from agents_app.storage import search, transcript
 from agents_app.storage.models import Session
 from agents_app.transport import http_streams

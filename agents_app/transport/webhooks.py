@@ -13,8 +13,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from agents_app.runtime.instances import resolve_session
-from agents_app.runtime.registry import agent_record
+from agents_app.turns.instances import resolve_session
+from agents_app.turns.registry import agent_record
 from agents_app.transport.json_body import BadJSONBody, json_object
 
 MAX_TEXT_CHARS = 100_000

@@ -23,11 +23,11 @@ from agents_app.protocol import frames, json_safety
 from agents_app.protocol.inbound import ChatRequest, ToolApproval, ToolResult
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage
-from agents_app.runtime import broadcast, chat, runner, tool_state
-from agents_app.runtime.agent import new_request_id
-from agents_app.runtime.broadcast import session_group
-from agents_app.runtime.resume import ConnectionStreams, StreamEventsMixin
-from agents_app.runtime.types import Connection
+from agents_app.turns import broadcast, chat, runner, tool_state
+from agents_app.agents.agent import new_request_id
+from agents_app.turns.broadcast import session_group
+from agents_app.turns.resume import ConnectionStreams, StreamEventsMixin
+from agents_app.turns.types import Connection
 from agents_app.storage import transcript
 from agents_app.storage.models import Session, Turn
 from agents_app.ui import sending

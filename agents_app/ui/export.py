@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from agents_app.protocol.messages import InvalidMessage, UIMessage, is_tool_part, normalize_messages, tool_name_of
-from agents_app.runtime.instances import UnknownAgent, resolve_session
+from agents_app.turns.instances import UnknownAgent, resolve_session
 from agents_app.storage import transcript
 from agents_app.storage.models import Message, Session
 

@@ -1,6 +1,6 @@
 """The memory panel: a Think agent's context blocks as their owner sees them, every write
 with what it changed, and the owner's edits, undo and clear (each write keeps the previous
-content as a version, runtime/context_blocks.py)."""
+content as a version, think/context_blocks.py)."""
 from __future__ import annotations
 
 from typing import Any
@@ -11,9 +11,9 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_POST
 
-from agents_app.runtime.agent import ThinkAgent
-from agents_app.runtime.context_blocks import ContextBlockError, undo_last_write
-from agents_app.runtime.instances import load_agent
+from agents_app.agents.agent import ThinkAgent
+from agents_app.think.context_blocks import ContextBlockError, undo_last_write
+from agents_app.turns.instances import load_agent
 from agents_app.storage.models import ContextBlock, ContextBlockVersion, Session
 
 HISTORY_LENGTH = 20

@@ -5,7 +5,7 @@ as a queued bubble the user can edit or cancel. When the turn ends, the queue is
 the way the agent's message concurrency strategy (protocol §9.12) treats overlapping
 messages: `queue` sends them one turn at a time, `latest` and `debounce` send only the
 newest, `merge` sends them joined as one message; `drop` refuses a message sent meanwhile.
-Releasing runs after every turn, whatever started it (runtime/turn_listeners.py).
+Releasing runs after every turn, whatever started it (turns/turn_listeners.py).
 """
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from django.db import transaction
 
 from agents_app.protocol.inbound import ChatRequest
 from agents_app.protocol.messages import UIMessage
-from agents_app.runtime import chat
-from agents_app.runtime.agent import new_request_id
-from agents_app.runtime.concurrency import Concurrency, is_busy
-from agents_app.runtime.instances import load_agent
-from agents_app.runtime.turn_listeners import on_turn_finished
-from agents_app.runtime.types import TurnResult
+from agents_app.turns import chat
+from agents_app.agents.agent import new_request_id
+from agents_app.turns.concurrency import Concurrency, is_busy
+from agents_app.turns.instances import load_agent
+from agents_app.turns.turn_listeners import on_turn_finished
+from agents_app.turns.types import TurnResult
 from agents_app.storage import transcript
 from agents_app.storage.models import Session
 from agents_app.ui.models import QueuedMessage

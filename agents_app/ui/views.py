@@ -20,9 +20,9 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from agents_app.limits import LimitReached
-from agents_app.runtime import broadcast, chat
-from agents_app.runtime.instances import InvalidSessionName, UnknownAgent, check_session_name, load_agent, resolve_session
-from agents_app.runtime.registry import agent_record, sync_agent_records
+from agents_app.turns import broadcast, chat
+from agents_app.turns.instances import InvalidSessionName, UnknownAgent, check_session_name, load_agent, resolve_session
+from agents_app.turns.registry import agent_record, sync_agent_records
 from agents_app.storage import transcript
 from agents_app.storage.models import Agent as AgentRecord
 from agents_app.storage.models import Session, ToolGrant

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
-from agents_app.runtime.programmatic import send_user_message
+from agents_app.turns.programmatic import send_user_message
 
 
 class Command(BaseCommand):

@@ -18,9 +18,9 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import connection, transaction
 
-from agents_app.runtime import runner
-from agents_app.runtime.instances import resolve_session
-from agents_app.runtime.types import TurnRequest
+from agents_app.turns import runner
+from agents_app.turns.instances import resolve_session
+from agents_app.turns.types import TurnRequest
 from agents_app.storage import chunk_log, transcript
 from agents_app.storage.models import Message, Session, Turn, TurnChunk
 from agents_app.testing.fake_openai import FakeOpenAI, Reply

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from agents_app.runtime.registry import sync_agent_records
+from agents_app.turns.registry import sync_agent_records
 from agents_app.storage.models import ApiToken
 
 

@@ -14,7 +14,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from agents_app.runtime import process_liveness
+from agents_app.turns import process_liveness
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agents_app.runtime.tools import Tool
+from agents_app.agents.tools import Tool
 
 
 @dataclass

@@ -21,8 +21,8 @@ from asgiref.sync import sync_to_async
 from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
 from agents_app.providers.convert import to_openai_messages
 from agents_app.providers.openai_chat import ModelError, StepOutcome, StepStream, ToolCall, make_client, text_ids
-from agents_app.runtime import stream_writer, sub_agents
-from agents_app.runtime.hooks import (
+from agents_app.think import stream_writer, sub_agents
+from agents_app.agents.hooks import (
     BLOCKED_TOOL_TEXT,
     StepConfig,
     StepContext,
@@ -32,14 +32,14 @@ from agents_app.runtime.hooks import (
     TurnConfig,
     TurnContext,
 )
-from agents_app.runtime.middleware import ModelCallParams, wrap_model_call
-from agents_app.runtime.tools import Tool, ToolInputError
-from agents_app.runtime.types import ChatOptions
+from agents_app.think.middleware import ModelCallParams, wrap_model_call
+from agents_app.agents.tools import Tool, ToolInputError
+from agents_app.turns.types import ChatOptions
 from agents_app.storage.models import Session, ToolGrant
 from agents_app.testing import faults
 
 if TYPE_CHECKING:
-    from agents_app.runtime.agent import ThinkAgent
+    from agents_app.agents.agent import ThinkAgent
 
 Chunk = dict[str, Any]
 _DONE = object()

@@ -6,9 +6,9 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 
 from agents_app.protocol.messages import user_text_message
-from agents_app.runtime.agent import AIChatAgent
-from agents_app.runtime.instances import load_agent, resolve_session
-from agents_app.runtime.types import TurnResult
+from agents_app.agents.agent import AIChatAgent
+from agents_app.turns.instances import load_agent, resolve_session
+from agents_app.turns.types import TurnResult
 
 
 def _agent_for(segment: str, name: str, username: str | None) -> AIChatAgent:

@@ -17,7 +17,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from agents_app.protocol import frames
-from agents_app.runtime import broadcast
+from agents_app.turns import broadcast
 from agents_app.storage import chunk_log
 from agents_app.storage.models import Turn
 from agents_app.testing import faults

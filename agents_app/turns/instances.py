@@ -6,8 +6,8 @@ from typing import Any
 from django.db import IntegrityError
 
 from agents_app import limits
-from agents_app.runtime.agent import Agent
-from agents_app.runtime.registry import agent_class, agent_record
+from agents_app.agents.agent import Agent
+from agents_app.turns.registry import agent_class, agent_record
 from agents_app.storage.models import Session
 
 

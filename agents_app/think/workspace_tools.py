@@ -13,7 +13,7 @@ import pydantic
 from asgiref.sync import sync_to_async
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents_app.runtime.tools import Tool
+from agents_app.agents.tools import Tool
 from agents_app.storage.workspace import Workspace, WorkspaceError, glob_regex, normalize
 
 MAX_LINE_CHARS = 2000

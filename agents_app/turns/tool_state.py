@@ -16,7 +16,7 @@ from django.db import transaction
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import ToolApproval, ToolResult
 from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
-from agents_app.runtime import broadcast, continuation
+from agents_app.turns import broadcast, continuation
 from agents_app.storage.models import Message, Session, ToolGrant
 
 DEFAULT_DENIAL_TEXT = "Tool execution denied by user"

@@ -13,10 +13,10 @@ from agents_app import limits
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import ChatRequest
 from agents_app.protocol.messages import UIMessage
-from agents_app.runtime import broadcast, runner
-from agents_app.runtime.concurrency import Concurrency, is_busy
-from agents_app.runtime.instances import load_agent
-from agents_app.runtime.types import Connection, TurnRequest
+from agents_app.turns import broadcast, runner
+from agents_app.turns.concurrency import Concurrency, is_busy
+from agents_app.turns.instances import load_agent
+from agents_app.turns.types import Connection, TurnRequest
 from agents_app.storage import transcript
 from agents_app.storage.models import Session, Turn, TurnChunk
 

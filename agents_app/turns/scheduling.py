@@ -23,8 +23,8 @@ from django.db import transaction
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-from agents_app.runtime.instances import load_agent
-from agents_app.runtime.types import TurnResult
+from agents_app.turns.instances import load_agent
+from agents_app.turns.types import TurnResult
 from agents_app.storage.models import Schedule, ScheduleRun, Session
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from agents_app.runtime.types import TurnResult
+from agents_app.turns.types import TurnResult
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import RpcCall
-from agents_app.runtime.agent import Agent
-from agents_app.runtime.types import Connection
+from agents_app.agents.agent import Agent
+from agents_app.turns.types import Connection
 
 logger = logging.getLogger(__name__)
 Send = Callable[[list[frames.Frame]], Awaitable[None]]

@@ -24,7 +24,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from agents_app.protocol import frames
-from agents_app.runtime import process_liveness, recovery, runner, turn_lock
+from agents_app.turns import process_liveness, recovery, runner, turn_lock
 from agents_app.storage import chunk_log
 from agents_app.storage.models import Session, Turn
 

@@ -26,10 +26,10 @@ from django.utils import timezone
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import rebuild_message
 from agents_app.protocol.messages import UIMessage, is_tool_part, text_of
-from agents_app.runtime import broadcast, process_liveness, turn_lock
-from agents_app.runtime.agent import AIChatAgent, new_request_id
-from agents_app.runtime.instances import load_agent
-from agents_app.runtime.types import TurnRequest, TurnResult
+from agents_app.turns import broadcast, process_liveness, turn_lock
+from agents_app.agents.agent import AIChatAgent, new_request_id
+from agents_app.turns.instances import load_agent
+from agents_app.turns.types import TurnRequest, TurnResult
 from agents_app.storage import chunk_log, transcript
 from agents_app.storage.models import Session, Turn
 
@@ -171,7 +171,7 @@ def _rebuild_partial(turn: Turn, session: Session) -> tuple[UIMessage, bool]:
 
 
 async def _run_recovery_turn(session: Session, root: str, ctx: ChatRecoveryContext) -> TurnResult | None:
-    from agents_app.runtime import runner  # the runner calls back into this module
+    from agents_app.turns import runner  # the runner calls back into this module
 
     messages = await sync_to_async(transcript.transcript)(session)
     if not messages:

@@ -14,9 +14,9 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 
 from agents_app.protocol.messages import unanswered_tool_parts
-from agents_app.runtime import runner
-from agents_app.runtime.agent import new_request_id
-from agents_app.runtime.types import TurnRequest
+from agents_app.turns import runner
+from agents_app.agents.agent import new_request_id
+from agents_app.turns.types import TurnRequest
 from agents_app.storage import transcript
 from agents_app.storage.models import Session, Turn
 

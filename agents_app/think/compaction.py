@@ -15,13 +15,13 @@ from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import UIMessage, text_of
 from agents_app.providers.openai_chat import stream_reply
-from agents_app.runtime.context_blocks import estimate_tokens
+from agents_app.think.context_blocks import estimate_tokens
 from agents_app.storage import transcript
 from agents_app.storage.models import Compaction, Message, Session
 from agents_app.storage.overlays import apply_overlays, overlays_on_path
 
 if TYPE_CHECKING:
-    from agents_app.runtime.agent import ThinkAgent
+    from agents_app.agents.agent import ThinkAgent
 
 MESSAGE_OVERHEAD_TOKENS = 4
 SUMMARY_INSTRUCTIONS = (

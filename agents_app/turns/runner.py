@@ -22,11 +22,11 @@ from agents_app.gateway import scope as gateway_scope
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage, normalize_messages
-from agents_app.runtime import broadcast, cancellation, concurrency, recovery, turn_listeners, turn_lock
-from agents_app.runtime.agent import AIChatAgent
-from agents_app.runtime.instances import load_agent
-from agents_app.runtime.stream_publisher import StreamPublisher
-from agents_app.runtime.types import ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
+from agents_app.turns import broadcast, cancellation, concurrency, recovery, turn_listeners, turn_lock
+from agents_app.agents.agent import AIChatAgent
+from agents_app.turns.instances import load_agent
+from agents_app.turns.stream_publisher import StreamPublisher
+from agents_app.turns.types import ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
 from agents_app.storage import chunk_log, transcript
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults

@@ -10,7 +10,7 @@ from agents_app.protocol.naming import agent_segment
 from agents_app.storage.models import Agent as AgentRecord
 
 if TYPE_CHECKING:
-    from agents_app.runtime.agent import Agent
+    from agents_app.agents.agent import Agent
 
 _REGISTRY: dict[str, type[Agent]] = {}
 

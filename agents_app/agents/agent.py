@@ -22,9 +22,10 @@ from agents_app.protocol import frames
 from agents_app.protocol.inbound import AppMessage
 from agents_app.protocol.messages import is_tool_part, normalize_messages, tool_name_of, user_text_message
 from agents_app.providers.openai_chat import default_model
-from agents_app.runtime import broadcast, compaction, concurrency, think_session
-from agents_app.runtime.context_blocks import ContextBlocks, ContextBlockSpec
-from agents_app.runtime.hooks import (
+from agents_app.turns import broadcast, concurrency
+from agents_app.think import compaction, think_session
+from agents_app.think.context_blocks import ContextBlocks, ContextBlockSpec
+from agents_app.agents.hooks import (
     StepConfig,
     StepContext,
     StepResult,
@@ -35,16 +36,16 @@ from agents_app.runtime.hooks import (
     TurnConfig,
     TurnContext,
 )
-from agents_app.runtime.middleware import ModelMiddleware
-from agents_app.runtime.model_loop import ModelLoop
-from agents_app.runtime.tools import Approval, Tool
-from agents_app.runtime.types import ChatOptions, ChatResponse, ChatResponseResult, Connection, TurnRequest, TurnResult
-from agents_app.runtime.workspace_tools import workspace_tools
+from agents_app.think.middleware import ModelMiddleware
+from agents_app.think.model_loop import ModelLoop
+from agents_app.agents.tools import Approval, Tool
+from agents_app.turns.types import ChatOptions, ChatResponse, ChatResponseResult, Connection, TurnRequest, TurnResult
+from agents_app.think.workspace_tools import workspace_tools
 from agents_app.storage import search, transcript
 from agents_app.storage.workspace import Workspace
 
 if TYPE_CHECKING:
-    from agents_app.runtime.recovery import ChatRecoveryContext
+    from agents_app.turns.recovery import ChatRecoveryContext
 from agents_app.storage.models import Agent as AgentRecord
 from agents_app.storage.models import Session, Turn
 
@@ -191,8 +192,8 @@ class Agent(McpClientMixin):
 
     async def sub_agent(self, agent_class: type[AgentT], name: str) -> AgentT:
         """The `agent_class` instance `name` of this session's owner, created on first use
-        (see runtime/sub_agents.py)."""
-        from agents_app.runtime import sub_agents
+        (see think/sub_agents.py)."""
+        from agents_app.think import sub_agents
 
         return await sub_agents.sub_agent(self, agent_class, name)
 
@@ -200,7 +201,7 @@ class Agent(McpClientMixin):
     async def schedule(self, when: int | float | datetime | str, callback: str, payload: Any = None) -> dict[str, Any]:
         """Call `self.<callback>(payload)` after `when` seconds, at a datetime, or on a cron
         string ("0 9 * * 1-5"). Returns the schedule as the reference describes it."""
-        from agents_app.runtime import scheduling  # scheduling loads agents through instances
+        from agents_app.turns import scheduling  # scheduling loads agents through instances
 
         if not callable(getattr(self, callback, None)):
             raise ValueError(f"{type(self).__name__} has no method {callback!r}")
@@ -209,12 +210,12 @@ class Agent(McpClientMixin):
 
     async def get_schedules(self) -> list[dict[str, Any]]:
         """Schedules that have not run yet (one-shot) or keep running (cron)."""
-        from agents_app.runtime import scheduling
+        from agents_app.turns import scheduling
 
         return [scheduling.describe(s) for s in await sync_to_async(scheduling.pending)(self.session)]
 
     async def cancel_schedule(self, schedule_id: str | int) -> bool:
-        from agents_app.runtime import scheduling
+        from agents_app.turns import scheduling
 
         return await sync_to_async(scheduling.cancel)(self.session, schedule_id)
 
@@ -286,7 +287,7 @@ class AIChatAgent(Agent):
         """Persist `messages` (or what `messages(transcript)` returns, evaluated when the turn
         starts) and run a turn on them; every connected client sees it stream. A `request_id`
         already used in this session returns without running anything again."""
-        from agents_app.runtime import runner  # the runner imports this module
+        from agents_app.turns import runner  # the runner imports this module
 
         if not callable(messages):
             messages = normalize_messages(messages)  # refused before a turn is admitted
@@ -322,7 +323,7 @@ class AIChatAgent(Agent):
     async def continue_last_turn(self, body: dict[str, Any] | None = None) -> TurnResult:
         """Extend the last assistant message with another turn; skipped when the conversation
         does not end with an assistant message."""
-        from agents_app.runtime import runner
+        from agents_app.turns import runner
 
         messages = await self.get_messages()
         if not messages or messages[-1]["role"] != "assistant":
@@ -345,7 +346,7 @@ class AIChatAgent(Agent):
     async def destroy(self) -> None:
         """Abort running turns, skip queued ones, drop the stream buffers and delete the session
         with its messages; connected clients are told the chat was cleared."""
-        from agents_app.runtime import chat
+        from agents_app.turns import chat
 
         await chat.clear(self.session, None)
         await sync_to_async(Session.objects.filter(pk=self.session.pk).delete)()
@@ -483,7 +484,7 @@ class ThinkAgent(AIChatAgent):
         return super().client_tool_names() | declared
 
     def get_model_middleware(self) -> list[ModelMiddleware]:
-        """Wrappers around every model call, outermost first (see runtime/middleware.py)."""
+        """Wrappers around every model call, outermost first (see think/middleware.py)."""
         return []
 
     @property
@@ -579,6 +580,6 @@ class ThinkAgent(AIChatAgent):
     ) -> TurnResult:
         """Run a full turn on this session for `message`, reporting chunks to `callback`
         (`on_event`, `on_done`, `on_error`); setting `signal` aborts it (the partial is kept)."""
-        from agents_app.runtime import sub_agents
+        from agents_app.think import sub_agents
 
         return await sub_agents.chat(self, message, callback, signal=signal, tools=tools)

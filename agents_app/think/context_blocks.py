@@ -23,12 +23,12 @@ import pydantic
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
-from agents_app.runtime.tools import Tool
+from agents_app.agents.tools import Tool
 from agents_app.storage import search
 from agents_app.storage.models import ContextBlock, ContextBlockVersion, ContextEntry, Session
 
 if TYPE_CHECKING:
-    from agents_app.runtime.agent import ThinkAgent
+    from agents_app.agents.agent import ThinkAgent
 
 HISTORY_LABEL = "history"
 RULE = "═" * 46

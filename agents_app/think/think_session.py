@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING
 from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import UIMessage
-from agents_app.runtime import compaction
-from agents_app.runtime.context_blocks import ContextBlocks, estimate_tokens
-from agents_app.runtime.tools import Tool
-from agents_app.runtime.types import ChatOptions
+from agents_app.think import compaction
+from agents_app.think.context_blocks import ContextBlocks, estimate_tokens
+from agents_app.agents.tools import Tool
+from agents_app.turns.types import ChatOptions
 from agents_app.storage.overlays import apply_overlays
 
 if TYPE_CHECKING:
-    from agents_app.runtime.agent import ThinkAgent
+    from agents_app.agents.agent import ThinkAgent
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,92 @@
+"""What an agent author imports: one path for the whole public API.
+
+    from agents_app.agents import ThinkAgent, register_agent, tool
+
+The classes live on the floors that own them (`agents/` the agent API, `think/` the model loop's
+features, `turns/` the engine's registry); this module only gathers them. Names resolve on
+first use (PEP 562), so the floors' own modules can import `agents_app.agents.tools` without
+first loading every agent class.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agents_app.agents.agent import Agent, AIChatAgent, ThinkAgent, callable_method, new_request_id
+    from agents_app.agents.hooks import (
+        StepConfig,
+        StepContext,
+        StepResult,
+        StopCondition,
+        ToolCallContext,
+        ToolCallDecision,
+        ToolCallResultContext,
+        TurnConfig,
+        TurnContext,
+        has_tool_call,
+        step_count_is,
+    )
+    from agents_app.agents.tools import Approval, Tool, ToolInputError, client_tool, tool
+    from agents_app.protocol.messages import text_of
+    from agents_app.providers.openai_chat import stream_reply
+    from agents_app.think.context_blocks import BlockKind, ContextBlockSpec
+    from agents_app.think.middleware import ModelCallParams, ModelMiddleware, RedactionMiddleware
+    from agents_app.think.stream_writer import write_data, write_file
+    from agents_app.think.structured import ObjectGenerationError, generate_object
+    from agents_app.turns.registry import register_agent
+    from agents_app.turns.types import ChatOptions, ChatResponse, Connection
+
+_WHERE: dict[str, str] = {
+    "Agent": "agents_app.agents.agent",
+    "AIChatAgent": "agents_app.agents.agent",
+    "Approval": "agents_app.agents.tools",
+    "BlockKind": "agents_app.think.context_blocks",
+    "callable_method": "agents_app.agents.agent",
+    "ChatOptions": "agents_app.turns.types",
+    "ChatResponse": "agents_app.turns.types",
+    "client_tool": "agents_app.agents.tools",
+    "Connection": "agents_app.turns.types",
+    "ContextBlockSpec": "agents_app.think.context_blocks",
+    "generate_object": "agents_app.think.structured",
+    "has_tool_call": "agents_app.agents.hooks",
+    "ModelCallParams": "agents_app.think.middleware",
+    "ModelMiddleware": "agents_app.think.middleware",
+    "new_request_id": "agents_app.agents.agent",
+    "ObjectGenerationError": "agents_app.think.structured",
+    "RedactionMiddleware": "agents_app.think.middleware",
+    "register_agent": "agents_app.turns.registry",
+    "step_count_is": "agents_app.agents.hooks",
+    "StepConfig": "agents_app.agents.hooks",
+    "StepContext": "agents_app.agents.hooks",
+    "StepResult": "agents_app.agents.hooks",
+    "StopCondition": "agents_app.agents.hooks",
+    "stream_reply": "agents_app.providers.openai_chat",
+    "text_of": "agents_app.protocol.messages",
+    "ThinkAgent": "agents_app.agents.agent",
+    "Tool": "agents_app.agents.tools",
+    "tool": "agents_app.agents.tools",
+    "ToolCallContext": "agents_app.agents.hooks",
+    "ToolCallDecision": "agents_app.agents.hooks",
+    "ToolCallResultContext": "agents_app.agents.hooks",
+    "ToolInputError": "agents_app.agents.tools",
+    "TurnConfig": "agents_app.agents.hooks",
+    "TurnContext": "agents_app.agents.hooks",
+    "write_data": "agents_app.think.stream_writer",
+    "write_file": "agents_app.think.stream_writer",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _WHERE[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
