@@ -1,0 +1,138 @@
+"""The recovery hooks an agent author overrides (think.md §9, protocol §9.14): what
+`on_chat_recovery` decides and what happens when recovery runs out of attempts."""
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from agents_app.agents import AIChatAgent, ChatOptions, ChatResponse, register_agent, text_of
+from agents_app.storage import chunk_log, transcript
+from agents_app.storage.models import Session, Turn
+from agents_app.turns import recovery
+from agents_app.turns.instances import resolve_session
+from agents_app.turns.recovery import ChatRecoveryContext
+from tests.conftest import user_message
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
+
+heard: list[tuple[str, Any]] = []
+
+
+class _RecordingAgent(AIChatAgent):
+    """Answers "recovered" and records every recovery hook call."""
+
+    decision: dict[str, bool] | None = None
+
+    async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
+        async def answer() -> AsyncIterator[str]:
+            yield "recovered"
+
+        return answer()
+
+    async def on_chat_recovery(self, ctx: ChatRecoveryContext) -> dict[str, bool] | None:
+        heard.append(("recovery", ctx))
+        return self.decision
+
+    async def on_chat_recovery_exhausted(self, ctx: ChatRecoveryContext, reason: str, terminal_message: str) -> None:
+        heard.append(("exhausted", (ctx.attempt, reason, terminal_message)))
+
+
+@register_agent
+class DiscardingRecoveryAgent(_RecordingAgent):
+    decision = {"persist": False}
+
+
+@register_agent
+class StoppingRecoveryAgent(_RecordingAgent):
+    decision = {"continue": False}
+
+
+@register_agent
+class OneAttemptRecoveryAgent(_RecordingAgent):
+    chat_recovery = {"maxAttempts": 1, "terminalMessage": "Gave up, sorry."}
+
+
+@pytest.fixture(autouse=True)
+def fresh_hook_log() -> None:
+    heard.clear()
+
+
+def interrupted_turn(agent: str, name: str, user: Any, partial: str, request_id: str = "dead0001") -> tuple[Session, Turn]:
+    """A session whose streaming turn lost its process after streaming `partial`."""
+    session = resolve_session(agent, name, user)
+    transcript.upsert_client_messages(session, [user_message("tell me something", "u1")], move_leaf=True)
+    turn = Turn.objects.create(
+        session=session, request_id=request_id, status=Turn.Status.STREAMING, message_uid=f"assistant_{request_id}",
+    )
+    if partial:
+        chunks = [{"type": "start"}, {"type": "text-start", "id": "t1"}, {"type": "text-delta", "id": "t1", "delta": partial}]
+        chunk_log.write_batch(turn.pk, 0, [json.dumps(chunk) for chunk in chunks])
+    # Its last heartbeat (written with every stored batch) is long past.
+    Turn.objects.filter(pk=turn.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    turn.refresh_from_db()
+    return session, turn
+
+
+def roles_and_texts(session: Session) -> list[tuple[str, str]]:
+    return [(m["role"], text_of(m)) for m in transcript.transcript(session)]
+
+
+async def test_on_chat_recovery_is_told_what_the_interrupted_turn_had_streamed(user):
+    session, turn = await sync_to_async(interrupted_turn)("one-attempt-recovery-agent", "told", user, "Once upon")
+
+    await recovery.recover(turn.pk)
+
+    kind, ctx = heard[0]
+    assert kind == "recovery"
+    assert (ctx.recovery_kind, ctx.partial_text, ctx.attempt, ctx.max_attempts) == ("continue", "Once upon", 1, 1)
+    assert ctx.request_id == turn.request_id == ctx.recovery_root_request_id
+
+
+async def test_persist_false_drops_the_partial_answer_and_the_turn_is_retried(user):
+    session, turn = await sync_to_async(interrupted_turn)("discarding-recovery-agent", "drop", user, "half an ans")
+
+    result = await recovery.recover(turn.pk)
+
+    assert result is not None and result.status == "completed"
+    assert await sync_to_async(roles_and_texts)(session) == [("user", "tell me something"), ("assistant", "recovered")]
+
+
+async def test_continue_false_keeps_the_partial_answer_and_runs_no_recovery_turn(user):
+    session, turn = await sync_to_async(interrupted_turn)("stopping-recovery-agent", "stop", user, "half an ans")
+
+    assert await recovery.recover(turn.pk) is None
+
+    assert await sync_to_async(roles_and_texts)(session) == [("user", "tell me something"), ("assistant", "half an ans")]
+    assert await sync_to_async(Turn.objects.filter(session=session).count)() == 1
+    assert (await sync_to_async(Session.objects.get)(pk=session.pk)).recovering is None
+
+
+async def test_a_turn_past_its_max_attempts_is_exhausted_with_the_terminal_message(user):
+    session, first = await sync_to_async(interrupted_turn)("one-attempt-recovery-agent", "tired", user, "")
+    await sync_to_async(Turn.objects.create)(
+        session=session, request_id="earlier1", status=Turn.Status.INTERRUPTED, recovery_root=first.request_id,
+    )
+
+    assert await recovery.recover(first.pk) is None
+
+    assert heard[-1] == ("exhausted", (2, "max_attempts_exceeded", "Gave up, sorry."))
+    stored = await sync_to_async(Session.objects.get)(pk=session.pk)
+    assert stored.terminal == {"requestId": first.request_id, "body": "Gave up, sorry."}
+    assert stored.recovering is None
+    assert await sync_to_async(roles_and_texts)(session) == [("user", "tell me something")]
+
+
+async def test_a_recovery_within_its_attempts_answers_and_exhausts_nothing(user):
+    session, turn = await sync_to_async(interrupted_turn)("one-attempt-recovery-agent", "fresh", user, "")
+
+    result = await recovery.recover(turn.pk)
+
+    assert result is not None and result.status == "completed"
+    assert [kind for kind, _ in heard] == ["recovery"]
+    assert await sync_to_async(roles_and_texts)(session) == [("user", "tell me something"), ("assistant", "recovered")]
