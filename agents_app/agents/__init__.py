@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agents_app.agents.addressing import get_agent_by_name
     from agents_app.agents.agent import Agent, AIChatAgent, ThinkAgent, callable_method, new_request_id
     from agents_app.agents.hooks import (
         StepConfig,
@@ -49,6 +50,7 @@ _WHERE: dict[str, str] = {
     "Connection": "agents_app.turns.types",
     "ContextBlockSpec": "agents_app.think.context_blocks",
     "generate_object": "agents_app.think.structured",
+    "get_agent_by_name": "agents_app.agents.addressing",
     "has_tool_call": "agents_app.agents.hooks",
     "ModelCallParams": "agents_app.think.middleware",
     "ModelMiddleware": "agents_app.think.middleware",

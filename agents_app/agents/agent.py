@@ -169,6 +169,23 @@ class Agent(McpClientMixin):
             return await oauth.handle_callback(self.session.pk, request)
         return HttpResponse("Not implemented", status=404, content_type="text/plain")
 
+    async def fetch(
+        self,
+        path: str = "",
+        *,
+        method: str = "GET",
+        query: dict[str, Any] | None = None,
+        json: Any = None,
+        body: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> HttpResponse:
+        """Send this instance an HTTP request from server code (the reference's `stub.fetch`):
+        `on_request` serves it as if the instance's owner had sent it."""
+        from agents_app.agents.addressing import build_request
+
+        request = build_request(self, path, method=method, query=query, json=json, body=body, headers=headers)
+        return await self.on_request(request, path)
+
     # -- per-instance config (think.md §8) -------------------------------------------------
     @callable_method
     async def configure(self, config: dict[str, Any]) -> dict[str, Any]:
