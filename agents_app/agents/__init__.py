@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from agents_app.think.stream_writer import write_data, write_file
     from agents_app.think.structured import ObjectGenerationError, generate_object
     from agents_app.turns.registry import register_agent
-    from agents_app.turns.types import ChatOptions, ChatResponse, Connection
+    from agents_app.turns.types import ChatOptions, ChatResponse, Connection, ConnectionContext
 
 _WHERE: dict[str, str] = {
     "Agent": "agents_app.agents.agent",
@@ -48,6 +48,7 @@ _WHERE: dict[str, str] = {
     "ChatResponse": "agents_app.turns.types",
     "client_tool": "agents_app.agents.tools",
     "Connection": "agents_app.turns.types",
+    "ConnectionContext": "agents_app.turns.types",
     "ContextBlockSpec": "agents_app.think.context_blocks",
     "generate_object": "agents_app.think.structured",
     "get_agent_by_name": "agents_app.agents.addressing",

@@ -39,7 +39,7 @@ from agents_app.agents.hooks import (
 from agents_app.think.middleware import ModelMiddleware
 from agents_app.think.model_loop import ModelLoop
 from agents_app.agents.tools import Approval, Tool
-from agents_app.turns.types import ChatOptions, ChatResponse, ChatResponseResult, Connection, TurnRequest, TurnResult
+from agents_app.turns.types import ChatOptions, ChatResponse, ChatResponseResult, Connection, ConnectionContext, TurnRequest, TurnResult
 from agents_app.think.workspace_tools import workspace_tools
 from agents_app.storage import search, transcript
 from agents_app.storage.workspace import Workspace
@@ -147,14 +147,18 @@ class Agent(McpClientMixin):
         """True for connections that may watch but not change state."""
         return False
 
-    async def on_connect(self, connection: Connection) -> None:
-        """Runs after the connect frames were sent."""
+    async def on_connect(self, connection: Connection, ctx: ConnectionContext | None = None) -> None:
+        """Runs after the connect frames were sent. `ctx` holds the opening request (path,
+        headers, query, user) and `ctx.wait_until(coro)` for work that must finish even if
+        the socket closes; overrides may take just `connection`."""
 
     async def on_close(self, connection: Connection) -> None:
         """Runs when a connection closes. Turns it started keep running."""
 
-    async def on_message(self, connection: Connection, message: AppMessage) -> list[frames.Frame]:
-        """Frames outside the protocol. The default answers with an error frame."""
+    async def on_message(self, connection: Connection, message: AppMessage) -> list[frames.Frame] | None:
+        """Frames outside the protocol: return frames to send back, or stream with
+        `await connection.send(...)` (each call runs beside the socket, which keeps receiving).
+        The default answers with an error frame."""
         kind = message.data.get("type") if isinstance(message.data, dict) else None
         if kind is None:
             return [frames.error("Frames must be JSON objects with a string 'type'.")]

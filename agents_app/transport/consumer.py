@@ -6,6 +6,7 @@ no turn, so a closing socket never stops one.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import uuid
@@ -40,7 +41,8 @@ from agents_app.turns.broadcast import session_group
 from agents_app.turns.instances import InvalidSessionName, UnknownAgent, load_agent, resolve_session
 from agents_app.turns.resume import ConnectionStreams, StreamEventsMixin
 from agents_app.turns.rpc import invoke
-from agents_app.turns.types import Connection
+from agents_app.turns import background
+from agents_app.turns.types import Connection, ConnectionContext
 from agents_app.storage import transcript
 from agents_app.storage.models import Session
 from agents_app.transport.auth import query_params
@@ -52,6 +54,13 @@ CLOSE_UNAUTHENTICATED = 4001
 CLOSE_UNKNOWN_AGENT = 4004
 CLOSE_INVALID_NAME = 4400
 CLOSE_LIMITED = 4429
+
+
+def takes_context(on_connect: Any) -> bool:
+    """Whether an `on_connect` override takes `(connection, ctx)` (older ones take only the
+    connection)."""
+    parameters = list(inspect.signature(on_connect).parameters.values())
+    return any(p.kind is p.VAR_POSITIONAL for p in parameters) or len(parameters) >= 2
 
 
 class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
@@ -107,7 +116,18 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             connect_frames.append(await mcp_manager.state_frame(self.session.pk))
             await self.send_frames(connect_frames)
         await mcp_manager.ensure_connected(self.session.pk)  # reconnects after a restart; state frames follow
-        await agent.on_connect(self.connection)
+        if takes_context(agent.on_connect):
+            await agent.on_connect(self.connection, self._connection_context(user if authenticated else None, query))
+        else:
+            await agent.on_connect(self.connection)
+
+    def _connection_context(self, user: Any, query: dict[str, str]) -> ConnectionContext:
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in self.scope.get("headers", [])}
+        client = self.scope.get("client")
+        return ConnectionContext(
+            path=self.scope.get("path", ""), headers=headers, query=query, user=user,
+            client=f"{client[0]}:{client[1]}" if client else None,
+        )
 
     async def _send_chat_connect_frames(self, agent: Agent) -> None:
         if not isinstance(agent, AIChatAgent):
@@ -197,8 +217,17 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             case RpcCall():
                 await invoke(await self._agent(), frame, self.connection, self.send_frames)
             case AppMessage():
-                agent = await self._agent()
-                await self.send_frames(await agent.on_message(self.connection, frame))
+                # A handler may stream for a long time (connection.send per chunk): it runs
+                # beside the socket's receive loop, which keeps taking frames meanwhile.
+                background.keep_running(self._on_message(frame), f"on_message on {self.segment}/{self.instance_name}")
+
+    async def _on_message(self, frame: AppMessage) -> None:
+        try:
+            agent = await self._agent()
+            await self.send_frames(await agent.on_message(self.connection, frame) or [])
+        except Exception:
+            logger.exception("on_message failed on %s/%s", self.segment, self.instance_name)
+            await self.send_frames([frames.error("The server could not process that frame.")])
 
     async def _apply_state(self, state: Any) -> None:
         agent = await self._agent()
@@ -211,6 +240,10 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             await self.send_frames([frames.state_error("State update rejected")])
 
     # -- frames out (channel-layer group messages) ------------------------------------------
+    async def agent_direct(self, message: dict[str, Any]) -> None:
+        """`Connection.send` from agent code, in any task or process."""
+        await self.send(text_data=message["text"])
+
     async def agent_frames(self, message: dict[str, Any]) -> None:
         if self.connection.id in message["exclude"]:
             return
