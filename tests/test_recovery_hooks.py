@@ -15,7 +15,7 @@ from agents_app.agents import AIChatAgent, ChatOptions, ChatResponse, register_a
 from agents_app.storage import chunk_log, transcript
 from agents_app.storage.models import Session, Turn
 from agents_app.turns import recovery
-from agents_app.turns.instances import resolve_session
+from agents_app.turns.instances import load_agent, resolve_session
 from agents_app.turns.recovery import ChatRecoveryContext
 from tests.conftest import user_message
 
@@ -58,12 +58,21 @@ class OneAttemptRecoveryAgent(_RecordingAgent):
     chat_recovery = {"maxAttempts": 1, "terminalMessage": "Gave up, sorry."}
 
 
+@register_agent
+class CheckpointingAgent(AIChatAgent):
+    """Checkpoints its progress with stash() before answering."""
+
+    async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
+        assert await self.stash({"step": 2, "sources": ["a", "b"]})
+        return "checked in"
+
+
 @pytest.fixture(autouse=True)
 def fresh_hook_log() -> None:
     heard.clear()
 
 
-def interrupted_turn(agent: str, name: str, user: Any, partial: str, request_id: str = "dead0001") -> tuple[Session, Turn]:
+def interrupted_turn(agent: str, name: str, user: Any, partial: str, request_id: str = "dead0001", stash: Any = None) -> tuple[Session, Turn]:
     """A session whose streaming turn lost its process after streaming `partial`."""
     session = resolve_session(agent, name, user)
     transcript.upsert_client_messages(session, [user_message("tell me something", "u1")], move_leaf=True)
@@ -74,7 +83,7 @@ def interrupted_turn(agent: str, name: str, user: Any, partial: str, request_id:
         chunks = [{"type": "start"}, {"type": "text-start", "id": "t1"}, {"type": "text-delta", "id": "t1", "delta": partial}]
         chunk_log.write_batch(turn.pk, 0, [json.dumps(chunk) for chunk in chunks])
     # Its last heartbeat (written with every stored batch) is long past.
-    Turn.objects.filter(pk=turn.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    Turn.objects.filter(pk=turn.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5), recovery_data=stash)
     turn.refresh_from_db()
     return session, turn
 
@@ -136,3 +145,23 @@ async def test_a_recovery_within_its_attempts_answers_and_exhausts_nothing(user)
     assert result is not None and result.status == "completed"
     assert [kind for kind, _ in heard] == ["recovery"]
     assert await sync_to_async(roles_and_texts)(session) == [("user", "tell me something"), ("assistant", "recovered")]
+
+
+async def test_stash_checkpoints_app_data_on_the_running_turn(user):
+    session = await sync_to_async(resolve_session)("checkpointing-agent", "stash", user)
+    agent = await sync_to_async(load_agent)(session)
+
+    result = await agent.save_messages([user_message("go", "u1")], request_id="stash001")
+
+    assert result.status == "completed"
+    turn = await sync_to_async(Turn.objects.get)(session=session, request_id="stash001")
+    assert turn.recovery_data == {"step": 2, "sources": ["a", "b"]}
+    assert await agent.stash({"step": 3}) is False  # no turn is running any more
+
+
+async def test_on_chat_recovery_gets_the_interrupted_turns_last_stash(user):
+    session, turn = await sync_to_async(interrupted_turn)("stopping-recovery-agent", "stashed", user, "half", stash={"step": 4})
+
+    await recovery.recover(turn.pk)
+
+    assert heard[0][1].recovery_data == {"step": 4}

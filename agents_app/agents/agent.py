@@ -20,6 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from agents_app.mcp.agent_api import McpClientMixin
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import AppMessage
+from agents_app.protocol.json_safety import check_json
 from agents_app.protocol.messages import is_tool_part, normalize_messages, tool_name_of, user_text_message
 from agents_app.providers.openai_chat import default_model
 from agents_app.turns import broadcast, concurrency
@@ -299,6 +300,21 @@ class AIChatAgent(Agent):
             if deadline is not None and loop.time() >= deadline:
                 return False
             await asyncio.sleep(0.1)
+
+    async def stash(self, data: Any) -> bool:
+        """Checkpoint app data (JSON) for the running turn of this session. If the turn's
+        process dies, recovery hands the last stash back as `ctx.recovery_data` in
+        `on_chat_recovery`. False when no turn of this session is running."""
+        check_json(data)
+
+        def store() -> int:
+            running = Session.objects.filter(pk=self.session.pk).values_list("turn_lock", flat=True).first()
+            if not running:
+                return 0
+            live = (Turn.Status.RUNNING, Turn.Status.STREAMING)
+            return Turn.objects.filter(session_id=self.session.pk, request_id=running, status__in=live).update(recovery_data=data)
+
+        return bool(await sync_to_async(store)())
 
     # -- programmatic turns (same runner, hooks, persistence and broadcast as any turn) --------
     def _context(self) -> dict[str, Any]:

@@ -197,6 +197,9 @@ class Turn(models.Model):
     # The process running it (see process_liveness.py): a turn whose owner is gone is recovered
     # at once instead of after its heartbeat goes stale.
     owner = models.CharField(max_length=128, null=True, blank=True)
+    # What the agent checkpointed with `stash()` while this turn ran; recovery hands it back
+    # as `ChatRecoveryContext.recovery_data` if the turn's process dies.
+    recovery_data = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]

@@ -74,6 +74,7 @@ class ChatRecoveryContext:
     created_at: datetime
     last_body: dict[str, Any] | None = None
     last_client_tools: list[dict[str, Any]] | None = None
+    recovery_data: Any = None  # the interrupted turn's last `stash()`
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -144,6 +145,7 @@ async def recover(turn_id: int) -> TurnResult | None:
         created_at=turn.created_at,
         last_body=context.get("lastBody"),
         last_client_tools=context.get("lastClientTools"),
+        recovery_data=turn.recovery_data,
     )
     decision = {"persist": True, "continue": True, **(await agent.on_chat_recovery(ctx) or {})}
     settled_tools = any(is_tool_part(p) and p.get("state") == "output-available" for p in partial["parts"])
