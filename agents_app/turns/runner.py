@@ -22,7 +22,7 @@ from agents_app.gateway import scope as gateway_scope
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage, normalize_messages
-from agents_app.turns import broadcast, cancellation, concurrency, recovery, turn_listeners, turn_lock
+from agents_app.turns import broadcast, cancellation, concurrency, recovery, repair, turn_listeners, turn_lock
 from agents_app.agents.agent import AIChatAgent
 from agents_app.turns.instances import load_agent
 from agents_app.turns.stream_publisher import StreamPublisher
@@ -356,7 +356,7 @@ async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort:
     if request.new_messages is not None:
         await _persist_new_messages(request)
     session, messages = await sync_to_async(_load_turn_context)(request)
-    messages = _up_to_answered(messages, request.answers)
+    messages = _up_to_answered(await repair.repair_before_turn(agent, session, messages), request.answers)
     progress.session = session
     progress.anchor = messages[-1]["id"] if messages else None
     options = ChatOptions(
