@@ -288,7 +288,7 @@ async def _admitted_by_policy(agent: AIChatAgent, request: TurnRequest, turn: Tu
     if not (turn.trigger == "submit-message" and turn.source == Turn.Source.WEBSOCKET):
         return True
     policy = concurrency.Concurrency.parse(agent.message_concurrency)
-    if policy.strategy == "debounce":
+    if policy.strategy == "debounce" and turn.overlapping:  # the first submit on an idle agent runs at once
         await concurrency.wait_for_quiet_window(turn, policy)
     if policy.supersedes and await sync_to_async(concurrency.has_newer_overlapping_submit)(turn):
         return False
