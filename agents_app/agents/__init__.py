@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from agents_app.providers.openai_chat import stream_reply
     from agents_app.think.context_blocks import BlockKind, ContextBlockSpec
     from agents_app.think.middleware import ModelCallParams, ModelMiddleware, RedactionMiddleware
+    from agents_app.think.pruning import prune_messages, truncate_older_messages
     from agents_app.think.stream_writer import write_data, write_file
     from agents_app.think.structured import ObjectGenerationError, generate_object
     from agents_app.turns.registry import register_agent
@@ -54,6 +55,7 @@ _WHERE: dict[str, str] = {
     "ModelMiddleware": "agents_app.think.middleware",
     "new_request_id": "agents_app.agents.agent",
     "ObjectGenerationError": "agents_app.think.structured",
+    "prune_messages": "agents_app.think.pruning",
     "RedactionMiddleware": "agents_app.think.middleware",
     "register_agent": "agents_app.turns.registry",
     "step_count_is": "agents_app.agents.hooks",
@@ -71,6 +73,7 @@ _WHERE: dict[str, str] = {
     "ToolCallResultContext": "agents_app.agents.hooks",
     "ToolInputError": "agents_app.agents.tools",
     "TurnConfig": "agents_app.agents.hooks",
+    "truncate_older_messages": "agents_app.think.pruning",
     "TurnContext": "agents_app.agents.hooks",
     "write_data": "agents_app.think.stream_writer",
     "write_file": "agents_app.think.stream_writer",
