@@ -63,7 +63,7 @@ def _excerpts(messages: list[UIMessage], budget: int) -> list[str]:
         line = f"{message['role'].upper()}: {text}"
         cost = estimate_tokens(line)
         if cost > budget:
-            line = line[: budget * 2]
+            line = line[:budget]
             cost = estimate_tokens(line)
         if used + cost > budget and pieces[-1]:
             pieces.append([])
