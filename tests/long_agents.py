@@ -50,3 +50,11 @@ class PruningChatAgent(AIChatAgent):
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
         messages = prune_messages(options.messages, reasoning="before-last-message", tool_calls="before-last-2-messages")
         return stream_reply(messages, system="Be brief.")
+
+
+@register_agent
+class LostCallAgent(ReportAgent):
+    """Turns an interrupted call into a note in the answer instead of an errored result."""
+
+    def repair_interrupted_tool_part(self, part: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "text", "text": f"(A {part['type'].removeprefix('tool-')} call was lost.)"}
