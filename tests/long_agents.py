@@ -1,4 +1,5 @@
-"""Agents for long conversations: big tool outputs, a small context window, authors' pruning."""
+"""Agents for long conversations (big tool outputs, a small context window, authors' pruning,
+interrupted calls) and for reasoning in <think> tags."""
 from __future__ import annotations
 
 from typing import Any
@@ -7,6 +8,8 @@ from agents_app.agents import (
     AIChatAgent,
     ChatOptions,
     ChatResponse,
+    ExtractReasoningMiddleware,
+    ModelMiddleware,
     ThinkAgent,
     Tool,
     client_tool,
@@ -58,3 +61,13 @@ class LostCallAgent(ReportAgent):
 
     def repair_interrupted_tool_part(self, part: dict[str, Any]) -> dict[str, Any]:
         return {"type": "text", "text": f"(A {part['type'].removeprefix('tool-')} call was lost.)"}
+
+
+@register_agent
+class ThinkingAgent(ThinkAgent):
+    """For models that write their thinking between <think> tags in the text."""
+
+    system_prompt = "Think, then answer."
+
+    def get_model_middleware(self) -> list[ModelMiddleware]:
+        return [ExtractReasoningMiddleware()]

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from agents_app.protocol.messages import text_of
     from agents_app.providers.openai_chat import stream_reply
     from agents_app.think.context_blocks import BlockKind, ContextBlockSpec
-    from agents_app.think.middleware import ModelCallParams, ModelMiddleware, RedactionMiddleware
+    from agents_app.think.middleware import ExtractReasoningMiddleware, ModelCallParams, ModelMiddleware, RedactionMiddleware
     from agents_app.think.pruning import prune_messages, truncate_older_messages
     from agents_app.think.stream_writer import write_data, write_file
     from agents_app.think.structured import ObjectGenerationError, generate_object
@@ -49,6 +49,7 @@ _WHERE: dict[str, str] = {
     "client_tool": "agents_app.agents.tools",
     "Connection": "agents_app.turns.types",
     "ContextBlockSpec": "agents_app.think.context_blocks",
+    "ExtractReasoningMiddleware": "agents_app.think.middleware",
     "generate_object": "agents_app.think.structured",
     "has_tool_call": "agents_app.agents.hooks",
     "ModelCallParams": "agents_app.think.middleware",
