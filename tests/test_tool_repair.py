@@ -70,6 +70,7 @@ async def test_repair_before_a_new_message_settles_each_dead_part_and_leaves_the
             call("w4", "output-error", input="[1, 2]", errorText="boom"),
             call("w5", "output-denied", approval={"id": "ap5", "approved": False}),
             call("pc", "input-available", "pick_colour", input={}),
+            {"type": "tool-fetch_weather", "toolCallId": "w6", "state": "output-available", "output": "mild"},
         ]},
     ])
     model.script(Reply.text("Sorry about those."))
@@ -83,9 +84,10 @@ async def test_repair_before_a_new_message_settles_each_dead_part_and_leaves_the
         "w4": ("output-error", "boom"),
         "w5": ("output-denied", None),
         "pc": ("input-available", None),
+        "w6": ("output-available", None),
     }
-    assert parts["w2"]["input"] == {} and parts["w4"]["input"] == {}
-    assert tool_results(model.requests[0]) == {"w1": INTERRUPTED_TOOL_TEXT, "w2": INTERRUPTED_TOOL_TEXT, "w4": "boom", "w5": DENIED_TOOL_TEXT}
+    assert parts["w2"]["input"] == {} and parts["w4"]["input"] == {} and parts["w6"]["input"] == {}
+    assert tool_results(model.requests[0]) == {"w1": INTERRUPTED_TOOL_TEXT, "w2": INTERRUPTED_TOOL_TEXT, "w4": "boom", "w5": DENIED_TOOL_TEXT, "w6": "mild"}
 
 
 async def test_an_agent_may_repair_an_interrupted_call_into_other_content(user, model):

@@ -46,8 +46,8 @@ def _repaired_part(part: dict[str, Any], client_tools: set[str], repair: Repaire
         return part
     state = part.get("state")
     if state in SETTLED_TOOL_STATES or state == "approval-responded" or awaits_client(part, client_tools):
-        if "input" in part and not isinstance(part["input"], dict):
-            return {**part, "input": normalize_tool_input(part["input"])}
+        if not isinstance(part.get("input"), dict):  # a string, a list or missing: providers want an object
+            return {**part, "input": normalize_tool_input(part.get("input"))}
         return part
     return repair(part)
 
