@@ -169,11 +169,13 @@ def fit_to_window(messages: list[dict[str, Any]], budget: int, tools: list[dict[
             fitted[index] = {**message, "content": cut}
             total += message_tokens(fitted[index]) - before
     head = 1 if fitted and fitted[0].get("role") == "system" else 0
-    while total > budget and head < _last_user_index(fitted):
+    last_user = _last_user_index(fitted)
+    while total > budget and head < last_user:
         # Leave out one exchange: a message, and the tool results that answer its calls.
         end = head + 1
         while end < len(fitted) and fitted[end].get("role") == "tool":
             end += 1
         total -= sum(message_tokens(m) for m in fitted[head:end])
         del fitted[head:end]
+        last_user -= end - head
     return fitted
