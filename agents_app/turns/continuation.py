@@ -31,8 +31,7 @@ def _admit_if_ready(session_id: int, wants_continuation: bool, client_tools: lis
         context = dict(session.request_context or {})
         if not (wants_continuation or context.get(_CONTINUATION_REQUESTED)):
             return None
-        waiting_for = {t.get("name") for t in client_tools or context.get("lastClientTools") or [] if isinstance(t, dict)}
-        waiting_for |= load_agent(session).client_tool_names()
+        waiting_for = load_agent(session).client_tool_names()  # the result's clientTools are stored by now
         latest = transcript.latest_assistant(session)
         # Only the user or the browser can still answer; a call whose process died never will
         # (the continuation's transcript repair gives it an errored result).
