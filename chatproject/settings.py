@@ -4,6 +4,7 @@ Every variable is listed in README's configuration table.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -221,6 +222,14 @@ OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 OPENAI_MODEL = os.environ.get("OPENAI_MODEL", "")
 AGENTS_LOCAL_MODEL_PORT = int(os.environ.get("AGENTS_LOCAL_MODEL_PORT", "8765"))
 AGENTS_MODEL_TIMEOUT = float(os.environ.get("AGENTS_MODEL_TIMEOUT", "120"))
+# Long conversations (agents_app/think/context_window.py): the context window of models not in
+# the built-in table, per-model overrides as JSON ({"my-model": 65536}), and the fraction of the
+# window at which Think agents compact older messages (0 = never automatically).
+AGENTS_CONTEXT_WINDOW = int(os.environ.get("AGENTS_CONTEXT_WINDOW", "32768"))
+AGENTS_MODEL_CONTEXT_WINDOWS = {
+    str(name): int(tokens) for name, tokens in json.loads(os.environ.get("AGENTS_MODEL_CONTEXT_WINDOWS") or "{}").items()
+}
+AGENTS_COMPACTION_THRESHOLD = float(os.environ.get("AGENTS_COMPACTION_THRESHOLD", "0.75"))
 
 # AI gateway (agents_app/gateway): providers, routes, prices, limits and budgets live in the
 # admin; these are the defaults without a Route and the call-log retention.

@@ -90,3 +90,12 @@ async def test_debounce_waits_for_quiet_then_answers_only_the_last(open_socket, 
     socket = await three_overlapping_submits(open_socket, token)
     await socket.until(is_done("conc0003"))
     assert await wait_all_finished(session) == {"conc0001": "completed", "conc0002": "skipped", "conc0003": "completed"}
+
+
+async def test_debounce_answers_the_first_message_of_an_idle_agent_at_once(open_socket, token, user):
+    session = await use_strategy({"strategy": "debounce", "debounceMs": 30_000}, user)
+    socket = await open_socket(PATH, token=token, wait_ready=True)
+    await socket.chat("idle0001", [user_message("Hello", "u1")], words=2)
+    # Within 10 s, a third of the quiet window: nothing overlapped, so nothing waits.
+    await socket.until(is_done("idle0001"), timeout=10)
+    assert await wait_all_finished(session, count=1) == {"idle0001": "completed"}

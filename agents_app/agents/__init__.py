@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from agents_app.protocol.messages import text_of
     from agents_app.providers.openai_chat import stream_reply
     from agents_app.think.context_blocks import BlockKind, ContextBlockSpec
-    from agents_app.think.middleware import ModelCallParams, ModelMiddleware, RedactionMiddleware
+    from agents_app.think.middleware import ExtractReasoningMiddleware, ModelCallParams, ModelMiddleware, RedactionMiddleware
+    from agents_app.think.pruning import prune_messages, truncate_older_messages
     from agents_app.think.stream_writer import write_data, write_file
     from agents_app.think.structured import ObjectGenerationError, generate_object
     from agents_app.turns.registry import register_agent
@@ -50,6 +51,7 @@ _WHERE: dict[str, str] = {
     "Connection": "agents_app.turns.types",
     "ConnectionContext": "agents_app.turns.types",
     "ContextBlockSpec": "agents_app.think.context_blocks",
+    "ExtractReasoningMiddleware": "agents_app.think.middleware",
     "generate_object": "agents_app.think.structured",
     "get_agent_by_name": "agents_app.agents.addressing",
     "has_tool_call": "agents_app.agents.hooks",
@@ -57,6 +59,7 @@ _WHERE: dict[str, str] = {
     "ModelMiddleware": "agents_app.think.middleware",
     "new_request_id": "agents_app.agents.agent",
     "ObjectGenerationError": "agents_app.think.structured",
+    "prune_messages": "agents_app.think.pruning",
     "RedactionMiddleware": "agents_app.think.middleware",
     "register_agent": "agents_app.turns.registry",
     "step_count_is": "agents_app.agents.hooks",
@@ -74,6 +77,7 @@ _WHERE: dict[str, str] = {
     "ToolCallResultContext": "agents_app.agents.hooks",
     "ToolInputError": "agents_app.agents.tools",
     "TurnConfig": "agents_app.agents.hooks",
+    "truncate_older_messages": "agents_app.think.pruning",
     "TurnContext": "agents_app.agents.hooks",
     "write_data": "agents_app.think.stream_writer",
     "write_file": "agents_app.think.stream_writer",

@@ -21,9 +21,9 @@ from agents_app.mcp.agent_api import McpClientMixin
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import AppMessage
 from agents_app.protocol.json_safety import check_json
-from agents_app.protocol.messages import is_tool_part, normalize_messages, tool_name_of, user_text_message
+from agents_app.protocol.messages import is_tool_part, normalize_messages, user_text_message
 from agents_app.providers.openai_chat import default_model
-from agents_app.turns import broadcast, concurrency
+from agents_app.turns import broadcast, concurrency, repair
 from agents_app.think import compaction, think_session
 from agents_app.think.context_blocks import ContextBlocks, ContextBlockSpec
 from agents_app.agents.hooks import (
@@ -255,7 +255,10 @@ class AIChatAgent(Agent):
     merges_queued_user_messages: ClassVar[bool] = True
     # Durable recovery of turns whose process died: True, False or {"maxAttempts": N, "terminalMessage": "…"}.
     chat_recovery: ClassVar[bool | dict[str, Any]] = True
-    configurable = ("message_concurrency", "max_persisted_messages", "chat_recovery")
+    # Tokens the model can read (input and output); None: known from the model's name or the
+    # settings (think/context_window.py).
+    context_window: ClassVar[int | None] = None
+    configurable = ("message_concurrency", "max_persisted_messages", "chat_recovery", "context_window")
 
     @staticmethod
     def new_message_id() -> str:
@@ -279,15 +282,18 @@ class AIChatAgent(Agent):
         """An approval is awaited, or a client tool has not answered yet (a server tool left
         unanswered by a crash does not count)."""
         names = await sync_to_async(self.client_tool_names)()
-        for message in await self.get_messages():
-            for part in message["parts"] if message["role"] == "assistant" else []:
-                if not is_tool_part(part):
-                    continue
-                if part.get("state") == "approval-requested":
-                    return True
-                if part.get("state") == "input-available" and tool_name_of(part) in names:
-                    return True
-        return False
+        return any(
+            is_tool_part(part) and repair.awaits_client(part, names)
+            for message in await self.get_messages()
+            for part in (message["parts"] if message["role"] == "assistant" else [])
+        )
+
+    def repair_interrupted_tool_part(self, part: dict[str, Any]) -> dict[str, Any]:
+        """What a tool part becomes when its result was never recorded (the process running
+        it died) before the next model call: by default an errored result the model reads
+        ("The tool call was interrupted before a result was recorded."). Return any part,
+        e.g. a text part."""
+        return repair.interrupted_result(part)
 
     async def wait_until_stable(self, timeout: float | None = None) -> bool:
         """Wait until no turn is queued or running and nothing waits for the user; False on timeout."""
@@ -474,7 +480,8 @@ class ThinkAgent(AIChatAgent):
     mcp_tool_needs_approval: ClassVar[Approval] = False
     # Named blocks of the system prompt (context_blocks.ContextBlockSpec), in order.
     context_blocks: ClassVar[tuple[ContextBlockSpec, ...]] = ()
-    # Summarise older messages once the history the model sees exceeds this many tokens.
+    # Summarise older messages once the history the model sees exceeds this many tokens; None:
+    # at AGENTS_COMPACTION_THRESHOLD of the model's context window; 0: never automatically.
     compact_after_tokens: ClassVar[int | None] = None
     # Messages at the start and at the end of the path that compaction never summarises.
     compaction_protect_head: ClassVar[int] = 2
@@ -488,6 +495,7 @@ class ThinkAgent(AIChatAgent):
         "model",
         "system_prompt",
         "compact_after_tokens",
+        "context_window",
     )
     _context_section = ""
     _mcp_tools: dict[str, Tool] = {}
@@ -605,7 +613,7 @@ class ThinkAgent(AIChatAgent):
             from agents_app.mcp.tools import turn_tools as mcp_turn_tools  # mcp.tools imports runtime.tools
 
             self._mcp_tools = await mcp_turn_tools(self)
-        return ModelLoop(self, await think_session.history_for_model(self, options)).run()
+        return ModelLoop(self, await think_session.history_for_model(self, options), stored=options.messages).run()
 
     async def chat(
         self,

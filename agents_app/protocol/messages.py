@@ -204,18 +204,6 @@ def sanitize_for_persistence(message: UIMessage) -> UIMessage:
     return cleaned
 
 
-def unanswered_tool_parts(message: UIMessage | None) -> list[dict[str, Any]]:
-    """Tool parts still waiting for a result or a decision (approved calls count as answered:
-    the continuation runs them)."""
-    if message is None:
-        return []
-    return [
-        part
-        for part in message.get("parts", [])
-        if is_tool_part(part) and part.get("state") not in SETTLED_TOOL_STATES and part.get("state") != "approval-responded"
-    ]
-
-
 def text_of(message: UIMessage) -> str:
     """The plain text of a message's text parts, for display, search and summaries."""
     return "".join(p.get("text", "") for p in message.get("parts", []) if p.get("type") == "text")

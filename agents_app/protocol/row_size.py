@@ -20,7 +20,7 @@ def _size(message: UIMessage) -> int:
     return len(json.dumps(message, ensure_ascii=False).encode())
 
 
-def _shrink(value: Any, budget: int) -> Any:
+def shrink_value(value: Any, budget: int) -> Any:
     """Cut a JSON value down to roughly `budget` characters, keeping its shape."""
     if isinstance(value, str):
         if len(value) <= budget:
@@ -43,7 +43,7 @@ def _shrink(value: Any, budget: int) -> Any:
         per_key = max(budget // max(len(value), 1), 50)
         for key, item in value.items():
             if len(json.dumps(item, ensure_ascii=False)) > per_key:
-                shrunk[key] = _shrink(item, per_key)
+                shrunk[key] = shrink_value(item, per_key)
         if len(json.dumps(shrunk, ensure_ascii=False)) < original:
             shrunk["__truncated"] = True
             shrunk["__truncatedChars"] = original - len(json.dumps(shrunk, ensure_ascii=False))
@@ -61,7 +61,7 @@ def fit_row_size(message: UIMessage, limit: int = ROW_LIMIT_BYTES) -> UIMessage:
         for part in fitted["parts"]:
             if is_tool_part(part) and part.get("state") == "output-available":
                 if len(json.dumps(part.get("output"), ensure_ascii=False)) > TOOL_OUTPUT_LIMIT:
-                    part["output"] = _shrink(part.get("output"), TOOL_OUTPUT_LIMIT)
+                    part["output"] = shrink_value(part.get("output"), TOOL_OUTPUT_LIMIT)
                     compacted.append(part.get("toolCallId"))
         if compacted:
             metadata["compactedToolOutputs"] = compacted

@@ -38,3 +38,28 @@ def redact(text: str, secrets: Iterable[str]) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, REDACTED)
     return text
+
+
+# How providers say a request is longer than the model's context window.
+_OVERFLOW_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+_OVERFLOW_PHRASES = (
+    "context_length_exceeded",
+    "maximum context length",
+    "prompt is too long",
+    "exceeds the context window",
+    "exceed context limit",
+    "input is too long",
+    "reduce the length of the messages",
+)
+
+
+def is_context_overflow(error: BaseException) -> bool:
+    """The upstream refused the request as too long for the model (OpenAI's
+    `context_length_exceeded` 400, or the phrases other providers use)."""
+    cause = error.__cause__
+    if isinstance(cause, openai.APIStatusError) and isinstance(cause.body, dict):
+        inner = cause.body.get("error", cause.body)
+        if isinstance(inner, dict) and inner.get("code") in _OVERFLOW_CODES:
+            return True
+    text = str(error).lower()
+    return any(phrase in text for phrase in _OVERFLOW_PHRASES)

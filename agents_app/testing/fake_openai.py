@@ -16,6 +16,8 @@ Command line (serves until Ctrl-C; without a script every request gets a streame
 
 A script file is a JSON list of replies, each {"text": "...", "delay": 0.01} or
 {"tool_calls": [{"name": "...", "arguments": "{...}"}]} or {"error": 500, "message": "..."}.
+`Reply.context_length_exceeded()` answers as OpenAI does for a too-long request; setting
+`fake.context_window` does so for every request over that many tokens (`prompt_tokens`).
 """
 from __future__ import annotations
 
@@ -53,6 +55,8 @@ class Reply:
     first_token_delay: float = 0.0
     status: int = 200
     error_message: str = ""
+    error_type: str = "api_error"
+    error_code: str | int | None = None
     retry_after: int | None = None
     break_after: int | None = None  # close the connection after this many content pieces
     usage: dict[str, int] | None = None
@@ -85,8 +89,22 @@ class Reply:
         return cls(pieces=_words(then_text), reasoning=_words(reasoning), delay=delay)
 
     @classmethod
-    def error(cls, status: int = 500, message: str = "upstream error", *, retry_after: int | None = None) -> Reply:
-        return cls(status=status, error_message=message, retry_after=retry_after)
+    def error(
+        cls, status: int = 500, message: str = "upstream error", *, retry_after: int | None = None, code: str | None = None,
+        error_type: str = "api_error",
+    ) -> Reply:
+        return cls(status=status, error_message=message, retry_after=retry_after, error_code=code or status, error_type=error_type)
+
+    @classmethod
+    def context_length_exceeded(cls, limit: int = 8192, requested: int = 9000) -> Reply:
+        """OpenAI's answer to a request longer than the model's context window."""
+        return cls.error(
+            400,
+            f"This model's maximum context length is {limit} tokens. However, your messages resulted in "
+            f"{requested} tokens. Please reduce the length of the messages.",
+            code="context_length_exceeded",
+            error_type="invalid_request_error",
+        )
 
     @classmethod
     def broken(cls, text: str, *, after: int, delay: float = 0.0) -> Reply:
@@ -105,6 +123,20 @@ class Reply:
             calls = [ToolCallSpec(c["name"], c.get("arguments", "{}")) for c in spec["tool_calls"]]
             return cls.tool_calls(calls, text=spec.get("text"), delay=float(spec.get("delay", 0)))
         return cls.text(spec.get("text", ""), delay=float(spec.get("delay", 0)))
+
+
+def prompt_tokens(request: dict[str, Any]) -> int:
+    """The fake's token count of a request: a quarter of the characters of every message's
+    content and tool-call arguments, plus 4 per message (real tokenizers vary; this is the
+    yardstick tests hold the server's own estimate against)."""
+    total = 0
+    for message in request.get("messages", []):
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(str(item.get("text", "")) for item in content if isinstance(item, dict))
+        chars = len(content or "") + sum(len((c.get("function") or {}).get("arguments") or "") for c in message.get("tool_calls") or [])
+        total += 4 + -(-chars // 4)
+    return total
 
 
 def _words(text: str) -> list[str]:
@@ -137,6 +169,8 @@ class FakeOpenAI:
         self.default_reply: Reply | None = None
         self.responder: Callable[[dict[str, Any]], Reply] | None = None
         self.default_delay = 0.0
+        # With a window set, a request over it (by prompt_tokens) gets context_length_exceeded.
+        self.context_window: int | None = None
         self.requests: list[dict[str, Any]] = []
         self.authorized: list[bool] = []
         self.disconnects = 0
@@ -174,6 +208,8 @@ class FakeOpenAI:
     def _next_reply(self, request: dict[str, Any]) -> Reply:
         with self._lock:
             self.requests.append(request)
+            if self.context_window is not None and prompt_tokens(request) > self.context_window:
+                return Reply.context_length_exceeded(self.context_window, prompt_tokens(request))
             if self._queue:
                 return self._queue.popleft()
         if self.responder is not None:
@@ -218,7 +254,8 @@ class FakeOpenAI:
                 reply = fake._next_reply(request)
                 if reply.status != 200:
                     headers = {"Retry-After": str(reply.retry_after)} if reply.retry_after is not None else {}
-                    self._json(reply.status, {"error": {"message": reply.error_message, "type": "api_error", "code": reply.status}}, headers)
+                    error = {"message": reply.error_message, "type": reply.error_type, "param": None, "code": reply.error_code or reply.status}
+                    self._json(reply.status, {"error": error}, headers)
                     return
                 if request.get("stream"):
                     try:

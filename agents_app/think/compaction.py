@@ -16,6 +16,7 @@ from asgiref.sync import sync_to_async
 from agents_app.protocol.messages import UIMessage, text_of
 from agents_app.providers.openai_chat import stream_reply
 from agents_app.think.context_blocks import estimate_tokens
+from agents_app.think.context_window import input_budget
 from agents_app.storage import transcript
 from agents_app.storage.models import Compaction, Message, Session
 from agents_app.storage.overlays import apply_overlays, overlays_on_path
@@ -50,11 +51,30 @@ def _choose_range(messages: list[UIMessage], session: Session, protect_head: int
     return messages[start_index]["id"], messages[end_index]["id"]
 
 
-async def summarize(agent: ThinkAgent, messages: list[UIMessage]) -> str:
-    """Ask the agent's model for a summary of `messages` (an earlier summary among them is
-    folded into the new one)."""
-    excerpt = "\n\n".join(f"{m['role'].upper()}: {text_of(m)}" for m in messages if text_of(m))
-    request = [{"id": "summary-request", "role": "user", "parts": [{"type": "text", "text": f"{SUMMARY_INSTRUCTIONS}\n\n---\n{excerpt}"}]}]
+def _excerpts(messages: list[UIMessage], budget: int) -> list[str]:
+    """The messages as transcript lines, packed into pieces of at most `budget` estimated
+    tokens each (a single line longer than that is cut)."""
+    pieces: list[list[str]] = [[]]
+    used = 0
+    for message in messages:
+        text = text_of(message)
+        if not text:
+            continue
+        line = f"{message['role'].upper()}: {text}"
+        cost = estimate_tokens(line)
+        if cost > budget:
+            line = line[:budget]
+            cost = estimate_tokens(line)
+        if used + cost > budget and pieces[-1]:
+            pieces.append([])
+            used = 0
+        pieces[-1].append(line)
+        used += cost
+    return ["\n\n".join(piece) for piece in pieces if piece]
+
+
+async def _summary_of(agent: ThinkAgent, prompt: str) -> str:
+    request = [{"id": "summary-request", "role": "user", "parts": [{"type": "text", "text": prompt}]}]
     pieces = []
     async for chunk in stream_reply(request, model=agent.get_model()):
         if chunk.get("type") == "error":
@@ -64,6 +84,20 @@ async def summarize(agent: ThinkAgent, messages: list[UIMessage]) -> str:
     summary = "".join(pieces).strip()
     if not summary:
         raise RuntimeError("The model returned an empty summary.")
+    return summary
+
+
+async def summarize(agent: ThinkAgent, messages: list[UIMessage]) -> str:
+    """Ask the agent's model for a summary of `messages` (an earlier summary among them is
+    folded into the new one). A range too long for one request is summarised piece by piece,
+    each request carrying the summary so far, so no request exceeds the model's window."""
+    budget = input_budget(agent.get_model(), agent) // 2
+    summary = ""
+    for excerpt in _excerpts(messages, budget):
+        earlier = f"Summary of the conversation before this excerpt:\n{summary}\n\n" if summary else ""
+        summary = await _summary_of(agent, f"{SUMMARY_INSTRUCTIONS}\n\n---\n{earlier}{excerpt}")
+    if not summary:
+        raise RuntimeError("There is nothing to summarise.")
     return summary
 
 

@@ -107,3 +107,88 @@ class RedactionMiddleware(ModelMiddleware):
                 yield {"type": delta_type, "id": chunk["id"], "delta": self.pattern.sub(self.replacement, rest)}
             yield chunk
 
+
+
+class ExtractReasoningMiddleware(ModelMiddleware):
+    """Models that write their thinking into the text between `<think>` and `</think>` (many
+    open-weight models do) get reasoning parts instead, as if they had streamed
+    `reasoning_content` (the AI SDK's extractReasoningMiddleware). A tag split across deltas
+    is recognised; `start_with_reasoning` treats the text as reasoning until the first closing
+    tag (for templates that put the opening tag in the prompt). Text right after the reasoning
+    loses its leading whitespace."""
+
+    def __init__(self, tag_name: str = "think", *, start_with_reasoning: bool = False) -> None:
+        self.opening, self.closing = f"<{tag_name}>", f"</{tag_name}>"
+        self.start_with_reasoning = start_with_reasoning
+
+    async def wrap_stream(self, params: ModelCallParams, call_next: ModelCall) -> AsyncIterator[Chunk]:
+        splitters: dict[str, _TagSplitter] = {}
+        async for chunk in call_next(params):
+            kind, part_id = chunk.get("type"), chunk.get("id", "")
+            if kind == "text-start":
+                splitters[part_id] = _TagSplitter(part_id, self.opening, self.closing, self.start_with_reasoning)
+            elif kind == "text-delta" and part_id in splitters:
+                for out in splitters[part_id].feed(chunk.get("delta", "")):
+                    yield out
+            elif kind == "text-end" and part_id in splitters:
+                for out in splitters.pop(part_id).end():
+                    yield out
+            else:
+                yield chunk
+
+
+class _TagSplitter:
+    """One text part of the model's output, re-emitted as alternating text and reasoning parts."""
+
+    def __init__(self, part_id: str, opening: str, closing: str, in_reasoning: bool) -> None:
+        self.part_id = part_id
+        self.tags = {False: opening, True: closing}  # the tag that ends the current kind
+        self.in_reasoning = in_reasoning
+        self.held = ""
+        self.open_id: str | None = None
+        self.parts = 0
+        self.after_reasoning = False
+
+    def _emit(self, text: str) -> list[Chunk]:
+        if self.after_reasoning and not self.in_reasoning:
+            text = text.lstrip()
+        if not text:
+            return []
+        chunks: list[Chunk] = []
+        kind = "reasoning" if self.in_reasoning else "text"
+        if self.open_id is None:
+            self.open_id = self.part_id if self.parts == 0 else f"{self.part_id}-{self.parts}"
+            self.parts += 1
+            chunks.append({"type": f"{kind}-start", "id": self.open_id})
+        chunks.append({"type": f"{kind}-delta", "id": self.open_id, "delta": text})
+        if not self.in_reasoning:
+            self.after_reasoning = False
+        return chunks
+
+    def _close(self) -> list[Chunk]:
+        if self.open_id is None:
+            return []
+        kind = "reasoning" if self.in_reasoning else "text"
+        closed, self.open_id = self.open_id, None
+        return [{"type": f"{kind}-end", "id": closed}]
+
+    def feed(self, delta: str) -> list[Chunk]:
+        self.held += delta
+        chunks: list[Chunk] = []
+        while True:
+            tag = self.tags[self.in_reasoning]
+            at = self.held.find(tag)
+            if at < 0:
+                break
+            chunks += self._emit(self.held[:at]) + self._close()
+            self.held = self.held[at + len(tag) :]
+            self.after_reasoning = self.in_reasoning
+            self.in_reasoning = not self.in_reasoning
+        # Hold back what could be the start of the tag, release the rest.
+        keep = next((n for n in range(min(len(tag) - 1, len(self.held)), 0, -1) if tag.startswith(self.held[-n:])), 0)
+        release, self.held = self.held[: len(self.held) - keep], self.held[len(self.held) - keep :]
+        return chunks + self._emit(release)
+
+    def end(self) -> list[Chunk]:
+        rest, self.held = self.held, ""
+        return self._emit(rest) + self._close()

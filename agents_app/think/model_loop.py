@@ -20,8 +20,10 @@ from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
 from agents_app.providers.convert import to_openai_messages
+from agents_app.providers.errors import is_context_overflow
 from agents_app.providers.openai_chat import ModelError, StepOutcome, StepStream, ToolCall, make_client, text_ids
-from agents_app.think import stream_writer, sub_agents
+from agents_app.think import compaction, stream_writer, sub_agents, think_session
+from agents_app.think.context_window import fit_to_window, input_budget
 from agents_app.agents.hooks import (
     BLOCKED_TOOL_TEXT,
     StepConfig,
@@ -43,6 +45,13 @@ if TYPE_CHECKING:
 
 Chunk = dict[str, Any]
 _DONE = object()
+CONTEXT_OVERFLOW_TEXT = (
+    "This conversation is too long for the model's context window, even after compacting older "
+    "messages. Start a new chat, or leave out large attachments or tool outputs."
+)
+# After the upstream refused a request as too long, the rest of the turn aims at this share of
+# the estimated budget: the estimate was evidently low for this model.
+OVERFLOW_BUDGET_FACTOR = 0.5
 
 
 def _client_tool_schema(spec: dict[str, Any]) -> dict[str, Any]:
@@ -120,9 +129,15 @@ class ToolOutcome:
 
 
 class ModelLoop:
-    def __init__(self, agent: ThinkAgent, options: ChatOptions) -> None:
+    def __init__(self, agent: ThinkAgent, options: ChatOptions, stored: list[UIMessage] | None = None) -> None:
+        """`options.messages` is the history as the model reads it; `stored` the messages it
+        was made from (to read them again after a compaction)."""
         self.agent = agent
         self.options = options
+        self.stored = stored if stored is not None else options.messages
+        self.budget_factor = 1.0
+        self.history_from_transcript = True
+        self.turn_history_start = 0
         self.tools = {**agent.turn_tools(), **sub_agents.extra_tools(options.request_id)}
         self.messages: list[UIMessage] = copy.deepcopy(options.messages)
         self.step_number = 0
@@ -212,6 +227,8 @@ class ModelLoop:
         config = await self.agent.before_turn(context) or TurnConfig()
         self.system = config.system or system
         self.history = config.messages or to_openai_messages(self.messages, self.system)
+        self.history_from_transcript = not config.messages
+        self.turn_history_start = len(self.history)
         tools = self.tools
         self.client_schemas = [_client_tool_schema(t) for t in self.options.client_tools or [] if t["name"] not in self.tools]
         if config.active_tools is not None:
@@ -235,6 +252,30 @@ class ModelLoop:
         schemas = [t.openai_schema() for t in tools.values()] + client_schemas
         tool_choice = step.tool_choice if step.tool_choice is not None else config.tool_choice
         return tools, ModelCallParams(step.model or model, messages, schemas or None, tool_choice, self.step_number, dict(extra))
+
+    # -- the context window -------------------------------------------------------------------
+    def _fitted(self, params: ModelCallParams) -> list[dict[str, Any]]:
+        """The call's messages cut to the model's window (context_window.fit_to_window)."""
+        budget = input_budget(params.model, self.agent, max_output_tokens=params.extra.get("max_tokens"))
+        return fit_to_window(params.messages, int(budget * self.budget_factor), params.tools)
+
+    async def _shrink_after_overflow(self) -> None:
+        """The upstream said the request is too long: compact the conversation (the overlay
+        also serves later turns), read the history again through it, and aim lower."""
+        self.budget_factor = OVERFLOW_BUDGET_FACTOR
+        if not self.history_from_transcript:
+            return  # before_turn supplied the messages: only the tighter fit applies
+        try:
+            if await compaction.compact(self.agent) is None:
+                return
+        except Exception:
+            return  # the tighter fit alone still gives the retry its chance
+        await self.agent.broadcast_transcript()
+        current = {m["id"]: m for m in self.messages}  # keeps results this turn already added
+        self.messages = [current.get(m["id"], m) for m in await think_session.model_view(self.agent, self.stored)]
+        base = to_openai_messages(self.messages, self.system)
+        self.history = [*base, *self.history[self.turn_history_start :]]
+        self.turn_history_start = len(base)
 
     def run(self) -> AsyncIterator[Chunk]:
         """The turn's chunks (also reported to a sub-agent chat() caller, if any)."""
@@ -265,7 +306,7 @@ class ModelLoop:
                 stream = StepStream(
                     client,
                     model=params.model,
-                    messages=params.messages,
+                    messages=self._fitted(params),
                     tools=params.tools,
                     tool_choice=params.tool_choice,
                     send_reasoning=self.agent.send_reasoning,
@@ -282,18 +323,29 @@ class ModelLoop:
                     turn_tools.update({n: t for n, t in self.agent.extensions.tools().items() if n not in turn_tools})
                 tools, params = await self._prepare_step(config, turn_tools, steps, extra)
                 yield {"type": "start-step"}
-                calls.clear()
-                step = StepRecord()
-                try:
-                    async for chunk in model_call(params):
-                        if chunk.get("type", "").startswith("tool-input-") and getattr(tools.get(chunk.get("toolName", "")), "dynamic", False):
-                            chunk["dynamic"] = True  # tools discovered at run time (MCP) are dynamic-tool parts
-                        step.observe(chunk)
-                        await self.agent.on_chunk(chunk)
-                        yield chunk
-                except ModelError as error:
-                    yield {"type": "error", "errorText": str(error)}
-                    return
+                for attempt in range(2):
+                    calls.clear()
+                    step = StepRecord()
+                    produced = False
+                    try:
+                        async for chunk in model_call(params):
+                            produced = True
+                            if chunk.get("type", "").startswith("tool-input-") and getattr(tools.get(chunk.get("toolName", "")), "dynamic", False):
+                                chunk["dynamic"] = True  # tools discovered at run time (MCP) are dynamic-tool parts
+                            step.observe(chunk)
+                            await self.agent.on_chunk(chunk)
+                            yield chunk
+                        break
+                    except ModelError as error:
+                        if not is_context_overflow(error):
+                            yield {"type": "error", "errorText": str(error)}
+                            return
+                        if attempt or produced:
+                            yield {"type": "error", "errorText": CONTEXT_OVERFLOW_TEXT}
+                            return
+                    # Too long for the model: compact and try this step once more.
+                    await self._shrink_after_overflow()
+                    tools, params = await self._prepare_step(config, turn_tools, steps, extra)
                 outcome = calls[-1].outcome if calls else StepOutcome(finish_reason="tool-calls" if step.tool_calls else "stop")
                 for key, value in (outcome.usage or {}).items():
                     usage[key] = usage.get(key, 0) + value

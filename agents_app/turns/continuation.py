@@ -13,8 +13,9 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import transaction
 
-from agents_app.protocol.messages import unanswered_tool_parts
-from agents_app.turns import runner
+from agents_app.protocol.messages import is_tool_part
+from agents_app.turns import repair, runner
+from agents_app.turns.instances import load_agent
 from agents_app.agents.agent import new_request_id
 from agents_app.turns.types import TurnRequest
 from agents_app.storage import transcript
@@ -30,7 +31,11 @@ def _admit_if_ready(session_id: int, wants_continuation: bool, client_tools: lis
         context = dict(session.request_context or {})
         if not (wants_continuation or context.get(_CONTINUATION_REQUESTED)):
             return None
-        if unanswered_tool_parts(transcript.latest_assistant(session)):
+        waiting_for = load_agent(session).client_tool_names()  # the result's clientTools are stored by now
+        latest = transcript.latest_assistant(session)
+        # Only the user or the browser can still answer; a call whose process died never will
+        # (the continuation's transcript repair gives it an errored result).
+        if any(is_tool_part(p) and repair.awaits_client(p, waiting_for) for p in (latest or {}).get("parts", [])):
             # A sibling call is still open: remember that someone opted in (§9.3a).
             context[_CONTINUATION_REQUESTED] = True
             Session.objects.filter(pk=session_id).update(request_context=context)

@@ -22,7 +22,7 @@ from agents_app.gateway import scope as gateway_scope
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage, normalize_messages
-from agents_app.turns import broadcast, cancellation, concurrency, recovery, turn_listeners, turn_lock
+from agents_app.turns import broadcast, cancellation, concurrency, recovery, repair, turn_listeners, turn_lock
 from agents_app.agents.agent import AIChatAgent
 from agents_app.turns.instances import load_agent
 from agents_app.turns.stream_publisher import StreamPublisher
@@ -288,7 +288,7 @@ async def _admitted_by_policy(agent: AIChatAgent, request: TurnRequest, turn: Tu
     if not (turn.trigger == "submit-message" and turn.source == Turn.Source.WEBSOCKET):
         return True
     policy = concurrency.Concurrency.parse(agent.message_concurrency)
-    if policy.strategy == "debounce":
+    if policy.strategy == "debounce" and turn.overlapping:  # the first submit on an idle agent runs at once
         await concurrency.wait_for_quiet_window(turn, policy)
     if policy.supersedes and await sync_to_async(concurrency.has_newer_overlapping_submit)(turn):
         return False
@@ -356,7 +356,7 @@ async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort:
     if request.new_messages is not None:
         await _persist_new_messages(request)
     session, messages = await sync_to_async(_load_turn_context)(request)
-    messages = _up_to_answered(messages, request.answers)
+    messages = _up_to_answered(await repair.repair_before_turn(agent, session, messages), request.answers)
     progress.session = session
     progress.anchor = messages[-1]["id"] if messages else None
     options = ChatOptions(
