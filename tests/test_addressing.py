@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @register_agent
-class ReportAgent(Agent):
+class QuarterlyReportAgent(Agent):
     async def on_request(self, request: HttpRequest, path: str) -> HttpResponse:
         return JsonResponse({
             "method": request.method,
@@ -53,7 +53,7 @@ async def test_owners_have_separate_instances_of_one_name(user, other_user):
 
 
 async def test_fetch_is_served_by_on_request_as_the_instance_owner(user):
-    report = await get_agent_by_name(ReportAgent, "q3", owner=user)
+    report = await get_agent_by_name(QuarterlyReportAgent, "q3", owner=user)
 
     response = await report.fetch("summary", method="POST", query={"since": "2026-07-01"}, json={"rows": 3}, headers={"X-Trace": "t-1"})
 
