@@ -7,7 +7,6 @@ Subclass, decorate with `@register_agent`, and the class is served at
 from __future__ import annotations
 
 import asyncio
-import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -39,7 +38,15 @@ from agents_app.agents.hooks import (
 from agents_app.think.middleware import ModelMiddleware
 from agents_app.think.model_loop import ModelLoop
 from agents_app.agents.tools import Approval, Tool
-from agents_app.turns.types import ChatOptions, ChatResponse, ChatResponseResult, Connection, TurnRequest, TurnResult
+from agents_app.turns.types import (
+    ChatOptions,
+    ChatResponse,
+    ChatResponseResult,
+    Connection,
+    TurnRequest,
+    TurnResult,
+    new_request_id,
+)
 from agents_app.think.workspace_tools import workspace_tools
 from agents_app.storage import search, transcript
 from agents_app.storage.workspace import Workspace
@@ -51,12 +58,6 @@ from agents_app.storage.models import Session, Turn
 
 _UNSET: Any = object()
 AgentT = TypeVar("AgentT", bound="Agent")
-
-
-def new_request_id() -> str:
-    """Server-generated request ids: 128 random bits, URL-safe (22 characters), so nobody can
-    guess another turn's id."""
-    return secrets.token_urlsafe(16)
 
 
 def callable_method(func: Callable[..., Any] | None = None, *, streaming: bool = False) -> Any:
@@ -301,12 +302,10 @@ class AIChatAgent(Agent):
             new_messages=messages,
         )
         try:
-            turn, created = await runner.admit_turn(request)
+            started = await runner.start_turn(request)
         except runner.AdmissionFailed as failure:
             return TurnResult(request.request_id, "error", str(failure))
-        if not created:
-            return TurnResult(turn.request_id, "skipped")
-        return await runner.run(request, turn)
+        return await started.result()
 
     async def send_scheduled_message(self, payload: Any) -> TurnResult:
         """The default schedule callback: `{"text": …}` arrives as a user message and is answered."""
@@ -338,10 +337,10 @@ class AIChatAgent(Agent):
             body=body if body is not None else context.get("lastBody"),
         )
         try:
-            turn, _ = await runner.admit_turn(request)
+            started = await runner.start_turn(request)
         except runner.AdmissionFailed as failure:
             return TurnResult(request.request_id, "error", str(failure))
-        return await runner.run(request, turn)
+        return await started.result()
 
     async def destroy(self) -> None:
         """Abort running turns, skip queued ones, drop the stream buffers and delete the session
@@ -381,15 +380,6 @@ class AIChatAgent(Agent):
         current = await sync_to_async(transcript.transcript)(self.session)
         await broadcast.broadcast(self.session.pk, [frames.chat_messages(current)])
         return current
-
-    async def on_request(self, request: HttpRequest, path: str) -> HttpResponse:
-        """`POST <instance>/chat` runs a turn over HTTP (see transport/http_streams.py); other
-        paths are yours to serve."""
-        if path.strip("/") == "chat":
-            from agents_app.transport.http_streams import chat_endpoint  # transport imports the runtime
-
-            return await chat_endpoint(self, request)
-        return await super().on_request(request, path)
 
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
         """Produce the reply: UI message stream chunks, plain text, or None."""

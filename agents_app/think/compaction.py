@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import UIMessage, text_of
-from agents_app.providers.openai_chat import stream_reply
+from agents_app.gateway.steps import stream_reply
 from agents_app.think.context_blocks import estimate_tokens
 from agents_app.storage import transcript
 from agents_app.storage.models import Compaction, Message, Session

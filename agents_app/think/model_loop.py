@@ -20,7 +20,8 @@ from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
 from agents_app.providers.convert import to_openai_messages
-from agents_app.providers.openai_chat import ModelError, StepOutcome, StepStream, ToolCall, make_client, text_ids
+from agents_app.gateway.steps import StepOutcome, StepStream, ToolCall, text_ids
+from agents_app.providers.openai_chat import ModelError, make_client
 from agents_app.think import stream_writer, sub_agents
 from agents_app.agents.hooks import (
     BLOCKED_TOOL_TEXT,

@@ -23,7 +23,7 @@ from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import UIMessage, normalize_messages, user_text_message
 from agents_app.agents.tools import Tool
-from agents_app.turns.types import TurnRequest, TurnResult
+from agents_app.turns.types import TurnRequest, TurnResult, new_request_id
 from agents_app.storage.models import Turn
 
 if TYPE_CHECKING:
@@ -109,7 +109,6 @@ async def chat(
     """Run one turn on `agent` with `message` as the new user message (see module doc).
     `callback` may have any of `on_event`, `on_done`, `on_error`, sync or async, or be None."""
     from agents_app.turns import runner
-    from agents_app.agents.agent import new_request_id
 
     incoming = normalize_messages([user_text_message(message) if isinstance(message, str) else message])
     request = TurnRequest(
@@ -119,11 +118,11 @@ async def chat(
     watcher = asyncio.create_task(_abort_when(signal, request.session_id, request.request_id)) if signal is not None else None
     try:
         try:
-            turn, _ = await runner.admit_turn(request)
+            started = await runner.start_turn(request)
         except runner.AdmissionFailed as failure:
             result = TurnResult(request.request_id, "error", str(failure))
         else:
-            result = await runner.run(request, turn)
+            result = await started.result()
     finally:
         _observed.pop(request.request_id, None)
         if watcher is not None:

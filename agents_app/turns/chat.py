@@ -82,7 +82,7 @@ async def submit(session: Session, connection: Connection | None, request: ChatR
     if not created:
         return  # the same request id again: the turn already exists and never runs twice
     await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=exclude)
-    runner.start(turn_request, turn)
+    await runner.start_turn(turn_request, admitted=turn)
 
 
 def _clear(session: Session) -> list[str]:

@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agents_app.protocol.messages import UIMessage
+
+def new_request_id() -> str:
+    """Server-generated request ids: 128 random bits, URL-safe (22 characters), so nobody can
+    guess another turn's id."""
+    return secrets.token_urlsafe(16)
+
 
 TurnStatus = Literal["completed", "error", "aborted", "skipped"]
 # What `on_chat_message` may return: UI message stream chunks, plain text pieces, a whole

@@ -24,7 +24,7 @@ from agents_app.protocol.inbound import ChatRequest, ToolApproval, ToolResult
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage
 from agents_app.turns import broadcast, chat, runner, tool_state
-from agents_app.agents.agent import new_request_id
+from agents_app.turns.types import new_request_id
 from agents_app.turns.broadcast import session_group
 from agents_app.turns.resume import ConnectionStreams, StreamEventsMixin
 from agents_app.turns.types import Connection
