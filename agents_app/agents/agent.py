@@ -162,8 +162,9 @@ class Agent(McpClientMixin):
         return [frames.error(f"Unknown message type {kind!r}.", frame_type=str(kind))]
 
     async def on_request(self, request: HttpRequest, path: str) -> HttpResponse:
-        """HTTP requests to /agents/<agent>/<name>/<path> other than get-messages; `callback`
-        completes an MCP server's OAuth authorization (mcp/oauth.py)."""
+        """HTTP requests to /agents/<agent>/<name>/<path> other than get-messages, streams/…
+        and a chat agent's `POST chat` (transport/views.py serves those); `callback` completes
+        an MCP server's OAuth authorization (mcp/oauth.py)."""
         if path.strip("/") == "callback" and request.method == "GET":
             from agents_app.mcp import oauth
 

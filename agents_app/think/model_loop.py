@@ -36,6 +36,7 @@ from agents_app.agents.hooks import (
 from agents_app.think.middleware import ModelCallParams, wrap_model_call
 from agents_app.agents.tools import Tool, ToolInputError
 from agents_app.turns.types import ChatOptions
+from agents_app.storage import transcript
 from agents_app.storage.models import Session, ToolGrant
 from agents_app.testing import faults
 
@@ -188,7 +189,7 @@ class ModelLoop:
 
     async def _run_approved_calls(self) -> AsyncIterator[Chunk]:
         """Continuations start by executing what the user approved (protocol §9.4 step 5)."""
-        last = next((m for m in reversed(self.messages) if m["role"] == "assistant"), None)
+        last = transcript.last_assistant(self.messages)
         for part in last["parts"] if last else []:
             if not (is_tool_part(part) and part.get("state") == "approval-responded"):
                 continue

@@ -165,7 +165,7 @@ def _rebuild_partial(turn: Turn, session: Session) -> tuple[UIMessage, bool]:
     bodies = [body for _, body in chunk_log.read_bodies(turn.pk) if body is not None]
     base = None
     if turn.is_continuation:
-        base = next((m for m in reversed(transcript.transcript(session)) if m["role"] == "assistant"), None)
+        base = transcript.latest_assistant(session)
     partial = rebuild_message(turn.message_uid or f"assistant_{turn.request_id}", bodies, base=base)
     return partial, bool(bodies and partial["parts"])
 

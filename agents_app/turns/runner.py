@@ -404,7 +404,7 @@ async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort:
         body=request.body,
         continuation=request.continuation,
     )
-    base = _continuation_base(messages) if request.continuation else None
+    base = transcript.last_assistant(messages) if request.continuation else None
     builder = MessageBuilder(
         base or {"id": agent.new_message_id(), "role": "assistant", "parts": []},
         continuation=base is not None,
@@ -413,12 +413,7 @@ async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort:
     progress.builder = builder
     response = await agent.on_chat_message(options)
     if response is None:
-        await _finish_turn(turn, "completed")
-        await broadcast.broadcast(
-            session.pk, [frames.chat_response(request.request_id, frames.NO_RESPONSE_TEXT, done=True, continuation=request.continuation)]
-        )
-        await _settle(turn, streamed=False)
-        return TurnResult(request.request_id, "completed")
+        return await _conclude(progress, request, turn, _StreamOutcome("completed", body=frames.NO_RESPONSE_TEXT), None)
 
     publisher = StreamPublisher(session.pk, turn.pk, request.request_id, continuation=request.continuation)
     await publisher.start(builder.message["id"])
@@ -487,9 +482,11 @@ class _StreamOutcome:
     # An in-band `error` chunk gets an error frame then a normal done (protocol §9.13);
     # an exception gets a single error frame that is also the done frame.
     in_band: bool = False
+    # The done frame's body: empty, except for a handler that returned no response at all.
+    body: str = ""
 
     def final_frames(self, request_id: str, continuation: bool) -> list[frames.Frame]:
-        done = frames.chat_response(request_id, done=True, continuation=continuation)
+        done = frames.chat_response(request_id, self.body, done=True, continuation=continuation)
         if self.status != "error":
             return [done]
         error = frames.chat_response(request_id, self.error or "", done=not self.in_band, error=True, continuation=continuation)
@@ -531,8 +528,12 @@ async def _stream(
     if not consumer.done():
         # Cancelling the task closes the upstream HTTP response inside the openai SDK.
         consumer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
+        try:
             await consumer
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # the turn is aborted either way; a failure while closing is only logged
+            logger.warning("turn %s: the aborted stream failed while closing", request_id, exc_info=True)
         return _StreamOutcome("aborted")
     error = consumer.exception()
     if error is None:
@@ -569,10 +570,6 @@ def _up_to_answered(messages: list[UIMessage], answers: str) -> list[UIMessage]:
     the answers given meanwhile), not the messages queued after it."""
     ids = [message["id"] for message in messages]
     return messages[: ids.index(answers) + 1] if answers in ids else messages
-
-
-def _continuation_base(messages: list[UIMessage]) -> UIMessage | None:
-    return next((m for m in reversed(messages) if m["role"] == "assistant"), None)
 
 
 async def _finish_turn(turn: Turn, status: TurnStatus, *, error: str = "", message_uid: str = "") -> None:
