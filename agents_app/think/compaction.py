@@ -21,7 +21,7 @@ from agents_app.storage.models import Compaction, Message, Session
 from agents_app.storage.overlays import apply_overlays, overlays_on_path
 
 if TYPE_CHECKING:
-    from agents_app.agents.agent import ThinkAgent
+    from agents_app.think.host import ThinkHost
 
 MESSAGE_OVERHEAD_TOKENS = 4
 SUMMARY_INSTRUCTIONS = (
@@ -50,7 +50,7 @@ def _choose_range(messages: list[UIMessage], session: Session, protect_head: int
     return messages[start_index]["id"], messages[end_index]["id"]
 
 
-async def summarize(agent: ThinkAgent, messages: list[UIMessage]) -> str:
+async def summarize(agent: ThinkHost, messages: list[UIMessage]) -> str:
     """Ask the agent's model for a summary of `messages` (an earlier summary among them is
     folded into the new one)."""
     excerpt = "\n\n".join(f"{m['role'].upper()}: {text_of(m)}" for m in messages if text_of(m))
@@ -67,7 +67,7 @@ async def summarize(agent: ThinkAgent, messages: list[UIMessage]) -> str:
     return summary
 
 
-async def compact(agent: ThinkAgent) -> Compaction | None:
+async def compact(agent: ThinkHost) -> Compaction | None:
     """Summarise the middle of the active path into an overlay; None when it is too short."""
     session = agent.session
     messages = await sync_to_async(transcript.transcript)(session)

@@ -41,7 +41,7 @@ from agents_app.storage.models import Session, ToolGrant
 from agents_app.testing import faults
 
 if TYPE_CHECKING:
-    from agents_app.agents.agent import ThinkAgent
+    from agents_app.think.host import ThinkHost
 
 Chunk = dict[str, Any]
 _DONE = object()
@@ -122,7 +122,7 @@ class ToolOutcome:
 
 
 class ModelLoop:
-    def __init__(self, agent: ThinkAgent, options: ChatOptions) -> None:
+    def __init__(self, agent: ThinkHost, options: ChatOptions) -> None:
         self.agent = agent
         self.options = options
         self.tools = {**agent.turn_tools(), **sub_agents.extra_tools(options.request_id)}

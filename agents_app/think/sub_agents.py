@@ -17,20 +17,18 @@ import inspect
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import UIMessage, normalize_messages, user_text_message
 from agents_app.agents.tools import Tool
+from agents_app.turns.agent_interface import ChatAgent, HostedAgent
 from agents_app.turns.types import TurnRequest, TurnResult, new_request_id
 from agents_app.storage.models import Turn
 
-if TYPE_CHECKING:
-    from agents_app.agents.agent import AIChatAgent, Agent
-
 logger = logging.getLogger(__name__)
-A = TypeVar("A", bound="Agent")
+A = TypeVar("A", bound=HostedAgent)
 
 
 @dataclass
@@ -70,7 +68,7 @@ async def observe(request_id: str, chunks: AsyncIterator[dict[str, Any]]) -> Asy
         yield chunk
 
 
-async def sub_agent(parent: Agent, agent_class: type[A], name: str) -> A:
+async def sub_agent(parent: HostedAgent, agent_class: type[A], name: str) -> A:
     """The `agent_class` instance called `name` owned by the parent's owner, created on first use."""
     from agents_app.turns.instances import load_agent, resolve_session
     from agents_app.turns.registry import agent_segment
@@ -99,7 +97,7 @@ async def _abort_when(signal: asyncio.Event, session_id: int, request_id: str) -
 
 
 async def chat(
-    agent: AIChatAgent,
+    agent: ChatAgent,
     message: str | UIMessage,
     callback: Any,
     *,

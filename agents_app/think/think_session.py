@@ -16,20 +16,20 @@ from agents_app.turns.types import ChatOptions
 from agents_app.storage.overlays import apply_overlays
 
 if TYPE_CHECKING:
-    from agents_app.agents.agent import ThinkAgent
+    from agents_app.think.host import ThinkHost
 
 logger = logging.getLogger(__name__)
 
 
-def framework_tools(agent: ThinkAgent) -> dict[str, Tool]:
+def framework_tools(agent: ThinkHost) -> dict[str, Tool]:
     return ContextBlocks(agent).tools() if agent.context_blocks else {}
 
 
-async def render_context(agent: ThinkAgent) -> str:
+async def render_context(agent: ThinkHost) -> str:
     return await ContextBlocks(agent).render() if agent.context_blocks else ""
 
 
-async def history_for_model(agent: ThinkAgent, options: ChatOptions) -> ChatOptions:
+async def history_for_model(agent: ThinkHost, options: ChatOptions) -> ChatOptions:
     """The history with overlays applied, compacting first when it is over the agent's
     threshold. A failed summary never fails the turn: it then runs uncompacted."""
     messages = await sync_to_async(apply_overlays)(agent.session, options.messages)
@@ -44,5 +44,5 @@ async def history_for_model(agent: ThinkAgent, options: ChatOptions) -> ChatOpti
     return dataclasses.replace(options, messages=messages)
 
 
-def _estimate(agent: ThinkAgent, messages: list[UIMessage]) -> int:
+def _estimate(agent: ThinkHost, messages: list[UIMessage]) -> int:
     return compaction.estimate_messages_tokens(messages) + estimate_tokens(agent.turn_system_prompt())
