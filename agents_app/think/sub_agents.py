@@ -23,6 +23,9 @@ from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import UIMessage, normalize_messages, user_text_message
 from agents_app.agents.tools import Tool
+from agents_app.turns import runner
+from agents_app.turns.instances import load_agent, resolve_session
+from agents_app.turns.registry import agent_segment
 from agents_app.turns.agent_interface import ChatAgent, HostedAgent
 from agents_app.turns.types import TurnRequest, TurnResult, new_request_id
 from agents_app.storage.models import Turn
@@ -70,9 +73,6 @@ async def observe(request_id: str, chunks: AsyncIterator[dict[str, Any]]) -> Asy
 
 async def sub_agent(parent: HostedAgent, agent_class: type[A], name: str) -> A:
     """The `agent_class` instance called `name` owned by the parent's owner, created on first use."""
-    from agents_app.turns.instances import load_agent, resolve_session
-    from agents_app.turns.registry import agent_segment
-
     def resolve() -> Any:
         session = resolve_session(agent_segment(agent_class.__name__), name, parent.session.owner)
         if session.pk == parent.session.pk:
@@ -88,8 +88,6 @@ async def sub_agent(parent: HostedAgent, agent_class: type[A], name: str) -> A:
 async def _abort_when(signal: asyncio.Event, session_id: int, request_id: str) -> None:
     """Cancel the turn once `signal` is set; repeated because the turn may not have
     registered its abort signal yet when the caller sets it."""
-    from agents_app.turns import runner
-
     await signal.wait()
     while True:
         await runner.cancel(session_id, request_id)
@@ -106,8 +104,6 @@ async def chat(
 ) -> TurnResult:
     """Run one turn on `agent` with `message` as the new user message (see module doc).
     `callback` may have any of `on_event`, `on_done`, `on_error`, sync or async, or be None."""
-    from agents_app.turns import runner
-
     incoming = normalize_messages([user_text_message(message) if isinstance(message, str) else message])
     request = TurnRequest(
         session_id=agent.session.pk, request_id=new_request_id(), source=Turn.Source.PROGRAMMATIC, new_messages=incoming
