@@ -20,13 +20,13 @@ from agents_app.agents import (
     ContextBlockSpec,
     ThinkAgent,
     Tool,
-    client_tool,
     register_agent,
     stream_reply,
     tool,
     write_data,
 )
 from agents_app.sandbox.code_mode import WorkspaceState, create_execute_tool
+from agents_app.ui.browser_tools import BROWSER_TOOLS
 
 _CONDITIONS = ("sunny", "cloudy", "rainy", "windy", "snowy")
 
@@ -56,20 +56,13 @@ async def research(topic: str) -> dict[str, Any]:
     return {"topic": topic, "sources": [s["url"] for s in sources]}
 
 
-getUserTimezone: Tool = client_tool("getUserTimezone", "Get the user's timezone from their browser.")
-get_timezone: Tool = client_tool("get_timezone", "Get the IANA timezone the user's browser is set to.")
-get_location: Tool = client_tool(
-    "get_location", "Get the user's approximate location (latitude, longitude) from their browser, if they allow it."
-)
-
-
 @register_agent
 class ChatAgent(ThinkAgent):
     title = "Assistant"
     description = "A Think-style assistant with a server tool, an approval tool, a browser tool and code mode."
 
     def get_tools(self) -> dict[str, Tool]:
-        tools = {t.name: t for t in (getWeather, research, deleteFile, getUserTimezone, get_timezone, get_location)}
+        tools = {**{t.name: t for t in (getWeather, research, deleteFile)}, **BROWSER_TOOLS}
         # Code mode: the model may also write JavaScript calling the server tools and the workspace.
         return {**tools, "execute": create_execute_tool(tools=tools, state=WorkspaceState(self.workspace))}
 

@@ -15,7 +15,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 
 from agents_app.transport.auth import AgentAuthMiddleware  # noqa: E402
 from agents_app.transport.origins import WebSocketOriginGuard  # noqa: E402
-from agents_app.transport.routing import websocket_urlpatterns  # noqa: E402
+from agents_app.routing import websocket_urlpatterns  # noqa: E402
 
 # The app serves its own static files (htmx and its extension, CSS) unless a front server
 # does (AGENTS_SERVE_STATIC=false): the quick start and single-process deployments need no CDN.

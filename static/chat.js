@@ -4,6 +4,7 @@
 (() => {
   "use strict";
 
+  // One implementation per tool declared in agents_app/ui/browser_tools.py (same names).
   const browserTools = {
     get_timezone: async () => ({ timeZone: Intl.DateTimeFormat().resolvedOptions().timeZone }),
     getUserTimezone: async () => Intl.DateTimeFormat().resolvedOptions().timeZone,

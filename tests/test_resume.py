@@ -37,7 +37,9 @@ async def ready(open_socket, token, **kwargs):
 
 async def turn_status(user, request_id):
     session = await sync_to_async(resolve_session)("scripted-agent", "resume", user)
-    return await sync_to_async(lambda: Turn.objects.get(session=session, request_id=request_id).status)()
+    return await sync_to_async(
+        lambda: Turn.objects.filter(session=session, request_id=request_id).values_list("status", flat=True).first()
+    )()
 
 
 async def wait_for_status(user, request_id, statuses, timeout=10):
@@ -141,20 +143,20 @@ async def test_acknowledging_an_orphaned_stream_persists_its_partial_and_the_age
     assert [p["text"] for p in stored[-1]["parts"] if p["type"] == "text"] == ["half an ans", "w0 w1 w2 w3 w4 "]
 
 
-async def test_a_turn_accepted_but_not_streaming_parks_new_connections_until_it_streams(open_socket, token):
+async def test_a_turn_accepted_but_not_streaming_parks_new_connections_until_it_streams(open_socket, token, user):
     first = await ready(open_socket, token)
     await first.chat("pending1", [user_message("go", "u1")], pre_delay=0.6, words=2)
-    await asyncio.sleep(0.1)
+    await wait_for_status(user, "pending1", Turn.PRE_STREAM)
     parked = await open_socket(PATH, token=token)
     assert await parked.next() == {"type": "cf_agent_stream_pending", "id": "pending1"}
     await parked.until(lambda f: f["type"] == "cf_agent_mcp_servers")
     assert (await parked.next(timeout=5)) == {"type": "cf_agent_stream_resuming", "id": "pending1"}
 
 
-async def test_parked_connections_are_released_when_the_turn_ends_without_streaming(open_socket, token):
+async def test_parked_connections_are_released_when_the_turn_ends_without_streaming(open_socket, token, user):
     first = await ready(open_socket, token)
     await first.chat("pending2", [user_message("go", "u1")], pre_delay=0.5, none=True)
-    await asyncio.sleep(0.1)
+    await wait_for_status(user, "pending2", Turn.PRE_STREAM)
     parked = await open_socket(PATH, token=token)
     assert await parked.next() == {"type": "cf_agent_stream_pending", "id": "pending2"}
     frames = await parked.until(lambda f: f["type"] == "cf_agent_stream_resume_none")

@@ -6,7 +6,7 @@ import re
 import pytest
 from asgiref.sync import sync_to_async
 
-from agents_app.agents.agent import new_request_id
+from agents_app.turns.types import new_request_id
 from agents_app.storage.models import ApiToken, Turn
 from tests.conftest import is_done, user_message
 

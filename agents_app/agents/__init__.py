@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agents_app.agents.addressing import get_agent_by_name
-    from agents_app.agents.agent import Agent, AIChatAgent, ThinkAgent, callable_method, new_request_id
+    from agents_app.agents.agent import Agent, AIChatAgent, ThinkAgent, callable_method
     from agents_app.agents.hooks import (
         StepConfig,
         StepContext,
@@ -30,14 +30,14 @@ if TYPE_CHECKING:
     )
     from agents_app.agents.tools import Approval, Tool, ToolInputError, client_tool, tool
     from agents_app.protocol.messages import text_of
-    from agents_app.providers.openai_chat import stream_reply
+    from agents_app.gateway.steps import stream_reply
     from agents_app.think.context_blocks import BlockKind, ContextBlockSpec
     from agents_app.think.middleware import ExtractReasoningMiddleware, ModelCallParams, ModelMiddleware, RedactionMiddleware
     from agents_app.think.pruning import prune_messages, truncate_older_messages
     from agents_app.think.stream_writer import write_data, write_file
     from agents_app.think.structured import ObjectGenerationError, generate_object
     from agents_app.turns.registry import register_agent
-    from agents_app.turns.types import ChatOptions, ChatResponse, Connection, ConnectionContext
+    from agents_app.turns.types import ChatOptions, ChatResponse, Connection, ConnectionContext, new_request_id
 
 _WHERE: dict[str, str] = {
     "Agent": "agents_app.agents.agent",
@@ -57,7 +57,7 @@ _WHERE: dict[str, str] = {
     "has_tool_call": "agents_app.agents.hooks",
     "ModelCallParams": "agents_app.think.middleware",
     "ModelMiddleware": "agents_app.think.middleware",
-    "new_request_id": "agents_app.agents.agent",
+    "new_request_id": "agents_app.turns.types",
     "ObjectGenerationError": "agents_app.think.structured",
     "prune_messages": "agents_app.think.pruning",
     "RedactionMiddleware": "agents_app.think.middleware",
@@ -67,7 +67,7 @@ _WHERE: dict[str, str] = {
     "StepContext": "agents_app.agents.hooks",
     "StepResult": "agents_app.agents.hooks",
     "StopCondition": "agents_app.agents.hooks",
-    "stream_reply": "agents_app.providers.openai_chat",
+    "stream_reply": "agents_app.gateway.steps",
     "text_of": "agents_app.protocol.messages",
     "ThinkAgent": "agents_app.agents.agent",
     "Tool": "agents_app.agents.tools",

@@ -20,6 +20,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, QueryDict
 
 from agents_app.protocol.naming import agent_segment
+from agents_app.turns.instances import UnknownAgent, load_agent, resolve_session
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -34,8 +35,6 @@ async def get_agent_by_name(agent_class: type[A], name: str, *, owner: AbstractB
 
     Raises `UnknownAgent` when the class is not registered (see `register_agent`) or is
     disabled in the admin, `InvalidSessionName` for an unusable name."""
-    from agents_app.turns.instances import UnknownAgent, load_agent, resolve_session
-
     segment = agent_segment(agent_class.__name__)
 
     def load() -> Agent:

@@ -7,7 +7,6 @@ Subclass, decorate with `@register_agent`, and the class is served at
 from __future__ import annotations
 
 import asyncio
-import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -18,13 +17,16 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 
 from agents_app.mcp.agent_api import McpClientMixin
+from agents_app.mcp import oauth
+from agents_app.mcp.tools import turn_tools as mcp_turn_tools
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import AppMessage
 from agents_app.protocol.json_safety import check_json
 from agents_app.protocol.messages import is_tool_part, normalize_messages, user_text_message
 from agents_app.providers.openai_chat import default_model
-from agents_app.turns import broadcast, concurrency, repair
-from agents_app.think import compaction, think_session
+from agents_app.sandbox.extensions import ExtensionManager
+from agents_app.turns import broadcast, chat, concurrency, repair, runner, scheduling
+from agents_app.think import compaction, sub_agents, think_session
 from agents_app.think.context_blocks import ContextBlocks, ContextBlockSpec
 from agents_app.agents.hooks import (
     StepConfig,
@@ -40,7 +42,16 @@ from agents_app.agents.hooks import (
 from agents_app.think.middleware import ModelMiddleware
 from agents_app.think.model_loop import ModelLoop
 from agents_app.agents.tools import Approval, Tool
-from agents_app.turns.types import ChatOptions, ChatResponse, ChatResponseResult, Connection, ConnectionContext, TurnRequest, TurnResult
+from agents_app.turns.types import (
+    ChatOptions,
+    ChatResponse,
+    ChatResponseResult,
+    Connection,
+    ConnectionContext,
+    TurnRequest,
+    TurnResult,
+    new_request_id,
+)
 from agents_app.think.workspace_tools import workspace_tools
 from agents_app.storage import search, transcript
 from agents_app.storage.workspace import Workspace
@@ -52,12 +63,6 @@ from agents_app.storage.models import Session, Turn
 
 _UNSET: Any = object()
 AgentT = TypeVar("AgentT", bound="Agent")
-
-
-def new_request_id() -> str:
-    """Server-generated request ids: 128 random bits, URL-safe (22 characters), so nobody can
-    guess another turn's id."""
-    return secrets.token_urlsafe(16)
 
 
 def callable_method(func: Callable[..., Any] | None = None, *, streaming: bool = False) -> Any:
@@ -166,11 +171,10 @@ class Agent(McpClientMixin):
         return [frames.error(f"Unknown message type {kind!r}.", frame_type=str(kind))]
 
     async def on_request(self, request: HttpRequest, path: str) -> HttpResponse:
-        """HTTP requests to /agents/<agent>/<name>/<path> other than get-messages; `callback`
-        completes an MCP server's OAuth authorization (mcp/oauth.py)."""
+        """HTTP requests to /agents/<agent>/<name>/<path> other than get-messages, streams/…
+        and a chat agent's `POST chat` (transport/views.py serves those); `callback` completes
+        an MCP server's OAuth authorization (mcp/oauth.py)."""
         if path.strip("/") == "callback" and request.method == "GET":
-            from agents_app.mcp import oauth
-
             return await oauth.handle_callback(self.session.pk, request)
         return HttpResponse("Not implemented", status=404, content_type="text/plain")
 
@@ -215,16 +219,12 @@ class Agent(McpClientMixin):
     async def sub_agent(self, agent_class: type[AgentT], name: str) -> AgentT:
         """The `agent_class` instance `name` of this session's owner, created on first use
         (see think/sub_agents.py)."""
-        from agents_app.think import sub_agents
-
         return await sub_agents.sub_agent(self, agent_class, name)
 
     # -- schedules (Celery runs them; the admin shows and edits them) ----------------------
     async def schedule(self, when: int | float | datetime | str, callback: str, payload: Any = None) -> dict[str, Any]:
         """Call `self.<callback>(payload)` after `when` seconds, at a datetime, or on a cron
         string ("0 9 * * 1-5"). Returns the schedule as the reference describes it."""
-        from agents_app.turns import scheduling  # scheduling loads agents through instances
-
         if not callable(getattr(self, callback, None)):
             raise ValueError(f"{type(self).__name__} has no method {callback!r}")
         created = await sync_to_async(scheduling.create)(self.session, when, callback, payload)
@@ -232,13 +232,9 @@ class Agent(McpClientMixin):
 
     async def get_schedules(self) -> list[dict[str, Any]]:
         """Schedules that have not run yet (one-shot) or keep running (cron)."""
-        from agents_app.turns import scheduling
-
         return [scheduling.describe(s) for s in await sync_to_async(scheduling.pending)(self.session)]
 
     async def cancel_schedule(self, schedule_id: str | int) -> bool:
-        from agents_app.turns import scheduling
-
         return await sync_to_async(scheduling.cancel)(self.session, schedule_id)
 
 
@@ -330,8 +326,6 @@ class AIChatAgent(Agent):
         """Persist `messages` (or what `messages(transcript)` returns, evaluated when the turn
         starts) and run a turn on them; every connected client sees it stream. A `request_id`
         already used in this session returns without running anything again."""
-        from agents_app.turns import runner  # the runner imports this module
-
         if not callable(messages):
             messages = normalize_messages(messages)  # refused before a turn is admitted
         context = await sync_to_async(self._context)()
@@ -344,12 +338,10 @@ class AIChatAgent(Agent):
             new_messages=messages,
         )
         try:
-            turn, created = await runner.admit_turn(request)
+            started = await runner.start_turn(request)
         except runner.AdmissionFailed as failure:
             return TurnResult(request.request_id, "error", str(failure))
-        if not created:
-            return TurnResult(turn.request_id, "skipped")
-        return await runner.run(request, turn)
+        return await started.result()
 
     async def send_scheduled_message(self, payload: Any) -> TurnResult:
         """The default schedule callback: `{"text": …}` arrives as a user message and is answered."""
@@ -366,8 +358,6 @@ class AIChatAgent(Agent):
     async def continue_last_turn(self, body: dict[str, Any] | None = None) -> TurnResult:
         """Extend the last assistant message with another turn; skipped when the conversation
         does not end with an assistant message."""
-        from agents_app.turns import runner
-
         messages = await self.get_messages()
         if not messages or messages[-1]["role"] != "assistant":
             return TurnResult("", "skipped")
@@ -381,16 +371,14 @@ class AIChatAgent(Agent):
             body=body if body is not None else context.get("lastBody"),
         )
         try:
-            turn, _ = await runner.admit_turn(request)
+            started = await runner.start_turn(request)
         except runner.AdmissionFailed as failure:
             return TurnResult(request.request_id, "error", str(failure))
-        return await runner.run(request, turn)
+        return await started.result()
 
     async def destroy(self) -> None:
         """Abort running turns, skip queued ones, drop the stream buffers and delete the session
         with its messages; connected clients are told the chat was cleared."""
-        from agents_app.turns import chat
-
         await chat.clear(self.session, None)
         await sync_to_async(Session.objects.filter(pk=self.session.pk).delete)()
 
@@ -424,15 +412,6 @@ class AIChatAgent(Agent):
         current = await sync_to_async(transcript.transcript)(self.session)
         await broadcast.broadcast(self.session.pk, [frames.chat_messages(current)])
         return current
-
-    async def on_request(self, request: HttpRequest, path: str) -> HttpResponse:
-        """`POST <instance>/chat` runs a turn over HTTP (see transport/http_streams.py); other
-        paths are yours to serve."""
-        if path.strip("/") == "chat":
-            from agents_app.transport.http_streams import chat_endpoint  # transport imports the runtime
-
-            return await chat_endpoint(self, request)
-        return await super().on_request(request, path)
 
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
         """Produce the reply: UI message stream chunks, plain text, or None."""
@@ -502,8 +481,6 @@ class ThinkAgent(AIChatAgent):
 
     def __init__(self, session: Session, record: AgentRecord) -> None:
         super().__init__(session, record)
-        from agents_app.sandbox.extensions import ExtensionManager  # extensions import the runtime
-
         self.extensions = ExtensionManager(self)
 
     @staticmethod
@@ -610,8 +587,6 @@ class ThinkAgent(AIChatAgent):
         await self.extensions.prepare()
         self._context_section = await think_session.render_context(self)
         if self.include_mcp_tools:
-            from agents_app.mcp.tools import turn_tools as mcp_turn_tools  # mcp.tools imports runtime.tools
-
             self._mcp_tools = await mcp_turn_tools(self)
         return ModelLoop(self, await think_session.history_for_model(self, options), stored=options.messages).run()
 
@@ -625,6 +600,4 @@ class ThinkAgent(AIChatAgent):
     ) -> TurnResult:
         """Run a full turn on this session for `message`, reporting chunks to `callback`
         (`on_event`, `on_done`, `on_error`); setting `signal` aborts it (the partial is kept)."""
-        from agents_app.think import sub_agents
-
         return await sub_agents.chat(self, message, callback, signal=signal, tools=tools)

@@ -15,6 +15,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from agents_app.mcp import oauth
 from agents_app.mcp.models import AgentMcpServer, McpServer, Transport
 from agents_app.mcp.pool import Catalogue, Endpoint, McpAuthorizationRequired, McpConnectionError, pool
 from agents_app.protocol import frames
@@ -91,8 +92,6 @@ async def _update(row: McpServer, **fields: Any) -> None:
 # -- endpoints -------------------------------------------------------------------------------
 def endpoint_for(row: McpServer) -> Endpoint:
     """Secrets (headers, env, tokens) are read here, at connect time, from the server side."""
-    from agents_app.mcp import oauth
-
     attached = row.attached
     if attached is not None:
         return Endpoint(
@@ -107,7 +106,7 @@ def endpoint_for(row: McpServer) -> Endpoint:
         transport=row.transport,
         url=row.server_url,
         headers=tuple(sorted((row.headers or {}).items())),
-        auth=oauth.provider_for(row),
+        auth=oauth.provider_for(row, publish),
     )
 
 
@@ -139,8 +138,6 @@ async def _connect(row: McpServer) -> None:
         endpoint = await sync_to_async(endpoint_for)(row)
         catalogue = await pool.connect(row.pk, endpoint, connect_timeout())
     except McpAuthorizationRequired:
-        from agents_app.mcp import oauth
-
         auth_url = await oauth.pending_auth_url(row)
         await _update(row, state=McpServer.State.AUTHENTICATING, auth_url=auth_url, error=None if auth_url else "Authorization required")
         return

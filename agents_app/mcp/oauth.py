@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -70,13 +71,12 @@ def callback_url(row: McpServer) -> str:
     return f"{base}/agents/{session.agent.slug}/{quote(session.name, safe='')}/callback"
 
 
-def provider_for(row: McpServer) -> OAuthClientProvider:
-    """Called where secrets may be read (manager.endpoint_for), for servers an instance added."""
+def provider_for(row: McpServer, publish: Callable[[int], Awaitable[None]]) -> OAuthClientProvider:
+    """Called where secrets may be read (manager.endpoint_for), for servers an instance added;
+    `publish(session_id)` tells the session's clients the server now waits for authorization."""
     server_id, session_id = row.pk, row.session_id
 
     async def redirect(authorization_url: str) -> None:
-        from agents_app.mcp import manager  # the manager imports this module
-
         deadline = connect_deadline.get()
         if deadline is not None:  # a person is authorizing now: give them time
             deadline.reschedule(asyncio.get_running_loop().time() + AUTHORIZATION_WAIT_SECONDS)
@@ -85,7 +85,7 @@ def provider_for(row: McpServer) -> OAuthClientProvider:
         await sync_to_async(McpServer.objects.filter(pk=server_id).update)(
             state=McpServer.State.AUTHENTICATING, auth_url=authorization_url, error=None
         )
-        await manager.publish(session_id)
+        await publish(session_id)
 
     async def wait_for_callback() -> AuthorizationCodeResult:
         deadline = time.monotonic() + AUTHORIZATION_WAIT_SECONDS

@@ -16,7 +16,7 @@ from agents_app.mcp.pool import McpConnectionError, pool
 from agents_app.agents.tools import Approval, Tool, ToolInputError
 
 if TYPE_CHECKING:
-    from agents_app.agents.agent import ThinkAgent
+    from agents_app.think.host import ThinkHost
 
 logger = logging.getLogger(__name__)
 _OPENAI_NAME = re.compile(r"[^a-zA-Z0-9_-]")
@@ -88,7 +88,7 @@ def usable_schema(schema: Any) -> bool:
     return True
 
 
-async def turn_tools(agent: ThinkAgent) -> dict[str, Tool]:
+async def turn_tools(agent: ThinkHost) -> dict[str, Tool]:
     """The tools of every server that is ready in this process (after the optional wait);
     servers that are connecting, failed or awaiting authorization are left out with a log note."""
     session_id = agent.session.pk

@@ -30,7 +30,7 @@ from agents_app.sandbox.models import SessionExtension
 from agents_app.sandbox.quickjs_runner import Bridge, Limits, SandboxCodeError, SandboxLimitError, run_js
 
 if TYPE_CHECKING:
-    from agents_app.agents.agent import ThinkAgent
+    from agents_app.think.host import ThinkHost
 
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,30}$")
 _TOOL_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,40}$")
@@ -186,7 +186,7 @@ class ExtensionTool(Tool):
 class ExtensionManager:
     """The extensions of one agent instance: declared by the developer, loaded by the model."""
 
-    def __init__(self, agent: ThinkAgent, limits: Limits | None = None) -> None:
+    def __init__(self, agent: ThinkHost, limits: Limits | None = None) -> None:
         self.agent = agent
         self.limits = limits or Limits()
         self.declared = {e.name: e for e in agent.get_extensions()}

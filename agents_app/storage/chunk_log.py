@@ -41,10 +41,6 @@ def read_bodies(turn_id: int, from_seq: int = 0, to_seq: int | None = None) -> l
     return pairs
 
 
-def stored_count(turn_id: int) -> int:
-    return Turn.objects.filter(pk=turn_id).values_list("chunk_count", flat=True).first() or 0
-
-
 def sweep(now: timezone.datetime | None = None) -> int:
     """Drop chunk logs nobody can resume any more; the Turn rows stay as history."""
     now = now or timezone.now()

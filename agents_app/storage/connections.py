@@ -5,13 +5,19 @@ turns, WebSocket consumers and Celery tasks query from long-lived threads that n
 request. A connection whose query failed because the server went away is closed on the
 spot instead, so the next query of that thread connects afresh; a failure inside a
 transaction is left to `atomic`, which drops the connection when its rollback fails.
+
+`REDIS_DOWN` names the errors of a Redis that went away, for the channel layer and the
+turns' abort signals alike.
 """
 from __future__ import annotations
 
 from typing import Any
 
+import redis.exceptions
 from django.db import InterfaceError, OperationalError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
+
+REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 def _close_if_broken(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:

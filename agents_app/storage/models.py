@@ -96,11 +96,6 @@ class Session(models.Model):
     def __str__(self) -> str:
         return f"{self.agent.slug}/{self.name}"
 
-    @property
-    def group_name(self) -> str:
-        """Channel-layer group that every connection and turn of this session talks through."""
-        return f"agent-session.{self.pk}"
-
 
 class Message(models.Model):
     """A node of the session's message tree. The conversation is the path root → active leaf."""

@@ -8,7 +8,6 @@ All functions are synchronous ORM code; async callers wrap them with `sync_to_as
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -213,8 +212,13 @@ def delete_branch(session: Session, message_uid: str) -> bool:
     return True
 
 
+def last_assistant(messages: list[UIMessage]) -> UIMessage | None:
+    """The last assistant message of a conversation: what a continuation extends."""
+    return next((m for m in reversed(messages) if m["role"] == "assistant"), None)
+
+
 def latest_assistant(session: Session) -> UIMessage | None:
-    return next((m for m in reversed(transcript(session)) if m["role"] == "assistant"), None)
+    return last_assistant(transcript(session))
 
 
 def _tool_parts(message: UIMessage) -> list[dict[str, Any]]:
@@ -411,10 +415,6 @@ def clear_messages(session: Session) -> None:
     with transaction.atomic():
         Session.objects.filter(pk=session.pk).update(active_leaf=None)
         session.messages.all().delete()
-
-
-def messages_by_uid(session: Session, uids: Iterable[str]) -> dict[str, Message]:
-    return {m.uid: m for m in session.messages.filter(uid__in=list(uids))}
 
 
 @dataclass(frozen=True)

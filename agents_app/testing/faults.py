@@ -20,8 +20,8 @@ STAGES = (
     "lock_acquire",  # turn_lock.acquire: waiting for the session's turn lock
     "agent_load",  # runner: the agent instance is loaded for the turn
     "before_turn",  # model_loop: the agent's before_turn hook
-    "model_call",  # openai_chat.StepStream: before the model request is sent
-    "model_stream",  # openai_chat.StepStream: after the first token reached the turn
+    "model_call",  # gateway/steps.StepStream: before the model request is sent
+    "model_stream",  # gateway/steps.StepStream: after the first token reached the turn
     "tool",  # model_loop.run_tool: running a server tool
     "chunk_log",  # chunk_log.write_batch: storing a batch of the resumable stream
     "reply_write",  # runner: persisting the reply

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import UIMessage, text_of
-from agents_app.providers.openai_chat import stream_reply
+from agents_app.gateway.steps import stream_reply
 from agents_app.think.context_blocks import estimate_tokens
 from agents_app.think.context_window import input_budget
 from agents_app.storage import transcript
@@ -22,7 +22,7 @@ from agents_app.storage.models import Compaction, Message, Session
 from agents_app.storage.overlays import apply_overlays, overlays_on_path
 
 if TYPE_CHECKING:
-    from agents_app.agents.agent import ThinkAgent
+    from agents_app.think.host import ThinkHost
 
 MESSAGE_OVERHEAD_TOKENS = 4
 SUMMARY_INSTRUCTIONS = (
@@ -73,7 +73,7 @@ def _excerpts(messages: list[UIMessage], budget: int) -> list[str]:
     return ["\n\n".join(piece) for piece in pieces if piece]
 
 
-async def _summary_of(agent: ThinkAgent, prompt: str) -> str:
+async def _summary_of(agent: ThinkHost, prompt: str) -> str:
     request = [{"id": "summary-request", "role": "user", "parts": [{"type": "text", "text": prompt}]}]
     pieces = []
     async for chunk in stream_reply(request, model=agent.get_model()):
@@ -87,7 +87,7 @@ async def _summary_of(agent: ThinkAgent, prompt: str) -> str:
     return summary
 
 
-async def summarize(agent: ThinkAgent, messages: list[UIMessage]) -> str:
+async def summarize(agent: ThinkHost, messages: list[UIMessage]) -> str:
     """Ask the agent's model for a summary of `messages` (an earlier summary among them is
     folded into the new one). A range too long for one request is summarised piece by piece,
     each request carrying the summary so far, so no request exceeds the model's window."""
@@ -101,7 +101,7 @@ async def summarize(agent: ThinkAgent, messages: list[UIMessage]) -> str:
     return summary
 
 
-async def compact(agent: ThinkAgent) -> Compaction | None:
+async def compact(agent: ThinkHost) -> Compaction | None:
     """Summarise the middle of the active path into an overlay; None when it is too short."""
     session = agent.session
     messages = await sync_to_async(transcript.transcript)(session)

@@ -28,11 +28,11 @@ from agents_app.storage import search
 from agents_app.storage.models import ContextBlock, ContextBlockVersion, ContextEntry, Session
 
 if TYPE_CHECKING:
-    from agents_app.agents.agent import ThinkAgent
+    from agents_app.think.host import ThinkHost
 
 HISTORY_LABEL = "history"
 RULE = "═" * 46
-Provider = Callable[["ThinkAgent"], str | Awaitable[str]]
+Provider = Callable[["ThinkHost"], str | Awaitable[str]]
 
 
 class ContextBlockError(ValueError):
@@ -100,7 +100,7 @@ def usage_text(tokens: int, max_tokens: int | None) -> str:
 class ContextBlocks:
     """The blocks of one session, as its agent declares them."""
 
-    def __init__(self, agent: ThinkAgent) -> None:
+    def __init__(self, agent: ThinkHost) -> None:
         self.agent = agent
         self.session: Session = agent.session
         self.specs = {spec.label: spec for spec in agent.context_blocks}

@@ -20,8 +20,9 @@ from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
 from agents_app.providers.convert import to_openai_messages
+from agents_app.gateway.steps import StepOutcome, StepStream, ToolCall, text_ids
 from agents_app.providers.errors import is_context_overflow
-from agents_app.providers.openai_chat import ModelError, StepOutcome, StepStream, ToolCall, make_client, text_ids
+from agents_app.providers.openai_chat import ModelError, make_client
 from agents_app.think import compaction, stream_writer, sub_agents, think_session
 from agents_app.think.context_window import fit_to_window, input_budget
 from agents_app.agents.hooks import (
@@ -37,11 +38,12 @@ from agents_app.agents.hooks import (
 from agents_app.think.middleware import ModelCallParams, wrap_model_call
 from agents_app.agents.tools import Tool, ToolInputError
 from agents_app.turns.types import ChatOptions
+from agents_app.storage import transcript
 from agents_app.storage.models import Session, ToolGrant
 from agents_app.testing import faults
 
 if TYPE_CHECKING:
-    from agents_app.agents.agent import ThinkAgent
+    from agents_app.think.host import ThinkHost
 
 Chunk = dict[str, Any]
 _DONE = object()
@@ -129,7 +131,7 @@ class ToolOutcome:
 
 
 class ModelLoop:
-    def __init__(self, agent: ThinkAgent, options: ChatOptions, stored: list[UIMessage] | None = None) -> None:
+    def __init__(self, agent: ThinkHost, options: ChatOptions, stored: list[UIMessage] | None = None) -> None:
         """`options.messages` is the history as the model reads it; `stored` the messages it
         was made from (to read them again after a compaction)."""
         self.agent = agent
@@ -202,7 +204,7 @@ class ModelLoop:
 
     async def _run_approved_calls(self) -> AsyncIterator[Chunk]:
         """Continuations start by executing what the user approved (protocol §9.4 step 5)."""
-        last = next((m for m in reversed(self.messages) if m["role"] == "assistant"), None)
+        last = transcript.last_assistant(self.messages)
         for part in last["parts"] if last else []:
             if not (is_tool_part(part) and part.get("state") == "approval-responded"):
                 continue

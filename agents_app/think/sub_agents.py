@@ -17,20 +17,21 @@ import inspect
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import UIMessage, normalize_messages, user_text_message
 from agents_app.agents.tools import Tool
-from agents_app.turns.types import TurnRequest, TurnResult
+from agents_app.turns import runner
+from agents_app.turns.instances import load_agent, resolve_session
+from agents_app.turns.registry import agent_segment
+from agents_app.turns.agent_interface import ChatAgent, HostedAgent
+from agents_app.turns.types import TurnRequest, TurnResult, new_request_id
 from agents_app.storage.models import Turn
 
-if TYPE_CHECKING:
-    from agents_app.agents.agent import AIChatAgent, Agent
-
 logger = logging.getLogger(__name__)
-A = TypeVar("A", bound="Agent")
+A = TypeVar("A", bound=HostedAgent)
 
 
 @dataclass
@@ -70,11 +71,8 @@ async def observe(request_id: str, chunks: AsyncIterator[dict[str, Any]]) -> Asy
         yield chunk
 
 
-async def sub_agent(parent: Agent, agent_class: type[A], name: str) -> A:
+async def sub_agent(parent: HostedAgent, agent_class: type[A], name: str) -> A:
     """The `agent_class` instance called `name` owned by the parent's owner, created on first use."""
-    from agents_app.turns.instances import load_agent, resolve_session
-    from agents_app.turns.registry import agent_segment
-
     def resolve() -> Any:
         session = resolve_session(agent_segment(agent_class.__name__), name, parent.session.owner)
         if session.pk == parent.session.pk:
@@ -90,8 +88,6 @@ async def sub_agent(parent: Agent, agent_class: type[A], name: str) -> A:
 async def _abort_when(signal: asyncio.Event, session_id: int, request_id: str) -> None:
     """Cancel the turn once `signal` is set; repeated because the turn may not have
     registered its abort signal yet when the caller sets it."""
-    from agents_app.turns import runner
-
     await signal.wait()
     while True:
         await runner.cancel(session_id, request_id)
@@ -99,7 +95,7 @@ async def _abort_when(signal: asyncio.Event, session_id: int, request_id: str) -
 
 
 async def chat(
-    agent: AIChatAgent,
+    agent: ChatAgent,
     message: str | UIMessage,
     callback: Any,
     *,
@@ -108,9 +104,6 @@ async def chat(
 ) -> TurnResult:
     """Run one turn on `agent` with `message` as the new user message (see module doc).
     `callback` may have any of `on_event`, `on_done`, `on_error`, sync or async, or be None."""
-    from agents_app.turns import runner
-    from agents_app.agents.agent import new_request_id
-
     incoming = normalize_messages([user_text_message(message) if isinstance(message, str) else message])
     request = TurnRequest(
         session_id=agent.session.pk, request_id=new_request_id(), source=Turn.Source.PROGRAMMATIC, new_messages=incoming
@@ -119,11 +112,11 @@ async def chat(
     watcher = asyncio.create_task(_abort_when(signal, request.session_id, request.request_id)) if signal is not None else None
     try:
         try:
-            turn, _ = await runner.admit_turn(request)
+            started = await runner.start_turn(request)
         except runner.AdmissionFailed as failure:
             result = TurnResult(request.request_id, "error", str(failure))
         else:
-            result = await runner.run(request, turn)
+            result = await started.result()
     finally:
         _observed.pop(request.request_id, None)
         if watcher is not None:

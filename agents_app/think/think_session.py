@@ -20,26 +20,26 @@ from agents_app.turns.types import ChatOptions
 from agents_app.storage.overlays import apply_overlays
 
 if TYPE_CHECKING:
-    from agents_app.agents.agent import ThinkAgent
+    from agents_app.think.host import ThinkHost
 
 logger = logging.getLogger(__name__)
 
 
-def framework_tools(agent: ThinkAgent) -> dict[str, Tool]:
+def framework_tools(agent: ThinkHost) -> dict[str, Tool]:
     return ContextBlocks(agent).tools() if agent.context_blocks else {}
 
 
-async def render_context(agent: ThinkAgent) -> str:
+async def render_context(agent: ThinkHost) -> str:
     return await ContextBlocks(agent).render() if agent.context_blocks else ""
 
 
-async def model_view(agent: ThinkAgent, messages: list[UIMessage]) -> list[UIMessage]:
+async def model_view(agent: ThinkHost, messages: list[UIMessage]) -> list[UIMessage]:
     """What the model reads of `messages`: compaction overlays applied, then older tool
     outputs and very long texts truncated (pruning.truncate_older_messages)."""
     return truncate_older_messages(await sync_to_async(apply_overlays)(agent.session, messages))
 
 
-async def history_for_model(agent: ThinkAgent, options: ChatOptions) -> ChatOptions:
+async def history_for_model(agent: ThinkHost, options: ChatOptions) -> ChatOptions:
     """The history the model reads, compacting first when it is over the agent's threshold
     (by default a fraction of the model's context window). A failed summary never fails the
     turn: it then runs uncompacted (and the model loop still fits each request to the window)."""
@@ -55,5 +55,5 @@ async def history_for_model(agent: ThinkAgent, options: ChatOptions) -> ChatOpti
     return dataclasses.replace(options, messages=messages)
 
 
-def _estimate(agent: ThinkAgent, messages: list[UIMessage]) -> int:
+def _estimate(agent: ThinkHost, messages: list[UIMessage]) -> int:
     return estimate_request_tokens(to_openai_messages(messages, agent.turn_system_prompt()))

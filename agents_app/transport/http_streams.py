@@ -27,6 +27,8 @@ from agents_app.protocol.messages import InvalidMessage, UIMessage, normalize_me
 from agents_app.storage import chunk_log, transcript
 from agents_app.storage.models import Turn
 from agents_app.transport.json_body import BadJSONBody, json_object
+from agents_app.turns import runner
+from agents_app.turns.types import TurnRequest, new_request_id
 
 if TYPE_CHECKING:
     from agents_app.agents.agent import AIChatAgent
@@ -238,10 +240,6 @@ async def start_turn(
 ) -> HttpTurn:
     """Store `messages` and answer them with a turn run in the background of this process.
     Returns at once; a repeated `request_id` returns the existing turn without running it again."""
-    from agents_app.turns import runner  # the runner loads agents, which import this module
-    from agents_app.agents.agent import new_request_id
-    from agents_app.turns.types import TurnRequest
-
     request = TurnRequest(
         session_id=agent.session.pk,
         request_id=request_id or new_request_id(),
@@ -249,9 +247,9 @@ async def start_turn(
         body=body,
         new_messages=messages,
     )
-    turn, created = await runner.admit_turn(request, limited=True, owner_id=agent.session.owner_id)  # AdmissionFailed: 503; LimitReached: 429
-    task = runner.start(request, turn) if created else None
-    return HttpTurn(agent.session.pk, turn.request_id, task)
+    # AdmissionFailed: 503; LimitReached: 429
+    started = await runner.start_turn(request, limited=True, owner_id=agent.session.owner_id)
+    return HttpTurn(agent.session.pk, started.turn.request_id, started.task)
 
 
 # -- the built-in chat endpoint of chat agents ----------------------------------------------
@@ -334,11 +332,9 @@ async def chat_endpoint(agent: AIChatAgent, request: HttpRequest) -> HttpRespons
         await sync_to_async(limits.check)(agent.session.owner_id, agent.record.slug)
     except limits.LimitExceeded as refusal:
         return json_response({"error": str(refusal), "code": refusal.code}, status=429, headers={"Retry-After": str(refusal.retry_after)})
-    from agents_app.turns.runner import AdmissionFailed
-
     try:
         turn = await start_turn(agent, messages, body=body, request_id=request_id)
-    except AdmissionFailed as failure:
+    except runner.AdmissionFailed as failure:
         return json_response({"error": str(failure)}, status=503, headers={"Retry-After": "1"})
     except agent_limits.LimitReached as refusal:
         return json_response({"error": str(refusal)}, status=429, headers={"Retry-After": str(refusal.retry_after)})

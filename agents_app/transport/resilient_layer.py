@@ -22,12 +22,12 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-import redis.exceptions
 from channels_redis.core import RedisChannelLayer
+
+from agents_app.storage.connections import REDIS_DOWN
 
 logger = logging.getLogger(__name__)
 
-REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 RETRY_SECONDS = 1.0
 
 

@@ -1,9 +1,8 @@
 """HTTP side of an agent instance: `get-messages` for the official client, `streams/<request
-id>` to (re-)attach to a turn's stream, then the agent's own `on_request` for every other
-path (protocol §7)."""
+id>` to (re-)attach to a turn's stream, `POST chat` for a turn over HTTP (chat agents), then
+the agent's own `on_request` for every other path (protocol §7)."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -27,6 +26,7 @@ from agents_app.storage import search, transcript
 from agents_app.storage.models import Session
 from agents_app.transport import http_streams
 from agents_app.transport.auth import user_for_token
+from agents_app.transport.json_body import BadJSONBody, json_object
 
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS", "TRACE"}
 
@@ -107,6 +107,8 @@ async def agent_endpoint(request: HttpRequest, agent: str, name: str, rest: str 
     instance = await sync_to_async(load_agent)(session)
     if action == "switch-branch" and request.method == "POST":
         return await _switch_branch(request, instance)
+    if rest.strip("/") == "chat" and isinstance(instance, AIChatAgent):
+        return await http_streams.chat_endpoint(instance, request)  # chat agents' built-in HTTP turn
     return await instance.on_request(request, rest)
 
 
@@ -121,9 +123,8 @@ async def _switch_branch(request: HttpRequest, instance: Any) -> HttpResponse:
     """`POST …/switch-branch` {"messageId": …}: the conversation continues on that branch
     (every tab follows); answers with the new active path."""
     try:
-        body = json.loads(request.body or b"{}")
-        message_id = body.get("messageId") if isinstance(body, dict) else None
-    except ValueError:
+        message_id = json_object(request).get("messageId")
+    except BadJSONBody:
         message_id = None
     if not isinstance(message_id, str) or not isinstance(instance, AIChatAgent):
         return JsonResponse({"error": 'Send {"messageId": "<id of a message in this session>"}.'}, status=400)

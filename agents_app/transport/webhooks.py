@@ -13,6 +13,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from agents_app.tasks import run_turn
 from agents_app.turns.instances import resolve_session
 from agents_app.turns.registry import agent_record
 from agents_app.transport.json_body import BadJSONBody, json_object
@@ -47,8 +48,6 @@ def _parse(request: HttpRequest) -> tuple[dict[str, Any] | None, str]:
 @csrf_exempt
 @require_POST
 def agent_webhook(request: HttpRequest, agent: str, name: str) -> JsonResponse:
-    from agents_app.tasks import run_turn  # tasks import the runtime, which loads agents
-
     record = agent_record(agent)
     if record is None:
         return _error(f"Unknown agent {agent!r}.", 404)

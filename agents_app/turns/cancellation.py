@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import redis.asyncio as redis
 from django.conf import settings
 
-from agents_app.transport.resilient_layer import REDIS_DOWN
+from agents_app.storage.connections import REDIS_DOWN
 
 logger = logging.getLogger(__name__)
 

@@ -82,15 +82,26 @@ async def submit(session: Session, connection: Connection | None, request: ChatR
     if not created:
         return  # the same request id again: the turn already exists and never runs twice
     await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=exclude)
-    runner.start(turn_request, turn)
+    await runner.start_turn(turn_request, admitted=turn)
 
 
-def _clear(session: Session) -> list[str]:
-    running = list(
+def _running(session: Session) -> list[str]:
+    """Request ids of the session's turns that run now (queued ones have not started)."""
+    return list(
         Turn.objects.filter(session=session, status__in=(Turn.Status.RUNNING, Turn.Status.STREAMING)).values_list(
             "request_id", flat=True
         )
     )
+
+
+async def stop(session: Session) -> None:
+    """Abort the session's running turns, wherever they run; queued turns still run."""
+    for request_id in await sync_to_async(_running)(session):
+        await runner.cancel(session.pk, request_id)
+
+
+def _clear(session: Session) -> list[str]:
+    running = _running(session)
     Turn.objects.filter(session=session, status=Turn.Status.QUEUED).update(status=Turn.Status.SKIPPED)
     transcript.clear_messages(session)
     TurnChunk.objects.filter(turn__session=session).delete()

@@ -7,7 +7,6 @@ coalescing window, through the same turn queue as every other turn.
 """
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -16,8 +15,7 @@ from django.db import transaction
 from agents_app.protocol.messages import is_tool_part
 from agents_app.turns import repair, runner
 from agents_app.turns.instances import load_agent
-from agents_app.agents.agent import new_request_id
-from agents_app.turns.types import TurnRequest
+from agents_app.turns.types import TurnRequest, new_request_id
 from agents_app.storage import transcript
 from agents_app.storage.models import Session, Turn
 
@@ -65,10 +63,5 @@ async def after_tool_answer(
     if admitted is None:
         return None
     request, turn = admitted
-
-    async def run_after_coalescing() -> None:
-        await asyncio.sleep(COALESCE_SECONDS)
-        await runner.run(request, turn)
-
-    runner.keep(asyncio.create_task(run_after_coalescing()))
+    await runner.start_turn(request, admitted=turn, delay=COALESCE_SECONDS)
     return request.request_id

@@ -6,7 +6,7 @@ from typing import Any
 from django.db import IntegrityError
 
 from agents_app import limits
-from agents_app.agents.agent import Agent
+from agents_app.turns.agent_interface import HostedAgent
 from agents_app.turns.registry import agent_class, agent_record
 from agents_app.storage.models import Session
 
@@ -68,7 +68,7 @@ def resolve_session(segment: str, name: str, user: Any, *, limit_creation: bool 
     return session
 
 
-def load_agent(session: Session) -> Agent:
+def load_agent(session: Session) -> HostedAgent:
     cls = agent_class(session.agent.slug)
     if cls is None:
         raise UnknownAgent(session.agent.slug)

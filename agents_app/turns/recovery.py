@@ -26,10 +26,10 @@ from django.utils import timezone
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import rebuild_message
 from agents_app.protocol.messages import UIMessage, is_tool_part, text_of
-from agents_app.turns import broadcast, process_liveness, turn_lock
-from agents_app.agents.agent import AIChatAgent, new_request_id
+from agents_app.turns import broadcast, process_liveness, runner, turn_lock
+from agents_app.turns.agent_interface import ChatAgent
 from agents_app.turns.instances import load_agent
-from agents_app.turns.types import TurnRequest, TurnResult
+from agents_app.turns.types import TurnRequest, TurnResult, new_request_id
 from agents_app.storage import chunk_log, transcript
 from agents_app.storage.models import Session, Turn
 
@@ -120,7 +120,7 @@ async def recover(turn_id: int) -> TurnResult | None:
         return None
     session = await sync_to_async(Session.objects.select_related("agent").get)(pk=turn.session_id)
     agent = await sync_to_async(load_agent)(session)
-    if not isinstance(agent, AIChatAgent):
+    if not isinstance(agent, ChatAgent):
         return None
     # Anyone still watching the dead stream gets its end.
     done = frames.chat_response(turn.request_id, done=True, continuation=turn.is_continuation)
@@ -167,14 +167,12 @@ def _rebuild_partial(turn: Turn, session: Session) -> tuple[UIMessage, bool]:
     bodies = [body for _, body in chunk_log.read_bodies(turn.pk) if body is not None]
     base = None
     if turn.is_continuation:
-        base = next((m for m in reversed(transcript.transcript(session)) if m["role"] == "assistant"), None)
+        base = transcript.latest_assistant(session)
     partial = rebuild_message(turn.message_uid or f"assistant_{turn.request_id}", bodies, base=base)
     return partial, bool(bodies and partial["parts"])
 
 
 async def _run_recovery_turn(session: Session, root: str, ctx: ChatRecoveryContext) -> TurnResult | None:
-    from agents_app.turns import runner  # the runner calls back into this module
-
     messages = await sync_to_async(transcript.transcript)(session)
     if not messages:
         await finished(session.pk, root)
@@ -190,8 +188,14 @@ async def _run_recovery_turn(session: Session, root: str, ctx: ChatRecoveryConte
         body=ctx.last_body,
         recovery_root=root,
     )
-    turn, _ = await sync_to_async(runner.admit)(request)
-    return await runner.run(request, turn)
+    started = await runner.start_turn(request)
+    try:
+        return await started.result()
+    finally:
+        try:
+            await finished(session.pk, root)
+        except Exception:  # the turn's own outcome stands; only the "recovering" badge may linger
+            logger.exception("turn %s: ending the recovery failed", request.request_id)
 
 
 async def _mark_recovering(session_id: int, root: str) -> None:
@@ -221,7 +225,7 @@ async def finished(session_id: int, root: str) -> None:
         await broadcast.broadcast(session_id, [frames.chat_recovering(False, root)])
 
 
-async def _exhaust(agent: AIChatAgent, session: Session, turn: Turn, ctx: ChatRecoveryContext, config: RecoveryConfig) -> None:
+async def _exhaust(agent: ChatAgent, session: Session, turn: Turn, ctx: ChatRecoveryContext, config: RecoveryConfig) -> None:
     """Out of attempts: the partial stays, the user is told, reconnecting clients get the
     terminal record through the resume handshake."""
     terminal = {"requestId": turn.request_id, "body": config.terminal_message}

@@ -1,21 +1,20 @@
 """Agent classes by URL segment, and their database records."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TypeVar
 
 from django.conf import settings
 from django.utils.module_loading import import_string
 
 from agents_app.protocol.naming import agent_segment
 from agents_app.storage.models import Agent as AgentRecord
+from agents_app.turns.agent_interface import HostedAgent
 
-if TYPE_CHECKING:
-    from agents_app.agents.agent import Agent
-
-_REGISTRY: dict[str, type[Agent]] = {}
+_REGISTRY: dict[str, type[HostedAgent]] = {}
+AgentClass = TypeVar("AgentClass", bound=type[HostedAgent])
 
 
-def register_agent(cls: type[Agent]) -> type[Agent]:
+def register_agent(cls: AgentClass) -> AgentClass:
     """Class decorator: make an agent reachable at /agents/<kebab-case class name>/<name>."""
     _REGISTRY[agent_segment(cls.__name__)] = cls
     return cls
@@ -27,7 +26,7 @@ def load_configured_agents() -> None:
         register_agent(import_string(path))
 
 
-def agent_class(segment: str) -> type[Agent] | None:
+def agent_class(segment: str) -> type[HostedAgent] | None:
     return _REGISTRY.get(segment)
 
 

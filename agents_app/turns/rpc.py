@@ -8,7 +8,7 @@ from typing import Any
 
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import RpcCall
-from agents_app.agents.agent import Agent
+from agents_app.turns.agent_interface import HostedAgent
 from agents_app.turns.types import Connection
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class RpcStream:
             await self._send([frames.rpc_error(self._call_id, message)])
 
 
-async def invoke(agent: Agent, call: RpcCall, caller: Connection, send: Send) -> None:
+async def invoke(agent: HostedAgent, call: RpcCall, caller: Connection, send: Send) -> None:
     method = getattr(agent, call.method, None)
     if method is None or call.method.startswith("_"):
         await send([frames.rpc_error(call.call_id, f"Method {call.method} does not exist")])

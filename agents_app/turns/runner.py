@@ -22,8 +22,8 @@ from agents_app.gateway import scope as gateway_scope
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage, normalize_messages
-from agents_app.turns import broadcast, cancellation, concurrency, recovery, repair, turn_listeners, turn_lock
-from agents_app.agents.agent import AIChatAgent
+from agents_app.turns import broadcast, cancellation, concurrency, repair, turn_listeners, turn_lock
+from agents_app.turns.agent_interface import ChatAgent
 from agents_app.turns.instances import load_agent
 from agents_app.turns.stream_publisher import StreamPublisher
 from agents_app.turns.types import ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
@@ -90,9 +90,49 @@ def _admit_within_limits(request: TurnRequest, owner_id: int | None) -> tuple[Tu
     return admit(request)
 
 
-def start(request: TurnRequest, turn: Turn) -> asyncio.Task[TurnResult]:
-    """Run an admitted turn in the background of this process."""
-    return keep(asyncio.create_task(run(request, turn)))
+@dataclass
+class StartedTurn:
+    """What `start_turn` did: the turn row (a repeated request id finds the existing one),
+    and the task running it when this call created it."""
+
+    turn: Turn
+    task: asyncio.Task[TurnResult] | None
+
+    @property
+    def created(self) -> bool:
+        return self.task is not None
+
+    async def result(self) -> TurnResult:
+        """The turn's outcome once it ends; "skipped" for a request id that already existed."""
+        if self.task is None:
+            return TurnResult(self.turn.request_id, "skipped")
+        return await self.task
+
+
+async def start_turn(
+    request: TurnRequest,
+    *,
+    admitted: Turn | None = None,
+    limited: bool = False,
+    owner_id: int | None = None,
+    delay: float = 0.0,
+) -> StartedTurn:
+    """The one way a turn starts: admit it (`admit_turn`; AdmissionFailed and LimitReached
+    pass through), then run it in the background of this process, after `delay` seconds.
+    A caller that must admit inside its own transaction (with the writes that go with the
+    turn) passes the row as `admitted`. A request id already admitted starts nothing."""
+    if admitted is None:
+        admitted, created = await admit_turn(request, limited=limited, owner_id=owner_id)
+        if not created:
+            return StartedTurn(admitted, None)
+    turn = admitted
+
+    async def run_after_delay() -> TurnResult:
+        if delay:
+            await asyncio.sleep(delay)
+        return await _run(request, turn)
+
+    return StartedTurn(turn, keep(asyncio.create_task(run_after_delay())))
 
 
 def keep(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
@@ -119,7 +159,7 @@ async def _settle(turn: Turn, *, streamed: bool) -> None:
     await broadcast.turn_settled(turn.session_id, turn.request_id, streamed=streamed, pre_stream_remaining=remaining)
 
 
-async def run(request: TurnRequest, turn: Turn) -> TurnResult:
+async def _run(request: TurnRequest, turn: Turn) -> TurnResult:
     """Run an admitted turn to its one outcome. Never raises for a failure inside the turn:
     every exception ends it through `_fail`, so every waiter learns how it ended."""
     result = await _run_to_outcome(request, turn)
@@ -141,16 +181,13 @@ async def _run_to_outcome(request: TurnRequest, turn: Turn) -> TurnResult:
         result = await _fail(progress, request, turn, error)
         await _release(request)
         return result
-    finally:
-        if request.recovery_root:
-            await _attempt(request, "ending the recovery", recovery.finished(request.session_id, request.recovery_root))
 
 
 @dataclass
 class _Progress:
     """How far a turn got: what the one failure path must keep and who it must tell."""
 
-    agent: AIChatAgent | None = None
+    agent: ChatAgent | None = None
     session: Session | None = None
     anchor: str | None = None
     builder: MessageBuilder | None = None
@@ -197,7 +234,7 @@ async def _release(request: TurnRequest) -> None:
             await turn_lock.release(request.session_id, request.request_id)
 
 
-def _error_text(agent: AIChatAgent | None, error: BaseException, default: str) -> str:
+def _error_text(agent: ChatAgent | None, error: BaseException, default: str) -> str:
     """What clients see: the agent's on_chat_error rendering, never a stack trace."""
     if agent is not None:
         try:
@@ -276,14 +313,14 @@ async def _sweep_stale_buffers() -> None:
         await sync_to_async(chunk_log.sweep)()
 
 
-def _load_agent(session_id: int) -> AIChatAgent:
+def _load_agent(session_id: int) -> ChatAgent:
     agent = load_agent(Session.objects.select_related("agent").get(pk=session_id))
-    if not isinstance(agent, AIChatAgent):
+    if not isinstance(agent, ChatAgent):
         raise TypeError(f"{type(agent).__name__} is not a chat agent")
     return agent
 
 
-async def _admitted_by_policy(agent: AIChatAgent, request: TurnRequest, turn: Turn) -> bool:
+async def _admitted_by_policy(agent: ChatAgent, request: TurnRequest, turn: Turn) -> bool:
     """Message concurrency at the moment a queued submit starts (protocol §9.12)."""
     if not (turn.trigger == "submit-message" and turn.source == Turn.Source.WEBSOCKET):
         return True
@@ -309,7 +346,7 @@ async def _skip(request: TurnRequest, turn: Turn) -> None:
     await _settle(turn, streamed=False)
 
 
-async def _safe_on_chat_response(agent: AIChatAgent, request: TurnRequest, result: TurnResult) -> None:
+async def _safe_on_chat_response(agent: ChatAgent, request: TurnRequest, result: TurnResult) -> None:
     try:
         faults.point("on_chat_response")
         await agent.on_chat_response(
@@ -367,7 +404,7 @@ async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort:
         body=request.body,
         continuation=request.continuation,
     )
-    base = _continuation_base(messages) if request.continuation else None
+    base = transcript.last_assistant(messages) if request.continuation else None
     builder = MessageBuilder(
         base or {"id": agent.new_message_id(), "role": "assistant", "parts": []},
         continuation=base is not None,
@@ -376,12 +413,7 @@ async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort:
     progress.builder = builder
     response = await agent.on_chat_message(options)
     if response is None:
-        await _finish_turn(turn, "completed")
-        await broadcast.broadcast(
-            session.pk, [frames.chat_response(request.request_id, frames.NO_RESPONSE_TEXT, done=True, continuation=request.continuation)]
-        )
-        await _settle(turn, streamed=False)
-        return TurnResult(request.request_id, "completed")
+        return await _conclude(progress, request, turn, _StreamOutcome("completed", body=frames.NO_RESPONSE_TEXT), None)
 
     publisher = StreamPublisher(session.pk, turn.pk, request.request_id, continuation=request.continuation)
     await publisher.start(builder.message["id"])
@@ -450,9 +482,11 @@ class _StreamOutcome:
     # An in-band `error` chunk gets an error frame then a normal done (protocol §9.13);
     # an exception gets a single error frame that is also the done frame.
     in_band: bool = False
+    # The done frame's body: empty, except for a handler that returned no response at all.
+    body: str = ""
 
     def final_frames(self, request_id: str, continuation: bool) -> list[frames.Frame]:
-        done = frames.chat_response(request_id, done=True, continuation=continuation)
+        done = frames.chat_response(request_id, self.body, done=True, continuation=continuation)
         if self.status != "error":
             return [done]
         error = frames.chat_response(request_id, self.error or "", done=not self.in_band, error=True, continuation=continuation)
@@ -464,7 +498,7 @@ async def _stream(
     builder: MessageBuilder,
     publisher: StreamPublisher,
     abort: asyncio.Event,
-    agent: AIChatAgent,
+    agent: ChatAgent,
     request_id: str,
 ) -> _StreamOutcome:
     """Drain the handler's response into the publisher until it ends, fails or is aborted."""
@@ -494,8 +528,12 @@ async def _stream(
     if not consumer.done():
         # Cancelling the task closes the upstream HTTP response inside the openai SDK.
         consumer.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
+        try:
             await consumer
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # the turn is aborted either way; a failure while closing is only logged
+            logger.warning("turn %s: the aborted stream failed while closing", request_id, exc_info=True)
         return _StreamOutcome("aborted")
     error = consumer.exception()
     if error is None:
@@ -532,10 +570,6 @@ def _up_to_answered(messages: list[UIMessage], answers: str) -> list[UIMessage]:
     the answers given meanwhile), not the messages queued after it."""
     ids = [message["id"] for message in messages]
     return messages[: ids.index(answers) + 1] if answers in ids else messages
-
-
-def _continuation_base(messages: list[UIMessage]) -> UIMessage | None:
-    return next((m for m in reversed(messages) if m["role"] == "assistant"), None)
 
 
 async def _finish_turn(turn: Turn, status: TurnStatus, *, error: str = "", message_uid: str = "") -> None:

@@ -123,7 +123,3 @@ class StreamPublisher:
         """Terminal frames (error, done) after the stored chunks; not part of the chunk log.
         Call it after `flush()` and after the turn's final status is stored (see `end_stream`)."""
         await broadcast.end_stream(self.session_id, self.request_id, final_frames, chunk_total=self._next_seq)
-
-    @property
-    def chunk_total(self) -> int:
-        return self._next_seq

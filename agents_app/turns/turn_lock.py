@@ -89,7 +89,3 @@ async def acquire(session_id: int, turn_id: int) -> bool:
 async def release(session_id: int, request_id: str) -> None:
     await sync_to_async(Session.objects.filter(pk=session_id, turn_lock=request_id).update)(turn_lock="")
     _event(session_id).set()
-
-
-def wake_waiters(session_id: int) -> None:
-    _event(session_id).set()

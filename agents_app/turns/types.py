@@ -3,12 +3,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agents_app.protocol.messages import UIMessage
 from agents_app.turns import background
+
+def new_request_id() -> str:
+    """Server-generated request ids: 128 random bits, URL-safe (22 characters), so nobody can
+    guess another turn's id."""
+    return secrets.token_urlsafe(16)
+
 
 TurnStatus = Literal["completed", "error", "aborted", "skipped"]
 # What `on_chat_message` may return: UI message stream chunks, plain text pieces, a whole

@@ -23,13 +23,12 @@ from agents_app.protocol import frames, json_safety
 from agents_app.protocol.inbound import ChatRequest, ToolApproval, ToolResult
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage
-from agents_app.turns import broadcast, chat, runner, tool_state
-from agents_app.agents.agent import new_request_id
+from agents_app.turns import broadcast, chat, tool_state
 from agents_app.turns.broadcast import session_group
 from agents_app.turns.resume import ConnectionStreams, StreamEventsMixin
-from agents_app.turns.types import Connection
+from agents_app.turns.types import Connection, new_request_id
 from agents_app.storage import transcript
-from agents_app.storage.models import Session, Turn
+from agents_app.storage.models import Session
 from agents_app.ui import sending
 from agents_app.ui.message_stats import model_choices
 from agents_app.ui.rendering import render_conversation, render_message_html, render_queue
@@ -116,15 +115,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             await self._send_html(render_to_string("chat/_error.html", {"text": str(refused)}))
 
     async def _stop(self, data: dict[str, Any]) -> None:
-        running = await sync_to_async(
-            lambda: list(
-                Turn.objects.filter(session=self.session, status__in=(Turn.Status.RUNNING, Turn.Status.STREAMING)).values_list(
-                    "request_id", flat=True
-                )
-            )
-        )()
-        for request_id in running:
-            await runner.cancel(self.session.pk, request_id)
+        await chat.stop(self.session)
 
     async def _decide(self, data: dict[str, Any]) -> None:
         """Approve / Reject resolve the call through the same path as cf_agent_tool_approval."""

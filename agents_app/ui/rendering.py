@@ -14,14 +14,13 @@ from django.utils.safestring import SafeString, mark_safe
 from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
 from agents_app.storage.models import Session
 from agents_app.ui import attachments
+from agents_app.ui.browser_tools import BROWSER_TOOLS
 from agents_app.ui.markdown import render_markdown
 from agents_app.ui.message_stats import AnswerStats, answer_stats, model_choices
 from agents_app.ui.sending import queued
 
 # The approval card's buttons: (scope sent to the page socket, label).
 APPROVAL_SCOPES = (("once", "Approve once"), ("chat", "Always in this chat"), ("agent", "Always for this agent"))
-# Tools static/chat.js knows how to run in the browser (the agent declares them with client_tool).
-BROWSER_TOOLS = frozenset({"get_timezone", "get_location", "getUserTimezone"})
 
 
 def _pretty(value: Any) -> str:

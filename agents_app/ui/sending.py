@@ -18,7 +18,7 @@ from django.db import transaction
 from agents_app.protocol.inbound import ChatRequest
 from agents_app.protocol.messages import UIMessage
 from agents_app.turns import chat
-from agents_app.agents.agent import new_request_id
+from agents_app.turns.types import new_request_id
 from agents_app.turns.concurrency import Concurrency, is_busy
 from agents_app.turns.instances import load_agent
 from agents_app.turns.turn_listeners import on_turn_finished

@@ -17,7 +17,8 @@ from django.conf import settings
 
 from agents_app.gateway import scope as gateway_scope
 from agents_app.protocol.messages import UIMessage, text_of
-from agents_app.providers.openai_chat import ModelError, StepStream, default_model, make_client, text_ids
+from agents_app.gateway.steps import StepStream, text_ids
+from agents_app.providers.openai_chat import ModelError, default_model, make_client
 from agents_app.turns import broadcast
 from agents_app.turns.instances import load_agent
 from agents_app.turns.turn_listeners import on_turn_finished

@@ -59,8 +59,12 @@ class Command(BaseCommand):
         request = TurnRequest(session_id=session.pk, request_id="bench0001", source=Turn.Source.PROGRAMMATIC,
                               new_messages=[{"id": "bench-u", "role": "user", "parts": [{"type": "text", "text": "go"}]}])
         turn, _ = runner.admit(request)
+
+        async def run_turn() -> None:
+            await (await runner.start_turn(request, admitted=turn)).result()
+
         started = time.perf_counter()
-        asyncio.run(runner.run(request, turn))
+        asyncio.run(run_turn())
         elapsed = time.perf_counter() - started
         layer.group_send = original
         fake.stop()

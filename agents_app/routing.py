@@ -1,3 +1,5 @@
+"""WebSocket routes of both front doors: the agent protocol (transport/) and the chat page (ui/).
+They sit side by side here, above both, so neither imports the other."""
 from django.urls import re_path
 
 from agents_app.transport.consumer import AgentConsumer

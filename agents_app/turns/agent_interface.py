@@ -1,0 +1,56 @@
+"""What the turn engine needs of an agent: the few attributes and methods the runner,
+recovery, RPC and the registry use. The concrete classes (agents/agent.py) satisfy these
+protocols without naming them, so the engine never imports the agent API built on top of it.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from agents_app.storage.models import Agent as AgentRecord
+from agents_app.storage.models import Session
+from agents_app.turns.types import ChatOptions, ChatResponse, ChatResponseResult, Connection
+
+if TYPE_CHECKING:
+    from agents_app.turns.recovery import ChatRecoveryContext
+
+
+class HostedAgent(Protocol):
+    """Any agent the engine serves: built per request from its session and database record."""
+
+    title: str
+    description: str
+    session: Session
+    record: AgentRecord
+    # The connection whose RPC call is running, if any (rpc.py sets and clears it).
+    caller: Connection | None
+
+    def __init__(self, session: Session, record: AgentRecord) -> None: ...
+
+
+@runtime_checkable
+class ChatAgent(HostedAgent, Protocol):
+    """An agent that answers chat turns (AIChatAgent and ThinkAgent): what runner.py and
+    recovery.py call. `isinstance(agent, ChatAgent)` tells a chat agent from a plain one."""
+
+    message_concurrency: Any
+    merges_queued_user_messages: bool
+    max_persisted_messages: int | None
+    finish_reason_in_metadata: bool
+    final_transcript_to_requester: bool
+    chat_recovery: bool | dict[str, Any]
+
+    def new_message_id(self) -> str: ...
+
+    async def on_chat_message(self, options: ChatOptions) -> ChatResponse: ...
+
+    async def on_chat_response(self, result: ChatResponseResult) -> None: ...
+
+    def on_chat_error(self, error: BaseException) -> BaseException: ...
+
+    async def on_chat_recovery(self, ctx: ChatRecoveryContext) -> dict[str, bool] | None: ...
+
+    async def on_chat_recovery_exhausted(self, ctx: ChatRecoveryContext, reason: str, terminal_message: str) -> None: ...
+
+    async def broadcast_transcript(self) -> list[dict[str, Any]]: ...
+
+    async def save_messages(self, messages: Any, *, request_id: str | None = None) -> Any: ...
