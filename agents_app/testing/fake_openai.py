@@ -161,6 +161,14 @@ class _ClientGone(Exception):
     pass
 
 
+class _UpstreamServer(ThreadingHTTPServer):
+    """A real upstream accepts bursts of connections: socketserver's default listen backlog
+    of 5 drops the SYNs of 50 chats connecting at once, which then fail on a loaded machine."""
+
+    request_queue_size = 1024
+    daemon_threads = True
+
+
 class FakeOpenAI:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._queue: deque[Reply] = deque()
@@ -174,8 +182,7 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []
         self.authorized: list[bool] = []
         self.disconnects = 0
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _UpstreamServer((host, port), self._handler_class())
         self._thread: threading.Thread | None = None
 
     @property
