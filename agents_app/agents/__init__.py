@@ -29,7 +29,7 @@ if TYPE_CHECKING:
         step_count_is,
     )
     from agents_app.agents.tools import Approval, Tool, ToolInputError, client_tool, tool
-    from agents_app.protocol.messages import text_of
+    from agents_app.protocol.messages import text_of, user_text_message
     from agents_app.gateway.steps import stream_reply
     from agents_app.think.context_blocks import BlockKind, ContextBlockSpec
     from agents_app.think.middleware import ExtractReasoningMiddleware, ModelCallParams, ModelMiddleware, RedactionMiddleware
@@ -72,6 +72,7 @@ _WHERE: dict[str, str] = {
     "ThinkAgent": "agents_app.agents.agent",
     "Tool": "agents_app.agents.tools",
     "tool": "agents_app.agents.tools",
+    "user_text_message": "agents_app.protocol.messages",
     "ToolCallContext": "agents_app.agents.hooks",
     "ToolCallDecision": "agents_app.agents.hooks",
     "ToolCallResultContext": "agents_app.agents.hooks",
