@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from agents_app.agents import Agent, AIChatAgent, get_agent_by_name, register_agent, text_of
 from agents_app.turns.instances import UnknownAgent
+from agents_app.turns.registry import agent_class as registered_class
 from tests.agents import ScriptedAgent
 from tests.conftest import user_message
 
@@ -67,3 +68,27 @@ async def test_fetch_is_served_by_on_request_as_the_instance_owner(user):
 async def test_an_unregistered_class_cannot_be_addressed(user):
     with pytest.raises(UnknownAgent):
         await get_agent_by_name(NeverRegistered, "x", owner=user)
+
+
+def test_a_second_class_registered_under_a_taken_name_takes_the_url_over_with_a_warning(caplog):
+    def billing_app() -> type[Agent]:
+        class ClashingExampleAgent(Agent):
+            pass
+
+        return ClashingExampleAgent
+
+    def support_app() -> type[Agent]:
+        class ClashingExampleAgent(Agent):
+            pass
+
+        return ClashingExampleAgent
+
+    first, second = billing_app(), support_app()
+    register_agent(first)
+    register_agent(first)  # the same class again (a module imported twice) is no clash
+    assert "replaces" not in caplog.text
+
+    register_agent(second)
+
+    assert registered_class("clashing-example-agent") is second
+    assert "replaces" in caplog.text and "/agents/clashing-example-agent/" in caplog.text

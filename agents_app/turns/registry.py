@@ -1,6 +1,7 @@
 """Agent classes by URL segment, and their database records."""
 from __future__ import annotations
 
+import logging
 from typing import TypeVar
 
 from django.conf import settings
@@ -10,14 +11,24 @@ from agents_app.protocol.naming import agent_segment
 from agents_app.storage.models import Agent as AgentRecord
 from agents_app.turns.agent_interface import HostedAgent
 
+logger = logging.getLogger(__name__)
 _REGISTRY: dict[str, type[HostedAgent]] = {}
 AgentClass = TypeVar("AgentClass", bound=type[HostedAgent])
 
 
 def register_agent(cls: AgentClass) -> AgentClass:
-    """Class decorator: make an agent reachable at /agents/<kebab-case class name>/<name>."""
-    _REGISTRY[agent_segment(cls.__name__)] = cls
+    """Class decorator: make an agent reachable at /agents/<kebab-case class name>/<name>.
+    A later class of the same name takes the URL over (logged: two apps may clash)."""
+    segment = agent_segment(cls.__name__)
+    earlier = _REGISTRY.get(segment)
+    if earlier is not None and _path(earlier) != _path(cls):
+        logger.warning("register_agent: %s replaces %s at /agents/%s/", _path(cls), _path(earlier), segment)
+    _REGISTRY[segment] = cls
     return cls
+
+
+def _path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def load_configured_agents() -> None:
@@ -42,7 +53,7 @@ def agent_record(segment: str) -> AgentRecord | None:
     record, _ = AgentRecord.objects.get_or_create(
         slug=segment,
         defaults={
-            "class_path": f"{cls.__module__}.{cls.__qualname__}",
+            "class_path": _path(cls),
             "title": cls.title or cls.__name__,
             "description": cls.description,
         },
