@@ -27,7 +27,7 @@ from agents_app.agents.agent import AIChatAgent
 from agents_app.turns.instances import load_agent
 from agents_app.turns.stream_publisher import StreamPublisher
 from agents_app.turns.types import ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
-from agents_app.storage import chunk_log, transcript
+from agents_app.storage import chunk_log, query_count, transcript
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
 
@@ -122,7 +122,8 @@ async def _settle(turn: Turn, *, streamed: bool) -> None:
 async def run(request: TurnRequest, turn: Turn) -> TurnResult:
     """Run an admitted turn to its one outcome. Never raises for a failure inside the turn:
     every exception ends it through `_fail`, so every waiter learns how it ended."""
-    result = await _run_to_outcome(request, turn)
+    with query_count.turn(request.request_id):
+        result = await _run_to_outcome(request, turn)
     # Outside the turn's gateway scope: a listener's model calls are not this turn's.
     turn_listeners.notify(request.session_id, result)
     return result

@@ -18,13 +18,15 @@ from django.utils import timezone
 
 from agents_app.protocol import frames
 from agents_app.turns import broadcast
-from agents_app.storage import chunk_log
+from agents_app.storage import chunk_log, query_count
 from agents_app.storage.models import Turn
 from agents_app.testing import faults
 
 STORE_BATCH = 64
 STORE_INTERVAL = 0.1
 _MERGEABLE = frozenset({"text-delta", "reasoning-delta"})
+# What the model produced (as opposed to the frames that open a message or a step).
+_MODEL_OUTPUT = frozenset({"text-delta", "reasoning-delta", "tool-input-start", "tool-input-available"})
 
 
 class StreamPublisher:
@@ -42,6 +44,7 @@ class StreamPublisher:
         self._closed = False
         self._flusher: asyncio.Task[None] | None = None
         self.started = False
+        self._model_output_seen = False
 
     async def start(self, message_uid: str) -> None:
         """Mark the turn as streaming and tell parked connections to resume onto it. The
@@ -58,6 +61,9 @@ class StreamPublisher:
         if flusher is not None and flusher.done() and not flusher.cancelled() and flusher.exception() is not None:
             # Broadcasting or storing failed: stop the stream now, not when the model is done.
             raise flusher.exception()  # type: ignore[misc]
+        if not self._model_output_seen and chunk.get("type") in _MODEL_OUTPUT:
+            self._model_output_seen = True
+            query_count.first_token()
         last = self._outbox[-1][1] if self._outbox else None
         if (
             last is not None
