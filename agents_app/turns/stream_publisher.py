@@ -13,12 +13,12 @@ import json
 import time
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from agents_app.protocol import frames
 from agents_app.turns import broadcast
 from agents_app.storage import chunk_log, query_count
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Turn
 from agents_app.testing import faults
 
@@ -49,7 +49,7 @@ class StreamPublisher:
     async def start(self, message_uid: str) -> None:
         """Mark the turn as streaming and tell parked connections to resume onto it. The
         message id is recorded so that an orphaned stream can be rebuilt under it."""
-        await sync_to_async(Turn.objects.filter(pk=self.turn_id).update)(
+        await db_async(Turn.objects.filter(pk=self.turn_id).update)(
             status=Turn.Status.STREAMING, heartbeat_at=timezone.now(), message_uid=message_uid
         )
         await broadcast.stream_started(self.session_id, self.request_id)
@@ -100,7 +100,7 @@ class StreamPublisher:
         if not self._store:
             return
         bodies, self._store = self._store, []
-        await sync_to_async(chunk_log.write_batch)(self.turn_id, self._store_first_seq, bodies)
+        await db_async(chunk_log.write_batch)(self.turn_id, self._store_first_seq, bodies)
         self._last_store = time.monotonic()
 
     async def _flush_loop(self) -> None:

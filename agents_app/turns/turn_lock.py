@@ -10,11 +10,11 @@ import asyncio
 from collections import defaultdict
 from datetime import timedelta
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
 from agents_app.turns import process_liveness
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
 
@@ -73,11 +73,11 @@ async def acquire(session_id: int, turn_id: int) -> bool:
     loop = asyncio.get_running_loop()
     next_beat = loop.time() + stale_after().total_seconds() / 4
     while True:
-        outcome = await sync_to_async(_try_acquire)(session_id, turn_id)
+        outcome = await db_async(_try_acquire)(session_id, turn_id)
         if outcome != "wait":
             return outcome == "acquired"
         if loop.time() >= next_beat:
-            await sync_to_async(Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update)(heartbeat_at=timezone.now())
+            await db_async(Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update)(heartbeat_at=timezone.now())
             next_beat = loop.time() + stale_after().total_seconds() / 4
         event.clear()
         try:
@@ -87,7 +87,7 @@ async def acquire(session_id: int, turn_id: int) -> bool:
 
 
 async def release(session_id: int, request_id: str) -> None:
-    await sync_to_async(Session.objects.filter(pk=session_id, turn_lock=request_id).update)(turn_lock="")
+    await db_async(Session.objects.filter(pk=session_id, turn_lock=request_id).update)(turn_lock="")
     _event(session_id).set()
 
 

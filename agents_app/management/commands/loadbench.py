@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -215,7 +216,7 @@ class Command(BaseCommand):
         profiler = None
         if profile:
             profiler = subprocess.Popen(
-                ["py-spy", "record", "-p", str(server_pid), "-r", "200", "--format", "raw", "-o", profile, "--nonblocking"],
+                [shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}") or "py-spy", "record", "-p", str(server_pid), "-r", "200", "--format", "raw", "-o", profile, "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
         started = time.perf_counter()
