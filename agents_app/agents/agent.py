@@ -348,8 +348,7 @@ class AIChatAgent(Agent):
         with its messages; connected clients are told the chat was cleared."""
         from agents_app.turns import chat
 
-        await chat.clear(self.session, None)
-        await sync_to_async(Session.objects.filter(pk=self.session.pk).delete)()
+        await chat.destroy(self.session)
 
     # -- the message tree (regenerations and edits are branches, never deletions) ---------
     @callable_method

@@ -21,6 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import connections
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -34,6 +35,24 @@ def executor() -> ThreadPoolExecutor:
         if _executor is None:
             _executor = ThreadPoolExecutor(max_workers=max(1, settings.AGENTS_DB_THREADS), thread_name_prefix="agents-db")
         return _executor
+
+
+def close_connections(timeout: float = 10.0) -> None:
+    """Close every database thread's connections (a test run drops its database after this).
+    One task per thread: they wait for each other, so no thread runs two of them."""
+    with _lock:
+        pool = _executor
+    if pool is None:
+        return
+    size = pool._max_workers
+    barrier = threading.Barrier(size, timeout=timeout)
+
+    def close() -> None:
+        barrier.wait()
+        connections.close_all()
+
+    for future in [pool.submit(close) for _ in range(size)]:
+        future.result()
 
 
 def db_async(func: Callable[_P, _R]) -> Callable[_P, Coroutine[Any, Any, _R]]:

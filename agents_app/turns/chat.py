@@ -108,6 +108,23 @@ async def clear(session: Session, connection: Connection | None) -> None:
     await broadcast.release_parked(session.pk)
 
 
+def _delete(session_id: int) -> None:
+    """Delete a session whose aborted turn may still be writing from another thread or
+    process. Its row and its turns' rows are locked first (SQLite: the transaction holds
+    the write lock), so no message or chunk can be added between collecting the rows that
+    cascade and deleting them; the turn's late write fails and ends the turn instead."""
+    with transaction.atomic():
+        list(Session.objects.select_for_update().filter(pk=session_id).values_list("pk", flat=True))
+        list(Turn.objects.select_for_update().filter(session_id=session_id).values_list("pk", flat=True))
+        Session.objects.filter(pk=session_id).delete()
+
+
+async def destroy(session: Session) -> None:
+    """Abort and skip the session's turns, tell its clients it was cleared, delete it."""
+    await clear(session, None)
+    await db_async(_delete)(session.pk)
+
+
 async def set_messages(session: Session, connection: Connection, messages: list[UIMessage]) -> None:
     """cf_agent_chat_messages from a client: reconcile and upsert, never delete (§5.4)."""
     reconciled = await db_async(transcript.upsert_client_messages)(session, messages, move_leaf=False)

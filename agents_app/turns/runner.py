@@ -476,7 +476,7 @@ async def _stream(
         last_yield = time.monotonic()
         async for chunk in _as_chunks(response, request_id):
             if time.monotonic() - last_yield > FAIRNESS_SLICE:
-                await asyncio.sleep(0)
+                await publisher.wait_sent()
                 last_yield = time.monotonic()
             if chunk.get("type") == "error":
                 raise _InBandError(str(chunk.get("errorText") or "The model stream failed."))
@@ -485,6 +485,8 @@ async def _stream(
                 continue
             builder.apply(rewritten)
             publisher.publish(rewritten)
+            if publisher.first_output_pending:
+                await publisher.wait_sent()
 
     consumer = asyncio.create_task(consume())
     aborted = asyncio.create_task(abort.wait())

@@ -34,16 +34,10 @@ def _event(session_id: int) -> asyncio.Event:
 
 def _try_acquire(session_id: int, turn_id: int) -> str:
     """Returns 'acquired', 'wait' or 'skipped' (the turn was skipped, e.g. by a clear)."""
-    turn = Turn.objects.only("status", "request_id").get(pk=turn_id)
-    if turn.status != Turn.Status.QUEUED:
-        # Skipped by a clear or a superseding submit, or taken over by recovery after this
-        # process stopped heart-beating for too long.
-        return "skipped" if turn.status in (Turn.Status.SKIPPED, Turn.Status.INTERRUPTED) else "wait"
-    oldest = (
-        Turn.objects.filter(session_id=session_id, status=Turn.Status.QUEUED).order_by("id").values_list("id", flat=True).first()
-    )
-    if oldest != turn_id:
-        return "wait"
+    # One query on the usual path: this turn is the session's oldest queued one.
+    turn = Turn.objects.filter(session_id=session_id, status=Turn.Status.QUEUED).order_by("id").only("request_id").first()
+    if turn is None or turn.pk != turn_id:
+        return _not_next(turn_id)
     holder = Session.objects.filter(pk=session_id).values_list("turn_lock", flat=True).first() or ""
     if holder:
         holding_turn = Turn.objects.filter(session_id=session_id, request_id=holder).first()
@@ -62,6 +56,16 @@ def _try_acquire(session_id: int, turn_id: int) -> str:
         status=Turn.Status.RUNNING, started_at=now, heartbeat_at=now, owner=process_liveness.current()
     )
     return "acquired"
+
+
+def _not_next(turn_id: int) -> str:
+    """Why a turn may not take the lock now: it is no longer queued, or an older one is."""
+    status = Turn.objects.filter(pk=turn_id).values_list("status", flat=True).get()
+    if status != Turn.Status.QUEUED:
+        # Skipped by a clear or a superseding submit, or taken over by recovery after this
+        # process stopped heart-beating for too long.
+        return "skipped" if status in (Turn.Status.SKIPPED, Turn.Status.INTERRUPTED) else "wait"
+    return "wait"  # an older turn of the session is queued
 
 
 async def acquire(session_id: int, turn_id: int) -> bool:
