@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -23,10 +24,11 @@ def write_batch(turn_id: int, first_seq: int, bodies: list[str]) -> None:
     """Store one batch and mark the turn as alive (its heartbeat proves a live producer)."""
     faults.point("chunk_log")
     stored = [body if len(body.encode()) <= MAX_STORED_CHUNK_BYTES else None for body in bodies]
-    TurnChunk.objects.create(turn_id=turn_id, seq=first_seq, bodies=stored)
-    Turn.objects.filter(pk=turn_id).update(
-        chunk_count=F("chunk_count") + len(bodies), heartbeat_at=timezone.now()
-    )
+    # One commit for both rows: every streaming turn writes a batch several times a second,
+    # and on SQLite each commit takes the database's one write lock.
+    with transaction.atomic():
+        TurnChunk.objects.create(turn_id=turn_id, seq=first_seq, bodies=stored)
+        Turn.objects.filter(pk=turn_id).update(chunk_count=F("chunk_count") + len(bodies), heartbeat_at=timezone.now())
 
 
 def read_bodies(turn_id: int, from_seq: int = 0, to_seq: int | None = None) -> list[tuple[int, str | None]]:
