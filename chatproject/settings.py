@@ -209,6 +209,12 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # A running turn that has not heart-beaten for this long lost its process and is recovered.
 AGENTS_TURN_STALE_SECONDS = float(os.environ.get("AGENTS_TURN_STALE_SECONDS", "20"))
 AGENTS_RECOVERY_SWEEP_SECONDS = float(os.environ.get("AGENTS_RECOVERY_SWEEP_SECONDS", "15"))
+# Threads for database calls that need no thread affinity (turn admission, streaming
+# writes): without them every session's queries queue on asgiref's one shared thread.
+AGENTS_DB_THREADS = int(os.environ.get("AGENTS_DB_THREADS", "4"))
+# Count each turn's database round trips (before and after its first token): "1", or a file
+# path that receives one JSON line per turn (`manage.py loadbench` reads it). Off when empty.
+AGENTS_COUNT_QUERIES = os.environ.get("AGENTS_COUNT_QUERIES", "")
 CELERY_BEAT_SCHEDULE = {
     "sweep-stream-buffers": {"task": "agents.sweep_stream_buffers", "schedule": 600.0},
     # Interrupted turns are recovered and one-shot schedules whose task was lost are re-sent.

@@ -23,6 +23,16 @@ pytest_plugins = [
 ]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _database_threads_let_go(django_db_setup: Any) -> Iterator[None]:
+    """The turn engine's database threads keep their connections open; the test database
+    can only be dropped once they are closed."""
+    yield
+    from agents_app.storage import db_threads
+
+    db_threads.close_connections()
+
+
 @pytest.fixture
 def user(db: Any) -> Any:
     return get_user_model().objects.create_user("alice", password="wonderland-42")

@@ -379,8 +379,7 @@ class AIChatAgent(Agent):
     async def destroy(self) -> None:
         """Abort running turns, skip queued ones, drop the stream buffers and delete the session
         with its messages; connected clients are told the chat was cleared."""
-        await chat.clear(self.session, None)
-        await sync_to_async(Session.objects.filter(pk=self.session.pk).delete)()
+        await chat.destroy(self.session)
 
     # -- the message tree (regenerations and edits are branches, never deletions) ---------
     @callable_method

@@ -6,7 +6,9 @@ cf_agent_tool_result. `needs_approval` pauses for cf_agent_tool_approval instead
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +16,20 @@ from typing import Any
 import pydantic
 
 Approval = bool | Callable[[dict[str, Any]], bool | Awaitable[bool]]
+
+
+# Generating a JSON schema walks the whole model: once per model class, not per model call.
+# Weak keys: client tools and extensions make model classes at run time.
+_schemas: weakref.WeakKeyDictionary[type[pydantic.BaseModel], dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _json_schema(model: type[pydantic.BaseModel]) -> dict[str, Any]:
+    schema = _schemas.get(model)
+    if schema is None:
+        schema = model.model_json_schema()
+        schema.pop("title", None)
+        _schemas[model] = schema
+    return schema
 
 
 class ToolInputError(ValueError):
@@ -32,9 +48,8 @@ class Tool:
 
     @property
     def parameters(self) -> dict[str, Any]:
-        schema = self.input_model.model_json_schema()
-        schema.pop("title", None)
-        return schema
+        # A copy: callers (model middleware) may edit what they are given.
+        return copy.deepcopy(_json_schema(self.input_model))
 
     def openai_schema(self) -> dict[str, Any]:
         return {

@@ -8,20 +8,20 @@ with a readable, key-free message. Every call leaves one ModelCall row.
 """
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
-from asgiref.sync import sync_to_async
 from django.utils import timezone
 from openai.types.chat import ChatCompletionChunk
 
 from agents_app.gateway import call_log, limits, response_cache, routing, scope
 from agents_app.gateway.call_log import CallRecord
 from agents_app.gateway.models import ModelCall
+from agents_app.providers import clients
 from agents_app.providers.errors import ModelError, describe_error, redact
+from agents_app.storage.db_threads import db_async
 
 BROKE_OFF = "The connection to the model service broke off mid-answer. Please try again."
 
@@ -74,7 +74,7 @@ class GatewayCall:
                 # Nothing to enforce: no database round trip before the first token.
                 plan = _prepare(record, model, caller)
             else:
-                plan = await sync_to_async(_prepare)(record, model, caller)
+                plan = await db_async(_prepare)(record, model, caller)
             ttl = call_scope.options.cache_ttl if call_scope.options.cache_ttl is not None else plan.cache_ttl
             cache_key = response_cache.key_for(self._request) if ttl > 0 else None
             if cache_key is not None and not call_scope.options.skip_cache:
@@ -95,7 +95,7 @@ class GatewayCall:
             raise
         finally:
             record.latency_ms = _milliseconds_since(start)
-            await sync_to_async(call_log.save)(record)
+            await db_async(call_log.save)(record)
 
     async def _replay(self, cached: dict[str, Any], record: CallRecord, start: float) -> AsyncIterator[ChatCompletionChunk]:
         record.cache_hit = True
@@ -115,22 +115,19 @@ class GatewayCall:
             emitted = False
             served: list[dict[str, Any]] = []
             try:
-                async with contextlib.AsyncExitStack() as stack:
-                    client = self._client
-                    if not upstream.uses_default_client:
-                        client = await stack.enter_async_context(
-                            openai.AsyncOpenAI(base_url=upstream.base_url, api_key=upstream.api_key, timeout=upstream.timeout, max_retries=0)
-                        )
-                    stream = await client.chat.completions.create(**{**self._request, "model": upstream.model})
-                    async with stream:
-                        async for chunk in stream:
-                            if not emitted and _has_output(chunk):
-                                emitted = True
-                                record.ttft_ms = _milliseconds_since(start)
-                            self._count_usage(chunk, record)
-                            if cache_key is not None:
-                                served.append(chunk.model_dump(mode="json", exclude_unset=True))
-                            yield chunk
+                client = self._client
+                if not upstream.uses_default_client:
+                    client = clients.shared(upstream.base_url, upstream.api_key, upstream.timeout)
+                stream = await client.chat.completions.create(**{**self._request, "model": upstream.model})
+                async with stream:
+                    async for chunk in stream:
+                        if not emitted and _has_output(chunk):
+                            emitted = True
+                            record.ttft_ms = _milliseconds_since(start)
+                        self._count_usage(chunk, record)
+                        if cache_key is not None:
+                            served.append(chunk.model_dump(mode="json", exclude_unset=True))
+                        yield chunk
             except openai.OpenAIError as error:
                 message = redact(describe_error(error), plan.secrets)
                 if not emitted and _retryable(error) and position < len(plan.upstreams) - 1:

@@ -57,8 +57,8 @@ class RouteConfig:
 
 
 def route_for(agent: str) -> RouteConfig:
-    route = Route.objects.filter(enabled=True, agent=agent).first() if agent else None
-    route = route or Route.objects.filter(enabled=True, agent="").first()
+    # The agent's own route, else the global one, in one query ("" sorts first: hence last()).
+    route = Route.objects.filter(enabled=True, agent__in={agent, ""}).order_by("agent").last()
     if route is None:
         return RouteConfig((), settings.AGENTS_GATEWAY_CACHE_TTL)
     entries = route.entries.select_related("provider").filter(provider__enabled=True).order_by("position", "id")

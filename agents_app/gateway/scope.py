@@ -16,9 +16,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any
 
-from asgiref.sync import sync_to_async
-
 from agents_app.gateway import limits, routing
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session
 
 
@@ -67,7 +66,7 @@ def current() -> CallScope:
 
 @contextlib.asynccontextmanager
 async def for_turn(session_id: int, request_id: str, body: dict[str, Any] | None) -> AsyncIterator[CallScope]:
-    caller = await sync_to_async(load_caller)(session_id)
+    caller = await db_async(load_caller)(session_id)
     scope = CallScope(session_id, request_id, GatewayOptions.from_body(body), caller)
     token = _current.set(scope)
     try:

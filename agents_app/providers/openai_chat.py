@@ -7,6 +7,7 @@ from __future__ import annotations
 import openai
 from django.conf import settings
 
+from agents_app.providers import clients
 from agents_app.providers.errors import ModelError, describe_error
 
 __all__ = ["ModelError", "default_model", "describe_error", "make_client", "uses_local_model"]
@@ -27,13 +28,12 @@ def default_model() -> str:
 
 
 def make_client() -> openai.AsyncOpenAI:
-    """A client per turn: the SDK's connection pool is bound to the event loop that made it."""
+    """This event loop's client for the configured model (the bundled local one without
+    OPENAI_* settings), shared with every other call: see providers/clients.py."""
     if uses_local_model():
         base_url: str | None = f"http://127.0.0.1:{settings.AGENTS_LOCAL_MODEL_PORT}/v1"
         api_key = "local"
     else:
         base_url = settings.OPENAI_BASE_URL or None
         api_key = settings.OPENAI_API_KEY or "unset"
-    return openai.AsyncOpenAI(
-        base_url=base_url, api_key=api_key, timeout=settings.AGENTS_MODEL_TIMEOUT, max_retries=0
-    )
+    return clients.shared(base_url, api_key, settings.AGENTS_MODEL_TIMEOUT)

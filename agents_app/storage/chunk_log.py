@@ -6,8 +6,10 @@ cap keeps its sequence slot as `None` (broadcast but not replayable, as in the r
 """
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -23,10 +25,12 @@ def write_batch(turn_id: int, first_seq: int, bodies: list[str]) -> None:
     """Store one batch and mark the turn as alive (its heartbeat proves a live producer)."""
     faults.point("chunk_log")
     stored = [body if len(body.encode()) <= MAX_STORED_CHUNK_BYTES else None for body in bodies]
-    TurnChunk.objects.create(turn_id=turn_id, seq=first_seq, bodies=stored)
-    Turn.objects.filter(pk=turn_id).update(
-        chunk_count=F("chunk_count") + len(bodies), heartbeat_at=timezone.now()
-    )
+    # Every streaming turn writes a batch several times a second. On SQLite each commit takes
+    # the database's one write lock: one commit for both rows. On PostgreSQL a transaction
+    # would add two round trips (BEGIN, COMMIT) to two autocommit statements.
+    with transaction.atomic() if connection.vendor == "sqlite" else contextlib.nullcontext():
+        TurnChunk.objects.create(turn_id=turn_id, seq=first_seq, bodies=stored)
+        Turn.objects.filter(pk=turn_id).update(chunk_count=F("chunk_count") + len(bodies), heartbeat_at=timezone.now())
 
 
 def read_bodies(turn_id: int, from_seq: int = 0, to_seq: int | None = None) -> list[tuple[int, str | None]]:

@@ -43,7 +43,7 @@ from agents_app.turns.resume import ConnectionStreams, StreamEventsMixin
 from agents_app.turns.rpc import invoke
 from agents_app.turns import background
 from agents_app.turns.types import Connection, ConnectionContext
-from agents_app.storage import transcript
+from agents_app.storage import query_count, transcript
 from agents_app.storage.models import Session
 from agents_app.transport.auth import query_params
 
@@ -195,7 +195,8 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         match frame:
             case ChatRequest(request_id=request_id):
                 self.streams.own(request_id)
-                await chat.submit(self.session, self.connection, frame)
+                with query_count.admission(request_id):
+                    await chat.submit(self.session, self.connection, frame)
             case CancelRequest(request_id=request_id):
                 await runner.cancel(self.session.pk, request_id)
             case ClearRequest():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 
-from asgiref.sync import sync_to_async
 from django.db import transaction
 
 from agents_app import limits
@@ -18,6 +17,7 @@ from agents_app.turns.concurrency import Concurrency, is_busy
 from agents_app.turns.instances import load_agent
 from agents_app.turns.types import Connection, TurnRequest
 from agents_app.storage import transcript
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn, TurnChunk
 
 logger = logging.getLogger(__name__)
@@ -47,9 +47,9 @@ def _drops(session: Session, request: ChatRequest) -> bool:
 async def submit(session: Session, connection: Connection | None, request: ChatRequest) -> None:
     """A cf_agent_use_chat_request: persist the client's messages, then queue the turn (§5.1).
     Without a connection (the chat page's HTTP send) every socket of the session is told."""
-    if await sync_to_async(_drops)(session, request):
+    if await db_async(_drops)(session, request):
         if connection is not None:
-            current = await sync_to_async(transcript.transcript)(session)
+            current = await db_async(transcript.transcript)(session)
             await broadcast.send_to_channel(
                 connection.channel_name, [frames.chat_messages(current), frames.chat_response(request.request_id, done=True)]
             )
@@ -67,7 +67,7 @@ async def submit(session: Session, connection: Connection | None, request: ChatR
     exclude = (connection.id,) if connection is not None else ()
     await broadcast.broadcast(session.pk, [frames.chat_messages(request.messages)], exclude=exclude)
     try:
-        turn, created, current = await sync_to_async(_accept)(session, turn_request, request.messages)
+        turn, created, current = await db_async(_accept)(session, turn_request, request.messages)
     except Exception as error:  # the turn does not exist: its requester is the only one waiting for it
         if isinstance(error, limits.LimitReached):
             text = str(error)
@@ -111,7 +111,7 @@ def _clear(session: Session) -> list[str]:
 
 async def clear(session: Session, connection: Connection | None) -> None:
     """cf_agent_chat_clear: abort and skip turns, delete the conversation, tell the others (§5.3)."""
-    running = await sync_to_async(_clear)(session)
+    running = await db_async(_clear)(session)
     for request_id in running:
         await runner.cancel(session.pk, request_id)
     exclude = (connection.id,) if connection is not None else ()
@@ -119,7 +119,24 @@ async def clear(session: Session, connection: Connection | None) -> None:
     await broadcast.release_parked(session.pk)
 
 
+def _delete(session_id: int) -> None:
+    """Delete a session whose aborted turn may still be writing from another thread or
+    process. Its row and its turns' rows are locked first (SQLite: the transaction holds
+    the write lock), so no message or chunk can be added between collecting the rows that
+    cascade and deleting them; the turn's late write fails and ends the turn instead."""
+    with transaction.atomic():
+        list(Session.objects.select_for_update().filter(pk=session_id).values_list("pk", flat=True))
+        list(Turn.objects.select_for_update().filter(session_id=session_id).values_list("pk", flat=True))
+        Session.objects.filter(pk=session_id).delete()
+
+
+async def destroy(session: Session) -> None:
+    """Abort and skip the session's turns, tell its clients it was cleared, delete it."""
+    await clear(session, None)
+    await db_async(_delete)(session.pk)
+
+
 async def set_messages(session: Session, connection: Connection, messages: list[UIMessage]) -> None:
     """cf_agent_chat_messages from a client: reconcile and upsert, never delete (§5.4)."""
-    reconciled = await sync_to_async(transcript.upsert_client_messages)(session, messages, move_leaf=False)
+    reconciled = await db_async(transcript.upsert_client_messages)(session, messages, move_leaf=False)
     await broadcast.broadcast(session.pk, [frames.chat_messages(reconciled)], exclude=(connection.id,))

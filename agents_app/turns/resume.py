@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from channels.consumer import get_handler_name
 from django.utils import timezone
 
 from agents_app.protocol import frames
@@ -319,6 +320,20 @@ class StreamEventsMixin:
     consumer provides `streams` (its ConnectionStreams)."""
 
     streams: ConnectionStreams
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Channels runs `close_old_connections` before every handler: a hop to asgiref's one
+        shared thread, which also closes that thread's connection when CONN_MAX_AGE is 0 (so
+        every turn queued on that thread reconnects). A session's channel-layer events, many
+        per second per socket while a turn streams, are no request boundary: they skip it.
+        Frames from the client still get it; a connection that broke is dropped at its
+        failing query anyway (storage/connections.py)."""
+        if message["type"].startswith("agent."):
+            handler = getattr(self, get_handler_name(message), None)
+            if handler is not None:
+                await handler(message)
+                return
+        await super().dispatch(message)  # type: ignore[misc]
 
     async def agent_stream(self, message: dict[str, Any]) -> None:
         await self.streams.on_stream_frames(message["request_id"], [(seq, frame) for seq, frame in message["frames"]])

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
@@ -27,7 +26,8 @@ from agents_app.turns.agent_interface import ChatAgent
 from agents_app.turns.instances import load_agent
 from agents_app.turns.stream_publisher import StreamPublisher
 from agents_app.turns.types import ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
-from agents_app.storage import chunk_log, transcript
+from agents_app.storage import chunk_log, query_count, transcript
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
 
@@ -75,8 +75,8 @@ async def admit_turn(request: TurnRequest, *, limited: bool = False, owner_id: i
     and raised as AdmissionFailed."""
     try:
         if limited:
-            return await sync_to_async(_admit_within_limits)(request, owner_id)
-        return await sync_to_async(admit)(request)
+            return await db_async(_admit_within_limits)(request, owner_id)
+        return await db_async(admit)(request)
     except limits.LimitReached:
         raise
     except Exception as error:
@@ -149,7 +149,7 @@ async def cancel(session_id: int, request_id: str) -> None:
 
 
 async def _pre_stream_remaining(session_id: int, request_id: str) -> bool:
-    return await sync_to_async(
+    return await db_async(
         Turn.objects.filter(session_id=session_id, status__in=Turn.PRE_STREAM).exclude(request_id=request_id).exists
     )()
 
@@ -162,7 +162,8 @@ async def _settle(turn: Turn, *, streamed: bool) -> None:
 async def _run(request: TurnRequest, turn: Turn) -> TurnResult:
     """Run an admitted turn to its one outcome. Never raises for a failure inside the turn:
     every exception ends it through `_fail`, so every waiter learns how it ended."""
-    result = await _run_to_outcome(request, turn)
+    with query_count.turn(request.request_id):
+        result = await _run_to_outcome(request, turn)
     # Outside the turn's gateway scope: a listener's model calls are not this turn's.
     turn_listeners.notify(request.session_id, result)
     return result
@@ -205,7 +206,7 @@ async def _run_locked(progress: _Progress, request: TurnRequest, turn: Turn) -> 
                 return TurnResult(request.request_id, "skipped")
             heartbeat = asyncio.create_task(_keep_alive(turn.pk))
             faults.point("agent_load")
-            progress.agent = await sync_to_async(_load_agent)(request.session_id)
+            progress.agent = await db_async(_load_agent)(request.session_id)
             if not await _admitted_by_policy(progress.agent, request, turn):
                 await _skip(request, turn)
                 return TurnResult(request.request_id, "skipped")
@@ -248,7 +249,7 @@ async def _fail(progress: _Progress, request: TurnRequest, turn: Turn, error: Ex
     """The one ending of a turn that raised, wherever: what streamed is kept as the partial
     answer, and every waiter gets the error outcome. Each step is attempted on its own, so
     a database or channel-layer outage still lets the others through."""
-    exists = await _attempt(request, "checking the session", sync_to_async(Session.objects.filter(pk=request.session_id).exists)())
+    exists = await _attempt(request, "checking the session", db_async(Session.objects.filter(pk=request.session_id).exists)())
     if exists is False:
         return TurnResult(request.request_id, "aborted")  # destroyed while the turn ran: nothing to persist to
     logger.error("turn %s failed: %s", request.request_id, error, exc_info=error)
@@ -293,7 +294,7 @@ async def _keep_alive(turn_id: int) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            await sync_to_async(Turn.objects.filter(pk=turn_id).update)(heartbeat_at=timezone.now())
+            await db_async(Turn.objects.filter(pk=turn_id).update)(heartbeat_at=timezone.now())
         except DatabaseError:  # a database restart: the turn itself fails or carries on
             logger.warning("turn %s: heartbeat failed", turn_id, exc_info=True)
 
@@ -310,7 +311,7 @@ async def _sweep_stale_buffers() -> None:
     now = time.monotonic()
     if now - _last_sweep >= SWEEP_INTERVAL:
         _last_sweep = now
-        await sync_to_async(chunk_log.sweep)()
+        await db_async(chunk_log.sweep)()
 
 
 def _load_agent(session_id: int) -> ChatAgent:
@@ -327,12 +328,12 @@ async def _admitted_by_policy(agent: ChatAgent, request: TurnRequest, turn: Turn
     policy = concurrency.Concurrency.parse(agent.message_concurrency)
     if policy.strategy == "debounce" and turn.overlapping:  # the first submit on an idle agent runs at once
         await concurrency.wait_for_quiet_window(turn, policy)
-    if policy.supersedes and await sync_to_async(concurrency.has_newer_overlapping_submit)(turn):
+    if policy.supersedes and await db_async(concurrency.has_newer_overlapping_submit)(turn):
         return False
     if policy.strategy == "merge" and agent.merges_queued_user_messages:
-        if await sync_to_async(concurrency.merge_trailing_user_messages)(agent.session):
+        if await db_async(concurrency.merge_trailing_user_messages)(agent.session):
             # Every tab, the senders included, still shows the separate messages it sent.
-            merged = await sync_to_async(transcript.transcript)(agent.session)
+            merged = await db_async(transcript.transcript)(agent.session)
             await broadcast.broadcast(turn.session_id, [frames.chat_messages(merged)])
     return True
 
@@ -375,15 +376,15 @@ def _load_turn_context(request: TurnRequest) -> tuple[Session, list[UIMessage]]:
 
 async def _persist_new_messages(request: TurnRequest) -> None:
     """The function form of save_messages sees the transcript as it is when the turn starts."""
-    session = await sync_to_async(Session.objects.get)(pk=request.session_id)
+    session = await db_async(Session.objects.get)(pk=request.session_id)
     new = request.new_messages
     if callable(new):
-        new = new(await sync_to_async(transcript.transcript)(session))
+        new = new(await db_async(transcript.transcript)(session))
         if inspect.isawaitable(new):
             new = await new
     incoming = normalize_messages(new)
-    await sync_to_async(transcript.upsert_client_messages)(session, incoming, move_leaf=False)
-    current = await sync_to_async(transcript.transcript)(session)
+    await db_async(transcript.upsert_client_messages)(session, incoming, move_leaf=False)
+    current = await db_async(transcript.transcript)(session)
     await broadcast.broadcast(session.pk, [frames.chat_messages(current)])
 
 
@@ -392,7 +393,7 @@ async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort:
     assert agent is not None
     if request.new_messages is not None:
         await _persist_new_messages(request)
-    session, messages = await sync_to_async(_load_turn_context)(request)
+    session, messages = await db_async(_load_turn_context)(request)
     messages = _up_to_answered(await repair.repair_before_turn(agent, session, messages), request.answers)
     progress.session = session
     progress.anchor = messages[-1]["id"] if messages else None
@@ -434,9 +435,9 @@ async def _save_reply(progress: _Progress, message: UIMessage, *, checked: bool 
     assert progress.session is not None and progress.agent is not None
     if checked:
         faults.point("reply_write")
-    await sync_to_async(transcript.save_reply)(progress.session, message, progress.anchor)
+    await db_async(transcript.save_reply)(progress.session, message, progress.anchor)
     progress.reply_saved = True
-    await sync_to_async(transcript.trim_to)(progress.session, progress.agent.max_persisted_messages)
+    await db_async(transcript.trim_to)(progress.session, progress.agent.max_persisted_messages)
 
 
 async def _conclude(
@@ -469,7 +470,7 @@ async def _conclude(
 
 
 async def _broadcast_transcript(session: Session, exclude: tuple[str, ...], reply: UIMessage | None) -> None:
-    current = await sync_to_async(transcript.transcript)(session)
+    current = await db_async(transcript.transcript)(session)
     if reply is not None and current and current[-1]["id"] != reply["id"]:
         exclude = ()  # stored before messages queued after it: the requester needs the order too
     await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=exclude)
@@ -509,7 +510,7 @@ async def _stream(
         last_yield = time.monotonic()
         async for chunk in _as_chunks(response, request_id):
             if time.monotonic() - last_yield > FAIRNESS_SLICE:
-                await asyncio.sleep(0)
+                await publisher.wait_sent()
                 last_yield = time.monotonic()
             if chunk.get("type") == "error":
                 raise _InBandError(str(chunk.get("errorText") or "The model stream failed."))
@@ -518,6 +519,8 @@ async def _stream(
                 continue
             builder.apply(rewritten)
             publisher.publish(rewritten)
+            if publisher.first_output_pending:
+                await publisher.wait_sent()
 
     consumer = asyncio.create_task(consume())
     aborted = asyncio.create_task(abort.wait())
@@ -580,4 +583,4 @@ async def _finish_turn(turn: Turn, status: TurnStatus, *, error: str = "", messa
         terminal = {"requestId": turn.request_id, "body": error} if status == "error" else None
         Session.objects.filter(pk=turn.session_id).update(terminal=terminal)
 
-    await sync_to_async(write)()
+    await db_async(write)()

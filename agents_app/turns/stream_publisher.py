@@ -13,18 +13,20 @@ import json
 import time
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from agents_app.protocol import frames
 from agents_app.turns import broadcast
-from agents_app.storage import chunk_log
+from agents_app.storage import chunk_log, query_count
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Turn
 from agents_app.testing import faults
 
 STORE_BATCH = 64
 STORE_INTERVAL = 0.1
 _MERGEABLE = frozenset({"text-delta", "reasoning-delta"})
+# What the model produced (as opposed to the frames that open a message or a step).
+_MODEL_OUTPUT = frozenset({"text-delta", "reasoning-delta", "tool-input-start", "tool-input-available"})
 
 
 class StreamPublisher:
@@ -42,11 +44,15 @@ class StreamPublisher:
         self._closed = False
         self._flusher: asyncio.Task[None] | None = None
         self.started = False
+        self._model_output_seen = False
+        # The first model output is published and the reader has not yet let it go out.
+        self.first_output_pending = False
+        self._sent = asyncio.Event()  # set whenever the flusher has broadcast all it was given
 
     async def start(self, message_uid: str) -> None:
         """Mark the turn as streaming and tell parked connections to resume onto it. The
         message id is recorded so that an orphaned stream can be rebuilt under it."""
-        await sync_to_async(Turn.objects.filter(pk=self.turn_id).update)(
+        await db_async(Turn.objects.filter(pk=self.turn_id).update)(
             status=Turn.Status.STREAMING, heartbeat_at=timezone.now(), message_uid=message_uid
         )
         await broadcast.stream_started(self.session_id, self.request_id)
@@ -58,6 +64,9 @@ class StreamPublisher:
         if flusher is not None and flusher.done() and not flusher.cancelled() and flusher.exception() is not None:
             # Broadcasting or storing failed: stop the stream now, not when the model is done.
             raise flusher.exception()  # type: ignore[misc]
+        if not self._model_output_seen and chunk.get("type") in _MODEL_OUTPUT:
+            self._model_output_seen = self.first_output_pending = True
+            query_count.first_token()
         last = self._outbox[-1][1] if self._outbox else None
         if (
             last is not None
@@ -71,7 +80,24 @@ class StreamPublisher:
             return
         self._outbox.append([self._next_seq, dict(chunk)])
         self._next_seq += 1
+        self._sent.clear()
         self._wake.set()
+
+    async def wait_sent(self) -> None:
+        """Yield to the event loop until everything published so far is broadcast. The reader
+        of a fast upstream finds many chunks already buffered and never suspends by itself:
+        it calls this for the first model output and then every few milliseconds, so frames
+        leave as they are produced rather than when the upstream's buffer runs dry."""
+        self.first_output_pending = False
+        flusher = self._flusher
+        if flusher is None or flusher.done() or self._sent.is_set():
+            await asyncio.sleep(0)
+            return
+        sent = asyncio.ensure_future(self._sent.wait())
+        try:
+            await asyncio.wait({sent, flusher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sent.cancel()
 
     def _frame(self, body: str, *, done: bool, seq: int) -> frames.Frame:
         return frames.chat_response(self.request_id, body, done=done, continuation=self.continuation, seq=seq)
@@ -94,7 +120,7 @@ class StreamPublisher:
         if not self._store:
             return
         bodies, self._store = self._store, []
-        await sync_to_async(chunk_log.write_batch)(self.turn_id, self._store_first_seq, bodies)
+        await db_async(chunk_log.write_batch)(self.turn_id, self._store_first_seq, bodies)
         self._last_store = time.monotonic()
 
     async def _flush_loop(self) -> None:
@@ -105,6 +131,8 @@ class StreamPublisher:
                 pass
             self._wake.clear()
             await self._send_outbox()
+            if not self._outbox:
+                self._sent.set()
             since_store = time.monotonic() - self._last_store
             if len(self._store) >= STORE_BATCH or (self._store and since_store >= STORE_INTERVAL):
                 await self._write_store()

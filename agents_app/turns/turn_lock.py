@@ -10,11 +10,11 @@ import asyncio
 from collections import defaultdict
 from datetime import timedelta
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
 from agents_app.turns import process_liveness
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
 
@@ -34,16 +34,10 @@ def _event(session_id: int) -> asyncio.Event:
 
 def _try_acquire(session_id: int, turn_id: int) -> str:
     """Returns 'acquired', 'wait' or 'skipped' (the turn was skipped, e.g. by a clear)."""
-    turn = Turn.objects.only("status", "request_id").get(pk=turn_id)
-    if turn.status != Turn.Status.QUEUED:
-        # Skipped by a clear or a superseding submit, or taken over by recovery after this
-        # process stopped heart-beating for too long.
-        return "skipped" if turn.status in (Turn.Status.SKIPPED, Turn.Status.INTERRUPTED) else "wait"
-    oldest = (
-        Turn.objects.filter(session_id=session_id, status=Turn.Status.QUEUED).order_by("id").values_list("id", flat=True).first()
-    )
-    if oldest != turn_id:
-        return "wait"
+    # One query on the usual path: this turn is the session's oldest queued one.
+    turn = Turn.objects.filter(session_id=session_id, status=Turn.Status.QUEUED).order_by("id").only("request_id").first()
+    if turn is None or turn.pk != turn_id:
+        return _not_next(turn_id)
     holder = Session.objects.filter(pk=session_id).values_list("turn_lock", flat=True).first() or ""
     if holder:
         holding_turn = Turn.objects.filter(session_id=session_id, request_id=holder).first()
@@ -64,6 +58,16 @@ def _try_acquire(session_id: int, turn_id: int) -> str:
     return "acquired"
 
 
+def _not_next(turn_id: int) -> str:
+    """Why a turn may not take the lock now: it is no longer queued, or an older one is."""
+    status = Turn.objects.filter(pk=turn_id).values_list("status", flat=True).get()
+    if status != Turn.Status.QUEUED:
+        # Skipped by a clear or a superseding submit, or taken over by recovery after this
+        # process stopped heart-beating for too long.
+        return "skipped" if status in (Turn.Status.SKIPPED, Turn.Status.INTERRUPTED) else "wait"
+    return "wait"  # an older turn of the session is queued
+
+
 async def acquire(session_id: int, turn_id: int) -> bool:
     """Wait until this turn may run. False when it was skipped while waiting. A waiting turn
     heart-beats too: one left queued by a dead process is recovered instead of blocking the
@@ -73,11 +77,11 @@ async def acquire(session_id: int, turn_id: int) -> bool:
     loop = asyncio.get_running_loop()
     next_beat = loop.time() + stale_after().total_seconds() / 4
     while True:
-        outcome = await sync_to_async(_try_acquire)(session_id, turn_id)
+        outcome = await db_async(_try_acquire)(session_id, turn_id)
         if outcome != "wait":
             return outcome == "acquired"
         if loop.time() >= next_beat:
-            await sync_to_async(Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update)(heartbeat_at=timezone.now())
+            await db_async(Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update)(heartbeat_at=timezone.now())
             next_beat = loop.time() + stale_after().total_seconds() / 4
         event.clear()
         try:
@@ -87,5 +91,5 @@ async def acquire(session_id: int, turn_id: int) -> bool:
 
 
 async def release(session_id: int, request_id: str) -> None:
-    await sync_to_async(Session.objects.filter(pk=session_id, turn_lock=request_id).update)(turn_lock="")
+    await db_async(Session.objects.filter(pk=session_id, turn_lock=request_id).update)(turn_lock="")
     _event(session_id).set()

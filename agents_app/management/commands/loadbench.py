@@ -1,0 +1,305 @@
+"""`manage.py loadbench`: many simultaneous chats over real sockets; figures printed, never asserted.
+
+It starts the fake OpenAI upstream (agents_app/testing/fake_openai.py) and one `daphne`
+process serving this project, as separate processes so that neither the upstream nor the
+load clients share the server's CPU time slice, then opens K WebSocket clients speaking
+cf_agent_chat to the `chat-agent` (or `--agent`), each in its own conversation. Once all
+are connected they all send one message at the same moment; the fake upstream answers each
+with N tokens, one every `--delay` seconds (paced) or as fast as it can (`--fast`).
+
+Printed: TTFT (send → first text delta at the client) p50/p99, tokens/s delivered in
+aggregate against what the upstream produced, the p99 gap between stream frames at a
+client, the database round trips per turn before and after its first token (counted by
+the server, `AGENTS_COUNT_QUERIES`), the server's RSS, and whether every answer arrived
+complete, exactly once.
+
+The database and channel layer are the server's usual ones: embedded (a fresh SQLite file,
+in-memory layer) unless DATABASE_URL / REDIS_URL are set. Presets match issue 12's table:
+
+    manage.py loadbench --preset 1x100      # 1 chat, 100 tokens paced
+    manage.py loadbench --preset 50x100     # 50 chats x 100 tokens paced
+    manage.py loadbench --preset 200x50     # 200 chats x 50 tokens paced
+    manage.py loadbench --preset fast1000   # 1 chat x 1,000 tokens, upstream at full speed
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import websockets
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "1x100": {"chats": 1, "tokens": 100, "delay": 0.02},
+    "50x100": {"chats": 50, "tokens": 100, "delay": 0.02},
+    "200x50": {"chats": 200, "tokens": 50, "delay": 0.02},
+    "fast1000": {"chats": 1, "tokens": 1000, "delay": 0.0},
+}
+# The fake's echo answer is "You said: <text>": two words of its own, then the user's words.
+ECHO_PREFIX_WORDS = 2
+
+
+@dataclass
+class ChatRun:
+    """What one client saw of its turn."""
+
+    sent_at: float = 0.0
+    first_token_at: float | None = None
+    done_at: float | None = None
+    frame_times: list[float] = field(default_factory=list)
+    text: str = ""
+    error: str | None = None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise CommandError(f"{process.args[0]} exited with {process.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise CommandError(f"nothing listens on port {port} after {timeout:.0f} s")
+
+
+def _rss_kib(pid: int) -> dict[str, int]:
+    """Current and peak resident set size of a process, from /proc (Linux)."""
+    sizes = {}
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as status:
+        for line in status:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                sizes[name] = int(value.split()[0])
+    return sizes
+
+
+def _turn_counts(path: Path, turns: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The server's per-turn query counts; a turn writes its line after its done frame."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) >= turns or time.monotonic() >= deadline:
+            return [json.loads(line) for line in lines if line.strip()]
+        time.sleep(0.05)
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+class Command(BaseCommand):
+    help = "Open K simultaneous cf_agent_chat sessions against a daphne process and a paced fake upstream; print figures."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--preset", choices=sorted(PRESETS), help="a row of issue 12's table")
+        parser.add_argument("--chats", type=int, default=1, help="simultaneous chats (K)")
+        parser.add_argument("--tokens", type=int, default=100, help="tokens per answer (N)")
+        parser.add_argument("--delay", type=float, default=0.02, help="seconds between upstream tokens")
+        parser.add_argument("--fast", action="store_true", help="upstream streams as fast as it can")
+        parser.add_argument("--idle", type=int, default=0, help="extra connected sockets that send nothing")
+        parser.add_argument("--agent", default="chat-agent")
+        parser.add_argument("--profile", metavar="FILE", help="py-spy record the server during the run into FILE")
+        parser.add_argument("--timeout", type=float, default=300.0)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["preset"]:
+            options.update(PRESETS[options["preset"]])
+        if options["fast"]:
+            options["delay"] = 0.0
+        chats, tokens, delay = options["chats"], options["tokens"], options["delay"]
+        if tokens <= ECHO_PREFIX_WORDS:
+            raise CommandError(f"--tokens must be more than {ECHO_PREFIX_WORDS}")
+        with tempfile.TemporaryDirectory(prefix="loadbench-") as workdir, contextlib.ExitStack() as stack:
+            work = Path(workdir)
+            upstream_port, server_port = _free_port(), _free_port()
+            env = self._server_env(work, upstream_port)
+            upstream = self._spawn(
+                stack, [sys.executable, "-m", "agents_app.testing.fake_openai", "--port", str(upstream_port), "--delay", str(delay)], env, work / "upstream.log"
+            )
+            _wait_for_port(upstream_port, upstream)
+            subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, check=True, cwd=settings.BASE_DIR)
+            server = self._spawn(
+                stack,
+                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(server_port), "chatproject.asgi:application"],
+                env,
+                work / "daphne.log",
+            )
+            _wait_for_port(server_port, server)
+            url = f"ws://127.0.0.1:{server_port}/agents/{options['agent']}"
+            queries = work / "queries.jsonl"
+            try:
+                # One turn first, so that imports and first connections are not measured.
+                asyncio.run(self._load(url, server.pid, 1, 5, 0, None, options["timeout"]))
+                _turn_counts(queries, 1)
+                queries.unlink()
+                figures = asyncio.run(
+                    self._load(url, server.pid, chats, tokens, options["idle"], options["profile"], options["timeout"])
+                )
+            except Exception:
+                self.stderr.write((work / "daphne.log").read_text()[-4000:])
+                raise
+            self._report(figures, _turn_counts(queries, chats), chats, tokens, delay, env)
+
+    # -- processes ---------------------------------------------------------------------
+    def _server_env(self, work: Path, upstream_port: int) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "DEBUG": "false",
+                "SECRET_KEY": env.get("SECRET_KEY") or uuid.uuid4().hex * 2,
+                "ALLOWED_HOSTS": "127.0.0.1,localhost",
+                "AGENTS_DATA_DIR": str(work),
+                "OPENAI_BASE_URL": f"http://127.0.0.1:{upstream_port}/v1",
+                "OPENAI_API_KEY": "loadbench",
+                "OPENAI_MODEL": "fake-model",
+                # Anonymous sessions have no owner, so the per-user limits (new chats per
+                # minute, turns at once) do not refuse one client opening hundreds of chats.
+                "AGENTS_ALLOW_ANONYMOUS": "true",
+                "AGENTS_COUNT_QUERIES": str(work / "queries.jsonl"),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if "DATABASE_URL" not in env:
+            env["SQLITE_PATH"] = str(work / "bench.sqlite3")
+        return env
+
+    @staticmethod
+    def _spawn(stack: contextlib.ExitStack, command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+        handle = stack.enter_context(open(log, "wb"))
+        process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR)
+
+        def stop() -> None:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+        stack.callback(stop)
+        return process
+
+    # -- clients ---------------------------------------------------------------------------
+    async def _load(
+        self, url: str, server_pid: int, chats: int, tokens: int, idle: int, profile: str | None, timeout: float
+    ) -> dict[str, Any]:
+        run_id = uuid.uuid4().hex[:8]
+        rss_before = _rss_kib(server_pid)
+        idle_sockets = [await self._connect(f"{url}/idle-{run_id}-{index}") for index in range(idle)]
+        rss_idle = _rss_kib(server_pid)
+        sockets = await asyncio.gather(*(self._connect(f"{url}/bench-{run_id}-{index}") for index in range(chats)))
+        words = " ".join(f"w{index}" for index in range(tokens - ECHO_PREFIX_WORDS))
+        runs = [ChatRun() for _ in range(chats)]
+        profiler = None
+        if profile:
+            profiler = subprocess.Popen(
+                [shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}") or "py-spy", "record", "-p", str(server_pid), "-r", "200", "--format", "raw", "-o", profile, "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(self._chat(ws, run, f"r{run_id}{index}", words) for index, (ws, run) in enumerate(zip(sockets, runs)))),
+                timeout,
+            )
+        finally:
+            if profiler is not None:
+                profiler.send_signal(2)  # SIGINT: py-spy writes what it sampled
+                profiler.wait(30)
+        elapsed = time.perf_counter() - started
+        rss_after = _rss_kib(server_pid)
+        for ws in [*sockets, *idle_sockets]:
+            await ws.close()
+        return {
+            "runs": runs, "elapsed": elapsed, "expected": f"You said: {words}",
+            "rss_before": rss_before, "rss_idle": rss_idle, "rss_after": rss_after, "idle": idle,
+        }
+
+    @staticmethod
+    async def _connect(url: str) -> Any:
+        ws = await websockets.connect(url, max_size=None, open_timeout=60, ping_interval=None)
+        while json.loads(await ws.recv()).get("type") != "cf_agent_mcp_servers":
+            pass  # the connect frames: transcript, identity, MCP state
+        return ws
+
+    @staticmethod
+    async def _chat(ws: Any, run: ChatRun, request_id: str, words: str) -> None:
+        body = {"messages": [{"id": f"u-{request_id}", "role": "user", "parts": [{"type": "text", "text": words}]}], "trigger": "submit-message"}
+        run.sent_at = time.perf_counter()
+        await ws.send(json.dumps({"type": "cf_agent_use_chat_request", "id": request_id, "init": {"method": "POST", "body": json.dumps(body)}}))
+        while True:
+            frame = json.loads(await ws.recv())
+            now = time.perf_counter()
+            if frame.get("type") != "cf_agent_use_chat_response" or frame.get("id") != request_id:
+                continue
+            if frame.get("error"):
+                run.error = frame.get("body") or "error"
+            if frame.get("body"):
+                chunk = json.loads(frame["body"]) if not frame.get("error") else {}
+                run.frame_times.append(now)
+                if chunk.get("type") == "text-delta":
+                    if run.first_token_at is None:
+                        run.first_token_at = now
+                    run.text += chunk["delta"]
+            if frame.get("done"):
+                run.done_at = now
+                return
+
+    # -- figures ---------------------------------------------------------------------------
+    def _report(self, figures: dict[str, Any], counts: list[dict[str, Any]], chats: int, tokens: int, delay: float, env: dict[str, str]) -> None:
+        runs: list[ChatRun] = figures["runs"]
+        ttfts = [(r.first_token_at - r.sent_at) * 1000 for r in runs if r.first_token_at is not None]
+        gaps = [(b - a) * 1000 for r in runs for a, b in zip(r.frame_times, r.frame_times[1:])]
+        complete = sum(1 for r in runs if r.text == figures["expected"] and r.error is None)
+        finished = [r.done_at for r in runs if r.done_at is not None]
+        first_sent = min(r.sent_at for r in runs)
+        wall = (max(finished) - first_sent) if finished else float("nan")
+        delivered = chats * tokens / wall if finished else 0.0
+        # The upstream's own pace: every chat's tokens in N × delay after its request.
+        upstream = chats * tokens / (tokens * delay) if delay > 0 else float("nan")
+        database = "PostgreSQL" if "postgres" in env.get("DATABASE_URL", "") else "SQLite"
+        layer = "channels-redis" if env.get("REDIS_URL") else "in-memory layer"
+        pace = f"paced, {delay * 1000:.0f} ms/token" if delay > 0 else "fast upstream"
+        write = self.stdout.write
+        write(f"loadbench: {chats} chat(s) x {tokens} tokens, {pace}; one daphne, {database}, {layer}")
+        write(f"  complete answers:      {complete}/{chats} (text exactly as sent by the upstream, once)")
+        write(f"  TTFT:                  p50 {statistics.median(ttfts):.0f} ms, p99 {_percentile(ttfts, 0.99):.0f} ms (upstream alone: ~{delay * 1000:.0f} ms)")
+        if delay > 0:
+            write(f"  tokens/s delivered:    {delivered:,.0f} of {upstream:,.0f} produced by the upstream ({100 * delivered / upstream:.0f} %)")
+        else:
+            write(f"  tokens/s delivered:    {delivered:,.0f} (all chats, send to done)")
+        write(f"  inter-chunk gap:       p50 {_percentile(gaps, 0.5):.1f} ms, p99 {_percentile(gaps, 0.99):.1f} ms")
+        if counts:
+            before = [c["before_first_token"] for c in counts]
+            after = [c["after_first_token"] for c in counts]
+            write(f"  DB round trips/turn:   {statistics.median(before):.0f} before the first token (max {max(before)}), "
+                  f"{statistics.median(after):.0f} after it ({len(counts)} turns)")
+        rss = figures["rss_after"]
+        write(f"  server RSS:            {figures['rss_before'].get('VmRSS', 0) / 1024:.0f} MiB at start, "
+              f"{rss.get('VmRSS', 0) / 1024:.0f} MiB after, peak {rss.get('VmHWM', 0) / 1024:.0f} MiB")
+        if figures["idle"]:
+            per_socket = (figures["rss_idle"].get("VmRSS", 0) - figures["rss_before"].get("VmRSS", 0)) / figures["idle"]
+            write(f"  idle sockets:          {figures['idle']}, ~{per_socket:.0f} KiB RSS each")

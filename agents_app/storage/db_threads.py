@@ -1,0 +1,60 @@
+"""A small pool of threads for database calls that need no particular thread.
+
+`asgiref.sync_to_async` defaults to `thread_sensitive=True`: every call, from every session,
+runs on one shared thread, so one chat's queries wait behind everybody else's. The turn
+engine's calls are self-contained (each opens and ends its own transaction, if any) and can
+run on any thread: `db_async` sends them to `AGENTS_DB_THREADS` threads instead.
+
+Each thread keeps its own Django connection for its lifetime, as the shared thread does; a
+connection broken by a database restart is closed at its failing query and reopened by the
+next (storage/connections.py). On SQLite the threads' writes queue on the database's write
+lock (WAL, IMMEDIATE transactions and a busy timeout: see SQLITE_OPTIONS in settings).
+Code that needs the caller's thread (a thread-local, an enclosing transaction) keeps
+using `sync_to_async`.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connections
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_executor: ThreadPoolExecutor | None = None
+_lock = threading.Lock()
+
+
+def executor() -> ThreadPoolExecutor:
+    global _executor
+    with _lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=max(1, settings.AGENTS_DB_THREADS), thread_name_prefix="agents-db")
+        return _executor
+
+
+def close_connections(timeout: float = 10.0) -> None:
+    """Close every database thread's connections (a test run drops its database after this).
+    One task per thread: they wait for each other, so no thread runs two of them."""
+    with _lock:
+        pool = _executor
+    if pool is None:
+        return
+    size = pool._max_workers
+    barrier = threading.Barrier(size, timeout=timeout)
+
+    def close() -> None:
+        barrier.wait()
+        connections.close_all()
+
+    for future in [pool.submit(close) for _ in range(size)]:
+        future.result()
+
+
+def db_async(func: Callable[_P, _R]) -> Callable[_P, Coroutine[Any, Any, _R]]:
+    """`sync_to_async(func)` on the database threads instead of the shared one."""
+    return sync_to_async(func, thread_sensitive=False, executor=executor())

@@ -1,0 +1,58 @@
+"""Database round trips a turn costs, counted by the server (`AGENTS_COUNT_QUERIES`).
+
+Every query before the first token is latency each user waits for, and under load each one
+queues behind every other chat's: these ceilings make a change that adds round trips to
+the turn path fail here, not in production. They sit a little above what was measured;
+lower them when the path gets cheaper.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from agents_app.storage import query_count
+from agents_app.testing.fake_openai import Reply
+from tests.conftest import chunks_of, is_done, user_message
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
+CHAT = "/agents/chat-agent/round-trips"
+
+# Measured (2026-12-01): 45 then 43 on SQLite, 44 then 42 on PostgreSQL, for a signed-in
+# user's first and second turn with the Think-style chat-agent (admission with its limits,
+# lock, gateway routing and limits, context, MCP and extension state); 49 before this
+# ceiling was set. Most of it is the Think model loop's own reads and admission.
+BEFORE_FIRST_TOKEN = 48
+# Measured: 22–29 for a 3-word answer (reply, outcome, transcript, lock release, call log,
+# chunk-log batches); a longer answer adds a chunk-log write per stored batch (stream_publisher).
+AFTER_FIRST_TOKEN = 36
+
+
+@pytest.fixture(autouse=True)
+def _counting(settings: Any) -> None:
+    settings.AGENTS_COUNT_QUERIES = "1"
+
+
+async def _counted(request_id: str) -> query_count.TurnQueries:
+    """The turn's counts, recorded when its run ends (just after its done frame)."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        found = [turn for turn in query_count.finished if turn.request_id == request_id]
+        if found or asyncio.get_running_loop().time() > deadline:
+            assert found, f"turn {request_id} recorded no query count"
+            return found[-1]
+        await asyncio.sleep(0.01)
+
+
+async def test_a_turn_reaches_its_first_token_within_the_round_trip_budget(open_socket, token, model):
+    model.script(Reply.text("One two three"), Reply.text("Four five six"))
+    socket = await open_socket(CHAT, token=token, wait_ready=True)
+    for request_id, text in (("rt-first", "Hi"), ("rt-second", "Again")):
+        await socket.chat(request_id, [user_message(text, f"u-{request_id}")])
+        frames = await socket.until(is_done(request_id))
+        assert any(chunk["type"] == "text-delta" for chunk in chunks_of(frames, request_id))
+        counted = await _counted(request_id)
+        assert counted.first_token_seen
+        assert counted.before_first_token <= BEFORE_FIRST_TOKEN, counted
+        assert counted.after_first_token <= AFTER_FIRST_TOKEN, counted
