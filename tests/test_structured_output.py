@@ -1,5 +1,5 @@
 """generate_object: validated pydantic objects from the model, with a retry on bad JSON
-(issue #4 point 10) — against the fake upstream's non-streamed completions."""
+(issue #4 point 10). Every attempt is a model call through the gateway (streamed, logged)."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ import json
 import pytest
 from asgiref.sync import sync_to_async
 
+from agents_app.gateway.models import ModelCall
 from agents_app.turns.instances import load_agent, resolve_session
 from agents_app.think.structured import ObjectGenerationError, generate_object
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
@@ -24,7 +25,8 @@ async def test_the_answer_is_a_validated_object_requested_with_the_json_schema(m
     assert request["response_format"]["type"] == "json_schema"
     assert request["response_format"]["json_schema"] == {"name": "Sentiment", "schema": Sentiment.model_json_schema()}
     assert request["messages"][-1] == {"role": "user", "content": "I love it"}
-    assert request["model"] == "fake-model" and not request.get("stream")
+    assert request["model"] == "fake-model" and request["stream"] is True  # the gateway streams every call
+    assert await ModelCall.objects.filter(model="fake-model", status="ok").acount() == 1  # and logs it
 
 
 async def test_invalid_json_is_sent_back_and_the_retry_succeeds(model):

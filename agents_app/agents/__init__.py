@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         has_tool_call,
         step_count_is,
     )
+    from agents_app.gateway.text import TextResult, generate_text, stream_text
     from agents_app.agents.tools import Approval, Tool, ToolInputError, client_tool, tool
     from agents_app.protocol.messages import text_of, user_text_message
     from agents_app.gateway.steps import stream_reply
@@ -53,6 +54,7 @@ _WHERE: dict[str, str] = {
     "ContextBlockSpec": "agents_app.think.context_blocks",
     "ExtractReasoningMiddleware": "agents_app.think.middleware",
     "generate_object": "agents_app.think.structured",
+    "generate_text": "agents_app.gateway.text",
     "get_agent_by_name": "agents_app.agents.addressing",
     "has_tool_call": "agents_app.agents.hooks",
     "ModelCallParams": "agents_app.think.middleware",
@@ -63,12 +65,14 @@ _WHERE: dict[str, str] = {
     "RedactionMiddleware": "agents_app.think.middleware",
     "register_agent": "agents_app.turns.registry",
     "step_count_is": "agents_app.agents.hooks",
+    "stream_text": "agents_app.gateway.text",
     "StepConfig": "agents_app.agents.hooks",
     "StepContext": "agents_app.agents.hooks",
     "StepResult": "agents_app.agents.hooks",
     "StopCondition": "agents_app.agents.hooks",
     "stream_reply": "agents_app.gateway.steps",
     "text_of": "agents_app.protocol.messages",
+    "TextResult": "agents_app.gateway.text",
     "ThinkAgent": "agents_app.agents.agent",
     "Tool": "agents_app.agents.tools",
     "tool": "agents_app.agents.tools",

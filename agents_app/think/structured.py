@@ -7,7 +7,7 @@ object back (the AI SDK's `generateObject`). Usable anywhere, tools included.
 
     forecast = await generate_object(None, Forecast, "Tomorrow's weather in Oslo")
 
-The request uses `response_format` (`json_schema`, or `json_object` for endpoints without
+Every attempt goes through the gateway like any model call. The request uses `response_format` (`json_schema`, or `json_object` for endpoints without
 schema support). An answer that is not valid JSON or does not match the schema is sent back
 to the model with the problem, up to `retries` times, before `ObjectGenerationError`.
 """
@@ -16,10 +16,9 @@ from __future__ import annotations
 import json
 from typing import Any, Literal, TypeVar
 
-import openai
 import pydantic
 
-from agents_app.providers.openai_chat import ModelError, default_model, describe_error, make_client
+from agents_app.gateway.text import generate_text
 
 T = TypeVar("T", bound=pydantic.BaseModel)
 
@@ -56,9 +55,11 @@ async def generate_object(
     system: str | None = None,
     mode: Literal["json_schema", "json_object"] = "json_schema",
     retries: int = 1,
+    gateway: dict[str, Any] | None = None,
 ) -> T:
     """One object of type `schema` from the model (`None` = the default model). `prompt` is
-    a user text or a list of chat-completions messages."""
+    a user text or a list of chat-completions messages. Each attempt is a model call through
+    the gateway (routes, cache, limits, call log); `gateway` holds per-call options."""
     instructions = (
         f"{system + chr(10) + chr(10) if system else ''}Answer with a single JSON object matching this JSON schema, "
         f"and nothing else:\n{json.dumps(schema.model_json_schema())}"
@@ -66,17 +67,12 @@ async def generate_object(
     conversation = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
     messages: list[dict[str, Any]] = [{"role": "system", "content": instructions}, *conversation]
     text = ""
-    async with make_client() as client:
-        for _ in range(retries + 1):
-            try:
-                completion = await client.chat.completions.create(
-                    model=model or default_model(), messages=messages, response_format=_response_format(schema, mode)
-                )
-            except openai.OpenAIError as error:
-                raise ModelError(describe_error(error)) from error
-            text = (completion.choices[0].message.content or "") if completion.choices else ""
-            value, problem = _problem(text, schema)
-            if value is not None:
-                return value  # type: ignore[return-value]
-            messages += [{"role": "assistant", "content": text}, {"role": "user", "content": f"{problem} Answer again with only the JSON object."}]
+    problem = ""
+    for _ in range(retries + 1):
+        answer = await generate_text(messages, model=model, gateway=gateway, extra={"response_format": _response_format(schema, mode)})
+        text = answer.text
+        value, problem = _problem(text, schema)
+        if value is not None:
+            return value  # type: ignore[return-value]
+        messages += [{"role": "assistant", "content": text}, {"role": "user", "content": f"{problem} Answer again with only the JSON object."}]
     raise ObjectGenerationError(f"The model did not produce a valid {schema.__name__}: {problem}", text)
