@@ -20,7 +20,7 @@ from agents_app.turns.instances import resolve_session
 from agents_app.turns.registry import register_agent
 from agents_app.storage import transcript
 from agents_app.testing.fake_openai import Reply
-from agents_app.transport.http_streams import json_response, sse_event, sse_response, text_stream_response
+from agents_app.transport.responses import json_response, sse_event, sse_response, text_stream_response
 from tests.conftest import chunks_of, is_done
 from tests.plugins.live_server import LiveServer, start_live_server
 

@@ -140,3 +140,21 @@ async def test_an_edit_from_the_page_answers_anew_and_keeps_the_original_as_a_si
     assert [m["parts"][-1]["text"] for m in original] == ["Capital of France?"]
     assert await sync_to_async(transcript.children)(session, branch["siblings"][0])
     await page.disconnect()
+
+
+async def test_the_pages_stop_button_aborts_the_running_answer_and_keeps_what_was_said(open_socket, token, model, user):
+    model.script(Reply.text(" ".join(f"w{i}" for i in range(200)), delay=0.05))
+    socket = await open_socket(CHAT, token=token, wait_ready=True)
+    page = await page_socket(user)
+    await socket.chat("stop0001", [user_message("Count slowly", "u-stop")])
+    await socket.until(lambda f: "w3" in f.get("body", ""))
+
+    await page.send_to(text_data=json.dumps({"action": "stop"}))
+
+    await socket.until(is_done("stop0001"), timeout=15)
+    said = "".join(c.get("delta", "") for c in chunks_of(socket.received, "stop0001") if c.get("type") == "text-delta")
+    assert said.startswith("w0 w1 w2 w3") and "w199" not in said
+    session = await sync_to_async(resolve_session)("chat-agent", CHAT.rsplit("/", 1)[-1], user)
+    stored = (await sync_to_async(transcript.transcript)(session))[-1]
+    assert stored["role"] == "assistant" and "w199" not in str(stored)
+    await page.disconnect()

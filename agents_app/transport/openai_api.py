@@ -28,7 +28,8 @@ from agents_app.turns.instances import UnknownAgent, load_agent, resolve_session
 from agents_app.turns.registry import agent_class, sync_agent_records
 from agents_app.turns.runner import AdmissionFailed
 from agents_app.transport.auth import user_for_token
-from agents_app.transport.http_streams import HttpTurn, sse_response, start_turn
+from agents_app.transport.http_turns import HttpTurn, start_turn
+from agents_app.transport.responses import sse_response
 from agents_app.transport.json_body import BadJSONBody, json_object
 
 _FINISH_REASONS = {"stop": "stop", "length": "length", "tool-calls": "tool_calls", "content-filter": "content_filter"}

@@ -24,7 +24,7 @@ from agents_app.turns.instances import (
 from agents_app.turns.registry import agent_class
 from agents_app.storage import search, transcript
 from agents_app.storage.models import Session
-from agents_app.transport import http_streams
+from agents_app.transport import chat_endpoint, http_turns
 from agents_app.transport.auth import user_for_token
 from agents_app.transport.json_body import BadJSONBody, json_object
 
@@ -67,13 +67,13 @@ def _open_session(request: HttpRequest, agent: str, name: str) -> Any:
 async def _reattach(request: HttpRequest, session: Any, request_id: str) -> HttpResponse:
     """Replay and follow one turn's stream (from `?from=<seq>`), however the turn was started."""
     try:
-        turn = await sync_to_async(http_streams.find_turn)(session.pk, request_id)
-    except http_streams.UnknownTurn:
+        turn = await sync_to_async(http_turns.find_turn)(session.pk, request_id)
+    except http_turns.UnknownTurn:
         return JsonResponse({"error": f"No turn {request_id!r} in this session."}, status=404)
     from_seq = request.GET.get("from", "0")
     if not from_seq.isdigit():
         return JsonResponse({"error": "?from= must be a sequence number."}, status=400)
-    return await http_streams.turn_response(turn, http_streams.response_format(request), from_seq=int(from_seq))
+    return await http_turns.turn_response(turn, chat_endpoint.response_format(request), from_seq=int(from_seq))
 
 
 @csrf_exempt  # enforced in _open_session for cookie-authenticated requests only
@@ -108,7 +108,7 @@ async def agent_endpoint(request: HttpRequest, agent: str, name: str, rest: str 
     if action == "switch-branch" and request.method == "POST":
         return await _switch_branch(request, instance)
     if rest.strip("/") == "chat" and isinstance(instance, AIChatAgent):
-        return await http_streams.chat_endpoint(instance, request)  # chat agents' built-in HTTP turn
+        return await chat_endpoint.chat_endpoint(instance, request)  # chat agents' built-in HTTP turn
     return await instance.on_request(request, rest)
 
 

@@ -96,7 +96,7 @@ def _running(session: Session) -> list[str]:
 
 async def stop(session: Session) -> None:
     """Abort the session's running turns, wherever they run; queued turns still run."""
-    for request_id in await sync_to_async(_running)(session):
+    for request_id in await db_async(_running)(session):
         await runner.cancel(session.pk, request_id)
 
 

@@ -1,32 +1,28 @@
-"""HTTP responses for agents: streamed text, Server-Sent Events, the AI SDK's UI message
-stream and JSON, plus turns started over HTTP.
+"""Turns started over HTTP, and the HTTP responses that follow them.
 
 A turn started over HTTP is admitted and run by the same runner as a WebSocket turn, in the
 background of this process: connected WebSocket clients watch it stream, it is persisted
 the same way, and it keeps running when the HTTP client goes away. The HTTP response only
 *follows* the turn by reading its chunk log, so following is the same code whether the
 turn started a moment ago on this request or elsewhere (re-attach by request id, from any
-server process). Every response body is an async generator: daphne writes each piece as it
-is produced, nothing in the middleware stack buffers it.
+server process).
 """
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import HttpResponse
 
-from agents_app import limits as agent_limits
-from agents_app.gateway import limits
-from agents_app.protocol.messages import InvalidMessage, UIMessage, normalize_messages, user_text_message
+from agents_app.protocol.messages import UIMessage
 from agents_app.storage import chunk_log, transcript
 from agents_app.storage.models import Turn
-from agents_app.transport.json_body import BadJSONBody, json_object
+from agents_app.transport.responses import json_response, sse_response, text_stream_response, ui_message_stream_response
 from agents_app.turns import runner
 from agents_app.turns.types import TurnRequest, new_request_id
 
@@ -43,72 +39,8 @@ PERSIST_WAIT_SECONDS = 5.0
 # A follower that cannot read the database for this long ends with an error (re-attach later).
 DATABASE_OUTAGE_SECONDS = 15.0
 LOST_DATABASE = "The server lost its database while following this turn. Re-attach to read how it ended."
-UI_MESSAGE_STREAM_HEADER = "x-vercel-ai-ui-message-stream"
-_STREAMING_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-# -- response helpers -------------------------------------------------------------------
-def json_response(data: Any, status: int = 200, *, headers: dict[str, str] | None = None) -> JsonResponse:
-    response = JsonResponse(data, status=status, safe=False)
-    _apply(response, headers or {})
-    return response
-
-
-def text_stream_response(pieces: AsyncIterable[str], *, headers: dict[str, str] | None = None) -> StreamingHttpResponse:
-    """`text/plain`, each piece written as soon as it is produced."""
-
-    async def body() -> AsyncIterator[bytes]:
-        async for piece in pieces:
-            if piece:
-                yield piece.encode()
-
-    response = StreamingHttpResponse(body(), content_type="text/plain; charset=utf-8")
-    _apply(response, {**_STREAMING_HEADERS, **(headers or {})})
-    return response
-
-
-def sse_event(data: Any, *, event: str | None = None, event_id: str | int | None = None) -> str:
-    """One event: strings are sent as they are (one `data:` line per line), anything else as JSON."""
-    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    lines = [f"event: {event}"] if event else []
-    if event_id is not None:
-        lines.append(f"id: {event_id}")
-    lines.extend(f"data: {line}" for line in text.split("\n"))
-    return "\n".join(lines) + "\n\n"
-
-
-def sse_response(
-    events: AsyncIterable[Any], *, done_marker: str | None = None, headers: dict[str, str] | None = None
-) -> StreamingHttpResponse:
-    """`text/event-stream`: one event per item (see `sse_event`); a `done_marker` (e.g.
-    `[DONE]`) is sent as the last event so clients know the stream ended on purpose."""
-
-    async def body() -> AsyncIterator[bytes]:
-        async for item in events:
-            yield sse_event(item).encode()
-        if done_marker is not None:
-            yield sse_event(done_marker).encode()
-
-    response = StreamingHttpResponse(body(), content_type="text/event-stream; charset=utf-8")
-    _apply(response, {**_STREAMING_HEADERS, **(headers or {})})
-    return response
-
-
-def ui_message_stream_response(chunks: AsyncIterable[dict[str, Any]], *, request_id: str | None = None) -> StreamingHttpResponse:
-    """The AI SDK's UI message stream (SSE of UI chunks, then `[DONE]`): what `useChat`'s
-    default HTTP transport and `readUIMessageStream` read."""
-    headers = {UI_MESSAGE_STREAM_HEADER: "v1"}
-    if request_id:
-        headers["X-Request-Id"] = request_id
-    return sse_response(chunks, done_marker="[DONE]", headers=headers)
-
-
-def _apply(response: HttpResponse, headers: dict[str, str]) -> None:
-    for name, value in headers.items():
-        response[name] = value
-
-
-# -- turns over HTTP ----------------------------------------------------------------------
 class UnknownTurn(LookupError):
     pass
 
@@ -252,52 +184,6 @@ async def start_turn(
     return HttpTurn(agent.session.pk, started.turn.request_id, started.task)
 
 
-# -- the built-in chat endpoint of chat agents ----------------------------------------------
-RESPONSE_FORMATS = ("ui", "sse", "text", "json")
-
-
-class BadChatRequest(ValueError):
-    pass
-
-
-def parse_chat_request(request: HttpRequest) -> tuple[list[UIMessage], dict[str, Any] | None, str | None]:
-    """`{"text": "…"}` or `{"messages": [UIMessage, …]}`, optional `"body"` (the turn's custom
-    body, as `useChat`'s `body` option) and `"requestId"` (idempotency)."""
-    try:
-        payload = json_object(request)
-    except BadJSONBody as error:
-        raise BadChatRequest(str(error)) from error
-    if isinstance(payload.get("text"), str) and payload["text"].strip():
-        messages = [user_text_message(payload["text"])]
-    elif isinstance(payload.get("messages"), list) and payload["messages"]:
-        try:
-            messages = normalize_messages(payload["messages"])
-        except InvalidMessage as error:
-            raise BadChatRequest(f"Invalid messages: {error}") from error
-    else:
-        raise BadChatRequest('Send {"text": "…"} or {"messages": [UIMessage, …]}.')
-    body = payload.get("body")
-    if body is not None and not isinstance(body, dict):
-        raise BadChatRequest('"body" must be a JSON object.')
-    request_id = payload.get("requestId")
-    if request_id is not None and (not isinstance(request_id, str) or not 0 < len(request_id) <= 64):
-        raise BadChatRequest('"requestId" must be a string of at most 64 characters.')
-    return messages, body, request_id
-
-
-def response_format(request: HttpRequest) -> str:
-    """`?format=` wins; otherwise `Accept: text/plain` → text, `application/json` → json, else ui."""
-    chosen = request.GET.get("format")
-    if chosen in RESPONSE_FORMATS:
-        return chosen
-    accept = request.headers.get("Accept", "")
-    if "text/plain" in accept:
-        return "text"
-    if "application/json" in accept and "text/event-stream" not in accept:
-        return "json"
-    return "ui"
-
-
 async def turn_response(turn: HttpTurn, fmt: str, *, from_seq: int = 0) -> HttpResponse:
     """The turn in the requested format: ui (UI message stream), sse (plain `data:` events of
     the answer's text), text (streamed text) or json (after the turn ends)."""
@@ -318,24 +204,3 @@ async def _text_events(turn: HttpTurn, from_seq: int) -> AsyncIterator[dict[str,
             yield {"text": chunk.get("delta", "")}
         elif chunk.get("type") == "error":
             yield {"error": chunk.get("errorText", "")}
-
-
-async def chat_endpoint(agent: AIChatAgent, request: HttpRequest) -> HttpResponse:
-    """`POST /agents/<agent>/<name>/chat`: a turn over HTTP, answered in the chosen format."""
-    if request.method != "POST":
-        return json_response({"error": "Use POST."}, status=405, headers={"Allow": "POST"})
-    try:
-        messages, body, request_id = parse_chat_request(request)
-    except BadChatRequest as error:
-        return json_response({"error": str(error)}, status=400)
-    try:
-        await sync_to_async(limits.check)(agent.session.owner_id, agent.record.slug)
-    except limits.LimitExceeded as refusal:
-        return json_response({"error": str(refusal), "code": refusal.code}, status=429, headers={"Retry-After": str(refusal.retry_after)})
-    try:
-        turn = await start_turn(agent, messages, body=body, request_id=request_id)
-    except runner.AdmissionFailed as failure:
-        return json_response({"error": str(failure)}, status=503, headers={"Retry-After": "1"})
-    except agent_limits.LimitReached as refusal:
-        return json_response({"error": str(refusal)}, status=429, headers={"Retry-After": str(refusal.retry_after)})
-    return await turn_response(turn, response_format(request))
