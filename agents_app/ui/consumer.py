@@ -18,6 +18,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
+from django.utils.safestring import mark_safe
 
 from agents_app.protocol import frames, json_safety
 from agents_app.protocol.inbound import ChatRequest, ToolApproval, ToolResult
@@ -209,7 +210,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             return [render_to_string("chat/_error.html", {"text": frame.get("body", "")})]
         if frame.get("done"):
             self.streaming.pop(request_id, None)
-            return ['<div id="streaming-slot" hx-swap-oob="innerHTML"></div>'] if frame.get("replay") else []
+            return [render_to_string("chat/_streaming_slot.html", {"content": ""})] if frame.get("replay") else []
         body = frame.get("body")
         if not body:
             return []
@@ -220,12 +221,14 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             builder.apply(json.loads(body))
         except ValueError:
             return []
-        return [f'<div id="streaming-slot" hx-swap-oob="innerHTML">{render_message_html(builder.message, actions=False)}</div>']
+        content = mark_safe(render_message_html(builder.message, actions=False))  # noqa: S308 - rendered by our templates
+        return [render_to_string("chat/_streaming_slot.html", {"content": content})]
 
     async def _conversation_html(self, messages: list[UIMessage]) -> str:
         rendered = "".join(await sync_to_async(render_conversation)(self.session, messages))
         queue = await sync_to_async(render_queue)(self.session, swap_oob=True)
-        return f'<div id="messages" hx-swap-oob="innerHTML">{rendered}</div><div id="streaming-slot" hx-swap-oob="innerHTML"></div>{queue}'
+        # Both pieces were rendered by our templates (autoescaped there).
+        return render_to_string("chat/_conversation_swap.html", {"messages": mark_safe(rendered), "queue": mark_safe(queue)})  # noqa: S308
 
     async def agent_session_changed(self, message: dict[str, Any]) -> None:
         """A new title (header, sidebar link) or a changed queue."""
