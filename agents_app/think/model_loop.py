@@ -35,7 +35,7 @@ from agents_app.agents.hooks import (
     TurnConfig,
     TurnContext,
 )
-from agents_app.think.middleware import ModelCallParams, wrap_model_call
+from agents_app.think.middleware import ModelCall, ModelCallParams, wrap_model_call
 from agents_app.agents.tools import Tool, ToolInputError
 from agents_app.turns.types import ChatOptions
 from agents_app.storage import transcript
@@ -121,6 +121,48 @@ class StepRecord:
                 call.arguments = call.arguments or json.dumps(call.input)
             else:
                 call.error = str(chunk.get("errorText", "Invalid tool input."))
+
+
+class _Step:
+    """One step of the loop: what was offered, what the model produced, what the tools answered."""
+
+    def __init__(self, tools: dict[str, Tool], params: ModelCallParams) -> None:
+        self.tools = tools
+        self.params = params
+        self.record = StepRecord()
+        self.results: list[tuple[ToolCall, str]] = []
+        self.paused = False
+        self.failed = False
+
+    def result(self, number: int, finish_reason: str, outcome: StepOutcome) -> StepResult:
+        return StepResult(
+            number, self.record.text, self.record.reasoning, finish_reason,
+            [{"toolCallId": c.id, "toolName": c.name, "input": c.input} for c in self.record.tool_calls],
+            [{"toolCallId": c.id, "output": o} for c, o in self.results],
+            dict(outcome.usage or {}),
+        )
+
+    def history(self) -> list[dict[str, Any]]:
+        """The step as chat-completions messages, for the next step's request."""
+        assistant = {
+            "role": "assistant",
+            "content": self.record.text or None,
+            "tool_calls": [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}}
+                for c, _ in self.results
+            ],
+        }
+        return [assistant, *({"role": "tool", "tool_call_id": c.id, "content": o} for c, o in self.results)]
+
+
+def _call_options(config: TurnConfig) -> dict[str, Any]:
+    """The turn's request options every step sends."""
+    extra: dict[str, Any] = {}
+    if config.temperature is not None:
+        extra["temperature"] = config.temperature
+    if config.max_output_tokens is not None:
+        extra["max_tokens"] = config.max_output_tokens
+    return extra
 
 
 class ToolOutcome:
@@ -291,107 +333,101 @@ class ModelLoop:
         config, turn_tools = await self._configure()
         # Read per turn: "always allow" may have been ticked on the approval that resumed it.
         always_allowed = await always_allowed_tools(self.agent.session)
-        extra: dict[str, Any] = {}
-        if config.temperature is not None:
-            extra["temperature"] = config.temperature
-        if config.max_output_tokens is not None:
-            extra["max_tokens"] = config.max_output_tokens
+        extra = _call_options(config)
         stop_when = [*self.agent.stop_when, *config.stop_when]
-        part_ids = text_ids()
+        calls: list[StepStream] = []
+        model_call = wrap_model_call(self._model_caller(calls), self.agent.get_model_middleware())
         usage: dict[str, int] = {}
         finish_reason = "stop"
         steps: list[StepResult] = []
-        async with make_client() as client:
-            calls: list[StepStream] = []
-
-            async def call_model(params: ModelCallParams) -> AsyncIterator[Chunk]:
-                stream = StepStream(
-                    client,
-                    model=params.model,
-                    messages=self._fitted(params),
-                    tools=params.tools,
-                    tool_choice=params.tool_choice,
-                    send_reasoning=self.agent.send_reasoning,
-                    part_ids=part_ids,
-                    extra=params.extra,
-                )
-                calls.append(stream)
-                async for chunk in stream:
-                    yield chunk
-
-            model_call = wrap_model_call(call_model, self.agent.get_model_middleware())
-            for self.step_number in range(config.max_steps or self.agent.max_steps):
-                if config.active_tools is None:  # an extension loaded in the previous step is offered from now on
-                    turn_tools.update({n: t for n, t in self.agent.extensions.tools().items() if n not in turn_tools})
-                tools, params = await self._prepare_step(config, turn_tools, steps, extra)
-                yield {"type": "start-step"}
-                for attempt in range(2):
-                    calls.clear()
-                    step = StepRecord()
-                    produced = False
-                    try:
-                        async for chunk in model_call(params):
-                            produced = True
-                            if chunk.get("type", "").startswith("tool-input-") and getattr(tools.get(chunk.get("toolName", "")), "dynamic", False):
-                                chunk["dynamic"] = True  # tools discovered at run time (MCP) are dynamic-tool parts
-                            step.observe(chunk)
-                            await self.agent.on_chunk(chunk)
-                            yield chunk
-                        break
-                    except ModelError as error:
-                        if not is_context_overflow(error):
-                            yield {"type": "error", "errorText": str(error)}
-                            return
-                        if attempt or produced:
-                            yield {"type": "error", "errorText": CONTEXT_OVERFLOW_TEXT}
-                            return
-                    # Too long for the model: compact and try this step once more.
-                    await self._shrink_after_overflow()
-                    tools, params = await self._prepare_step(config, turn_tools, steps, extra)
-                outcome = calls[-1].outcome if calls else StepOutcome(finish_reason="tool-calls" if step.tool_calls else "stop")
-                for key, value in (outcome.usage or {}).items():
-                    usage[key] = usage.get(key, 0) + value
-                finish_reason = outcome.finish_reason
-                results: list[tuple[ToolCall, str]] = []
-                paused = False
-                for call in step.tool_calls:
-                    tool = tools.get(call.name)
-                    if call.error is not None:
-                        results.append((call, call.error))
-                    elif tool is None or tool.execute is None:
-                        paused = True  # the browser answers this one
-                    elif call.name not in always_allowed and await tool.requires_approval(call.input or {}):
-                        yield {"type": "tool-approval-request", "approvalId": f"approval_{call.id}", "toolCallId": call.id}
-                        paused = True
-                    else:
-                        tool_outcome = ToolOutcome()
-                        async for chunk in self.run_tool(tool, call.id, call.input or {}, tool_outcome):
-                            yield chunk
-                        results.append((call, _as_text(tool_outcome.output) if tool_outcome.success else str(tool_outcome.error)))
-                yield {"type": "finish-step"}
-                steps.append(
-                    StepResult(
-                        self.step_number, step.text, step.reasoning, finish_reason,
-                        [{"toolCallId": c.id, "toolName": c.name, "input": c.input} for c in step.tool_calls],
-                        [{"toolCallId": c.id, "output": o} for c, o in results],
-                        dict(outcome.usage or {}),
-                    )
-                )
-                await self.agent.on_step_finish(steps[-1])
-                if not step.tool_calls or paused or any(stop(steps) for stop in stop_when):
-                    break
-                self.history.append(
-                    {
-                        "role": "assistant",
-                        "content": step.text or None,
-                        "tool_calls": [
-                            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments or "{}"}}
-                            for c, _ in results
-                        ],
-                    }
-                )
-                self.history.extend({"role": "tool", "tool_call_id": c.id, "content": o} for c, o in results)
+        for self.step_number in range(config.max_steps or self.agent.max_steps):
+            if config.active_tools is None:  # an extension loaded in the previous step is offered from now on
+                turn_tools.update({n: t for n, t in self.agent.extensions.tools().items() if n not in turn_tools})
+            step = _Step(*await self._prepare_step(config, turn_tools, steps, extra))
+            yield {"type": "start-step"}
+            async for chunk in self._stream_step(step, model_call, calls, config, turn_tools, steps, extra):
+                yield chunk
+            if step.failed:
+                return
+            outcome = calls[-1].outcome if calls else StepOutcome(finish_reason="tool-calls" if step.record.tool_calls else "stop")
+            for key, value in (outcome.usage or {}).items():
+                usage[key] = usage.get(key, 0) + value
+            finish_reason = outcome.finish_reason
+            async for chunk in self._settle_tool_calls(step, always_allowed):
+                yield chunk
+            yield {"type": "finish-step"}
+            steps.append(step.result(self.step_number, finish_reason, outcome))
+            await self.agent.on_step_finish(steps[-1])
+            if not step.record.tool_calls or step.paused or any(stop(steps) for stop in stop_when):
+                break
+            self.history.extend(step.history())
         finish: Chunk = {"type": "finish", "finishReason": finish_reason}
         if usage:
             finish["messageMetadata"] = {"usage": usage}
         yield finish
+
+    def _model_caller(self, calls: list[StepStream]) -> ModelCall:
+        """The innermost model call the middleware wraps: one streamed step through the gateway."""
+        client = make_client()  # this loop's shared client: nothing to close
+        part_ids = text_ids()
+
+        async def call_model(params: ModelCallParams) -> AsyncIterator[Chunk]:
+            stream = StepStream(
+                client,
+                model=params.model,
+                messages=self._fitted(params),
+                tools=params.tools,
+                tool_choice=params.tool_choice,
+                send_reasoning=self.agent.send_reasoning,
+                part_ids=part_ids,
+                extra=params.extra,
+            )
+            calls.append(stream)
+            async for chunk in stream:
+                yield chunk
+
+        return call_model
+
+    async def _stream_step(
+        self, step: _Step, model_call: ModelCall, calls: list[StepStream], config: TurnConfig,
+        turn_tools: dict[str, Tool], steps: list[StepResult], extra: dict[str, Any],
+    ) -> AsyncIterator[Chunk]:
+        """The step's model output. Too long for the model: compact and try once more; any
+        other model error (or a second overflow) ends the turn with an error chunk."""
+        for attempt in range(2):
+            calls.clear()
+            step.record = StepRecord()
+            produced = False
+            try:
+                async for chunk in model_call(step.params):
+                    produced = True
+                    if chunk.get("type", "").startswith("tool-input-") and getattr(step.tools.get(chunk.get("toolName", "")), "dynamic", False):
+                        chunk["dynamic"] = True  # tools discovered at run time (MCP) are dynamic-tool parts
+                    step.record.observe(chunk)
+                    await self.agent.on_chunk(chunk)
+                    yield chunk
+                return
+            except ModelError as error:
+                if not is_context_overflow(error) or attempt or produced:
+                    step.failed = True
+                    yield {"type": "error", "errorText": CONTEXT_OVERFLOW_TEXT if is_context_overflow(error) else str(error)}
+                    return
+            await self._shrink_after_overflow()
+            step.tools, step.params = await self._prepare_step(config, turn_tools, steps, extra)
+
+    async def _settle_tool_calls(self, step: _Step, always_allowed: frozenset[str]) -> AsyncIterator[Chunk]:
+        """Run the step's server tools; a client tool or one awaiting approval pauses the turn."""
+        for call in step.record.tool_calls:
+            tool = step.tools.get(call.name)
+            if call.error is not None:
+                step.results.append((call, call.error))
+            elif tool is None or tool.execute is None:
+                step.paused = True  # the browser answers this one
+            elif call.name not in always_allowed and await tool.requires_approval(call.input or {}):
+                yield {"type": "tool-approval-request", "approvalId": f"approval_{call.id}", "toolCallId": call.id}
+                step.paused = True
+            else:
+                outcome = ToolOutcome()
+                async for chunk in self.run_tool(tool, call.id, call.input or {}, outcome):
+                    yield chunk
+                step.results.append((call, _as_text(outcome.output) if outcome.success else str(outcome.error)))
