@@ -80,7 +80,8 @@ async def test_drop_rejects_overlapping_submits_before_storing_them(open_socket,
     frames = await socket.until(is_done("conc0002"))
     assert frames[-2]["type"] == "cf_agent_chat_messages" and [m["id"] for m in frames[-2]["messages"]] == ["u1"]
     await socket.until(is_done("conc0001"))
-    await asyncio.sleep(0.2)
+    if not any(is_done("conc0003")(frame) for frame in socket.received):
+        await socket.until(is_done("conc0003"))  # the third submit is refused too
     assert await statuses(session) == {"conc0001": "completed"}
     assert not await sync_to_async(session.messages.filter(uid__in=["u2", "u3"]).exists)()
 

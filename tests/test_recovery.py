@@ -53,7 +53,12 @@ async def test_a_turn_whose_process_was_killed_is_continued_where_a_client_recon
     finally:
         doomed.wait(timeout=10)
         log.close()
-    await asyncio.sleep(2.5)  # the heartbeat goes stale
+    for _ in range(100):  # until its heartbeat is stale by the server's own rule
+        if turn.pk in await sync_to_async(recovery.interrupted_turn_ids)():
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the killed turn's heartbeat never went stale")
 
     tab = await open_socket("/agents/chat-agent/killed", token=token)
     assert await tab.next() == {"type": "cf_agent_stream_resuming", "id": turn.request_id}
