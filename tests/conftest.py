@@ -33,6 +33,22 @@ def _database_threads_let_go(django_db_setup: Any) -> Iterator[None]:
     db_threads.close_connections()
 
 
+@pytest.fixture(autouse=True)
+def _channel_layer_forgets_closed_loops() -> None:
+    """Each test runs on a new event loop. channels-redis keeps one receive lock for the loop
+    that receives; a socket whose receive was still pending when an earlier test's loop
+    closed (a disconnect that timed out on a loaded machine) would leave it held, bound to
+    that dead loop. A server process has one loop for its life, so only tests need this."""
+    from channels.layers import channel_layers
+
+    for layer in list(channel_layers.backends.values()):
+        loop = getattr(layer, "receive_event_loop", None)
+        if loop is not None and loop.is_closed():
+            layer.receive_count = 0
+            layer.receive_lock = None
+            layer.receive_event_loop = None
+
+
 @pytest.fixture
 def user(db: Any) -> Any:
     return get_user_model().objects.create_user("alice", password="wonderland-42")
