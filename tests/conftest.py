@@ -34,19 +34,15 @@ def _database_threads_let_go(django_db_setup: Any) -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _channel_layer_forgets_closed_loops() -> None:
-    """Each test runs on a new event loop. channels-redis keeps one receive lock for the loop
-    that receives; a socket whose receive was still pending when an earlier test's loop
-    closed (a disconnect that timed out on a loaded machine) would leave it held, bound to
-    that dead loop. A server process has one loop for its life, so only tests need this."""
+def _fresh_channel_layer() -> None:
+    """Each test runs on a new event loop, and a channel layer's receive state (channels-redis's
+    receive lock and buffers, the in-memory layer's queues) belongs to the loop that used it.
+    A socket whose disconnect timed out on a loaded machine leaves that state held by a dead
+    loop, failing every later test; so each test gets layer instances of its own. A server
+    process has one loop for its life, so only tests need this."""
     from channels.layers import channel_layers
 
-    for layer in list(channel_layers.backends.values()):
-        loop = getattr(layer, "receive_event_loop", None)
-        if loop is not None and loop.is_closed():
-            layer.receive_count = 0
-            layer.receive_lock = None
-            layer.receive_event_loop = None
+    channel_layers.backends.clear()
 
 
 @pytest.fixture
