@@ -7,14 +7,18 @@ run on any thread: `db_async` sends them to `AGENTS_DB_THREADS` threads instead.
 
 Each thread keeps its own Django connection for its lifetime, as the shared thread does; a
 connection broken by a database restart is closed at its failing query and reopened by the
-next (storage/connections.py). On SQLite the threads' writes queue on the database's write
+next (storage/connections.py). A thread that sat idle checks its connections before its next
+call: a restart while nobody queried (a Celery worker between turns) would otherwise fail the
+first turn after it, which no request boundary resets here as it does in a view. On SQLite the threads' writes queue on the database's write
 lock (WAL, IMMEDIATE transactions and a busy timeout: see SQLITE_OPTIONS in settings).
 Code that needs the caller's thread (a thread-local, an enclosing transaction) keeps
 using `sync_to_async`.
 """
 from __future__ import annotations
 
+import functools
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
@@ -23,10 +27,15 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connections
 
+from agents_app.storage.connections import drop_dead
+
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _executor: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
+# A connection used within this many seconds is taken as alive: a busy thread pays no check.
+IDLE_BEFORE_CHECK_SECONDS = 2.0
+_last_call = threading.local()
 
 
 def executor() -> ThreadPoolExecutor:
@@ -55,6 +64,20 @@ def close_connections(timeout: float = 10.0) -> None:
         future.result()
 
 
+def _checked_after_idle(func: Callable[_P, _R]) -> Callable[_P, _R]:
+    @functools.wraps(func)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        last = getattr(_last_call, "at", None)
+        if last is not None and time.monotonic() - last > IDLE_BEFORE_CHECK_SECONDS:
+            drop_dead()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _last_call.at = time.monotonic()
+
+    return call
+
+
 def db_async(func: Callable[_P, _R]) -> Callable[_P, Coroutine[Any, Any, _R]]:
     """`sync_to_async(func)` on the database threads instead of the shared one."""
-    return sync_to_async(func, thread_sensitive=False, executor=executor())
+    return sync_to_async(_checked_after_idle(func), thread_sensitive=False, executor=executor())
