@@ -35,8 +35,10 @@ if TYPE_CHECKING:
     from agents_app.think.context_blocks import BlockKind, ContextBlockSpec
     from agents_app.think.middleware import ExtractReasoningMiddleware, ModelCallParams, ModelMiddleware, RedactionMiddleware
     from agents_app.think.pruning import prune_messages, truncate_older_messages
+    from agents_app.think.skills import Skill
     from agents_app.think.stream_writer import write_data, write_file
     from agents_app.think.structured import ObjectGenerationError, generate_object
+    from agents_app.think.think_session import SessionBuilder
     from agents_app.turns.registry import register_agent
     from agents_app.turns.types import ChatOptions, ChatResponse, Connection, ConnectionContext, new_request_id
 
@@ -64,6 +66,8 @@ _WHERE: dict[str, str] = {
     "prune_messages": "agents_app.think.pruning",
     "RedactionMiddleware": "agents_app.think.middleware",
     "register_agent": "agents_app.turns.registry",
+    "SessionBuilder": "agents_app.think.think_session",
+    "Skill": "agents_app.think.skills",
     "step_count_is": "agents_app.agents.hooks",
     "stream_text": "agents_app.gateway.text",
     "StepConfig": "agents_app.agents.hooks",

@@ -140,6 +140,8 @@ class _Step:
             [{"toolCallId": c.id, "toolName": c.name, "input": c.input} for c in self.record.tool_calls],
             [{"toolCallId": c.id, "output": o} for c, o in self.results],
             dict(outcome.usage or {}),
+            # A later step exists only because the previous one's tool results were fed back.
+            "initial" if number == 0 else "tool-result",
         )
 
     def history(self) -> list[dict[str, Any]]:
@@ -162,6 +164,8 @@ def _call_options(config: TurnConfig) -> dict[str, Any]:
         extra["temperature"] = config.temperature
     if config.max_output_tokens is not None:
         extra["max_tokens"] = config.max_output_tokens
+    if config.provider_options:
+        extra["extra_body"] = dict(config.provider_options)
     return extra
 
 
@@ -273,7 +277,7 @@ class ModelLoop:
         self.history = config.messages or to_openai_messages(self.messages, self.system)
         self.history_from_transcript = not config.messages
         self.turn_history_start = len(self.history)
-        tools = self.tools
+        tools = {**self.tools, **(config.tools or {})}
         self.client_schemas = [_client_tool_schema(t) for t in self.options.client_tools or [] if t["name"] not in self.tools]
         if config.active_tools is not None:
             tools = {name: tool for name, tool in tools.items() if name in config.active_tools}
@@ -357,7 +361,7 @@ class ModelLoop:
                 yield chunk
             yield {"type": "finish-step"}
             steps.append(step.result(self.step_number, finish_reason, outcome))
-            await self.agent.on_step_finish(steps[-1])
+            await self.agent.on_step_end(steps[-1])
             if not step.record.tool_calls or step.paused or any(stop(steps) for stop in stop_when):
                 break
             self.history.extend(step.history())
