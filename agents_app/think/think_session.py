@@ -32,13 +32,14 @@ logger = logging.getLogger(__name__)
 
 
 class SessionBuilder:
-    """What `configure_session` receives: the session's blocks and compaction setting,
-    starting from the class attributes (`context_blocks`, `compact_after_tokens`). Every
-    method returns the builder, so calls chain."""
+    """What `configure_session` receives: the session's blocks, starting from the class's
+    `context_blocks`, and its compaction threshold. Every method returns the builder, so calls
+    chain."""
 
-    def __init__(self, blocks: tuple[ContextBlockSpec, ...], compact_after_tokens: int | None) -> None:
+    def __init__(self, blocks: tuple[ContextBlockSpec, ...]) -> None:
         self.blocks = list(blocks)
-        self.compact_after_tokens = compact_after_tokens
+        # None: not set here, so the agent's own setting (class or admin settings) stays in force.
+        self.compact_after_tokens: int | None = None
 
     def with_context(
         self,
@@ -74,14 +75,17 @@ class SessionBuilder:
 async def configure(agent: ThinkHost) -> dict[str, Any]:
     """Run the agent's `configure_session` (sync or async) and set what it built on the
     agent; returns those attributes, for later objects of the same instance to adopt."""
-    builder = SessionBuilder(tuple(agent.context_blocks), agent.compact_after_tokens)
+    builder = SessionBuilder(tuple(agent.context_blocks))
     outcome: Any = agent.configure_session(builder)
     if inspect.isawaitable(outcome):
         outcome = await outcome
     built = outcome if isinstance(outcome, SessionBuilder) else builder
-    agent.context_blocks = tuple(built.blocks)
-    agent.compact_after_tokens = built.compact_after_tokens
-    return {"context_blocks": agent.context_blocks, "compact_after_tokens": agent.compact_after_tokens}
+    adopted: dict[str, Any] = {"context_blocks": tuple(built.blocks)}
+    if built.compact_after_tokens is not None:
+        adopted["compact_after_tokens"] = built.compact_after_tokens
+    for attribute, value in adopted.items():
+        setattr(agent, attribute, value)
+    return adopted
 
 
 async def load_runtime_state(agent: ThinkHost) -> None:
