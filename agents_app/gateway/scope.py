@@ -6,7 +6,7 @@ applies are read once when the turn starts, so that a call with nothing to enfor
 upstream without a database round trip (limits and budgets, when they apply, are checked
 again before every call). Options come from the turn's body (`{"gateway":
 {"skipCache": true, "cacheTtl": 60}}`, the seed's gateway options) or from code with
-`gateway_options(skip_cache=True)`.
+`gateway_options(skip_cache=True)`; the named route (`gateway_id`) from code only.
 """
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ from agents_app.storage.models import Session
 class GatewayOptions:
     skip_cache: bool = False
     cache_ttl: int | None = None  # seconds; set → this call is cached for that long
+    # The named Route this call goes through instead of the agent's. Only code sets it: a
+    # client's turn body must not pick a costlier route than the operator gave its agent.
+    gateway_id: str | None = None
 
     @classmethod
     def from_body(cls, body: dict[str, Any] | None) -> GatewayOptions:
@@ -76,7 +79,7 @@ async def for_turn(session_id: int, request_id: str, body: dict[str, Any] | None
 
 
 @contextlib.contextmanager
-def gateway_options(*, skip_cache: bool | None = None, cache_ttl: int | None = None) -> Iterator[None]:
+def gateway_options(*, skip_cache: bool | None = None, cache_ttl: int | None = None, gateway_id: str | None = None) -> Iterator[None]:
     """Override the gateway options for the model calls made inside the block."""
     scope = _current.get()
     options = scope.options
@@ -84,6 +87,8 @@ def gateway_options(*, skip_cache: bool | None = None, cache_ttl: int | None = N
         options = replace(options, skip_cache=skip_cache)
     if cache_ttl is not None:
         options = replace(options, cache_ttl=cache_ttl)
+    if gateway_id is not None:
+        options = replace(options, gateway_id=gateway_id)
     token = _current.set(replace(scope, options=options))
     try:
         yield
