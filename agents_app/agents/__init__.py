@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         step_count_is,
     )
     from agents_app.gateway.text import TextResult, generate_text, stream_text
+    from agents_app.gateway.workers_ai import AiTextStream, WorkersAI, ai
     from agents_app.agents.tools import Approval, Tool, ToolInputError, client_tool, tool
     from agents_app.protocol.messages import text_of, user_text_message
     from agents_app.think.chat_stream import ChatStreamResult, stream_chat, stream_reply
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 
 _WHERE: dict[str, str] = {
     "Agent": "agents_app.agents.agent",
+    "ai": "agents_app.gateway.workers_ai",
+    "AiTextStream": "agents_app.gateway.workers_ai",
     "AIChatAgent": "agents_app.agents.agent",
     "Approval": "agents_app.agents.tools",
     "BlockKind": "agents_app.think.context_blocks",
@@ -79,6 +82,7 @@ _WHERE: dict[str, str] = {
     "Tool": "agents_app.agents.tools",
     "tool": "agents_app.agents.tools",
     "user_text_message": "agents_app.protocol.messages",
+    "WorkersAI": "agents_app.gateway.workers_ai",
     "ToolCallContext": "agents_app.agents.hooks",
     "ToolCallDecision": "agents_app.agents.hooks",
     "ToolCallResultContext": "agents_app.agents.hooks",

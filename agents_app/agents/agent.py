@@ -16,6 +16,8 @@ import pydantic
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 
+from agents_app.gateway import workers_ai
+from agents_app.gateway.workers_ai import AiTextStream, WorkersAI
 from agents_app.mcp.agent_api import McpClientMixin
 from agents_app.mcp import oauth
 from agents_app.mcp.tools import turn_tools as mcp_turn_tools
@@ -93,6 +95,8 @@ class Agent(McpClientMixin):
     configurable: ClassVar[tuple[str, ...]] = ()
     # Validates `configure()` (per-instance config); without it any JSON object is accepted.
     config_model: ClassVar[type[pydantic.BaseModel] | None] = None
+    # Workers AI's `env.AI`: `await self.ai.run(model, {"prompt": …})` (gateway/workers_ai.py).
+    ai: ClassVar[WorkersAI] = workers_ai.ai
 
     def __init__(self, session: Session, record: AgentRecord) -> None:
         self.session = session
@@ -170,10 +174,11 @@ class Agent(McpClientMixin):
             return [frames.error("Frames must be JSON objects with a string 'type'.")]
         return [frames.error(f"Unknown message type {kind!r}.", frame_type=str(kind))]
 
-    async def on_request(self, request: HttpRequest, path: str) -> HttpResponse:
+    async def on_request(self, request: HttpRequest, path: str) -> HttpResponse | AiTextStream:
         """HTTP requests to /agents/<agent>/<name>/<path> other than get-messages, streams/…
         and a chat agent's `POST chat` (transport/views.py serves those); `callback` completes
-        an MCP server's OAuth authorization (mcp/oauth.py)."""
+        an MCP server's OAuth authorization (mcp/oauth.py). A returned `self.ai.run(…,
+        stream=True)` is sent as Workers AI's server-sent events."""
         if path.strip("/") == "callback" and request.method == "GET":
             return await oauth.handle_callback(self.session.pk, request)
         return HttpResponse("Not implemented", status=404, content_type="text/plain")
