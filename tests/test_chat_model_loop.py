@@ -13,14 +13,18 @@ from agents_app.agents import (
     ChatOptions,
     ChatResponse,
     ChatStreamResult,
+    RedactionMiddleware,
     StepConfig,
     StepContext,
     client_tool,
     register_agent,
     stream_chat,
+    text_of,
     tool,
 )
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
+from agents_app.storage import transcript
+from agents_app.turns.instances import resolve_session
 from tests.conftest import chunks_of, is_done, user_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -33,6 +37,11 @@ def get_weather(city: str) -> dict[str, Any]:
     return {"city": city, "tempC": 21}
 
 
+@tool("Refund an order", needs_approval=True)
+def refund(order: int) -> dict[str, Any]:
+    return {"refunded": order}
+
+
 def wrap_up_after_a_tool(context: StepContext) -> StepConfig | None:
     return StepConfig(model="wrap-up-model", system="Answer in one line.") if context.steps else None
 
@@ -43,9 +52,10 @@ class WeatherLoopAgent(AIChatAgent):
         return stream_chat(
             options,
             system="You report the weather.",
-            tools={"get_weather": get_weather, "pick_city": client_tool("pick_city", "Ask the user for a city")},
+            tools={"get_weather": get_weather, "refund": refund, "pick_city": client_tool("pick_city", "Ask the user for a city")},
             max_steps=int((options.body or {}).get("maxSteps", 3)),
             prepare_step=wrap_up_after_a_tool,
+            middleware=[RedactionMiddleware(r"secret-[a-z]+")],
             on_finish=FINISHED.append,
         )
 
@@ -101,8 +111,30 @@ async def test_a_client_tool_pauses_the_turn_for_the_browser(open_socket, token,
     assert model.request_count == 1 and not any(c["type"].startswith("tool-output") for c in chunks)
 
 
+async def test_an_approved_call_runs_in_the_continuation_and_the_model_answers(open_socket, token, model, user):
+    model.script(Reply.tool_calls([ToolCallSpec("refund", '{"order": 7}', id="r1")]), Reply.text("Refunded."))
+    socket = await open_socket(PATH, token=token, wait_ready=True)
+    await socket.chat("loop0007", [user_message("Refund order 7", "u1")])
+    chunks = chunks_of(await socket.until(is_done("loop0007")), "loop0007")
+    assert any(c["type"] == "tool-approval-request" and c["toolCallId"] == "r1" for c in chunks) and model.request_count == 1
+    await socket.send({"type": "cf_agent_tool_approval", "toolCallId": "r1", "approved": True, "autoContinue": True})
+    resuming = await socket.until(lambda f: f["type"] == "cf_agent_stream_resuming")
+    await socket.send({"type": "cf_agent_stream_resume_ack", "id": resuming[-1]["id"]})
+    continued = chunks_of(await socket.until(is_done(resuming[-1]["id"])), resuming[-1]["id"])
+    assert {"type": "tool-output-available", "toolCallId": "r1", "output": {"refunded": 7}} in continued
+    session = await sync_to_async(resolve_session)("weather-loop-agent", "loop", user)
+    assert text_of((await sync_to_async(transcript.transcript)(session))[-1]).endswith("Refunded.")
+
+
+async def test_model_middleware_rewrites_what_clients_receive(open_socket, token, model):
+    model.script(Reply.text("The code is secret-abc."))
+    chunks = await turn(open_socket, token, "loop0008")
+    assert "".join(c["delta"] for c in chunks if c["type"] == "text-delta") == "The code is [redacted]."
+
+
 async def test_cancelling_the_turn_closes_the_upstream_and_skips_on_finish(open_socket, token, model):
-    model.script(Reply.text("one two three four five six seven eight", chunk_size=4, delay=0.2))
+    # Long enough that text gets past the redaction middleware's look-behind well before the end.
+    model.script(Reply.text("counting " * 60, chunk_size=20, delay=0.1))
     socket = await open_socket(PATH, token=token, wait_ready=True)
     await socket.chat("loop0006", [user_message("Count slowly")])
     await socket.until(lambda f: f.get("body", "").startswith('{"type":"text-delta"'))

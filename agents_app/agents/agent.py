@@ -17,7 +17,6 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 
 from agents_app.gateway import workers_ai
-from agents_app.gateway.workers_ai import AiTextStream, WorkersAI
 from agents_app.mcp.agent_api import McpClientMixin
 from agents_app.mcp import oauth
 from agents_app.mcp.tools import turn_tools as mcp_turn_tools
@@ -96,7 +95,7 @@ class Agent(McpClientMixin):
     # Validates `configure()` (per-instance config); without it any JSON object is accepted.
     config_model: ClassVar[type[pydantic.BaseModel] | None] = None
     # Workers AI's `env.AI`: `await self.ai.run(model, {"prompt": …})` (gateway/workers_ai.py).
-    ai: ClassVar[WorkersAI] = workers_ai.ai
+    ai: ClassVar[workers_ai.WorkersAI] = workers_ai.ai
 
     def __init__(self, session: Session, record: AgentRecord) -> None:
         self.session = session
@@ -174,7 +173,7 @@ class Agent(McpClientMixin):
             return [frames.error("Frames must be JSON objects with a string 'type'.")]
         return [frames.error(f"Unknown message type {kind!r}.", frame_type=str(kind))]
 
-    async def on_request(self, request: HttpRequest, path: str) -> HttpResponse | AiTextStream:
+    async def on_request(self, request: HttpRequest, path: str) -> HttpResponse | workers_ai.AiTextStream:
         """HTTP requests to /agents/<agent>/<name>/<path> other than get-messages, streams/…
         and a chat agent's `POST chat` (transport/views.py serves those); `callback` completes
         an MCP server's OAuth authorization (mcp/oauth.py). A returned `self.ai.run(…,
