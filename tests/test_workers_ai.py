@@ -58,6 +58,17 @@ async def test_the_model_name_is_an_alias_the_gateway_route_resolves(model):
     assert (call.provider, call.model) == ("main", "gpt-4o-mini")
 
 
+async def test_an_agents_calls_take_its_own_route_and_are_logged_for_its_user(token, model, user):
+    provider = await Provider.objects.acreate(name="agent-route", base_url=model.base_url, api_key="sk-agent")
+    route = await Route.objects.acreate(agent="workers-ai-agent")
+    await RouteEntry.objects.acreate(route=route, provider=provider, model="agent-model")
+    model.script(Reply.text("Routed for the agent."))
+    response = await AsyncClient().get(f"/agents/workers-ai-agent/box/ask?token={token}")
+    assert response.json()["response"] == "Routed for the agent." and model.requests[0]["model"] == "agent-model"
+    call = await ModelCall.objects.aget()
+    assert (call.agent, call.user_id, call.provider) == ("workers-ai-agent", user.pk, "agent-route")
+
+
 async def test_a_call_takes_either_a_prompt_or_messages():
     with pytest.raises(ValueError, match="either `prompt` or `messages`"):
         await ai.run(LLAMA, {"prompt": "Hi", "messages": []})

@@ -94,8 +94,6 @@ class Agent(McpClientMixin):
     configurable: ClassVar[tuple[str, ...]] = ()
     # Validates `configure()` (per-instance config); without it any JSON object is accepted.
     config_model: ClassVar[type[pydantic.BaseModel] | None] = None
-    # Workers AI's `env.AI`: `await self.ai.run(model, {"prompt": …})` (gateway/workers_ai.py).
-    ai: ClassVar[workers_ai.WorkersAI] = workers_ai.ai
 
     def __init__(self, session: Session, record: AgentRecord) -> None:
         self.session = session
@@ -106,6 +104,11 @@ class Agent(McpClientMixin):
         for key, value in (record.settings or {}).items():
             if key in self.configurable:
                 setattr(self, key, value)
+
+    @property
+    def ai(self) -> workers_ai.WorkersAI:
+        """Workers AI's `env.AI`: `await self.ai.run(model, {"prompt": …})` (gateway/workers_ai.py)."""
+        return workers_ai.WorkersAI(workers_ai.CallingAgent(self.record.slug, self.session.owner_id, self.session.pk))
 
     # -- state ---------------------------------------------------------------------
     @property

@@ -46,10 +46,14 @@ class Caller:
     limited: bool
 
 
+def caller_for(agent: str, user_id: int | None) -> Caller:
+    return Caller(agent, user_id, routing.route_for(agent), limits.applies_to(user_id, agent))
+
+
 def load_caller(session_id: int | None) -> Caller:
     row = Session.objects.filter(pk=session_id).values_list("agent__slug", "owner_id").first() if session_id is not None else None
     agent, user_id = row if row is not None else ("", None)
-    return Caller(agent, user_id, routing.route_for(agent), limits.applies_to(user_id, agent))
+    return caller_for(agent, user_id)
 
 
 @dataclass(frozen=True)
@@ -67,15 +71,29 @@ def current() -> CallScope:
     return _current.get()
 
 
-@contextlib.asynccontextmanager
-async def for_turn(session_id: int, request_id: str, body: dict[str, Any] | None) -> AsyncIterator[CallScope]:
-    caller = await db_async(load_caller)(session_id)
-    scope = CallScope(session_id, request_id, GatewayOptions.from_body(body), caller)
+@contextlib.contextmanager
+def _entered(scope: CallScope) -> Iterator[CallScope]:
     token = _current.set(scope)
     try:
         yield scope
     finally:
         _current.reset(token)
+
+
+@contextlib.asynccontextmanager
+async def for_turn(session_id: int, request_id: str, body: dict[str, Any] | None) -> AsyncIterator[CallScope]:
+    caller = await db_async(load_caller)(session_id)
+    with _entered(CallScope(session_id, request_id, GatewayOptions.from_body(body), caller)) as scope:
+        yield scope
+
+
+@contextlib.asynccontextmanager
+async def for_agent(agent: str, user_id: int | None, session_id: int | None) -> AsyncIterator[CallScope]:
+    """Calls an agent makes outside a turn (e.g. from `on_request`): its route, its owner's
+    limits and budgets, as inside a turn. The options in force stay."""
+    caller = await db_async(caller_for)(agent, user_id)
+    with _entered(replace(_current.get(), session_id=session_id, caller=caller)) as scope:
+        yield scope
 
 
 @contextlib.contextmanager

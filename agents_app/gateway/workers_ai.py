@@ -12,10 +12,13 @@ picks a named route, as the third argument of Workers AI's `run` does.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
-from agents_app.gateway.text import generate_text, stream_text
+from agents_app.gateway import scope
+from agents_app.gateway.text import Prompt, generate_text, stream_text
 
 _SAMPLING = {"max_tokens", "temperature", "top_p", "seed", "frequency_penalty", "presence_penalty"}
 
@@ -42,7 +45,35 @@ def _prompt(inputs: dict[str, Any]) -> str | list[dict[str, Any]]:
     return inputs["prompt"] if "prompt" in inputs else list(inputs["messages"])
 
 
+@dataclass(frozen=True)
+class CallingAgent:
+    """The agent instance calling: its agent segment, owner and session (unsaved: None)."""
+
+    agent: str
+    user_id: int | None
+    session_id: int | None
+
+
 class WorkersAI:
+    """With a caller (an agent's `self.ai`), calls outside a turn, as from `on_request`, take
+    the agent's route and count against its owner's limits and budgets, as its turns' calls do."""
+
+    def __init__(self, caller: CallingAgent | None = None) -> None:
+        self._caller = caller
+
+    @contextlib.asynccontextmanager
+    async def _scope(self) -> AsyncIterator[None]:
+        if self._caller is None or scope.current().caller is not None:
+            yield  # no agent, or already inside one of its turns
+            return
+        async with scope.for_agent(self._caller.agent, self._caller.user_id, self._caller.session_id):
+            yield
+
+    async def _deltas(self, prompt: Prompt, model: str, gateway: dict[str, Any] | None, extra: dict[str, Any]) -> AsyncIterator[str]:
+        async with self._scope():
+            async for delta in stream_text(prompt, model=model, gateway=gateway, extra=extra):
+                yield delta
+
     async def run(
         self, model: str, inputs: dict[str, Any], *, stream: bool | None = None, gateway: dict[str, Any] | None = None,
     ) -> dict[str, Any] | AiTextStream:
@@ -52,8 +83,9 @@ class WorkersAI:
         extra = {key: value for key, value in inputs.items() if key in _SAMPLING}
         streamed = stream if stream is not None else bool(inputs.get("stream"))
         if streamed:
-            return AiTextStream(stream_text(prompt, model=model, gateway=gateway, extra=extra))
-        result = await generate_text(prompt, model=model, gateway=gateway, extra=extra)
+            return AiTextStream(self._deltas(prompt, model, gateway, extra))
+        async with self._scope():
+            result = await generate_text(prompt, model=model, gateway=gateway, extra=extra)
         answer: dict[str, Any] = {"response": result.text}
         if result.usage:
             answer["usage"] = {
