@@ -29,9 +29,10 @@ if TYPE_CHECKING:
         step_count_is,
     )
     from agents_app.gateway.text import TextResult, generate_text, stream_text
+    from agents_app.gateway.workers_ai import AiTextStream, WorkersAI, ai
     from agents_app.agents.tools import Approval, Tool, ToolInputError, client_tool, tool
     from agents_app.protocol.messages import text_of, user_text_message
-    from agents_app.gateway.steps import stream_reply
+    from agents_app.think.chat_stream import ChatStreamResult, stream_chat, stream_reply
     from agents_app.think.context_blocks import BlockKind, ContextBlockSpec
     from agents_app.think.middleware import ExtractReasoningMiddleware, ModelCallParams, ModelMiddleware, RedactionMiddleware
     from agents_app.think.pruning import prune_messages, truncate_older_messages
@@ -44,12 +45,15 @@ if TYPE_CHECKING:
 
 _WHERE: dict[str, str] = {
     "Agent": "agents_app.agents.agent",
+    "ai": "agents_app.gateway.workers_ai",
+    "AiTextStream": "agents_app.gateway.workers_ai",
     "AIChatAgent": "agents_app.agents.agent",
     "Approval": "agents_app.agents.tools",
     "BlockKind": "agents_app.think.context_blocks",
     "callable_method": "agents_app.agents.agent",
     "ChatOptions": "agents_app.turns.types",
     "ChatResponse": "agents_app.turns.types",
+    "ChatStreamResult": "agents_app.think.chat_stream",
     "client_tool": "agents_app.agents.tools",
     "Connection": "agents_app.turns.types",
     "ConnectionContext": "agents_app.turns.types",
@@ -74,13 +78,15 @@ _WHERE: dict[str, str] = {
     "StepContext": "agents_app.agents.hooks",
     "StepResult": "agents_app.agents.hooks",
     "StopCondition": "agents_app.agents.hooks",
-    "stream_reply": "agents_app.gateway.steps",
+    "stream_chat": "agents_app.think.chat_stream",
+    "stream_reply": "agents_app.think.chat_stream",
     "text_of": "agents_app.protocol.messages",
     "TextResult": "agents_app.gateway.text",
     "ThinkAgent": "agents_app.agents.agent",
     "Tool": "agents_app.agents.tools",
     "tool": "agents_app.agents.tools",
     "user_text_message": "agents_app.protocol.messages",
+    "WorkersAI": "agents_app.gateway.workers_ai",
     "ToolCallContext": "agents_app.agents.hooks",
     "ToolCallDecision": "agents_app.agents.hooks",
     "ToolCallResultContext": "agents_app.agents.hooks",

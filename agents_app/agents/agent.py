@@ -17,6 +17,7 @@ import pydantic
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 
+from agents_app.gateway import workers_ai
 from agents_app.mcp.agent_api import McpClientMixin
 from agents_app.mcp import oauth
 from agents_app.mcp.tools import turn_tools as mcp_turn_tools
@@ -114,6 +115,11 @@ class Agent(McpClientMixin):
             if key in self.configurable:
                 setattr(self, key, value)
 
+    @property
+    def ai(self) -> workers_ai.WorkersAI:
+        """Workers AI's `env.AI`: `await self.ai.run(model, {"prompt": …})` (gateway/workers_ai.py)."""
+        return workers_ai.WorkersAI(workers_ai.CallingAgent(self.record.slug, self.session.owner_id, self.session.pk))
+
     # -- state ---------------------------------------------------------------------
     @property
     def has_state(self) -> bool:
@@ -180,10 +186,11 @@ class Agent(McpClientMixin):
             return [frames.error("Frames must be JSON objects with a string 'type'.")]
         return [frames.error(f"Unknown message type {kind!r}.", frame_type=str(kind))]
 
-    async def on_request(self, request: HttpRequest, path: str) -> HttpResponse:
+    async def on_request(self, request: HttpRequest, path: str) -> HttpResponse | workers_ai.AiTextStream:
         """HTTP requests to /agents/<agent>/<name>/<path> other than get-messages, streams/…
         and a chat agent's `POST chat` (transport/views.py serves those); `callback` completes
-        an MCP server's OAuth authorization (mcp/oauth.py)."""
+        an MCP server's OAuth authorization (mcp/oauth.py). A returned `self.ai.run(…,
+        stream=True)` is sent as Workers AI's server-sent events."""
         if path.strip("/") == "callback" and request.method == "GET":
             return await oauth.handle_callback(self.session.pk, request)
         return HttpResponse("Not implemented", status=404, content_type="text/plain")

@@ -70,9 +70,10 @@ def _always_allowed(session_id: int) -> frozenset[str]:
     return frozenset([*(in_session or ()), *for_agent])
 
 
-async def always_allowed_tools(session: Session) -> frozenset[str]:
-    """Tools the owner always allows in this session or for this agent (tool_state)."""
-    return await sync_to_async(_always_allowed)(session.pk)
+async def always_allowed_tools(session: Session | None) -> frozenset[str]:
+    """Tools the owner always allows in this session or for this agent (tool_state); a loop
+    run outside a session (chat_stream.py without one) has no such grants."""
+    return frozenset() if session is None else await sync_to_async(_always_allowed)(session.pk)
 
 
 def requested_model(body: dict[str, Any] | None) -> str | None:
