@@ -116,7 +116,7 @@ class _CallSettings:
     async def after_tool_call(self, context: ToolCallResultContext) -> None:
         return None
 
-    async def on_step_finish(self, step: StepResult) -> None:
+    async def on_step_end(self, step: StepResult) -> None:
         self.steps.append(step)
 
     async def on_chunk(self, chunk: Chunk) -> None:
