@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from asgiref.sync import sync_to_async
 
+from agents_app.gateway.text import generate_text
 from agents_app.gateway.models import ModelCall, ModelPrice, Provider, Route, RouteEntry
+from agents_app.providers.errors import ModelError
 from agents_app.testing.fake_openai import FakeOpenAI, Reply
 from tests.conftest import is_done, user_message
 
@@ -148,3 +150,27 @@ async def test_a_cancelled_turn_closes_the_upstream_and_logs_an_aborted_call(ope
     assert await sync_to_async(model.wait_for_disconnect)(5)
     call = await ModelCall.objects.aget(request_id="cancel01")
     assert call.status == "aborted" and call.ttft_ms is not None
+
+
+async def test_a_call_naming_a_gateway_id_goes_through_that_route(model, backup):
+    fast = await sync_to_async(provider)("fast", backup)
+    await sync_to_async(route)((fast, "small-model"), name="fast")
+    backup.script(Reply.text("Fast answer."))
+    result = await generate_text("Hi", gateway={"id": "fast"})
+    assert result.text == "Fast answer." and backup.requests[0]["model"] == "small-model" and model.request_count == 0
+    call = await ModelCall.objects.aget()
+    assert (call.provider, call.model) == ("fast", "small-model")
+
+
+def test_a_named_route_serves_no_call_that_does_not_name_it(client, model, backup, token):
+    route((provider("fast", backup), "small-model"), name="fast")
+    model.script(Reply.text("Default route."))
+    assert answer_text(ask(client, token)) == "Default route." and backup.request_count == 0
+
+
+async def test_an_unknown_gateway_id_fails_the_call_with_a_clear_error(model):
+    with pytest.raises(ModelError, match="Unknown gateway id 'nope': no enabled gateway route has that name"):
+        await generate_text("Hi", gateway={"id": "nope"})
+    assert model.request_count == 0
+    call = await ModelCall.objects.aget()
+    assert call.status == "error" and "Unknown gateway id" in call.error

@@ -29,25 +29,31 @@ if TYPE_CHECKING:
         step_count_is,
     )
     from agents_app.gateway.text import TextResult, generate_text, stream_text
+    from agents_app.gateway.workers_ai import AiTextStream, WorkersAI, ai
     from agents_app.agents.tools import Approval, Tool, ToolInputError, client_tool, tool
     from agents_app.protocol.messages import text_of, user_text_message
-    from agents_app.gateway.steps import stream_reply
+    from agents_app.think.chat_stream import ChatStreamResult, stream_chat, stream_reply
     from agents_app.think.context_blocks import BlockKind, ContextBlockSpec
     from agents_app.think.middleware import ExtractReasoningMiddleware, ModelCallParams, ModelMiddleware, RedactionMiddleware
     from agents_app.think.pruning import prune_messages, truncate_older_messages
+    from agents_app.think.skills import Skill
     from agents_app.think.stream_writer import write_data, write_file
     from agents_app.think.structured import ObjectGenerationError, generate_object
+    from agents_app.think.think_session import SessionBuilder
     from agents_app.turns.registry import register_agent
     from agents_app.turns.types import ChatOptions, ChatResponse, Connection, ConnectionContext, new_request_id
 
 _WHERE: dict[str, str] = {
     "Agent": "agents_app.agents.agent",
+    "ai": "agents_app.gateway.workers_ai",
+    "AiTextStream": "agents_app.gateway.workers_ai",
     "AIChatAgent": "agents_app.agents.agent",
     "Approval": "agents_app.agents.tools",
     "BlockKind": "agents_app.think.context_blocks",
     "callable_method": "agents_app.agents.agent",
     "ChatOptions": "agents_app.turns.types",
     "ChatResponse": "agents_app.turns.types",
+    "ChatStreamResult": "agents_app.think.chat_stream",
     "client_tool": "agents_app.agents.tools",
     "Connection": "agents_app.turns.types",
     "ConnectionContext": "agents_app.turns.types",
@@ -64,19 +70,23 @@ _WHERE: dict[str, str] = {
     "prune_messages": "agents_app.think.pruning",
     "RedactionMiddleware": "agents_app.think.middleware",
     "register_agent": "agents_app.turns.registry",
+    "SessionBuilder": "agents_app.think.think_session",
+    "Skill": "agents_app.think.skills",
     "step_count_is": "agents_app.agents.hooks",
     "stream_text": "agents_app.gateway.text",
     "StepConfig": "agents_app.agents.hooks",
     "StepContext": "agents_app.agents.hooks",
     "StepResult": "agents_app.agents.hooks",
     "StopCondition": "agents_app.agents.hooks",
-    "stream_reply": "agents_app.gateway.steps",
+    "stream_chat": "agents_app.think.chat_stream",
+    "stream_reply": "agents_app.think.chat_stream",
     "text_of": "agents_app.protocol.messages",
     "TextResult": "agents_app.gateway.text",
     "ThinkAgent": "agents_app.agents.agent",
     "Tool": "agents_app.agents.tools",
     "tool": "agents_app.agents.tools",
     "user_text_message": "agents_app.protocol.messages",
+    "WorkersAI": "agents_app.gateway.workers_ai",
     "ToolCallContext": "agents_app.agents.hooks",
     "ToolCallDecision": "agents_app.agents.hooks",
     "ToolCallResultContext": "agents_app.agents.hooks",

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -16,6 +17,7 @@ import pydantic
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 
+from agents_app.gateway import workers_ai
 from agents_app.mcp.agent_api import McpClientMixin
 from agents_app.mcp import oauth
 from agents_app.mcp.tools import turn_tools as mcp_turn_tools
@@ -28,6 +30,8 @@ from agents_app.sandbox.extensions import ExtensionManager
 from agents_app.turns import broadcast, chat, concurrency, repair, runner, scheduling
 from agents_app.think import compaction, sub_agents, think_session
 from agents_app.think.context_blocks import ContextBlocks, ContextBlockSpec
+from agents_app.think.skills import Skill
+from agents_app.think.think_session import SessionBuilder
 from agents_app.agents.hooks import (
     StepConfig,
     StepContext,
@@ -63,6 +67,10 @@ from agents_app.storage.models import Session, Turn
 
 _UNSET: Any = object()
 AgentT = TypeVar("AgentT", bound="Agent")
+# Agent instances this process has started (Agent.start), with what their start-up set. Bounded:
+# an instance forgotten here starts again on its next use, as it would in a restarted process.
+MAX_STARTED_INSTANCES = 2048
+_started_instances: OrderedDict[tuple[type[Agent], int, datetime], dict[str, Any]] = OrderedDict()
 
 
 def callable_method(func: Callable[..., Any] | None = None, *, streaming: bool = False) -> Any:
@@ -100,9 +108,17 @@ class Agent(McpClientMixin):
         self.name = session.name
         # The connection whose RPC call is running, if any (readonly connections cannot set state).
         self.caller: Connection | None = None
+        self._started = False
+        # Sub-agent handles this object gave out, so each child starts up once (sub_agent()).
+        self._sub_agents: dict[tuple[type[Agent], str], Agent] = {}
         for key, value in (record.settings or {}).items():
             if key in self.configurable:
                 setattr(self, key, value)
+
+    @property
+    def ai(self) -> workers_ai.WorkersAI:
+        """Workers AI's `env.AI`: `await self.ai.run(model, {"prompt": …})` (gateway/workers_ai.py)."""
+        return workers_ai.WorkersAI(workers_ai.CallingAgent(self.record.slug, self.session.owner_id, self.session.pk))
 
     # -- state ---------------------------------------------------------------------
     @property
@@ -170,10 +186,11 @@ class Agent(McpClientMixin):
             return [frames.error("Frames must be JSON objects with a string 'type'.")]
         return [frames.error(f"Unknown message type {kind!r}.", frame_type=str(kind))]
 
-    async def on_request(self, request: HttpRequest, path: str) -> HttpResponse:
+    async def on_request(self, request: HttpRequest, path: str) -> HttpResponse | workers_ai.AiTextStream:
         """HTTP requests to /agents/<agent>/<name>/<path> other than get-messages, streams/…
         and a chat agent's `POST chat` (transport/views.py serves those); `callback` completes
-        an MCP server's OAuth authorization (mcp/oauth.py)."""
+        an MCP server's OAuth authorization (mcp/oauth.py). A returned `self.ai.run(…,
+        stream=True)` is sent as Workers AI's server-sent events."""
         if path.strip("/") == "callback" and request.method == "GET":
             return await oauth.handle_callback(self.session.pk, request)
         return HttpResponse("Not implemented", status=404, content_type="text/plain")
@@ -216,10 +233,52 @@ class Agent(McpClientMixin):
         """The stored config, or None before the first configure()."""
         return await sync_to_async(lambda: Session.objects.filter(pk=self.session.pk).values_list("config", flat=True).first())()
 
+    # -- start-up ----------------------------------------------------------------------
+    async def on_start(self) -> None:
+        """Runs once per agent instance (class and session) in this process, before its first
+        use: its first turn (Think agents) or sub_agent() handing it out. Every turn loads a
+        fresh object, so keep what it sets in stored places (state, context blocks, schedules)."""
+
+    async def start(self) -> None:
+        """Start this instance if this process has not yet (the hooks run once), then give
+        this object what start-up set; later calls return at once."""
+        if self._started:
+            return
+        key = (type(self), self.session.pk, self.session.created_at)
+        adopted = _started_instances.get(key)
+        if adopted is None:
+            adopted = await self._start_up()
+            _started_instances[key] = adopted
+            while len(_started_instances) > MAX_STARTED_INSTANCES:
+                _started_instances.popitem(last=False)
+        for attribute, value in adopted.items():
+            setattr(self, attribute, value)
+        self._started = True
+
+    async def _start_up(self) -> dict[str, Any]:
+        """Run the start-up hooks; returns the attributes later objects of the instance adopt."""
+        await self.on_start()
+        return {}
+
+    # -- sub-agents (think/sub_agents.py) --------------------------------------------------
     async def sub_agent(self, agent_class: type[AgentT], name: str) -> AgentT:
-        """The `agent_class` instance `name` of this session's owner, created on first use
-        (see think/sub_agents.py)."""
-        return await sub_agents.sub_agent(self, agent_class, name)
+        """The `agent_class` instance `name` of this session's owner, created on first use and
+        started (its `on_start`) before it is returned; this object hands out one handle per child."""
+        handle = self._sub_agents.get((agent_class, name))
+        if handle is None:
+            handle = await sub_agents.sub_agent(self, agent_class, name)
+            await handle.start()
+            self._sub_agents[(agent_class, name)] = handle
+        return handle  # type: ignore[return-value]
+
+    async def abort_sub_agent(self, agent_class: type[Agent], name: str) -> bool:
+        """Stop the child's running turn (its partial answer is kept); False if it never existed."""
+        return await sub_agents.abort(self, agent_class, name)
+
+    async def delete_sub_agent(self, agent_class: type[Agent], name: str) -> bool:
+        """Abort the child's turns and delete it with its stored messages; False if it never existed."""
+        self._sub_agents.pop((agent_class, name), None)
+        return await sub_agents.delete(self, agent_class, name)
 
     # -- schedules (Celery runs them; the admin shows and edits them) ----------------------
     async def schedule(self, when: int | float | datetime | str, callback: str, payload: Any = None) -> dict[str, Any]:
@@ -456,11 +515,12 @@ class ThinkAgent(AIChatAgent):
     wait_for_mcp_connections: ClassVar[bool | dict[str, Any]] = False
     include_mcp_tools: ClassVar[bool] = True
     mcp_tool_needs_approval: ClassVar[Approval] = False
-    # Named blocks of the system prompt (context_blocks.ContextBlockSpec), in order.
-    context_blocks: ClassVar[tuple[ContextBlockSpec, ...]] = ()
+    # Named blocks of the system prompt (context_blocks.ContextBlockSpec), in order; also
+    # configure_session may add to them in code, once per instance.
+    context_blocks: tuple[ContextBlockSpec, ...] = ()
     # Summarise older messages once the history the model sees exceeds this many tokens; None:
     # at AGENTS_COMPACTION_THRESHOLD of the model's context window; 0: never automatically.
-    compact_after_tokens: ClassVar[int | None] = None
+    compact_after_tokens: int | None = None
     # Messages at the start and at the end of the path that compaction never summarises.
     compaction_protect_head: ClassVar[int] = 2
     compaction_keep_tail: ClassVar[int] = 4
@@ -481,6 +541,8 @@ class ThinkAgent(AIChatAgent):
     def __init__(self, session: Session, record: AgentRecord) -> None:
         super().__init__(session, record)
         self.extensions = ExtensionManager(self)
+        self.runtime_context_blocks: tuple[ContextBlockSpec, ...] = ()
+        self.loaded_context_keys: frozenset[str] = frozenset()
 
     @staticmethod
     def new_message_id() -> str:
@@ -498,6 +560,27 @@ class ThinkAgent(AIChatAgent):
 
     def get_tools(self) -> dict[str, Tool]:
         return {}
+
+    def get_skills(self) -> list[Skill]:
+        """Skills the model may activate (think/skills.py); listed in the system prompt by name
+        and description, with the activate_skill and read_skill_resource tools."""
+        return []
+
+    def configure_session(self, session: SessionBuilder) -> SessionBuilder | None | Awaitable[SessionBuilder | None]:
+        """Set up the session in code: context blocks, skills and search libraries, compaction
+        (think_session.SessionBuilder). May be async; runs once per instance and process, before
+        its first turn and before `on_start` (not per turn)."""
+        return session
+
+    async def _start_up(self) -> dict[str, Any]:
+        # The session is configured before on_start, which may already add blocks at run time.
+        configured = await think_session.configure(self)
+        return {**configured, **await super()._start_up()}
+
+    async def _load_session(self) -> None:
+        """Start up if not yet, then read what the session changed at run time."""
+        await self.start()
+        await think_session.load_runtime_state(self)
 
     def client_tool_names(self) -> set[str]:
         """Also the tools this agent declares without `execute`."""
@@ -533,11 +616,13 @@ class ThinkAgent(AIChatAgent):
 
     @callable_method
     async def get_context_blocks(self) -> list[dict[str, Any]]:
+        await self._load_session()
         return [view.as_dict() for view in await self.context.views()]
 
     @callable_method
     async def set_context_block(self, label: str, content: str) -> dict[str, Any]:
         """The owner edits a writable block (e.g. from the memory panel); the old content is kept as a version."""
+        await self._load_session()
         return (await self.context.replace(label, content, source="user")).as_dict()
 
     @callable_method
@@ -576,13 +661,18 @@ class ThinkAgent(AIChatAgent):
     async def after_tool_call(self, context: ToolCallResultContext) -> None:
         """Observe a finished tool call: input, duration, output or error."""
 
+    async def on_step_end(self, step: StepResult) -> None:
+        """After every model step, with its type, text, tool calls, results and usage."""
+        await self.on_step_finish(step)
+
     async def on_step_finish(self, step: StepResult) -> None:
-        """After every model step, with its text, tool calls, results and usage."""
+        """The AI SDK's older name for `on_step_end` (think.md §5); override either."""
 
     async def on_chunk(self, chunk: dict[str, Any]) -> None:
         """Every chunk the model produces (observational; runs per token, keep it cheap)."""
 
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
+        await self._load_session()
         await self.extensions.prepare()
         self._context_section = await think_session.render_context(self)
         if self.include_mcp_tools:

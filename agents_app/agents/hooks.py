@@ -1,7 +1,7 @@
 """Typed contexts and results of the Think hooks (think.md §5).
 
 Order per turn: before_turn → [before_step → on_chunk* → (before_tool_call → execute →
-after_tool_call)* → on_step_finish] per step → persist → on_chat_response.
+after_tool_call)* → on_step_end] per step → persist → on_chat_response.
 """
 from __future__ import annotations
 
@@ -36,6 +36,11 @@ class TurnConfig:
     max_output_tokens: int | None = None
     # Checked after every step that ran tools, in addition to the max_steps bound.
     stop_when: Sequence[StopCondition] = ()
+    # Offered this turn on top of the agent's tools (they win on a name).
+    tools: dict[str, Tool] | None = None
+    # Extra fields of every model request this turn, sent in the request body as given
+    # (e.g. {"reasoning_effort": "low"}, or a gateway's own options).
+    provider_options: dict[str, Any] | None = None
 
 
 @dataclass
@@ -70,6 +75,12 @@ class ToolCallResultContext:
     error: str | None = None
 
 
+# The AI SDK's names: the first step of a turn is "initial", one that answers tool results
+# "tool-result". (Its third, "continue", extends a reply cut off by the length limit, which
+# this loop never does: a step without tool calls ends the turn.)
+StepType = Literal["initial", "tool-result"]
+
+
 @dataclass
 class StepResult:
     step_number: int
@@ -79,6 +90,7 @@ class StepResult:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     tool_results: list[dict[str, Any]] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
+    step_type: StepType = "initial"
 
 
 BLOCKED_TOOL_TEXT = "The tool call was blocked."

@@ -40,7 +40,7 @@ def _has_output(chunk: ChatCompletionChunk) -> bool:
     return False
 
 
-def _prepare(record: CallRecord, model: str, caller: scope.Caller | None) -> routing.Plan:
+def _prepare(record: CallRecord, model: str, caller: scope.Caller | None, gateway_id: str | None) -> routing.Plan:
     """What the gateway reads before the upstream call, in one trip to a worker thread."""
     caller = caller or scope.load_caller(record.session_id)
     record.agent, record.user_id = caller.agent, caller.user_id
@@ -50,7 +50,12 @@ def _prepare(record: CallRecord, model: str, caller: scope.Caller | None) -> rou
         except limits.LimitExceeded as refusal:
             record.status, record.error = ModelCall.Status.REFUSED, str(refusal)
             raise
-    return caller.route.plan(model)
+    if gateway_id is None:
+        return caller.route.plan(model)
+    try:
+        return routing.named_route(gateway_id).plan(model)
+    except routing.UnknownGateway as error:
+        raise ModelError(str(error)) from error
 
 
 def _milliseconds_since(start: float) -> int:
@@ -69,12 +74,12 @@ class GatewayCall:
             started_at=timezone.now(), session_id=call_scope.session_id, request_id=call_scope.request_id, model=self._request.get("model", "")
         )
         try:
-            caller, model = call_scope.caller, self._request.get("model", "")
-            if caller is not None and not caller.limited:
-                # Nothing to enforce: no database round trip before the first token.
-                plan = _prepare(record, model, caller)
+            caller, model, gateway_id = call_scope.caller, self._request.get("model", ""), call_scope.options.gateway_id
+            if caller is not None and not caller.limited and gateway_id is None:
+                # Nothing to enforce or look up: no database round trip before the first token.
+                plan = _prepare(record, model, caller, gateway_id)
             else:
-                plan = await db_async(_prepare)(record, model, caller)
+                plan = await db_async(_prepare)(record, model, caller, gateway_id)
             ttl = call_scope.options.cache_ttl if call_scope.options.cache_ttl is not None else plan.cache_ttl
             cache_key = response_cache.key_for(self._request) if ttl > 0 else None
             if cache_key is not None and not call_scope.options.skip_cache:

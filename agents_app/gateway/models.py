@@ -4,6 +4,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
@@ -31,18 +32,29 @@ class Provider(models.Model):
 
 
 class Route(models.Model):
-    """Where an agent's model calls go: an ordered fallback list of (provider, model). A route
-    with an agent applies to that agent; one without is the global default."""
+    """Where model calls go: an ordered fallback list of (provider, model). A route with an
+    agent applies to that agent's calls; one with neither agent nor name is the global
+    default; a named one serves only the calls that ask for it (`gateway={"id": name}`, as
+    Cloudflare AI Gateway's `gateway.id` picks a gateway)."""
 
-    agent = models.SlugField(max_length=120, blank=True, unique=True, help_text="Agent URL segment; empty = every other agent")
+    name = models.SlugField(max_length=80, blank=True, default="", help_text="Gateway id calls choose this route by; empty = chosen by agent")
+    agent = models.SlugField(max_length=120, blank=True, help_text="Agent URL segment; empty = every other agent")
     cache_ttl_seconds = models.PositiveIntegerField(default=0, help_text="Serve identical requests from the cache for this long; 0 = off")
     enabled = models.BooleanField(default=True)
 
     class Meta:
-        ordering = ["agent"]
+        ordering = ["name", "agent"]
+        constraints = [
+            models.UniqueConstraint(fields=["agent"], condition=models.Q(name=""), name="gateway_route_one_per_agent"),
+            models.UniqueConstraint(fields=["name"], condition=~models.Q(name=""), name="gateway_route_unique_name"),
+        ]
 
     def __str__(self) -> str:
-        return self.agent or "(global)"
+        return f"id {self.name}" if self.name else self.agent or "(global)"
+
+    def clean(self) -> None:
+        if self.name and self.agent:
+            raise ValidationError("A named route is chosen by its id, not by agent: leave the agent empty.")
 
 
 class RouteEntry(models.Model):

@@ -1,5 +1,6 @@
-"""Which upstreams a call tries, in order: the agent's Route, else the global Route, else the
-OPENAI_* settings (the client the caller made, exactly as without a gateway)."""
+"""Which upstreams a call tries, in order: the Route the call names (`gateway={"id": …}`), else
+the agent's Route, else the global Route, else the OPENAI_* settings (the client the caller
+made, exactly as without a gateway)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -56,10 +57,25 @@ class RouteConfig:
         return Plan(upstreams or (Upstream(DEFAULT_PROVIDER, model),), self.cache_ttl)
 
 
-def route_for(agent: str) -> RouteConfig:
-    # The agent's own route, else the global one, in one query ("" sorts first: hence last()).
-    route = Route.objects.filter(enabled=True, agent__in={agent, ""}).order_by("agent").last()
+class UnknownGateway(LookupError):
+    pass
+
+
+def _config(route: Route | None) -> RouteConfig:
     if route is None:
         return RouteConfig((), settings.AGENTS_GATEWAY_CACHE_TTL)
     entries = route.entries.select_related("provider").filter(provider__enabled=True).order_by("position", "id")
     return RouteConfig(tuple(_upstream(entry.provider, entry.model) for entry in entries), route.cache_ttl_seconds)
+
+
+def route_for(agent: str) -> RouteConfig:
+    # The agent's own route, else the global one, in one query ("" sorts first: hence last()).
+    return _config(Route.objects.filter(enabled=True, name="", agent__in={agent, ""}).order_by("agent").last())
+
+
+def named_route(gateway_id: str) -> RouteConfig:
+    """The enabled route named `gateway_id`; a typo must not fall back to another route silently."""
+    route = Route.objects.filter(enabled=True, name=gateway_id).first()
+    if route is None:
+        raise UnknownGateway(f"Unknown gateway id {gateway_id!r}: no enabled gateway route has that name.")
+    return _config(route)

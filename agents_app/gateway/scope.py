@@ -6,7 +6,7 @@ applies are read once when the turn starts, so that a call with nothing to enfor
 upstream without a database round trip (limits and budgets, when they apply, are checked
 again before every call). Options come from the turn's body (`{"gateway":
 {"skipCache": true, "cacheTtl": 60}}`, the seed's gateway options) or from code with
-`gateway_options(skip_cache=True)`.
+`gateway_options(skip_cache=True)`; the named route (`gateway_id`) from code only.
 """
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ from agents_app.storage.models import Session
 class GatewayOptions:
     skip_cache: bool = False
     cache_ttl: int | None = None  # seconds; set → this call is cached for that long
+    # The named Route this call goes through instead of the agent's. Only code sets it: a
+    # client's turn body must not pick a costlier route than the operator gave its agent.
+    gateway_id: str | None = None
 
     @classmethod
     def from_body(cls, body: dict[str, Any] | None) -> GatewayOptions:
@@ -43,10 +46,14 @@ class Caller:
     limited: bool
 
 
+def caller_for(agent: str, user_id: int | None) -> Caller:
+    return Caller(agent, user_id, routing.route_for(agent), limits.applies_to(user_id, agent))
+
+
 def load_caller(session_id: int | None) -> Caller:
     row = Session.objects.filter(pk=session_id).values_list("agent__slug", "owner_id").first() if session_id is not None else None
     agent, user_id = row if row is not None else ("", None)
-    return Caller(agent, user_id, routing.route_for(agent), limits.applies_to(user_id, agent))
+    return caller_for(agent, user_id)
 
 
 @dataclass(frozen=True)
@@ -64,10 +71,8 @@ def current() -> CallScope:
     return _current.get()
 
 
-@contextlib.asynccontextmanager
-async def for_turn(session_id: int, request_id: str, body: dict[str, Any] | None) -> AsyncIterator[CallScope]:
-    caller = await db_async(load_caller)(session_id)
-    scope = CallScope(session_id, request_id, GatewayOptions.from_body(body), caller)
+@contextlib.contextmanager
+def _entered(scope: CallScope) -> Iterator[CallScope]:
     token = _current.set(scope)
     try:
         yield scope
@@ -75,8 +80,24 @@ async def for_turn(session_id: int, request_id: str, body: dict[str, Any] | None
         _current.reset(token)
 
 
+@contextlib.asynccontextmanager
+async def for_turn(session_id: int, request_id: str, body: dict[str, Any] | None) -> AsyncIterator[CallScope]:
+    caller = await db_async(load_caller)(session_id)
+    with _entered(CallScope(session_id, request_id, GatewayOptions.from_body(body), caller)) as scope:
+        yield scope
+
+
+@contextlib.asynccontextmanager
+async def for_agent(agent: str, user_id: int | None, session_id: int | None) -> AsyncIterator[CallScope]:
+    """Calls an agent makes outside a turn (e.g. from `on_request`): its route, its owner's
+    limits and budgets, as inside a turn. The options in force stay."""
+    caller = await db_async(caller_for)(agent, user_id)
+    with _entered(replace(_current.get(), session_id=session_id, caller=caller)) as scope:
+        yield scope
+
+
 @contextlib.contextmanager
-def gateway_options(*, skip_cache: bool | None = None, cache_ttl: int | None = None) -> Iterator[None]:
+def gateway_options(*, skip_cache: bool | None = None, cache_ttl: int | None = None, gateway_id: str | None = None) -> Iterator[None]:
     """Override the gateway options for the model calls made inside the block."""
     scope = _current.get()
     options = scope.options
@@ -84,6 +105,8 @@ def gateway_options(*, skip_cache: bool | None = None, cache_ttl: int | None = N
         options = replace(options, skip_cache=skip_cache)
     if cache_ttl is not None:
         options = replace(options, cache_ttl=cache_ttl)
+    if gateway_id is not None:
+        options = replace(options, gateway_id=gateway_id)
     token = _current.set(replace(scope, options=options))
     try:
         yield

@@ -13,9 +13,6 @@ from typing import Any
 import openai
 
 from agents_app.gateway.calls import GatewayCall
-from agents_app.providers.convert import to_openai_messages
-from agents_app.providers.errors import ModelError
-from agents_app.providers.openai_chat import default_model, make_client
 from agents_app.testing import faults
 
 _FINISH_REASONS = {
@@ -162,24 +159,3 @@ class StepStream:
         call.input = parsed
         return {"type": "tool-input-available", "toolCallId": call.id, "toolName": call.name, "input": parsed}
 
-
-async def stream_reply(
-    messages: list[dict[str, Any]], *, system: str | None = None, model: str | None = None
-) -> AsyncIterator[dict[str, Any]]:
-    """One model call as a complete UI message stream, for `on_chat_message` handlers that
-    write their own turn logic but want the model's answer streamed."""
-    yield {"type": "start"}
-    yield {"type": "start-step"}
-    async with make_client() as client:
-        step = StepStream(client, model=model or default_model(), messages=to_openai_messages(messages, system), part_ids=text_ids())
-        try:
-            async for chunk in step:
-                yield chunk
-        except ModelError as error:
-            yield {"type": "error", "errorText": str(error)}
-            return
-    yield {"type": "finish-step"}
-    finish: dict[str, Any] = {"type": "finish", "finishReason": step.outcome.finish_reason}
-    if step.outcome.usage:
-        finish["messageMetadata"] = {"usage": step.outcome.usage}
-    yield finish

@@ -7,8 +7,8 @@
         ...
 
 `prompt` is a user text, UI messages (`parts`), or chat-completions messages. `gateway`
-holds per-call options: `skip_cache` and `cache_ttl` (seconds), also spelled `skipCache` /
-`cacheTtl` as the seeds' clients send them.
+holds per-call options: `id` (the named gateway Route to use), `skip_cache` and `cache_ttl`
+(seconds), also spelled `skipCache` / `cacheTtl` as the seeds' clients send them.
 """
 from __future__ import annotations
 
@@ -47,12 +47,17 @@ def per_call_options(gateway: dict[str, Any] | None) -> Iterator[None]:
     if not gateway:
         yield
         return
-    unknown = set(gateway) - {"skip_cache", "skipCache", "cache_ttl", "cacheTtl"}
+    unknown = set(gateway) - {"id", "skip_cache", "skipCache", "cache_ttl", "cacheTtl"}
     if unknown:
         raise ValueError(f"Unknown gateway options: {', '.join(sorted(unknown))}")
+    gateway_id = gateway.get("id")
+    if gateway_id is not None and not (isinstance(gateway_id, str) and gateway_id):
+        raise ValueError("The gateway id must be the name of a gateway route.")
     skip = gateway.get("skip_cache", gateway.get("skipCache"))
     ttl = gateway.get("cache_ttl", gateway.get("cacheTtl"))
-    with gateway_options(skip_cache=None if skip is None else bool(skip), cache_ttl=None if ttl is None else int(ttl)):
+    with gateway_options(
+        skip_cache=None if skip is None else bool(skip), cache_ttl=None if ttl is None else int(ttl), gateway_id=gateway_id
+    ):
         yield
 
 

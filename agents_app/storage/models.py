@@ -309,6 +309,12 @@ class ContextBlock(models.Model):
     session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="context_blocks")
     label = models.CharField(max_length=100)
     content = models.TextField(blank=True, default="")
+    # A block added while the agent runs (`add_context`) has no declaration in code: its
+    # settings live here so every later turn, in any process, renders it the same way.
+    runtime = models.BooleanField(default=False, help_text="Added at run time (add_context), not declared in code")
+    description = models.CharField(max_length=200, blank=True, default="")
+    max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    readonly = models.BooleanField(default=False)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

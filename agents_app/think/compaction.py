@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import UIMessage, text_of
-from agents_app.gateway.steps import stream_reply
+from agents_app.gateway.text import generate_text
 from agents_app.think.context_blocks import estimate_tokens
 from agents_app.think.context_window import input_budget
 from agents_app.storage import transcript
@@ -74,14 +74,7 @@ def _excerpts(messages: list[UIMessage], budget: int) -> list[str]:
 
 
 async def _summary_of(agent: ThinkHost, prompt: str) -> str:
-    request = [{"id": "summary-request", "role": "user", "parts": [{"type": "text", "text": prompt}]}]
-    pieces = []
-    async for chunk in stream_reply(request, model=agent.get_model()):
-        if chunk.get("type") == "error":
-            raise RuntimeError(chunk.get("errorText") or "The summary could not be generated.")
-        if chunk.get("type") == "text-delta":
-            pieces.append(chunk["delta"])
-    summary = "".join(pieces).strip()
+    summary = (await generate_text(prompt, model=agent.get_model())).text.strip()
     if not summary:
         raise RuntimeError("The model returned an empty summary.")
     return summary

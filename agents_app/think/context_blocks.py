@@ -6,6 +6,9 @@ libraries the model loads a document from (`load_context`), and searchable libra
 (`search_context`, which also searches the conversation history itself under the label
 "history"). Every write keeps the previous content as a version, so any change can be undone.
 
+Blocks can also be added and removed while the agent runs (`add_context`, `remove_context`);
+their settings are stored with the session, so every later turn in any process has them.
+
 The system prompt is assembled from the blocks when a turn starts; writes made during a turn
 show from the next turn on (the prompt stays stable within a turn).
 """
@@ -24,14 +27,15 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 
 from agents_app.agents.tools import Tool
-from agents_app.storage import search
-from agents_app.storage.models import ContextBlock, ContextBlockVersion, ContextEntry, Session
+from agents_app.storage import search, transcript
+from agents_app.storage.models import ContextBlock, ContextBlockVersion, ContextEntry, Message, Session
 
 if TYPE_CHECKING:
     from agents_app.think.host import ThinkHost
 
 HISTORY_LABEL = "history"
 RULE = "═" * 46
+UNLOADED_MARK = "[skill unloaded: {key}]"
 Provider = Callable[["ThinkHost"], str | Awaitable[str]]
 
 
@@ -103,7 +107,10 @@ class ContextBlocks:
     def __init__(self, agent: ThinkHost) -> None:
         self.agent = agent
         self.session: Session = agent.session
-        self.specs = {spec.label: spec for spec in agent.context_blocks}
+        # Declared blocks win a label clash: a runtime block cannot shadow one written in code.
+        declared = {spec.label for spec in agent.context_blocks}
+        runtime = [spec for spec in agent.runtime_context_blocks if spec.label not in declared]
+        self.specs = {spec.label: spec for spec in (*agent.context_blocks, *runtime)}
 
     # -- reading ----------------------------------------------------------------------------
     def _spec(self, label: str) -> ContextBlockSpec:
@@ -193,6 +200,43 @@ class ContextBlocks:
 
         await sync_to_async(store)()
 
+    # -- blocks added while the agent runs ------------------------------------------------------
+    async def add_context(
+        self, label: str, *, description: str = "", max_tokens: int | None = None, readonly: bool = False, content: str = ""
+    ) -> BlockView:
+        """Add a text block to this session's system prompt from the next turn on (writable by
+        the model unless `readonly`); adding it again updates its settings and content."""
+        declared = {spec.label for spec in self.agent.context_blocks}
+        if label in declared or label == HISTORY_LABEL:
+            raise ContextBlockError(f'Block "{label}" is declared in code; choose another label.')
+        spec = ContextBlockSpec(label, description, max_tokens, readonly)
+        tokens = estimate_tokens(content)
+        if max_tokens and tokens > max_tokens:
+            raise ContextBlockError(f'Block "{label}" exceeds maxTokens: {tokens} > {max_tokens}')
+
+        def store() -> None:
+            settings = {"runtime": True, "description": description, "max_tokens": max_tokens, "readonly": readonly, "content": content}
+            ContextBlock.objects.update_or_create(session=self.session, label=label, defaults=settings)
+
+        await sync_to_async(store)()
+        self.specs[label] = spec
+        self.agent.runtime_context_blocks = (*(s for s in self.agent.runtime_context_blocks if s.label != label), spec)
+        return BlockView(label, description, content, tokens, max_tokens, spec.writable, spec.kind)
+
+    async def remove_context(self, label: str) -> bool:
+        """Remove a block added with `add_context` (its content too); False if there is none.
+        Declared blocks stay: they come back from the code on every turn."""
+        if label in {spec.label for spec in self.agent.context_blocks}:
+            raise ContextBlockError(f'Block "{label}" is declared in code and cannot be removed at run time.')
+
+        def delete() -> int:
+            return ContextBlock.objects.filter(session=self.session, label=label, runtime=True).delete()[0]
+
+        removed = bool(await sync_to_async(delete)())
+        self.specs.pop(label, None)
+        self.agent.runtime_context_blocks = tuple(s for s in self.agent.runtime_context_blocks if s.label != label)
+        return removed
+
     # -- the model's tools --------------------------------------------------------------------
     def tools(self) -> dict[str, Tool]:
         tools: dict[str, Tool] = {}
@@ -203,6 +247,7 @@ class ContextBlocks:
             tools["set_context"] = self._set_context_tool(writable)
         if skills:
             tools["load_context"] = self._load_context_tool(skills)
+            tools["unload_context"] = self._unload_context_tool(skills)
         tools["search_context"] = self._search_context_tool(searchable)
         return tools
 
@@ -233,6 +278,18 @@ class ContextBlocks:
 
         return Tool("load_context", "Load a document listed in a skills block of your system prompt.", LoadContext, load_context)
 
+    def _unload_context_tool(self, labels: list[str]) -> Tool:
+        UnloadContext = _labelled_input("UnloadContext", labels, key=(str, ...))
+
+        async def unload_context(label: str, key: str) -> str:
+            if await sync_to_async(unload_document)(self.session, label, key):
+                return f'Unloaded "{key}" from {label}. Context reclaimed.'
+            return f'"{key}" is not loaded from {label} (only documents loaded in earlier turns can be unloaded).'
+
+        loaded = ", ".join(sorted(self.agent.loaded_context_keys)) or "none"
+        description = f"Unload a document loaded with load_context, to reclaim its context. Loaded now: {loaded}."
+        return Tool("unload_context", description, UnloadContext, unload_context)
+
     def _search_context_tool(self, labels: list[str]) -> Tool:
         SearchContext = _labelled_input("SearchContext", labels, query=(str, ...))
 
@@ -260,6 +317,47 @@ class ContextBlocks:
                 scored.append((sum(len(re.findall(re.escape(word), text)) for word in words), key, content))
         scored.sort(key=lambda item: (-item[0], item[1]))
         return [f"[{key}]\n{content}" for _, key, content in scored[:10]]
+
+
+def runtime_specs(session: Session) -> tuple[ContextBlockSpec, ...]:
+    """The blocks `add_context` gave this session, in the order they were added."""
+    rows = ContextBlock.objects.filter(session=session, runtime=True).order_by("created_at", "id")
+    return tuple(ContextBlockSpec(r.label, r.description, r.max_tokens, r.readonly) for r in rows)
+
+
+def _loads(session: Session) -> list[tuple[Message, dict[str, Any], str, str]]:
+    """Documents load_context returned on the current branch and still carries: each with
+    the message holding the result, its label and its key."""
+    found = []
+    for message in transcript.active_path(session):
+        for part in message.parts or []:
+            if part.get("type") != "tool-load_context" or part.get("state") != "output-available":
+                continue
+            arguments = part.get("input") or {}
+            label, key = str(arguments.get("label", "")), str(arguments.get("key", ""))
+            if part.get("output") not in (f"Not found: {key}", UNLOADED_MARK.format(key=key)):
+                found.append((message, part, label, key))
+    return found
+
+
+def loaded_keys(session: Session) -> frozenset[str]:
+    """"label:key" of every document the model loaded and has not unloaded, read from the
+    history itself so it holds after a restart or in another process."""
+    return frozenset(f"{label}:{key}" for _, _, label, key in _loads(session))
+
+
+def unload_document(session: Session, label: str, key: str) -> bool:
+    """Replace the stored load_context results for `label`/`key` by a short marker, so later
+    turns no longer carry the document; False when it was not loaded. A load made in the
+    running turn is not stored yet, so it is not found here."""
+    changed: dict[int, Message] = {}
+    for message, part, loaded_label, loaded_key in _loads(session):
+        if (loaded_label, loaded_key) == (label, key):
+            part["output"] = UNLOADED_MARK.format(key=key)
+            changed[message.pk] = message
+    for message in changed.values():
+        message.save(update_fields=["parts", "updated_at"])
+    return bool(changed)
 
 
 def _labelled_input(name: str, labels: list[str], **fields: Any) -> type[pydantic.BaseModel]:

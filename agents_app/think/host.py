@@ -24,6 +24,8 @@ from agents_app.turns.agent_interface import ChatAgent
 if TYPE_CHECKING:
     from agents_app.think.context_blocks import ContextBlockSpec
     from agents_app.think.middleware import ModelMiddleware
+    from agents_app.think.skills import Skill
+    from agents_app.think.think_session import SessionBuilder
 
 
 class ThinkHost(ChatAgent, Protocol):
@@ -31,6 +33,9 @@ class ThinkHost(ChatAgent, Protocol):
     stop_when: Sequence[StopCondition]
     send_reasoning: bool
     context_blocks: tuple[ContextBlockSpec, ...]
+    # Read from the database at each turn start (think_session.load_runtime_state).
+    runtime_context_blocks: tuple[ContextBlockSpec, ...]
+    loaded_context_keys: frozenset[str]
     compact_after_tokens: int | None
     compaction_protect_head: int
     compaction_keep_tail: int
@@ -45,6 +50,10 @@ class ThinkHost(ChatAgent, Protocol):
 
     def get_model_middleware(self) -> list[ModelMiddleware]: ...
 
+    def get_skills(self) -> list[Skill]: ...
+
+    def configure_session(self, session: SessionBuilder) -> Any: ...
+
     def turn_tools(self) -> dict[str, Tool]: ...
 
     def turn_system_prompt(self) -> str: ...
@@ -57,6 +66,6 @@ class ThinkHost(ChatAgent, Protocol):
 
     async def after_tool_call(self, context: ToolCallResultContext) -> None: ...
 
-    async def on_step_finish(self, step: StepResult) -> None: ...
+    async def on_step_end(self, step: StepResult) -> None: ...
 
     async def on_chunk(self, chunk: dict[str, Any]) -> None: ...

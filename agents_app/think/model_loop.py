@@ -70,9 +70,10 @@ def _always_allowed(session_id: int) -> frozenset[str]:
     return frozenset([*(in_session or ()), *for_agent])
 
 
-async def always_allowed_tools(session: Session) -> frozenset[str]:
-    """Tools the owner always allows in this session or for this agent (tool_state)."""
-    return await sync_to_async(_always_allowed)(session.pk)
+async def always_allowed_tools(session: Session | None) -> frozenset[str]:
+    """Tools the owner always allows in this session or for this agent (tool_state); a loop
+    run outside a session (chat_stream.py without one) has no such grants."""
+    return frozenset() if session is None else await sync_to_async(_always_allowed)(session.pk)
 
 
 def requested_model(body: dict[str, Any] | None) -> str | None:
@@ -140,6 +141,8 @@ class _Step:
             [{"toolCallId": c.id, "toolName": c.name, "input": c.input} for c in self.record.tool_calls],
             [{"toolCallId": c.id, "output": o} for c, o in self.results],
             dict(outcome.usage or {}),
+            # A later step exists only because the previous one's tool results were fed back.
+            "initial" if number == 0 else "tool-result",
         )
 
     def history(self) -> list[dict[str, Any]]:
@@ -162,6 +165,8 @@ def _call_options(config: TurnConfig) -> dict[str, Any]:
         extra["temperature"] = config.temperature
     if config.max_output_tokens is not None:
         extra["max_tokens"] = config.max_output_tokens
+    if config.provider_options:
+        extra["extra_body"] = dict(config.provider_options)
     return extra
 
 
@@ -273,7 +278,7 @@ class ModelLoop:
         self.history = config.messages or to_openai_messages(self.messages, self.system)
         self.history_from_transcript = not config.messages
         self.turn_history_start = len(self.history)
-        tools = self.tools
+        tools = {**self.tools, **(config.tools or {})}
         self.client_schemas = [_client_tool_schema(t) for t in self.options.client_tools or [] if t["name"] not in self.tools]
         if config.active_tools is not None:
             tools = {name: tool for name, tool in tools.items() if name in config.active_tools}
@@ -357,7 +362,7 @@ class ModelLoop:
                 yield chunk
             yield {"type": "finish-step"}
             steps.append(step.result(self.step_number, finish_reason, outcome))
-            await self.agent.on_step_finish(steps[-1])
+            await self.agent.on_step_end(steps[-1])
             if not step.record.tool_calls or step.paused or any(stop(steps) for stop in stop_when):
                 break
             self.history.extend(step.history())

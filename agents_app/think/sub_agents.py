@@ -8,6 +8,9 @@ session's other turns, persisted there, streamed to the child's own connected cl
 callback gets every chunk the child's model loop produces (`on_event`), then `on_done(result)`
 or `on_error(text)`. Setting `signal` aborts the turn; the partial answer is persisted. The
 observation is process-local: `chat()` runs the turn in the calling process, on a Think agent.
+
+    await self.abort_sub_agent(ResearchAgent, "research")   # stop its running turn (partial kept)
+    await self.delete_sub_agent(ResearchAgent, "research")  # remove it with its stored messages
 """
 from __future__ import annotations
 
@@ -23,8 +26,9 @@ from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import UIMessage, normalize_messages, user_text_message
 from agents_app.agents.tools import Tool
+from agents_app.turns import chat as chat_ops
 from agents_app.turns import runner
-from agents_app.turns.instances import load_agent, resolve_session
+from agents_app.turns.instances import find_session, load_agent, resolve_session
 from agents_app.turns.registry import agent_segment
 from agents_app.turns.agent_interface import ChatAgent, HostedAgent
 from agents_app.turns.types import TurnRequest, TurnResult, new_request_id
@@ -83,6 +87,31 @@ async def sub_agent(parent: HostedAgent, agent_class: type[A], name: str) -> A:
     if not isinstance(child, agent_class):
         raise TypeError(f"{agent_class.__name__} is not registered (see register_agent)")
     return child
+
+
+async def _existing(parent: HostedAgent, agent_class: type[HostedAgent], name: str) -> Any:
+    """The child's session if it was ever created (never creating it)."""
+    return await sync_to_async(find_session)(agent_segment(agent_class.__name__), name, parent.session.owner)
+
+
+async def abort(parent: HostedAgent, agent_class: type[HostedAgent], name: str) -> bool:
+    """Abort the child's running turns wherever they run (their partial answers are kept;
+    queued ones still run). False when the child does not exist."""
+    session = await _existing(parent, agent_class, name)
+    if session is None:
+        return False
+    await chat_ops.stop(session)
+    return True
+
+
+async def delete(parent: HostedAgent, agent_class: type[HostedAgent], name: str) -> bool:
+    """Abort the child's turns and delete its session with every stored message; the next
+    sub_agent() call for it starts empty. False when it does not exist."""
+    session = await _existing(parent, agent_class, name)
+    if session is None or session.pk == parent.session.pk:
+        return False
+    await chat_ops.destroy(session)
+    return True
 
 
 async def _abort_when(signal: asyncio.Event, session_id: int, request_id: str) -> None:

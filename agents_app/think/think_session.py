@@ -1,18 +1,24 @@
-"""What a Think agent's session adds to the model turn (think.md §6): context blocks in the
-system prompt and as tools, and in the history the model sees compaction overlays (on by
-default at a fraction of the model's context window) and truncated older tool outputs."""
+"""What a Think agent's session adds to the model turn (think.md §6): context blocks and skills
+in the system prompt and as tools, and in the history the model sees compaction overlays (on by
+default at a fraction of the model's context window) and truncated older tool outputs.
+
+The session is set up in code once per agent instance and process, before its first use, by
+the agent's `configure_session(builder)`; blocks added at run time (`add_context`) and documents the
+model loaded are read from the database at every turn start."""
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import UIMessage
 from agents_app.think import compaction
 from agents_app.providers.convert import to_openai_messages
-from agents_app.think.context_blocks import ContextBlocks
+from agents_app.think import skills
+from agents_app.think.context_blocks import BlockKind, ContextBlocks, ContextBlockSpec, Provider, loaded_keys, runtime_specs
 from agents_app.think.context_window import compaction_threshold, estimate_request_tokens
 from agents_app.think.pruning import truncate_older_messages
 from agents_app.agents.tools import Tool
@@ -25,12 +31,86 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+class SessionBuilder:
+    """What `configure_session` receives: the session's blocks, starting from the class's
+    `context_blocks`, and its compaction threshold. Every method returns the builder, so calls
+    chain."""
+
+    def __init__(self, blocks: tuple[ContextBlockSpec, ...]) -> None:
+        self.blocks = list(blocks)
+        # None: not set here, so the agent's own setting (class or admin settings) stays in force.
+        self.compact_after_tokens: int | None = None
+
+    def with_context(
+        self,
+        label: str,
+        *,
+        description: str = "",
+        max_tokens: int | None = None,
+        readonly: bool = False,
+        kind: BlockKind = BlockKind.TEXT,
+        initial: str = "",
+        provider: Provider | None = None,
+    ) -> SessionBuilder:
+        """A block of the system prompt, after the ones before it (same label: replaced in place)."""
+        spec = ContextBlockSpec(label, description, max_tokens, readonly, kind, initial, provider)
+        at = next((i for i, existing in enumerate(self.blocks) if existing.label == label), len(self.blocks))
+        self.blocks[at : at + 1] = [spec]
+        return self
+
+    def with_skills(self, label: str, description: str = "") -> SessionBuilder:
+        """A library of documents the model loads with load_context and drops with unload_context."""
+        return self.with_context(label, description=description, kind=BlockKind.SKILLS)
+
+    def with_search(self, label: str, description: str = "") -> SessionBuilder:
+        """A library the model searches with search_context."""
+        return self.with_context(label, description=description, kind=BlockKind.SEARCHABLE)
+
+    def compact_after(self, tokens: int) -> SessionBuilder:
+        """Summarise older messages once the history the model reads is over `tokens` (0: never automatically)."""
+        self.compact_after_tokens = tokens
+        return self
+
+
+async def configure(agent: ThinkHost) -> dict[str, Any]:
+    """Run the agent's `configure_session` (sync or async) and set what it built on the
+    agent; returns those attributes, for later objects of the same instance to adopt."""
+    builder = SessionBuilder(tuple(agent.context_blocks))
+    outcome: Any = agent.configure_session(builder)
+    if inspect.isawaitable(outcome):
+        outcome = await outcome
+    built = outcome if isinstance(outcome, SessionBuilder) else builder
+    adopted: dict[str, Any] = {"context_blocks": tuple(built.blocks)}
+    if built.compact_after_tokens is not None:
+        adopted["compact_after_tokens"] = built.compact_after_tokens
+    for attribute, value in adopted.items():
+        setattr(agent, attribute, value)
+    return adopted
+
+
+async def load_runtime_state(agent: ThinkHost) -> None:
+    """The blocks added at run time and the documents the model has loaded, as stored now
+    (another process may have changed them since this object last looked)."""
+    def read() -> tuple[tuple[ContextBlockSpec, ...], frozenset[str]]:
+        return runtime_specs(agent.session), loaded_keys(agent.session)
+
+    agent.runtime_context_blocks, agent.loaded_context_keys = await sync_to_async(read)()
+
+
+def _has_blocks(agent: ThinkHost) -> bool:
+    return bool(agent.context_blocks or agent.runtime_context_blocks)
+
+
 def framework_tools(agent: ThinkHost) -> dict[str, Tool]:
-    return ContextBlocks(agent).tools() if agent.context_blocks else {}
+    """The context-block tools, then the skill tools."""
+    context = ContextBlocks(agent).tools() if _has_blocks(agent) else {}
+    return {**context, **skills.tools(agent.get_skills())}
 
 
 async def render_context(agent: ThinkHost) -> str:
-    return await ContextBlocks(agent).render() if agent.context_blocks else ""
+    """The system prompt's section after the agent's own prompt: blocks, then the skills list."""
+    blocks = await ContextBlocks(agent).render() if _has_blocks(agent) else ""
+    return "\n\n".join(section for section in (blocks, skills.render(agent.get_skills())) if section)
 
 
 async def model_view(agent: ThinkHost, messages: list[UIMessage]) -> list[UIMessage]:

@@ -13,6 +13,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from agents_app import limits
 from agents_app.agents.agent import AIChatAgent
+from agents_app.gateway.workers_ai import AiTextStream
 from agents_app.turns.instances import (
     InvalidSessionName,
     UnknownAgent,
@@ -27,6 +28,7 @@ from agents_app.storage.models import Session
 from agents_app.transport import chat_endpoint, http_turns
 from agents_app.transport.auth import user_for_token
 from agents_app.transport.json_body import BadJSONBody, json_object
+from agents_app.transport.responses import sse_response
 
 _SAFE_METHODS = {"GET", "HEAD", "OPTIONS", "TRACE"}
 
@@ -109,7 +111,10 @@ async def agent_endpoint(request: HttpRequest, agent: str, name: str, rest: str 
         return await _switch_branch(request, instance)
     if rest.strip("/") == "chat" and isinstance(instance, AIChatAgent):
         return await chat_endpoint.chat_endpoint(instance, request)  # chat agents' built-in HTTP turn
-    return await instance.on_request(request, rest)
+    response = await instance.on_request(request, rest)
+    if isinstance(response, AiTextStream):  # Workers AI's streamed form, sent in its own format
+        return sse_response(response, done_marker="[DONE]")
+    return response
 
 
 def _limit(request: HttpRequest) -> int:

@@ -36,9 +36,10 @@ def block_history(session: Session, label: str) -> list[dict[str, Any]]:
 def memory_context(session: Session, *, error: str = "", open_panel: bool = False) -> dict[str, Any] | None:
     """The context blocks of a Think agent's session, for the memory panel (None: no panel)."""
     agent = load_agent(session)
-    if not isinstance(agent, ThinkAgent) or not agent.context_blocks:
+    # Read through the agent: configure_session and add_context may give it blocks its class lacks.
+    blocks = async_to_sync(agent.get_context_blocks)() if isinstance(agent, ThinkAgent) else []
+    if not blocks:
         return None
-    blocks = async_to_sync(agent.get_context_blocks)()
     for block in blocks:
         block["history"] = block_history(session, block["label"]) if block["writable"] else []
     return {"blocks": blocks, "agent": session.agent.slug, "name": session.name, "error": error, "open": open_panel}
@@ -47,7 +48,8 @@ def memory_context(session: Session, *, error: str = "", open_panel: bool = Fals
 def _own_think_session(request: HttpRequest, agent: str, name: str) -> tuple[Session, ThinkAgent] | None:
     session = get_object_or_404(Session.objects.select_related("agent"), agent__slug=agent, name=name, owner=request.user)
     instance = load_agent(session)
-    return (session, instance) if isinstance(instance, ThinkAgent) and instance.context_blocks else None
+    has_blocks = isinstance(instance, ThinkAgent) and bool(async_to_sync(instance.get_context_blocks)())
+    return (session, instance) if has_blocks else None
 
 
 @login_required
