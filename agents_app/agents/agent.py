@@ -308,7 +308,8 @@ class AIChatAgent(Agent):
     final_transcript_to_requester: ClassVar[bool] = False
     # `merge` concurrency collapses queued user messages into one (ai-chat); Think keeps them.
     merges_queued_user_messages: ClassVar[bool] = True
-    # Durable recovery of turns whose process died: True, False or {"maxAttempts": N, "terminalMessage": "…"}.
+    # Durable recovery of turns whose process died: True, False or {"maxAttempts": N, "terminalMessage": "…",
+    # "noProgressTimeoutMs": ms, "maxRecoveryWork": N} (turns/recovery.py RecoveryConfig).
     chat_recovery: ClassVar[bool | dict[str, Any]] = True
     # Tokens the model can read (input and output); None: known from the model's name or the
     # settings (think/context_window.py).
@@ -487,8 +488,15 @@ class AIChatAgent(Agent):
         True): keep the partial answer, and continue it (or retry the unanswered message)."""
         return None
 
+    def should_keep_recovering(self, ctx: ChatRecoveryContext) -> bool | Awaitable[bool]:
+        """Asked (sync or async) before each recovery attempt from the second on, with
+        `ctx.attempt`, `ctx.work` and `ctx.age_ms`: False gives up with "recovery_aborted";
+        raising counts as True."""
+        return True
+
     async def on_chat_recovery_exhausted(self, ctx: ChatRecoveryContext, reason: str, terminal_message: str) -> None:
-        """Recovery gave up (`reason`, e.g. "max_attempts_exceeded"); the user was shown `terminal_message`."""
+        """Recovery gave up (`reason`: "max_attempts_exceeded", "no_progress_timeout",
+        "work_budget_exceeded" or "recovery_aborted"); the user was shown `terminal_message`."""
 
 
 class ThinkAgent(AIChatAgent):

@@ -4,6 +4,7 @@ protocols without naming them, so the engine never imports the agent API built o
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from agents_app.storage.models import Agent as AgentRecord
@@ -48,6 +49,8 @@ class ChatAgent(HostedAgent, Protocol):
     def on_chat_error(self, error: BaseException) -> BaseException: ...
 
     async def on_chat_recovery(self, ctx: ChatRecoveryContext) -> dict[str, bool] | None: ...
+
+    def should_keep_recovering(self, ctx: ChatRecoveryContext) -> bool | Awaitable[bool]: ...
 
     async def on_chat_recovery_exhausted(self, ctx: ChatRecoveryContext, reason: str, terminal_message: str) -> None: ...
 

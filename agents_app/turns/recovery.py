@@ -12,6 +12,8 @@ turn ends.
 """
 from __future__ import annotations
 
+import inspect
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -20,7 +22,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from agents_app.protocol import frames
@@ -41,20 +43,32 @@ RECOVERING_TTL = timedelta(minutes=15)
 
 @dataclass(frozen=True)
 class RecoveryConfig:
+    """The budgets of one recovery chain (think.md §9.1); `chat_recovery` on the agent."""
+
     max_attempts: int = 10
     terminal_message: str = DEFAULT_TERMINAL_MESSAGE
+    no_progress_timeout_ms: int = 300_000
+    max_recovery_work: int = 1000
 
     @classmethod
     def parse(cls, value: Any) -> RecoveryConfig | None:
         """`chat_recovery`: True (defaults), False (persist the partial, never re-run) or
-        {"maxAttempts": N, "terminalMessage": "…"}."""
+        {"maxAttempts": N, "terminalMessage": "…", "noProgressTimeoutMs": ms,
+        "maxRecoveryWork": N}, each key also accepted in snake_case."""
         if value is False or value is None:
             return None
-        if isinstance(value, dict):
-            attempts = value.get("maxAttempts", value.get("max_attempts", cls.max_attempts))
-            message = value.get("terminalMessage", value.get("terminal_message", cls.terminal_message))
-            return cls(int(attempts), str(message))
-        return cls()
+        if not isinstance(value, dict):
+            return cls()
+
+        def setting(camel: str, snake: str) -> Any:
+            return value.get(camel, value.get(snake, getattr(cls, snake)))
+
+        return cls(
+            max_attempts=int(setting("maxAttempts", "max_attempts")),
+            terminal_message=str(setting("terminalMessage", "terminal_message")),
+            no_progress_timeout_ms=int(setting("noProgressTimeoutMs", "no_progress_timeout_ms")),
+            max_recovery_work=int(setting("maxRecoveryWork", "max_recovery_work")),
+        )
 
 
 @dataclass
@@ -75,6 +89,11 @@ class ChatRecoveryContext:
     last_body: dict[str, Any] | None = None
     last_client_tools: list[dict[str, Any]] | None = None
     recovery_data: Any = None  # the interrupted turn's last `stash()`
+    # Stream chunks the chain's recovery turns stored so far (the interrupted original's are
+    # not recovery work): what `maxRecoveryWork` bounds.
+    work: int = 0
+    # Milliseconds since the chain's first interruption was detected.
+    age_ms: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -109,8 +128,54 @@ def _claim(turn_id: int) -> Turn | None:
         return turn
 
 
-def _attempt(turn: Turn, root: str) -> int:
-    return Turn.objects.filter(session_id=turn.session_id, recovery_root=root).count()
+@dataclass(frozen=True)
+class _ChainProgress:
+    """What a recovery chain (its original turn and the recovery turns that re-ran it) did."""
+
+    attempts: int  # recovery turns run so far
+    # Every chunk the recovery turns stored, framing included: counted on the turn rows,
+    # which outlive their chunk logs, so the budget holds however long the chain runs.
+    work: int
+    first_interrupted_at: datetime
+    # The chain's first interruption, or the end of the latest recovery turn that streamed
+    # output: the no-progress window starts there.
+    last_progress_at: datetime
+
+
+# Chunks that frame a stream rather than carry output: a Think turn stores "start" before
+# its model call, so an attempt killed while waiting for the model made no progress.
+_FRAMING_CHUNKS = frozenset({"start", "finish", "start-step", "finish-step", "message-metadata", "abort", "error"})
+
+
+def _streamed_output(turn_id: int) -> bool:
+    bodies = [body for _, body in chunk_log.read_bodies(turn_id)]
+    if not bodies:
+        return True  # its log was swept (chunk_count says it streamed): assume output, never exhaust early
+    for body in bodies:
+        if body is None:
+            return True  # too large to store: certainly output
+        try:
+            chunk = json.loads(body)
+        except ValueError:
+            continue
+        if isinstance(chunk, dict) and chunk.get("type") not in _FRAMING_CHUNKS:
+            return True
+    return False
+
+
+def _chain_progress(turn: Turn, root: str) -> _ChainProgress:
+    recoveries = Turn.objects.filter(session_id=turn.session_id, recovery_root=root)
+    original = Turn.objects.filter(session_id=turn.session_id, request_id=root).values_list("finished_at", flat=True).first()
+    # _claim stamped the original's finished_at when its interruption was detected.
+    first_interrupted_at = original or turn.finished_at or timezone.now()
+    streamed = recoveries.filter(chunk_count__gt=0, finished_at__isnull=False).order_by("-finished_at")
+    last_output_at = next((t.finished_at for t in streamed.only("pk", "finished_at") if _streamed_output(t.pk)), None)
+    return _ChainProgress(
+        attempts=recoveries.count(),
+        work=recoveries.aggregate(total=Sum("chunk_count"))["total"] or 0,
+        first_interrupted_at=first_interrupted_at,
+        last_progress_at=max(first_interrupted_at, last_output_at or first_interrupted_at),
+    )
 
 
 async def recover(turn_id: int) -> TurnResult | None:
@@ -131,10 +196,12 @@ async def recover(turn_id: int) -> TurnResult | None:
     root = turn.recovery_root or turn.request_id
     partial, has_output = await sync_to_async(_rebuild_partial)(turn, session)
     context = dict(session.request_context or {})
+    chain = await sync_to_async(_chain_progress)(turn, root)
+    now = timezone.now()
     ctx = ChatRecoveryContext(
         incident_id=uuid.uuid4().hex,
         recovery_root_request_id=root,
-        attempt=await sync_to_async(_attempt)(turn, root) + 1,
+        attempt=chain.attempts + 1,
         max_attempts=config.max_attempts if config else 0,
         recovery_kind="continue" if has_output else "retry",
         stream_id=turn.request_id,
@@ -146,6 +213,8 @@ async def recover(turn_id: int) -> TurnResult | None:
         last_body=context.get("lastBody"),
         last_client_tools=context.get("lastClientTools"),
         recovery_data=turn.recovery_data,
+        work=chain.work,
+        age_ms=_ms(now - chain.first_interrupted_at),
     )
     decision = {"persist": True, "continue": True, **(await agent.on_chat_recovery(ctx) or {})}
     settled_tools = any(is_tool_part(p) and p.get("state") == "output-available" for p in partial["parts"])
@@ -155,10 +224,40 @@ async def recover(turn_id: int) -> TurnResult | None:
     if config is None or not decision["continue"]:
         await finished(session.pk, root)
         return None
-    if ctx.attempt > config.max_attempts:
-        await _exhaust(agent, session, turn, ctx, config)
+    reason = await _exhausted_reason(agent, ctx, config, _ms(now - chain.last_progress_at))
+    if reason is not None:
+        await _exhaust(agent, session, turn, ctx, config, reason)
         return None
     return await _run_recovery_turn(session, root, ctx)
+
+
+def _ms(delta: timedelta) -> int:
+    return int(delta.total_seconds() * 1000)
+
+
+async def _exhausted_reason(agent: ChatAgent, ctx: ChatRecoveryContext, config: RecoveryConfig, idle_ms: int) -> str | None:
+    """Why the chain must stop before this attempt (think.md §9.2 step 5), or None to go on."""
+    if ctx.attempt > config.max_attempts:
+        return "max_attempts_exceeded"
+    if idle_ms >= config.no_progress_timeout_ms:
+        return "no_progress_timeout"
+    if ctx.work > config.max_recovery_work:
+        return "work_budget_exceeded"
+    # The first attempt always runs: the hook judges a chain by how its recoveries went.
+    if ctx.attempt >= 2 and not await _should_keep_recovering(agent, ctx):
+        return "recovery_aborted"
+    return None
+
+
+async def _should_keep_recovering(agent: ChatAgent, ctx: ChatRecoveryContext) -> bool:
+    try:
+        verdict = agent.should_keep_recovering(ctx)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+    except Exception:  # a broken hook must not strand the user's answer: keep recovering
+        logger.exception("should_keep_recovering failed for %s", ctx.request_id)
+        return True
+    return bool(verdict)
 
 
 def _rebuild_partial(turn: Turn, session: Session) -> tuple[UIMessage, bool]:
@@ -225,8 +324,10 @@ async def finished(session_id: int, root: str) -> None:
         await broadcast.broadcast(session_id, [frames.chat_recovering(False, root)])
 
 
-async def _exhaust(agent: ChatAgent, session: Session, turn: Turn, ctx: ChatRecoveryContext, config: RecoveryConfig) -> None:
-    """Out of attempts: the partial stays, the user is told, reconnecting clients get the
+async def _exhaust(
+    agent: ChatAgent, session: Session, turn: Turn, ctx: ChatRecoveryContext, config: RecoveryConfig, reason: str,
+) -> None:
+    """Out of budget (`reason`): the partial stays, the user is told, reconnecting clients get the
     terminal record through the resume handshake."""
     terminal = {"requestId": turn.request_id, "body": config.terminal_message}
     await sync_to_async(Session.objects.filter(pk=session.pk).update)(terminal=terminal)
@@ -234,7 +335,7 @@ async def _exhaust(agent: ChatAgent, session: Session, turn: Turn, ctx: ChatReco
     await broadcast.broadcast(session.pk, [error])
     await finished(session.pk, ctx.recovery_root_request_id)
     try:
-        await agent.on_chat_recovery_exhausted(ctx, "max_attempts_exceeded", config.terminal_message)
+        await agent.on_chat_recovery_exhausted(ctx, reason, config.terminal_message)
     except Exception:  # the hook must not stop the terminal outcome from being recorded
         logger.exception("on_chat_recovery_exhausted failed for %s", turn.request_id)
 
