@@ -212,3 +212,13 @@ async def test_an_ai_chat_agents_classification_reaches_its_on_chat_error(user, 
     assert (result.status, result.error) == ("error", "This month's quota is spent.")
     [ctx] = QuotaChatAgent.seen
     assert (ctx.stage, ctx.classification, ctx.request_id) == ("turn", "fatal", result.request_id)
+
+
+async def test_proactive_compaction_happens_at_most_max_compactions_times_a_turn(user, model):
+    agent = await agent_for(user, "proactive-agent", "once")
+    await agent.persist_messages(exchanges(6))
+    read = [Reply.tool_calls([ToolCallSpec("read_report", json.dumps({"number": n}))]) for n in (7, 8)]
+    model.script(with_usage(read[0], 9_500), Reply.text("Summary of six reports."), with_usage(read[1], 9_900), Reply.text("Both are read."))
+    result = await agent.save_messages([user_message("Read reports 7 and 8", "u9")])
+    assert result.status == "completed" and len(model.requests) == 4
+    assert await compactions(agent) == 1
