@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from agents_app.think.structured import ObjectGenerationError, generate_object
     from agents_app.think.think_session import SessionBuilder
     from agents_app.turns.registry import register_agent
-    from agents_app.turns.types import ChatOptions, ChatResponse, Connection, ConnectionContext, new_request_id
+    from agents_app.providers.errors import ChatErrorClassification, classify_error
+    from agents_app.turns.types import ChatErrorContext, ChatOptions, ChatResponse, Connection, ConnectionContext, new_request_id
 
 _WHERE: dict[str, str] = {
     "Agent": "agents_app.agents.agent",
@@ -51,6 +52,9 @@ _WHERE: dict[str, str] = {
     "Approval": "agents_app.agents.tools",
     "BlockKind": "agents_app.think.context_blocks",
     "callable_method": "agents_app.agents.agent",
+    "ChatErrorClassification": "agents_app.providers.errors",
+    "ChatErrorContext": "agents_app.turns.types",
+    "classify_error": "agents_app.providers.errors",
     "ChatOptions": "agents_app.turns.types",
     "ChatResponse": "agents_app.turns.types",
     "ChatStreamResult": "agents_app.think.chat_stream",

@@ -46,7 +46,9 @@ from agents_app.agents.hooks import (
 from agents_app.think.middleware import ModelMiddleware
 from agents_app.think.model_loop import ModelLoop
 from agents_app.agents.tools import Approval, Tool
+from agents_app.providers.errors import ChatErrorClassification
 from agents_app.turns.types import (
+    ChatErrorContext,
     ChatOptions,
     ChatResponse,
     ChatResponseResult,
@@ -479,8 +481,15 @@ class AIChatAgent(Agent):
     async def on_chat_response(self, result: ChatResponseResult) -> None:
         """After every turn, outside the turn lock (safe to start another turn)."""
 
-    def on_chat_error(self, error: BaseException) -> BaseException:
-        """Return the error whose message clients see; the default shows it unchanged."""
+    def classify_chat_error(self, error: BaseException | str, ctx: ChatErrorContext) -> ChatErrorClassification | None:
+        """What kind of failure this is ("context_overflow", "rate_limit", "transient", "fatal",
+        "unknown"); None leaves it to the ready-made `classify_error`. Think's overflow
+        recovery acts on the answer, and `on_chat_error` receives it as `ctx.classification`."""
+        return None
+
+    def on_chat_error(self, error: BaseException, ctx: ChatErrorContext) -> BaseException:
+        """Return the error whose message clients see (`ctx`: stage, request id, classification);
+        the default shows it unchanged. Overrides that take the error alone still work."""
         return error
 
     async def on_chat_recovery(self, ctx: ChatRecoveryContext) -> dict[str, bool] | None:
@@ -532,6 +541,10 @@ class ThinkAgent(AIChatAgent):
     # Messages at the start and at the end of the path that compaction never summarises.
     compaction_protect_head: ClassVar[int] = 2
     compaction_keep_tail: ClassVar[int] = 4
+    # Context-window overflow (think.md §9.4): None compacts and retries a refused step once;
+    # {"reactive": bool, "maxRetries": n, "proactive": {"maxInputTokens": n, "headroom": 0.9,
+    # "maxCompactions": 1}} sets both recoveries (snake_case keys too).
+    context_overflow: ClassVar[dict[str, Any] | None] = None
     configurable = (
         "message_concurrency",
         "max_persisted_messages",

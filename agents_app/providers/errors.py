@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
 import openai
 
@@ -53,13 +54,55 @@ _OVERFLOW_PHRASES = (
 )
 
 
-def is_context_overflow(error: BaseException) -> bool:
+def is_context_overflow(error: BaseException | str) -> bool:
     """The upstream refused the request as too long for the model (OpenAI's
     `context_length_exceeded` 400, or the phrases other providers use)."""
-    cause = error.__cause__
-    if isinstance(cause, openai.APIStatusError) and isinstance(cause.body, dict):
-        inner = cause.body.get("error", cause.body)
-        if isinstance(inner, dict) and inner.get("code") in _OVERFLOW_CODES:
-            return True
+    if _status_error(error) is not None and _error_code(error) in _OVERFLOW_CODES:
+        return True
+    return _mentions(error, _OVERFLOW_PHRASES)
+
+
+# What an agent's `classify_chat_error` may answer (think.md §5, §9.4).
+ChatErrorClassification = Literal["context_overflow", "rate_limit", "transient", "fatal", "unknown"]
+
+_RATE_LIMIT_PHRASES = ("rate limit", "rate_limit", "too many requests", "http 429", "quota exceeded", "tokens per min")
+_TRANSIENT_PHRASES = ("overloaded", "temporarily unavailable", "timed out", "did not answer in time", "could not be reached", "try again later")
+
+
+def _status_error(error: BaseException | str) -> openai.APIStatusError | None:
+    """The upstream's HTTP error behind a failure: ModelError keeps it as its cause."""
+    for candidate in (error, getattr(error, "__cause__", None)):
+        if isinstance(candidate, openai.APIStatusError):
+            return candidate
+    return None
+
+
+def _error_code(error: BaseException | str) -> object:
+    status = _status_error(error)
+    body = status.body if status is not None else None
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    return inner.get("code") if isinstance(inner, dict) else None
+
+
+def _mentions(error: BaseException | str, phrases: tuple[str, ...]) -> bool:
     text = str(error).lower()
-    return any(phrase in text for phrase in _OVERFLOW_PHRASES)
+    return any(phrase in text for phrase in phrases)
+
+
+def classify_error(error: BaseException | str) -> ChatErrorClassification | None:
+    """The ready-made classifier: what kind of failure an upstream error (or its text) is,
+    from the HTTP status and the phrases common providers use; None when nothing matches."""
+    if is_context_overflow(error):
+        return "context_overflow"
+    status = _status_error(error)
+    code = status.status_code if status is not None else None
+    if code == 429 or _mentions(error, _RATE_LIMIT_PHRASES):
+        return "rate_limit"
+    cause = getattr(error, "__cause__", None)
+    if isinstance(error, openai.APIConnectionError) or isinstance(cause, openai.APIConnectionError):
+        return "transient"  # APITimeoutError is a connection error too
+    if (code is not None and code >= 500) or _mentions(error, _TRANSIENT_PHRASES):
+        return "transient"
+    if code is not None and code in (400, 401, 403, 404, 422):
+        return "fatal"  # the same request fails the same way again
+    return None

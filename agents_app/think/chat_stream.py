@@ -31,10 +31,11 @@ from agents_app.agents.hooks import (
 from agents_app.agents.tools import Tool
 from agents_app.gateway.text import per_call_options
 from agents_app.protocol.messages import UIMessage
+from agents_app.providers.errors import ChatErrorClassification
 from agents_app.providers.openai_chat import default_model
 from agents_app.think.middleware import ModelMiddleware
 from agents_app.think.model_loop import ModelLoop
-from agents_app.turns.types import ChatOptions, new_request_id
+from agents_app.turns.types import ChatErrorContext, ChatOptions, new_request_id
 
 if TYPE_CHECKING:
     from agents_app.storage.models import Session
@@ -76,6 +77,11 @@ class _CallSettings:
 
     send_reasoning = True
     extensions = _NoExtensions()
+    # The built-in overflow handling and the ready-made classifier: a call has no agent hooks.
+    context_overflow = None
+
+    def classify_chat_error(self, error: BaseException | str, ctx: ChatErrorContext) -> ChatErrorClassification | None:
+        return None
 
     def __init__(
         self, *, system: str, model: str | None, tools: dict[str, Tool], max_steps: int, stop_when: Sequence[StopCondition],

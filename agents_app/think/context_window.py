@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -179,3 +180,38 @@ def fit_to_window(messages: list[dict[str, Any]], budget: int, tools: list[dict[
         del fitted[head:end]
         last_user -= end - head
     return fitted
+
+
+@dataclass(frozen=True)
+class OverflowPolicy:
+    """A Think agent's `context_overflow` (think.md §9.4), read once per turn.
+
+    Reactive: a step the upstream refused as too long (per `classify_chat_error`) is compacted
+    and run again, up to `max_retries` times. Proactive: once a step reported `proactive_at`
+    input tokens or more, the conversation is compacted before the next step, at most
+    `max_compactions` times a turn."""
+
+    reactive: bool = True
+    max_retries: int = 1
+    proactive_at: int | None = None
+    max_compactions: int = 1
+
+
+def overflow_policy(config: dict[str, Any] | None) -> OverflowPolicy:
+    """`context_overflow` as the model loop applies it. None (the default) keeps the built-in
+    compact-and-retry-once; a dict that leaves `reactive` out keeps it on as well, so setting
+    only `proactive` does not lose it. camelCase keys as in the reference, snake_case too."""
+    if config is None:
+        return OverflowPolicy()
+
+    def read(source: dict[str, Any], camel: str, snake: str, default: Any) -> Any:
+        return source.get(camel, source.get(snake, default))
+
+    proactive = config.get("proactive") or {}
+    limit = read(proactive, "maxInputTokens", "max_input_tokens", None)
+    return OverflowPolicy(
+        reactive=bool(config.get("reactive", True)),
+        max_retries=max(0, int(read(config, "maxRetries", "max_retries", 1))),
+        proactive_at=int(limit * float(proactive.get("headroom", 0.9))) if limit else None,
+        max_compactions=max(0, int(read(proactive, "maxCompactions", "max_compactions", 1))),
+    )

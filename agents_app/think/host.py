@@ -39,6 +39,7 @@ class ThinkHost(ChatAgent, Protocol):
     compact_after_tokens: int | None
     compaction_protect_head: int
     compaction_keep_tail: int
+    context_overflow: dict[str, Any] | None
     # sandbox/extensions.py's ExtensionManager (a floor above): its `tools()` join every step.
     extensions: Any
     wait_for_mcp_connections: bool | dict[str, Any]

@@ -21,10 +21,9 @@ from asgiref.sync import sync_to_async
 from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
 from agents_app.providers.convert import to_openai_messages
 from agents_app.gateway.steps import StepOutcome, StepStream, ToolCall, text_ids
-from agents_app.providers.errors import is_context_overflow
 from agents_app.providers.openai_chat import ModelError, make_client
 from agents_app.think import compaction, stream_writer, sub_agents, think_session
-from agents_app.think.context_window import fit_to_window, input_budget
+from agents_app.think.context_window import fit_to_window, input_budget, overflow_policy
 from agents_app.agents.hooks import (
     BLOCKED_TOOL_TEXT,
     StepConfig,
@@ -37,7 +36,8 @@ from agents_app.agents.hooks import (
 )
 from agents_app.think.middleware import ModelCall, ModelCallParams, wrap_model_call
 from agents_app.agents.tools import Tool, ToolInputError
-from agents_app.turns.types import ChatOptions
+from agents_app.turns import chat_errors
+from agents_app.turns.types import ChatErrorContext, ChatOptions
 from agents_app.storage import transcript
 from agents_app.storage.models import Session, ToolGrant
 from agents_app.testing import faults
@@ -185,6 +185,8 @@ class ModelLoop:
         self.options = options
         self.stored = stored if stored is not None else options.messages
         self.budget_factor = 1.0
+        self.overflow = overflow_policy(agent.context_overflow)
+        self.proactive_compactions = 0
         self.history_from_transcript = True
         self.turn_history_start = 0
         self.tools = {**agent.turn_tools(), **sub_agents.extra_tools(options.request_id)}
@@ -309,16 +311,30 @@ class ModelLoop:
         return fit_to_window(params.messages, int(budget * self.budget_factor), params.tools)
 
     async def _shrink_after_overflow(self) -> None:
-        """The upstream said the request is too long: compact the conversation (the overlay
-        also serves later turns), read the history again through it, and aim lower."""
+        """The upstream said the request is too long: compact, and aim lower."""
         self.budget_factor = OVERFLOW_BUDGET_FACTOR
+        await self._compact_history()
+
+    async def _compact_when_near_limit(self, steps: list[StepResult]) -> None:
+        """Proactive overflow handling: the previous step's reported input (or total) tokens
+        came close to the configured limit, so the next step would likely be refused."""
+        if self.overflow.proactive_at is None or not steps or self.proactive_compactions >= self.overflow.max_compactions:
+            return
+        usage = steps[-1].usage
+        if usage.get("inputTokens", usage.get("totalTokens", 0)) >= self.overflow.proactive_at:
+            self.proactive_compactions += 1
+            await self._compact_history()
+
+    async def _compact_history(self) -> None:
+        """Compact the conversation (the overlay also serves later turns) and read the
+        history again through it, keeping the steps this turn already took."""
         if not self.history_from_transcript:
-            return  # before_turn supplied the messages: only the tighter fit applies
+            return  # before_turn supplied the messages: there is no transcript view to rebuild
         try:
             if await compaction.compact(self.agent) is None:
                 return
         except Exception:
-            return  # the tighter fit alone still gives the retry its chance
+            return  # a failed summary leaves the turn uncompacted; a retry still fits tighter
         await self.agent.broadcast_transcript()
         current = {m["id"]: m for m in self.messages}  # keeps results this turn already added
         self.messages = [current.get(m["id"], m) for m in await think_session.model_view(self.agent, self.stored)]
@@ -346,6 +362,7 @@ class ModelLoop:
         finish_reason = "stop"
         steps: list[StepResult] = []
         for self.step_number in range(config.max_steps or self.agent.max_steps):
+            await self._compact_when_near_limit(steps)
             if config.active_tools is None:  # an extension loaded in the previous step is offered from now on
                 turn_tools.update({n: t for n, t in self.agent.extensions.tools().items() if n not in turn_tools})
             step = _Step(*await self._prepare_step(config, turn_tools, steps, extra))
@@ -397,9 +414,12 @@ class ModelLoop:
         self, step: _Step, model_call: ModelCall, calls: list[StepStream], config: TurnConfig,
         turn_tools: dict[str, Tool], steps: list[StepResult], extra: dict[str, Any],
     ) -> AsyncIterator[Chunk]:
-        """The step's model output. Too long for the model: compact and try once more; any
-        other model error (or a second overflow) ends the turn with an error chunk."""
-        for attempt in range(2):
+        """The step's model output. Refused as too long for the model (by the agent's
+        classification): compact and try again, as often as `context_overflow` allows; any
+        other model error, or an overflow past the retries, ends the turn with an error chunk
+        carrying the classification for on_chat_error."""
+        retries = self.overflow.max_retries if self.overflow.reactive else 0
+        for attempt in range(retries + 1):
             calls.clear()
             step.record = StepRecord()
             produced = False
@@ -413,9 +433,12 @@ class ModelLoop:
                     yield chunk
                 return
             except ModelError as error:
-                if not is_context_overflow(error) or attempt or produced:
+                classification = chat_errors.classify(self.agent, error, ChatErrorContext("stream", self.options.request_id))
+                # What already streamed reached the clients and cannot be taken back: no retry.
+                if classification != "context_overflow" or attempt == retries or produced:
                     step.failed = True
-                    yield {"type": "error", "errorText": CONTEXT_OVERFLOW_TEXT if is_context_overflow(error) else str(error)}
+                    text = CONTEXT_OVERFLOW_TEXT if classification == "context_overflow" and attempt else str(error)
+                    yield {"type": "error", "errorText": text, "classification": classification}
                     return
             await self._shrink_after_overflow()
             step.tools, step.params = await self._prepare_step(config, turn_tools, steps, extra)

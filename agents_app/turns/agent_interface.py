@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from agents_app.storage.models import Agent as AgentRecord
 from agents_app.storage.models import Session
-from agents_app.turns.types import ChatOptions, ChatResponse, ChatResponseResult, Connection
+from agents_app.providers.errors import ChatErrorClassification
+from agents_app.turns.types import ChatErrorContext, ChatOptions, ChatResponse, ChatResponseResult, Connection
 
 if TYPE_CHECKING:
     from agents_app.turns.recovery import ChatRecoveryContext
@@ -46,7 +47,9 @@ class ChatAgent(HostedAgent, Protocol):
 
     async def on_chat_response(self, result: ChatResponseResult) -> None: ...
 
-    def on_chat_error(self, error: BaseException) -> BaseException: ...
+    def classify_chat_error(self, error: BaseException | str, ctx: ChatErrorContext) -> ChatErrorClassification | None: ...
+
+    def on_chat_error(self, error: BaseException, ctx: ChatErrorContext) -> BaseException: ...
 
     async def on_chat_recovery(self, ctx: ChatRecoveryContext) -> dict[str, bool] | None: ...
 

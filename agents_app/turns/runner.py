@@ -21,11 +21,12 @@ from agents_app.gateway import scope as gateway_scope
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage, normalize_messages
-from agents_app.turns import broadcast, cancellation, concurrency, repair, turn_listeners, turn_lock
+from agents_app.providers.errors import ChatErrorClassification
+from agents_app.turns import broadcast, cancellation, chat_errors, concurrency, repair, turn_listeners, turn_lock
 from agents_app.turns.agent_interface import ChatAgent
 from agents_app.turns.instances import load_agent
 from agents_app.turns.stream_publisher import StreamPublisher
-from agents_app.turns.types import ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
+from agents_app.turns.types import ChatErrorContext, ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
 from agents_app.storage import chunk_log, query_count, transcript
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn
@@ -45,6 +46,12 @@ class AdmissionFailed(Exception):
 
 class _InBandError(Exception):
     """An `error` chunk from the model stream: error frame, then a normal done frame."""
+
+    def __init__(self, text: str, classification: ChatErrorClassification | None) -> None:
+        super().__init__(text)
+        # The model loop classified its own failure: the chunk's text is its rendering, and
+        # the upstream's error, which the classifier read, is gone by now.
+        self.classification = classification
 
 
 def admit(request: TurnRequest) -> tuple[Turn, bool]:
@@ -235,16 +242,6 @@ async def _release(request: TurnRequest) -> None:
             await turn_lock.release(request.session_id, request.request_id)
 
 
-def _error_text(agent: ChatAgent | None, error: BaseException, default: str) -> str:
-    """What clients see: the agent's on_chat_error rendering, never a stack trace."""
-    if agent is not None:
-        try:
-            return str(agent.on_chat_error(error)) or default
-        except Exception:
-            logger.exception("on_chat_error failed")
-    return str(error) or default
-
-
 async def _fail(progress: _Progress, request: TurnRequest, turn: Turn, error: Exception) -> TurnResult:
     """The one ending of a turn that raised, wherever: what streamed is kept as the partial
     answer, and every waiter gets the error outcome. Each step is attempted on its own, so
@@ -253,7 +250,7 @@ async def _fail(progress: _Progress, request: TurnRequest, turn: Turn, error: Ex
     if exists is False:
         return TurnResult(request.request_id, "aborted")  # destroyed while the turn ran: nothing to persist to
     logger.error("turn %s failed: %s", request.request_id, error, exc_info=error)
-    text = _error_text(progress.agent, error, "The agent failed to answer.")
+    text = chat_errors.error_text(progress.agent, error, ChatErrorContext("turn", request.request_id), "The agent failed to answer.")
     message = None
     if progress.publisher is not None:
         await _attempt(request, "storing the streamed chunks", progress.publisher.flush())
@@ -513,7 +510,7 @@ async def _stream(
                 await publisher.wait_sent()
                 last_yield = time.monotonic()
             if chunk.get("type") == "error":
-                raise _InBandError(str(chunk.get("errorText") or "The model stream failed."))
+                raise _InBandError(str(chunk.get("errorText") or "The model stream failed."), chunk.get("classification"))
             rewritten = builder.rewrite(chunk)
             if rewritten is None:
                 continue
@@ -542,9 +539,10 @@ async def _stream(
     if error is None:
         return _StreamOutcome("completed")
     if isinstance(error, _InBandError):
-        return _StreamOutcome("error", str(agent.on_chat_error(error)), in_band=True)
+        ctx = ChatErrorContext("stream", request_id, classification=error.classification)
+        return _StreamOutcome("error", chat_errors.error_text(agent, error, ctx, str(error)), in_band=True)
     logger.error("turn %s failed while streaming: %s", request_id, error, exc_info=error)
-    return _StreamOutcome("error", str(agent.on_chat_error(error)) or "The agent failed while answering.")
+    return _StreamOutcome("error", chat_errors.error_text(agent, error, ChatErrorContext("stream", request_id), "The agent failed while answering."))
 
 
 async def _as_chunks(response: Any, request_id: str) -> AsyncIterator[dict[str, Any]]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agents_app.protocol.messages import UIMessage
+from agents_app.providers.errors import ChatErrorClassification
 from agents_app.turns import background
 
 def new_request_id() -> str:
@@ -111,6 +112,22 @@ class ChatResponseResult:
     continuation: bool
     status: TurnStatus
     error: str | None = None
+
+
+# Where a chat failure happened (think.md §5, §9.3).
+ChatErrorStage = Literal["parse", "persist", "turn", "stream", "recovery", "transcript"]
+
+
+@dataclass(frozen=True)
+class ChatErrorContext:
+    """Given to `classify_chat_error` and `on_chat_error` with the failure. `classification`
+    is what `classify_chat_error` answered, else the ready-made `classify_error`, else
+    "unknown"; it is None only while classifying."""
+
+    stage: ChatErrorStage
+    request_id: str | None = None
+    messages_persisted: bool | None = None
+    classification: ChatErrorClassification | None = None
 
 
 @dataclass
