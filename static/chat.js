@@ -33,13 +33,22 @@
     if (answeredCalls.has(callId)) return;
     answeredCalls.add(callId);
     const run = browserTools[form.dataset.tool];
+    let output = "";
+    let failure = "";
     try {
-      const output = await run();
-      form.elements.output.value = JSON.stringify(output);
+      output = JSON.stringify(await run());
     } catch (error) {
-      form.elements.error.value = error.message || String(error);
+      failure = error.message || String(error);
     }
-    form.requestSubmit();
+    // Another call's answer may have re-rendered the conversation while this tool ran: a
+    // detached form submits nothing, so answer through the form for this call shown now.
+    const current = form.isConnected
+      ? form
+      : document.querySelector(`form.browser-tool[data-tool-call="${CSS.escape(callId)}"]`);
+    if (!current) return; // answered meanwhile (e.g. in another tab)
+    current.elements.output.value = output;
+    current.elements.error.value = failure;
+    current.requestSubmit();
   }
 
   function scan(root) {
