@@ -15,7 +15,7 @@ from django.utils.html import format_html
 from agents_app.protocol.messages import text_of
 from agents_app.think import compaction, context_blocks
 from agents_app.turns import scheduling
-from agents_app.agents.agent import ThinkAgent
+from agents_app.agents.think_agent import ThinkAgent
 from agents_app.turns.instances import load_agent
 from agents_app.storage import search, transcript
 from agents_app.storage.models import (

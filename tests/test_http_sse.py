@@ -15,7 +15,7 @@ import pytest
 from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient
 
-from agents_app.agents.agent import AIChatAgent
+from agents_app.agents.chat_agent import AIChatAgent
 from agents_app.turns.instances import resolve_session
 from agents_app.turns.registry import register_agent
 from agents_app.storage import transcript

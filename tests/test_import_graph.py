@@ -15,7 +15,8 @@ on one floor do not import each other):
   them back.
 * `ui` | `transport`: the chat page and the agent protocol (WebSocket, HTTP, OpenAI API,
   webhooks). Two front doors that never import each other.
-* `agents` (agent.py and the public import path): the classes an author subclasses.
+* `agents` (agent.py, chat_agent.py, think_agent.py and the public import path): the classes
+  an author subclasses.
 * `sandbox` | `mcp`: tools and extensions an agent plugs in (sandboxed JavaScript, MCP
   servers); they see agents only through `agents.tools` and the engine's broadcast.
 * `think` | `tasks`: the model loop and its features; the Celery tasks that run turns and

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from agents_app.agents.addressing import get_agent_by_name
-    from agents_app.agents.agent import Agent, AIChatAgent, ThinkAgent, callable_method
+    from agents_app.agents.agent import Agent, callable_method
+    from agents_app.agents.chat_agent import AIChatAgent
     from agents_app.agents.hooks import (
         StepConfig,
         StepContext,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     )
     from agents_app.gateway.text import TextResult, generate_text, stream_text
     from agents_app.gateway.workers_ai import AiTextStream, WorkersAI, ai
+    from agents_app.agents.think_agent import ThinkAgent
     from agents_app.agents.tools import Approval, Tool, ToolInputError, client_tool, tool
     from agents_app.protocol.messages import text_of, user_text_message
     from agents_app.think.chat_stream import ChatStreamResult, stream_chat, stream_reply
@@ -48,7 +50,7 @@ _WHERE: dict[str, str] = {
     "Agent": "agents_app.agents.agent",
     "ai": "agents_app.gateway.workers_ai",
     "AiTextStream": "agents_app.gateway.workers_ai",
-    "AIChatAgent": "agents_app.agents.agent",
+    "AIChatAgent": "agents_app.agents.chat_agent",
     "Approval": "agents_app.agents.tools",
     "BlockKind": "agents_app.think.context_blocks",
     "callable_method": "agents_app.agents.agent",
@@ -86,7 +88,7 @@ _WHERE: dict[str, str] = {
     "stream_reply": "agents_app.think.chat_stream",
     "text_of": "agents_app.protocol.messages",
     "TextResult": "agents_app.gateway.text",
-    "ThinkAgent": "agents_app.agents.agent",
+    "ThinkAgent": "agents_app.agents.think_agent",
     "Tool": "agents_app.agents.tools",
     "tool": "agents_app.agents.tools",
     "user_text_message": "agents_app.protocol.messages",

@@ -1,5 +1,5 @@
 """What Think's features need of the agent they run for: the configuration and hooks the
-model loop, compaction, context blocks and plug-ins read. ThinkAgent (agents/agent.py)
+model loop, compaction, context blocks and plug-ins read. ThinkAgent (agents/think_agent.py)
 satisfies it without naming it, so this floor never imports the agent API above it.
 """
 from __future__ import annotations

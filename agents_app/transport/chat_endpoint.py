@@ -16,7 +16,7 @@ from agents_app.transport.responses import json_response
 from agents_app.turns import runner
 
 if TYPE_CHECKING:
-    from agents_app.agents.agent import AIChatAgent
+    from agents_app.agents.chat_agent import AIChatAgent
 
 RESPONSE_FORMATS = ("ui", "sse", "text", "json")
 

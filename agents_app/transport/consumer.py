@@ -36,7 +36,9 @@ from agents_app.protocol.inbound import (
     parse_frame,
 )
 from agents_app.turns import chat, recovery, runner, tool_state
-from agents_app.agents.agent import AIChatAgent, Agent, ReadonlyConnection, ThinkAgent
+from agents_app.agents.agent import Agent, ReadonlyConnection
+from agents_app.agents.chat_agent import AIChatAgent
+from agents_app.agents.think_agent import ThinkAgent
 from agents_app.turns.broadcast import session_group
 from agents_app.turns.instances import InvalidSessionName, UnknownAgent, load_agent, resolve_session
 from agents_app.turns.resume import ConnectionStreams, StreamEventsMixin

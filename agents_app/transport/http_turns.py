@@ -27,7 +27,7 @@ from agents_app.turns import runner
 from agents_app.turns.types import TurnRequest, new_request_id
 
 if TYPE_CHECKING:
-    from agents_app.agents.agent import AIChatAgent
+    from agents_app.agents.chat_agent import AIChatAgent
 
 # How often a follower looks for new chunks. The publisher stores a batch at least every
 # STORE_INTERVAL (0.1 s), so polling faster would only cost queries.

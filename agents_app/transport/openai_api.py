@@ -23,7 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from agents_app.gateway import limits
 from agents_app.protocol.messages import UIMessage
-from agents_app.agents.agent import AIChatAgent
+from agents_app.agents.chat_agent import AIChatAgent
 from agents_app.turns.instances import UnknownAgent, load_agent, resolve_session
 from agents_app.turns.registry import agent_class, sync_agent_records
 from agents_app.turns.runner import AdmissionFailed

@@ -12,7 +12,7 @@ from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from agents_app import limits
-from agents_app.agents.agent import AIChatAgent
+from agents_app.agents.chat_agent import AIChatAgent
 from agents_app.gateway.workers_ai import AiTextStream
 from agents_app.turns.instances import (
     InvalidSessionName,

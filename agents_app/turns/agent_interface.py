@@ -1,6 +1,7 @@
 """What the turn engine needs of an agent: the few attributes and methods the runner,
-recovery, RPC and the registry use. The concrete classes (agents/agent.py) satisfy these
-protocols without naming them, so the engine never imports the agent API built on top of it.
+recovery, RPC and the registry use. The concrete classes (agents/agent.py, chat_agent.py,
+think_agent.py) satisfy these protocols without naming them, so the engine never imports the
+agent API built on top of it.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.shortcuts import get_object_or_404, render
 from django.views.decorators.http import require_GET, require_POST
 
-from agents_app.agents.agent import ThinkAgent
+from agents_app.agents.think_agent import ThinkAgent
 from agents_app.think.context_blocks import ContextBlockError, undo_last_write
 from agents_app.turns.instances import load_agent
 from agents_app.storage.models import ContextBlock, ContextBlockVersion, Session
