@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents_app.agents import ThinkAgent, register_agent, tool
+from agents_app.agents import ThinkAgent, ToolCallContext, ToolCallDecision, ToolCallResultContext, register_agent, tool
 from agents_app.sandbox.code_mode import WorkspaceState, create_execute_tool
 from agents_app.sandbox.quickjs_runner import Limits
 
@@ -32,6 +32,37 @@ class CodeModeAgent(ThinkAgent):
     def get_tools(self) -> dict[str, Any]:
         mine = {"get_weather": get_weather, "wipe": wipe}
         return {"execute": create_execute_tool(tools=mine, state=WorkspaceState(self.workspace), limits=self.limits)}
+
+
+NOTES: list[str] = []
+
+
+@tool("Keep a note")
+def note(text: str) -> str:
+    NOTES.append(text)
+    return "noted"
+
+
+@register_agent
+class GuardedCodeModeAgent(CodeModeAgent):
+    """Code mode over get_weather, note and wipe, with hooks that block notes about secrets,
+    send Rome's weather requests to Lisbon, and record every finished call."""
+
+    finished: list[ToolCallResultContext] = []
+
+    def get_tools(self) -> dict[str, Any]:
+        mine = {"get_weather": get_weather, "note": note, "wipe": wipe}
+        return {"execute": create_execute_tool(tools=mine, limits=self.limits)}
+
+    async def before_tool_call(self, context: ToolCallContext) -> ToolCallDecision | None:
+        if context.tool_name == "note" and "secret" in context.input["text"]:
+            return ToolCallDecision(action="block", reason="Notes about secrets are not allowed.")
+        if context.tool_name == "get_weather" and context.input["city"] == "Rome":
+            return ToolCallDecision(input={"city": "Lisbon"})
+        return None
+
+    async def after_tool_call(self, context: ToolCallResultContext) -> None:
+        type(self).finished.append(context)
 
 
 MATH_SOURCE = """({

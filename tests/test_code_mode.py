@@ -20,10 +20,10 @@ def _sandbox_agents() -> None:
     import tests.sandbox_agents  # noqa: F401 - registers the agents
 
 
-async def run_code(model: Any, user: Any, code: str) -> dict[str, Any]:
+async def run_code(model: Any, user: Any, code: str, agent_name: str = "code-mode-agent") -> dict[str, Any]:
     """One turn in which the model calls execute with `code`; returns the tool part."""
     model.script(Reply.tool_calls([ToolCallSpec("execute", json.dumps({"code": code}), id="x")]), Reply.text("Done."))
-    session = await sync_to_async(resolve_session)("code-mode-agent", "code", user)
+    session = await sync_to_async(resolve_session)(agent_name, "code", user)
     agent = await sync_to_async(load_agent)(session)
     result = await agent.save_messages([user_message("Go", f"u{len(model.requests)}")])
     assert result.message["parts"][-1]["text"] == "Done."  # the turn always goes on
@@ -48,7 +48,7 @@ async def test_a_tool_error_can_be_caught_by_the_code(model, user):
     part = await run_code(model, user, """
         try { await tools.get_weather({ city: "Rome" }); } catch (e) { return "caught: " + e.message; }
     """)
-    assert part["output"]["result"] == "caught: No weather station in Rome"
+    assert part["output"]["result"] == "caught: Tool get_weather failed: No weather station in Rome"
 
 
 async def test_code_reads_and_writes_the_workspace_through_state(model, user):
@@ -128,3 +128,46 @@ async def test_tools_that_need_approval_cannot_be_called_from_code(model, user):
     part = await run_code(model, user, "return await tools.wipe({});")
     assert part["state"] == "output-error"
     assert "tools.wipe needs the user's approval: call it directly" in part["errorText"]
+
+
+@pytest.fixture
+def guarded() -> Any:
+    from tests.sandbox_agents import NOTES, GuardedCodeModeAgent
+
+    NOTES.clear()
+    GuardedCodeModeAgent.finished.clear()
+    return GuardedCodeModeAgent
+
+
+async def test_a_tool_blocked_by_before_tool_call_stays_blocked_when_called_from_code(model, user, guarded):
+    from tests.sandbox_agents import NOTES
+
+    part = await run_code(model, user, """
+        try { await tools.note({ text: "the secret plan" }); } catch (e) { return "refused: " + e.message; }
+    """, "guarded-code-mode-agent")
+    assert part["output"]["result"] == "refused: Notes about secrets are not allowed."
+    assert NOTES == []
+
+
+async def test_before_tool_call_rewrites_the_input_of_a_call_from_code(model, user, guarded):
+    part = await run_code(model, user, "return await tools.get_weather({ city: 'Rome' });", "guarded-code-mode-agent")
+    assert part["output"]["result"] == {"city": "Lisbon", "celsius": 24}
+
+
+async def test_after_tool_call_observes_each_call_from_code_with_its_own_id_and_output(model, user, guarded):
+    await run_code(model, user, """
+        await tools.note({ text: "groceries" });
+        return await tools.get_weather({ city: "Paris" });
+    """, "guarded-code-mode-agent")
+    seen = [(c.tool_call_id, c.tool_name, c.input, c.success, c.output) for c in guarded.finished]
+    assert seen[:2] == [
+        ("x.1", "note", {"text": "groceries"}, True, "noted"),
+        ("x.2", "get_weather", {"city": "Paris"}, True, {"city": "Paris", "celsius": 18}),
+    ]
+    assert seen[2][:2] == ("x", "execute")  # the outer call finishes last
+
+
+async def test_a_tool_needing_approval_does_not_run_from_code_even_past_the_hooks(model, user, guarded):
+    part = await run_code(model, user, "return await tools.wipe({});", "guarded-code-mode-agent")
+    assert part["state"] == "output-error" and "tools.wipe needs the user's approval" in part["errorText"]
+    assert [c.tool_name for c in guarded.finished] == ["execute"]

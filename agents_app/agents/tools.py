@@ -6,6 +6,7 @@ cf_agent_tool_result. `needs_approval` pauses for cf_agent_tool_approval instead
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import inspect
 import weakref
@@ -127,3 +128,26 @@ def tool(
 def client_tool(name: str, description: str, input_model: type[pydantic.BaseModel] | None = None) -> Tool:
     """A tool the browser executes (no server implementation)."""
     return Tool(name=name, description=description, input_model=input_model or pydantic.create_model(f"{name}Input"))
+
+
+# How a tool that calls other tools (code mode's `tools.*`) runs them. The model loop binds one
+# while a tool runs, so the agent's before_tool_call/after_tool_call hooks govern those inner
+# calls exactly like the model's own (a blocked tool stays blocked from inside code); outside
+# a loop nothing is bound and the inner tool simply runs.
+NestedToolRunner = Callable[[Tool, dict[str, Any]], Awaitable[Any]]
+_nested_runner: contextvars.ContextVar[NestedToolRunner | None] = contextvars.ContextVar("nested_tool_runner", default=None)
+
+
+def bind_nested_runner(runner: NestedToolRunner) -> contextvars.Token[NestedToolRunner | None]:
+    return _nested_runner.set(runner)
+
+
+def unbind_nested_runner(token: contextvars.Token[NestedToolRunner | None]) -> None:
+    _nested_runner.reset(token)
+
+
+async def run_nested(tool: Tool, arguments: dict[str, Any]) -> Any:
+    """Run `tool` on behalf of the running tool; raises with the reason when it fails or a
+    before_tool_call hook blocks it."""
+    runner = _nested_runner.get()
+    return await (runner(tool, arguments) if runner is not None else tool.run(arguments))

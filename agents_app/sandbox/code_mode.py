@@ -16,7 +16,7 @@ from typing import Any
 import pydantic
 from asgiref.sync import sync_to_async
 
-from agents_app.agents.tools import Tool
+from agents_app.agents.tools import Tool, run_nested
 from agents_app.sandbox.quickjs_runner import Bridge, Limits, SandboxCodeError, SandboxLimitError, run_js
 from agents_app.storage.workspace import Workspace, WorkspaceError
 
@@ -78,9 +78,12 @@ def _tool_bridge(tool: Tool) -> Bridge:
     async def call(args: list[Any]) -> Any:
         if len(args) > 1 or (args and not isinstance(args[0], dict)):
             raise ValueError(f"tools.{tool.name} takes one object argument")
-        if await tool.requires_approval(args[0] if args else {}):
+        arguments = args[0] if args else {}
+        # Code cannot pause mid-run for the user's answer, so such a call is refused before the
+        # hooks see it; the model can still call the tool directly and get it approved.
+        if await tool.requires_approval(arguments):
             raise PermissionError(f"tools.{tool.name} needs the user's approval: call it directly, not from code")
-        return await tool.run(args[0] if args else {})
+        return await run_nested(tool, arguments)
 
     return call
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -35,7 +36,7 @@ from agents_app.agents.hooks import (
     TurnContext,
 )
 from agents_app.think.middleware import ModelCall, ModelCallParams, wrap_model_call
-from agents_app.agents.tools import Tool, ToolInputError
+from agents_app.agents.tools import NestedToolRunner, Tool, ToolInputError, bind_nested_runner, unbind_nested_runner
 from agents_app.turns import chat_errors
 from agents_app.turns.types import ChatErrorContext, ChatOptions
 from agents_app.storage import transcript
@@ -175,6 +176,9 @@ class ToolOutcome:
         self.success = True
         self.output: Any = None
         self.error: str | None = None
+        # before_tool_call blocked the call: `output` is the reason, which the model reads as
+        # the result but code calling the tool gets as an error.
+        self.blocked = False
 
 
 class ModelLoop:
@@ -228,7 +232,7 @@ class ModelLoop:
             decision = None
         else:
             if decision is not None and decision.action == "block":
-                outcome.output = decision.reason or BLOCKED_TOOL_TEXT
+                outcome.output, outcome.blocked = decision.reason or BLOCKED_TOOL_TEXT, True
                 yield {"type": "tool-output-available", "toolCallId": call_id, "output": outcome.output}
             elif decision is not None and decision.action == "substitute":
                 outcome.output = decision.output
@@ -236,6 +240,7 @@ class ModelLoop:
             else:
                 side: asyncio.Queue[Any] = asyncio.Queue()
                 token = stream_writer.bind(side)
+                nested = bind_nested_runner(self._nested_runner(call_id, side))
                 try:
                     effective = decision.input if decision is not None and decision.input is not None else arguments
                     task = asyncio.create_task(self._execute(tool, call_id, effective, outcome, side))
@@ -243,6 +248,7 @@ class ModelLoop:
                         yield chunk
                     await task
                 finally:
+                    unbind_nested_runner(nested)
                     stream_writer.unbind(token)
         await self.agent.after_tool_call(
             ToolCallResultContext(
@@ -250,6 +256,27 @@ class ModelLoop:
                 outcome.success, outcome.output, outcome.error,
             )
         )
+
+    def _nested_runner(self, call_id: str, side: asyncio.Queue[Any]) -> NestedToolRunner:
+        """How the tool running as `call_id` runs the tools it calls itself (code mode): through
+        run_tool, hooks included, each as `<call_id>.<n>` in the order they start. Their data
+        parts join the outer call's stream; their results only go back to the calling code,
+        since the client has no tool part for them."""
+        numbers = itertools.count(1)
+
+        async def run(tool: Tool, arguments: dict[str, Any]) -> Any:
+            inner_id = f"{call_id}.{next(numbers)}"
+            outcome = ToolOutcome()
+            async for chunk in self.run_tool(tool, inner_id, arguments, outcome):
+                if chunk.get("toolCallId") != inner_id:
+                    side.put_nowait(chunk)
+            if outcome.blocked:
+                raise PermissionError(str(outcome.output))
+            if not outcome.success:
+                raise RuntimeError(outcome.error)
+            return outcome.output
+
+        return run
 
     async def _run_approved_calls(self) -> AsyncIterator[Chunk]:
         """Continuations start by executing what the user approved (protocol §9.4 step 5)."""
