@@ -97,6 +97,18 @@ class AgentSocket:
             if predicate(frame):
                 return seen
 
+    async def frames_for(self, seconds: float) -> list[dict[str, Any]]:
+        """Every frame that arrives within `seconds`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        frames = []
+        while (left := deadline - loop.time()) > 0:
+            try:
+                frames.append(await self.next(left))
+            except asyncio.TimeoutError:
+                break
+        return frames
+
     async def no_frame(self, timeout: float = 0.3) -> bool:
         return await self.communicator.receive_nothing(timeout=timeout)
 

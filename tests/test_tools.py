@@ -114,7 +114,10 @@ async def test_the_first_tool_result_wins(open_socket, token, model, user):
     await socket.send({"type": "cf_agent_tool_result", "toolCallId": "tz2", "output": "first", "autoContinue": False})
     await socket.until(lambda f: f["type"] == "cf_agent_message_updated")
     await socket.send({"type": "cf_agent_tool_result", "toolCallId": "tz2", "output": "second", "autoContinue": False})
-    assert await socket.no_frame(0.4)
+    # Frames the first answer or the ended turn still sends may arrive late on a loaded machine;
+    # the second answer must add no message update of its own.
+    late = await socket.frames_for(0.5)
+    assert [f for f in late if f["type"] == "cf_agent_message_updated"] == []
     assert tool_part((await stored(user))[-1], "tz2")["output"] == "first"
 
 
