@@ -65,8 +65,10 @@ async def test_switch_branch_moves_every_tab_back_to_an_older_answer(open_socket
     older = (await sync_to_async(transcript.children)(session, "q1"))[0]["id"]
     reply = await rpc(socket, "switch_branch", older)
     assert reply["success"] and reply["result"][-1]["id"] == older
-    pushed = await other.until(lambda f: f["type"] == "cf_agent_chat_messages")
-    assert pushed[-1]["messages"][-1]["id"] == older
+    # The regenerated turn's own transcript broadcast may still reach the new tab first on a
+    # loaded machine: what matters is that the switched transcript arrives.
+    pushed = await other.until(lambda f: f["type"] == "cf_agent_chat_messages" and f["messages"][-1]["id"] == older)
+    assert [m["id"] for m in pushed[-1]["messages"]] == [m["id"] for m in reply["result"]]
     response = await sync_to_async(client.get)(f"{PATH}/get-messages?token={token}")
     assert response.json()[-1]["id"] == older
 
