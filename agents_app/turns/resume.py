@@ -16,6 +16,7 @@ Each connection keeps its own view of the shared truth in the database:
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,12 @@ from agents_app.turns import process_liveness, recovery, runner, turn_lock
 from agents_app.storage import chunk_log
 from agents_app.storage.models import Session, Turn
 
+logger = logging.getLogger(__name__)
+
 GAP_WAIT_SECONDS = 5.0
+# How long the end of a stream may wait for its missing chunks: past it (a database that is
+# restarting), the terminal frames go out without them, so the client is never left waiting.
+END_GAP_SECONDS = GAP_WAIT_SECONDS + 5.0
 PRODUCER_CHECK_SECONDS = process_liveness.ANNOUNCE_INTERVAL_SECONDS
 Send = Callable[[list[frames.Frame]], Awaitable[None]]
 
@@ -259,8 +265,14 @@ class ConnectionStreams:
             return  # ended here already, or never shown to this connection
         first_missing = self._attached[request_id] + 1
         continuation = bool(end.frames[-1].get("continuation"))
-        missing = await self._fill_gap(request_id, first_missing, end.chunk_total - 1, continuation=continuation)
         self._end(request_id)
+        try:
+            missing = await asyncio.wait_for(
+                self._fill_gap(request_id, first_missing, end.chunk_total - 1, continuation=continuation), END_GAP_SECONDS
+            )
+        except Exception:  # the chunk log is unreachable: the outcome still reaches the client
+            logger.warning("stream %s: missing chunks could not be read before its end", request_id, exc_info=True)
+            missing = []
         if self.offered == request_id:
             # Offered while it was already receiving it: nothing is left to resume.
             self.offered = None
