@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from django.db import connection, transaction
@@ -98,6 +99,13 @@ def path_to(leaf_id: int | None) -> list[Message]:
 def latest_leaf(session: Session) -> Message | None:
     """The newest message without children: the default leaf when none is recorded."""
     return session.messages.filter(children__isnull=True).order_by("-id").first()
+
+
+def _newest_childless(by_pk: dict[int, Message]) -> Message | None:
+    """`latest_leaf` over messages already loaded."""
+    parents = {m.parent_id for m in by_pk.values()}
+    leaves = [pk for pk in by_pk if pk not in parents]
+    return by_pk[max(leaves)] if leaves else None
 
 
 def _active_leaf_id(session: Session) -> int | None:
@@ -225,21 +233,24 @@ def _tool_parts(message: UIMessage) -> list[dict[str, Any]]:
     return [part for part in message.get("parts", []) if is_tool_part(part)]
 
 
-def _settled_tool_parts(session: Session) -> dict[str, tuple[str, dict[str, Any]]]:
+def _settled_tool_parts(stored: Iterable[Message]) -> dict[str, tuple[str, dict[str, Any]]]:
     """toolCallId → (owning message uid, settled part) for every settled tool part stored."""
     settled: dict[str, tuple[str, dict[str, Any]]] = {}
-    for uid, parts in session.messages.filter(role="assistant").values_list("uid", "parts"):
-        for part in parts or []:
+    for message in stored:
+        if message.role != "assistant":
+            continue
+        uid = message.uid
+        for part in message.parts or []:
             if is_tool_part(part) and part.get("toolCallId"):
                 if part.get("state") in SETTLED_TOOL_STATES or part["toolCallId"] not in settled:
                     settled[part["toolCallId"]] = (uid, part)
     return settled
 
 
-def reconcile(session: Session, incoming: list[UIMessage]) -> list[UIMessage]:
-    """Apply the reference's reconciliation rules to a client-sent list (protocol §11.1)."""
-    stored = {m.uid: m for m in session.messages.all()}
-    tool_owners = _settled_tool_parts(session)
+def reconcile(stored: dict[str, Message], incoming: list[UIMessage]) -> list[UIMessage]:
+    """Apply the reference's reconciliation rules to a client-sent list (protocol §11.1);
+    `stored` is every message of the session (all branches) by id."""
+    tool_owners = _settled_tool_parts(stored.values())
     result: list[UIMessage] = []
     claimed = {m["id"] for m in incoming if m["id"] in stored}
     unclaimed_plain = [
@@ -326,10 +337,11 @@ def upsert_client_messages(session: Session, incoming: list[UIMessage], *, move_
     branch. An edited user message becomes a sibling of the original. Returns the reconciled list.
     """
     session = Session.objects.select_for_update().get(pk=session.pk)
-    reconciled = [strip_computed_metadata(m) for m in reconcile(session, incoming)]
     stored = {m.uid: m for m in session.messages.all()}
+    reconciled = [strip_computed_metadata(m) for m in reconcile(stored, incoming)]
     all_known = bool(reconciled) and all(m["id"] in stored for m in reconciled)
-    leaf = session.active_leaf or latest_leaf(session)
+    by_pk = {m.pk: m for m in stored.values()}
+    leaf = by_pk.get(session.active_leaf_id) if session.active_leaf_id is not None else _newest_childless(by_pk)
     for message in reconciled:
         existing = stored.get(message["id"])
         if existing is not None and move_leaf and _edited(existing, message):

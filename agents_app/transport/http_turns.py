@@ -10,6 +10,7 @@ server process).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -21,16 +22,17 @@ from django.http import HttpResponse
 
 from agents_app.protocol.messages import UIMessage
 from agents_app.storage import chunk_log, transcript
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Turn
 from agents_app.transport.responses import json_response, sse_response, text_stream_response, ui_message_stream_response
-from agents_app.turns import runner
+from agents_app.turns import runner, stream_publisher
 from agents_app.turns.types import TurnRequest, new_request_id
 
 if TYPE_CHECKING:
     from agents_app.agents.chat_agent import AIChatAgent
 
-# How often a follower looks for new chunks. The publisher stores a batch at least every
-# STORE_INTERVAL (0.1 s), so polling faster would only cost queries.
+# How often a follower looks for new chunks. While it follows, a turn streaming in this process
+# is stored every FOLLOWED_STORE_INTERVAL (0.1 s), so polling faster would only cost queries.
 FOLLOW_POLL_SECONDS = 0.05
 # The runner marks a turn finished, then persists the reply and releases the session's turn
 # lock. A follower waits for that release (so a client reading get-messages right after the
@@ -71,6 +73,13 @@ class HttpTurn:
     async def chunks(self, from_seq: int = 0) -> AsyncIterator[dict[str, Any]]:
         """Its UI chunks from `from_seq`: the stored ones first, then the live tail, until it
         ends. A failed turn ends with an `error` chunk carrying the message clients see."""
+        with contextlib.ExitStack() as following:
+            async for chunk in self._follow(from_seq, following):
+                yield chunk
+
+    async def _follow(self, from_seq: int, following: contextlib.ExitStack) -> AsyncIterator[dict[str, Any]]:
+        """`chunks`, with the turn registered in `following` as followed once its id is known."""
+        registered = False
         next_seq = from_seq
         finished_at: float | None = None
         outage_since: float | None = None
@@ -78,10 +87,13 @@ class HttpTurn:
         loop = asyncio.get_running_loop()
         while True:
             try:
-                turn_id, status, error, lock_holder = await sync_to_async(self._state)()
+                turn_id, status, error, lock_holder = await db_async(self._state)()
+                if not registered:
+                    following.enter_context(stream_publisher.followed(turn_id))
+                    registered = True
                 # Status is read before the chunks: the runner stores every chunk before it marks
                 # the turn finished, so a finished status means nothing is left to arrive.
-                pairs = await sync_to_async(chunk_log.read_bodies)(turn_id, next_seq)
+                pairs = await db_async(chunk_log.read_bodies)(turn_id, next_seq)
             except DatabaseError:
                 # Waiting out a database restart; a turn that failed here ends at once.
                 outage_since = outage_since or loop.time()

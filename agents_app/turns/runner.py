@@ -354,8 +354,9 @@ async def _safe_on_chat_response(agent: ChatAgent, request: TurnRequest, result:
         logger.exception("on_chat_response failed for %s", request.request_id)
 
 
-def _load_turn_context(request: TurnRequest) -> tuple[Session, list[UIMessage]]:
-    session = Session.objects.select_related("agent").get(pk=request.session_id)
+def _load_turn_context(request: TurnRequest, session: Session) -> tuple[Session, list[UIMessage]]:
+    """The request's context recorded on `session` (the agent's, loaded when the turn took the
+    lock: only turns, under that lock, change it) and the transcript the model answers."""
     context = dict(session.request_context or {})
     if request.client_tools is not None:
         context["lastClientTools"] = request.client_tools
@@ -390,7 +391,7 @@ async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort:
     assert agent is not None
     if request.new_messages is not None:
         await _persist_new_messages(request)
-    session, messages = await db_async(_load_turn_context)(request)
+    session, messages = await db_async(_load_turn_context)(request, agent.session)
     messages = _up_to_answered(await repair.repair_before_turn(agent, session, messages), request.answers)
     progress.session = session
     progress.anchor = messages[-1]["id"] if messages else None

@@ -4,13 +4,20 @@ Hot path: a chunk is appended to an in-memory list and a flusher task sends what
 accumulated in one channel-layer message, so a fast model costs one group_send per batch
 rather than per token. Consecutive deltas of the same part that have not been sent yet are
 merged (the protocol allows it, and the stored body is the merged one, exactly as broadcast).
-The chunk log is written in batches of up to `STORE_BATCH` chunks or every `STORE_INTERVAL`.
+The chunk log is written in batches of up to `STORE_BATCH` chunks or every `STORE_INTERVAL`:
+a paced stream (50 tokens/s) costs one write per second, not one per few tokens. The log
+serves resumes, HTTP followers and recovery; WebSocket clients get the live frames. An HTTP
+follower in this process reads the log as it streams, so while one follows a turn that
+turn is stored every `FOLLOWED_STORE_INTERVAL` instead (see `followed`).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from django.utils import timezone
@@ -23,10 +30,25 @@ from agents_app.storage.models import Turn
 from agents_app.testing import faults
 
 STORE_BATCH = 64
-STORE_INTERVAL = 0.1
+STORE_INTERVAL = 1.0
+FOLLOWED_STORE_INTERVAL = 0.1
+# Turns an HTTP follower of this process reads from the chunk log as they stream.
+_followed: Counter[int] = Counter()
 _MERGEABLE = frozenset({"text-delta", "reasoning-delta"})
 # What the model produced (as opposed to the frames that open a message or a step).
 _MODEL_OUTPUT = frozenset({"text-delta", "reasoning-delta", "tool-input-start", "tool-input-available"})
+
+
+@contextlib.contextmanager
+def followed(turn_id: int) -> Iterator[None]:
+    """While this block runs, turn `turn_id` is stored at a follower's pace, if it streams here."""
+    _followed[turn_id] += 1
+    try:
+        yield
+    finally:
+        _followed[turn_id] -= 1
+        if not _followed[turn_id]:
+            del _followed[turn_id]
 
 
 class StreamPublisher:
@@ -125,8 +147,9 @@ class StreamPublisher:
 
     async def _flush_loop(self) -> None:
         while not self._closed:
+            interval = FOLLOWED_STORE_INTERVAL if self.turn_id in _followed else STORE_INTERVAL
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=STORE_INTERVAL)
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -134,7 +157,7 @@ class StreamPublisher:
             if not self._outbox:
                 self._sent.set()
             since_store = time.monotonic() - self._last_store
-            if len(self._store) >= STORE_BATCH or (self._store and since_store >= STORE_INTERVAL):
+            if len(self._store) >= STORE_BATCH or (self._store and since_store >= interval):
                 await self._write_store()
 
     async def flush(self) -> None:

@@ -34,11 +34,18 @@ def _event(session_id: int) -> asyncio.Event:
 
 def _try_acquire(session_id: int, turn_id: int) -> str:
     """Returns 'acquired', 'wait' or 'skipped' (the turn was skipped, e.g. by a clear)."""
-    # One query on the usual path: this turn is the session's oldest queued one.
-    turn = Turn.objects.filter(session_id=session_id, status=Turn.Status.QUEUED).order_by("id").only("request_id").first()
-    if turn is None or turn.pk != turn_id:
+    # One read on the usual path: the session's oldest queued turn (is it this one?) and who
+    # holds the lock.
+    oldest = (
+        Turn.objects.filter(session_id=session_id, status=Turn.Status.QUEUED)
+        .order_by("id")
+        .values_list("id", "request_id", "session__turn_lock")
+        .first()
+    )
+    if oldest is None or oldest[0] != turn_id:
         return _not_next(turn_id)
-    holder = Session.objects.filter(pk=session_id).values_list("turn_lock", flat=True).first() or ""
+    _, request_id, holder = oldest
+    holder = holder or ""
     if holder:
         holding_turn = Turn.objects.filter(session_id=session_id, request_id=holder).first()
         alive = (
@@ -50,7 +57,7 @@ def _try_acquire(session_id: int, turn_id: int) -> str:
         if alive:
             return "wait"
     now = timezone.now()
-    if not Session.objects.filter(pk=session_id, turn_lock=holder).update(turn_lock=turn.request_id, turn_lock_heartbeat=now):
+    if not Session.objects.filter(pk=session_id, turn_lock=holder).update(turn_lock=request_id, turn_lock_heartbeat=now):
         return "wait"
     Turn.objects.filter(pk=turn_id).update(
         status=Turn.Status.RUNNING, started_at=now, heartbeat_at=now, owner=process_liveness.current()

@@ -1,0 +1,29 @@
+"""The embedded channel layer still drops what expired, though it sweeps at most once a second."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from agents_app.transport import local_layer
+from agents_app.transport.local_layer import LocalChannelLayer
+
+
+async def test_a_message_past_its_expiry_is_dropped_at_the_next_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local_layer, "SWEEP_INTERVAL_SECONDS", 0.05)
+    layer = LocalChannelLayer(expiry=0.05)
+    await layer.send("inbox", {"type": "first"})
+    assert (await layer.receive("inbox"))["type"] == "first"  # swept just now
+    await layer.send("inbox", {"type": "stale"})
+    await asyncio.sleep(0.1)
+    await layer.send("inbox", {"type": "fresh"})
+    assert (await layer.receive("inbox"))["type"] == "fresh"
+
+
+async def test_messages_are_delivered_in_order_between_sweeps() -> None:
+    layer = LocalChannelLayer()
+    await layer.group_add("session-1", "inbox")
+    for index in range(3):
+        await layer.group_send("session-1", {"type": "frame", "index": index})
+    received = [await layer.receive("inbox") for _ in range(3)]
+    assert [message["index"] for message in received] == [0, 1, 2]
