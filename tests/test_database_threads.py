@@ -4,6 +4,7 @@ between turns."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -53,3 +54,31 @@ async def test_a_database_thread_whose_connection_died_while_idle_answers_its_ne
     await asyncio.sleep(0.1)  # the threads are idle for longer than the check's threshold
 
     assert await asyncio.gather(*(db_async(_count_users)() for _ in range(calls))) == [1] * calls
+
+
+async def test_the_calls_of_the_turn_that_began_first_are_served_first() -> None:
+    """Fifty turns admitted together must not advance in lockstep: with every thread busy,
+    a queued call of an older turn runs before the queued calls of newer turns."""
+    pool = db_threads.OldestFirstExecutor(1, thread_name_prefix="test-oldest-first")
+    loop = asyncio.get_running_loop()
+    busy = asyncio.Event()
+    release = threading.Event()
+    served: list[str] = []
+
+    def hold() -> None:
+        loop.call_soon_threadsafe(busy.set)
+        release.wait(5)
+
+    blocker = loop.run_in_executor(pool, hold)
+    await busy.wait()
+    queued = []
+    for name, began in (("newer turn", 2.0), ("no turn", None), ("older turn", 1.0)):
+        if began is None:
+            queued.append(loop.run_in_executor(pool, served.append, name))
+            continue
+        with db_threads.oldest_first(began):
+            queued.append(loop.run_in_executor(pool, served.append, name))
+    release.set()
+    await asyncio.gather(blocker, *queued)
+    pool.shutdown()
+    assert served == ["older turn", "newer turn", "no turn"]

@@ -13,14 +13,25 @@ first turn after it, which no request boundary resets here as it does in a view.
 lock (WAL, IMMEDIATE transactions and a busy timeout: see SQLITE_OPTIONS in settings).
 Code that needs the caller's thread (a thread-local, an enclosing transaction) keeps
 using `sync_to_async`.
+
+Oldest work first: the threads take calls in the order their *turn* began (`oldest_first`),
+not in the order the calls arrived. A turn makes a dozen calls before its first token; in
+arrival order, fifty turns admitted together advance in lockstep, each call queued behind
+the other forty-nine turns' calls, and every user waits for the whole batch. Served oldest
+first, the first turns reach their first token while later ones wait, as at a counter.
+A call outside any turn ranks by the moment it is made.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import itertools
+import queue
 import threading
 import time
-from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import Executor, Future
+from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -31,18 +42,82 @@ from agents_app.storage.connections import drop_dead
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
-_executor: ThreadPoolExecutor | None = None
+# When the current turn began (time.monotonic()); unset outside a turn.
+_turn_began: ContextVar[float | None] = ContextVar("agents_turn_began", default=None)
+
+
+@contextlib.contextmanager
+def oldest_first(began: float | None = None) -> Iterator[None]:
+    """Rank the database calls made in this block, and in the tasks it starts, by `began`
+    (now by default): a turn's calls go before those of turns that began later."""
+    token = _turn_began.set(time.monotonic() if began is None else began)
+    try:
+        yield
+    finally:
+        _turn_began.reset(token)
+
+
+def turn_began() -> float | None:
+    return _turn_began.get()
+
+
+class OldestFirstExecutor(Executor):
+    """A fixed set of threads serving calls by rank (see the module docstring), then FIFO."""
+
+    def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
+        self._max_workers = max_workers
+        self._queue: queue.PriorityQueue[tuple[float, int, Callable[[], None] | None]] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._threads = [
+            threading.Thread(target=self._serve, name=f"{thread_name_prefix}_{index}", daemon=True) for index in range(max_workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[..., _R], /, *args: Any, **kwargs: Any) -> Future[_R]:
+        future: Future[_R] = Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as error:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        rank = _turn_began.get()
+        self._queue.put((time.monotonic() if rank is None else rank, next(self._order), run))
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            _, _, run = self._queue.get()
+            if run is None:
+                return
+            run()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        for _ in self._threads:
+            self._queue.put((float("inf"), next(self._order), None))
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+
+_executor: OldestFirstExecutor | None = None
 _lock = threading.Lock()
 # A connection used within this many seconds is taken as alive: a busy thread pays no check.
 IDLE_BEFORE_CHECK_SECONDS = 2.0
 _last_call = threading.local()
 
 
-def executor() -> ThreadPoolExecutor:
+def executor() -> OldestFirstExecutor:
     global _executor
     with _lock:
         if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=max(1, settings.AGENTS_DB_THREADS), thread_name_prefix="agents-db")
+            _executor = OldestFirstExecutor(max(1, settings.AGENTS_DB_THREADS), thread_name_prefix="agents-db")
         return _executor
 
 

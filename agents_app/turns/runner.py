@@ -27,7 +27,7 @@ from agents_app.turns.agent_interface import ChatAgent
 from agents_app.turns.instances import load_agent
 from agents_app.turns.stream_publisher import StreamPublisher
 from agents_app.turns.types import ChatErrorContext, ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
-from agents_app.storage import chunk_log, query_count, transcript
+from agents_app.storage import chunk_log, db_threads, query_count, transcript
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
@@ -139,7 +139,9 @@ async def start_turn(
             await asyncio.sleep(delay)
         return await _run(request, turn)
 
-    return StartedTurn(turn, keep(asyncio.create_task(run_after_delay())))
+    # The turn's database calls, and its tasks', rank by when it began (db_threads).
+    with db_threads.oldest_first(db_threads.turn_began()):
+        return StartedTurn(turn, keep(asyncio.create_task(run_after_delay())))
 
 
 def keep(task: asyncio.Task[Any]) -> asyncio.Task[Any]:

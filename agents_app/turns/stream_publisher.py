@@ -9,6 +9,11 @@ a paced stream (50 tokens/s) costs one write per second, not one per few tokens.
 serves resumes, HTTP followers and recovery; WebSocket clients get the live frames. An HTTP
 follower in this process reads the log as it streams, so while one follows a turn that
 turn is stored every `FOLLOWED_STORE_INTERVAL` instead (see `followed`).
+
+Under load, frames are coalesced: every frame costs the same serialisation, channel-layer
+hop, consumer dispatch and socket write whatever it carries, so with many streams in the
+process a flush waits a few milliseconds more (`coalescing_window`) for the next deltas to
+merge into it. One stream alone is never held back; the first model output never is.
 """
 from __future__ import annotations
 
@@ -34,6 +39,19 @@ STORE_INTERVAL = 1.0
 FOLLOWED_STORE_INTERVAL = 0.1
 # Turns an HTTP follower of this process reads from the chunk log as they stream.
 _followed: Counter[int] = Counter()
+# Each stream beyond the first widens the coalescing window by this much, up to the maximum:
+# at 50 streams a frame carries ~50 ms of deltas (2–3 tokens at a model's pace), which a
+# reader does not notice and which halves the per-frame work of the whole process.
+COALESCE_PER_STREAM = 0.001
+MAX_COALESCE = 0.05
+_streaming = 0  # publishers of this process between start() and flush()
+
+
+def coalescing_window() -> float:
+    """How long a flush waits for more deltas, given how many streams this process serves."""
+    return min(MAX_COALESCE, COALESCE_PER_STREAM * max(0, _streaming - 1))
+
+
 _MERGEABLE = frozenset({"text-delta", "reasoning-delta"})
 # What the model produced (as opposed to the frames that open a message or a step).
 _MODEL_OUTPUT = frozenset({"text-delta", "reasoning-delta", "tool-input-start", "tool-input-available"})
@@ -70,6 +88,9 @@ class StreamPublisher:
         # The first model output is published and the reader has not yet let it go out.
         self.first_output_pending = False
         self._sent = asyncio.Event()  # set whenever the flusher has broadcast all it was given
+        self._coalescing = False  # the flusher waits on purpose for more deltas
+        self._output_sent = False  # the first model output has been broadcast
+        self._counted = False  # this stream counts in `_streaming`
 
     async def start(self, message_uid: str) -> None:
         """Mark the turn as streaming and tell parked connections to resume onto it. The
@@ -79,6 +100,9 @@ class StreamPublisher:
         )
         await broadcast.stream_started(self.session_id, self.request_id)
         self.started = True
+        global _streaming
+        _streaming += 1
+        self._counted = True
         self._flusher = asyncio.create_task(self._flush_loop())
 
     def publish(self, chunk: dict[str, Any]) -> None:
@@ -112,7 +136,7 @@ class StreamPublisher:
         leave as they are produced rather than when the upstream's buffer runs dry."""
         self.first_output_pending = False
         flusher = self._flusher
-        if flusher is None or flusher.done() or self._sent.is_set():
+        if flusher is None or flusher.done() or self._sent.is_set() or self._coalescing:
             await asyncio.sleep(0)
             return
         sent = asyncio.ensure_future(self._sent.wait())
@@ -128,6 +152,7 @@ class StreamPublisher:
         batch, self._outbox = self._outbox, []
         if not batch:
             return
+        carries_output = self._model_output_seen  # published before this batch was taken
         sequenced: list[tuple[int, frames.Frame]] = []
         for seq, chunk in batch:
             body = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
@@ -137,6 +162,7 @@ class StreamPublisher:
             sequenced.append((seq, self._frame(body, done=False, seq=seq)))
         faults.point("broadcast")
         await broadcast.publish_stream(self.session_id, self.request_id, sequenced)
+        self._output_sent = self._output_sent or carries_output
 
     async def _write_store(self) -> None:
         if not self._store:
@@ -153,6 +179,13 @@ class StreamPublisher:
             except TimeoutError:
                 pass
             self._wake.clear()
+            window = coalescing_window()
+            if window and self._output_sent and not self._closed:
+                self._coalescing = True
+                try:
+                    await asyncio.sleep(window)
+                finally:
+                    self._coalescing = False
             await self._send_outbox()
             if not self._outbox:
                 self._sent.set()
@@ -164,6 +197,10 @@ class StreamPublisher:
         """Everything published so far is broadcast and stored when this returns."""
         self._closed = True
         self._wake.set()
+        global _streaming
+        if self._counted:
+            self._counted = False
+            _streaming -= 1
         if self._flusher is not None:
             flusher, self._flusher = self._flusher, None
             await flusher

@@ -24,6 +24,7 @@ from agents_app.turns.instances import load_agent
 from agents_app.turns.turn_listeners import on_turn_finished
 from agents_app.turns.types import TurnResult
 from agents_app.storage import transcript
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session
 from agents_app.ui.models import QueuedMessage
 
@@ -86,10 +87,11 @@ def _claim(session: Session) -> UIMessage | None:
 
 
 async def release(session_id: int) -> None:
-    session = await sync_to_async(Session.objects.select_related("agent").filter(pk=session_id).first)()
+    # After every turn of every chat: on the database threads, not asgiref's one shared thread.
+    session = await db_async(Session.objects.select_related("agent").filter(pk=session_id).first)()
     if session is None:
         return
-    message = await sync_to_async(_claim)(session)
+    message = await db_async(_claim)(session)
     if message is not None:
         await submit(session, message)
 

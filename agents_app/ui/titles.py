@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import re
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from agents_app.gateway import scope as gateway_scope
@@ -24,6 +23,7 @@ from agents_app.turns.instances import load_agent
 from agents_app.turns.turn_listeners import on_turn_finished
 from agents_app.turns.types import TurnResult
 from agents_app.storage import transcript
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session
 
 logger = logging.getLogger(__name__)
@@ -83,10 +83,10 @@ def _save(session_id: int, title: str) -> bool:
 
 async def name_conversation(session_id: int, request_id: str) -> str | None:
     """The title given to the session, or None when it already had one."""
-    session = await sync_to_async(Session.objects.select_related("agent").filter(pk=session_id).first)()
+    session = await db_async(Session.objects.select_related("agent").filter(pk=session_id).first)()
     if session is None:
         return None
-    exchange = await sync_to_async(_first_exchange)(session)
+    exchange = await db_async(_first_exchange)(session)
     if exchange is None:
         return None
     question, answer, model = exchange
@@ -98,7 +98,7 @@ async def name_conversation(session_id: int, request_id: str) -> str | None:
         except ModelError as error:
             logger.info("no model title for session %s: %s", session_id, error)
     title = title or first_words(question)
-    if not await sync_to_async(_save)(session_id, title):
+    if not await db_async(_save)(session_id, title):
         return None
     await broadcast.session_changed(session_id)
     return title

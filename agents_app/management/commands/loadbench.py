@@ -10,7 +10,7 @@ with N tokens, one every `--delay` seconds (paced) or as fast as it can (`--fast
 Printed: TTFT (send → first text delta at the client) p50/p99, tokens/s delivered in
 aggregate against what the upstream produced, the p99 gap between stream frames at a
 client, the database round trips per turn before and after its first token (counted by
-the server, `AGENTS_COUNT_QUERIES`), the server's RSS, and whether every answer arrived
+the server, `AGENTS_COUNT_QUERIES`), the server's CPU time and RSS, and whether every answer arrived
 complete, exactly once.
 
 The database and channel layer are the server's usual ones: embedded (a fresh SQLite file,
@@ -91,6 +91,15 @@ def _rss_kib(pid: int) -> dict[str, int]:
             if name in ("VmRSS", "VmHWM"):
                 sizes[name] = int(value.split()[0])
     return sizes
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc (Linux): the server's
+    cost of a run, whatever else loads the machine meanwhile."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return float("nan")
 
 
 def _turn_counts(path: Path, turns: int, timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -220,6 +229,7 @@ class Command(BaseCommand):
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
         started = time.perf_counter()
+        cpu_before = _cpu_seconds(server_pid)
         try:
             await asyncio.wait_for(
                 asyncio.gather(*(self._chat(ws, run, f"r{run_id}{index}", words) for index, (ws, run) in enumerate(zip(sockets, runs)))),
@@ -230,11 +240,12 @@ class Command(BaseCommand):
                 profiler.send_signal(2)  # SIGINT: py-spy writes what it sampled
                 profiler.wait(30)
         elapsed = time.perf_counter() - started
+        cpu = _cpu_seconds(server_pid) - cpu_before
         rss_after = _rss_kib(server_pid)
         for ws in [*sockets, *idle_sockets]:
             await ws.close()
         return {
-            "runs": runs, "elapsed": elapsed, "expected": f"You said: {words}",
+            "runs": runs, "elapsed": elapsed, "cpu": cpu, "expected": f"You said: {words}",
             "rss_before": rss_before, "rss_idle": rss_idle, "rss_after": rss_after, "idle": idle,
         }
 
@@ -297,6 +308,8 @@ class Command(BaseCommand):
             after = [c["after_first_token"] for c in counts]
             write(f"  DB round trips/turn:   {statistics.median(before):.0f} before the first token (max {max(before)}), "
                   f"{statistics.median(after):.0f} after it ({len(counts)} turns)")
+        write(f"  server CPU:            {figures['cpu']:.2f} s, {1000 * figures['cpu'] / chats:.1f} ms per turn, "
+              f"{1e6 * figures['cpu'] / (chats * tokens):.0f} µs per token")
         rss = figures["rss_after"]
         write(f"  server RSS:            {figures['rss_before'].get('VmRSS', 0) / 1024:.0f} MiB at start, "
               f"{rss.get('VmRSS', 0) / 1024:.0f} MiB after, peak {rss.get('VmHWM', 0) / 1024:.0f} MiB")
