@@ -82,14 +82,15 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float =
     raise CommandError(f"nothing listens on port {port} after {timeout:.0f} s")
 
 
-def _rss_kib(pid: int) -> dict[str, int]:
-    """Current and peak resident set size of a process, from /proc (Linux)."""
-    sizes = {}
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as status:
-        for line in status:
-            name, _, value = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                sizes[name] = int(value.split()[0])
+def _rss_kib(pids: list[int]) -> dict[str, int]:
+    """Current and peak resident set size of processes, summed, from /proc (Linux)."""
+    sizes = {"VmRSS": 0, "VmHWM": 0}
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as status:
+            for line in status:
+                name, _, value = line.partition(":")
+                if name in sizes:
+                    sizes[name] += int(value.split()[0])
     return sizes
 
 
@@ -132,45 +133,53 @@ class Command(BaseCommand):
         parser.add_argument("--agent", default="chat-agent")
         parser.add_argument("--profile", metavar="FILE", help="py-spy record the server during the run into FILE")
         parser.add_argument("--timeout", type=float, default=300.0)
+        parser.add_argument(
+            "--servers", type=int, default=1,
+            help="daphne processes sharing the load (chats spread round-robin); more than one needs REDIS_URL",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["preset"]:
             options.update(PRESETS[options["preset"]])
         if options["fast"]:
             options["delay"] = 0.0
+        if options["servers"] > 1 and not os.environ.get("REDIS_URL"):
+            raise CommandError("Several daphne processes share sessions through channels-redis: set REDIS_URL (and DATABASE_URL).")
         chats, tokens, delay = options["chats"], options["tokens"], options["delay"]
         if tokens <= ECHO_PREFIX_WORDS:
             raise CommandError(f"--tokens must be more than {ECHO_PREFIX_WORDS}")
         with tempfile.TemporaryDirectory(prefix="loadbench-") as workdir, contextlib.ExitStack() as stack:
             work = Path(workdir)
-            upstream_port, server_port = _free_port(), _free_port()
+            upstream_port = _free_port()
             env = self._server_env(work, upstream_port)
             upstream = self._spawn(
                 stack, [sys.executable, "-m", "agents_app.testing.fake_openai", "--port", str(upstream_port), "--delay", str(delay)], env, work / "upstream.log"
             )
             _wait_for_port(upstream_port, upstream)
             subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], env=env, check=True, cwd=settings.BASE_DIR)
-            server = self._spawn(
-                stack,
-                [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(server_port), "chatproject.asgi:application"],
-                env,
-                work / "daphne.log",
-            )
-            _wait_for_port(server_port, server)
-            url = f"ws://127.0.0.1:{server_port}/agents/{options['agent']}"
+            servers = []
+            for index in range(options["servers"]):
+                port = _free_port()
+                process = self._spawn(
+                    stack,
+                    [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatproject.asgi:application"],
+                    env,
+                    work / f"daphne-{index}.log",
+                )
+                _wait_for_port(port, process)
+                servers.append((f"ws://127.0.0.1:{port}/agents/{options['agent']}", process.pid))
             queries = work / "queries.jsonl"
             try:
-                # One turn first, so that imports and first connections are not measured.
-                asyncio.run(self._load(url, server.pid, 1, 5, 0, None, options["timeout"]))
-                _turn_counts(queries, 1)
+                # One turn per server first, so that imports and first connections are not measured.
+                for server in servers:
+                    asyncio.run(self._load([server], 1, 5, 0, None, options["timeout"]))
+                _turn_counts(queries, len(servers))
                 queries.unlink()
-                figures = asyncio.run(
-                    self._load(url, server.pid, chats, tokens, options["idle"], options["profile"], options["timeout"])
-                )
+                figures = asyncio.run(self._load(servers, chats, tokens, options["idle"], options["profile"], options["timeout"]))
             except Exception:
-                self.stderr.write((work / "daphne.log").read_text()[-4000:])
+                self.stderr.write((work / "daphne-0.log").read_text()[-4000:])
                 raise
-            self._report(figures, _turn_counts(queries, chats), chats, tokens, delay, env)
+            self._report(figures, _turn_counts(queries, chats), chats, tokens, delay, env, len(servers))
 
     # -- processes ---------------------------------------------------------------------
     def _server_env(self, work: Path, upstream_port: int) -> dict[str, str]:
@@ -188,6 +197,11 @@ class Command(BaseCommand):
                 # minute, turns at once) do not refuse one client opening hundreds of chats.
                 "AGENTS_ALLOW_ANONYMOUS": "true",
                 "AGENTS_COUNT_QUERIES": str(work / "queries.jsonl"),
+                # A title by model is one more model call after a chat's first answer. The fake
+                # upstream echoes the whole exchange back as that "title" (hundreds of tokens, as
+                # much as the answer itself, where a model writes six words), so it would double
+                # the measured load: titles are made from the first words instead.
+                "AGENTS_CHAT_TITLES": "words",
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -213,23 +227,27 @@ class Command(BaseCommand):
 
     # -- clients ---------------------------------------------------------------------------
     async def _load(
-        self, url: str, server_pid: int, chats: int, tokens: int, idle: int, profile: str | None, timeout: float
+        self, servers: list[tuple[str, int]], chats: int, tokens: int, idle: int, profile: str | None, timeout: float
     ) -> dict[str, Any]:
+        """Chat `index` talks to server `index % len(servers)`; CPU and RSS are the servers' sums."""
         run_id = uuid.uuid4().hex[:8]
-        rss_before = _rss_kib(server_pid)
-        idle_sockets = [await self._connect(f"{url}/idle-{run_id}-{index}") for index in range(idle)]
-        rss_idle = _rss_kib(server_pid)
-        sockets = await asyncio.gather(*(self._connect(f"{url}/bench-{run_id}-{index}") for index in range(chats)))
+        pids = [pid for _, pid in servers]
+        rss_before = _rss_kib(pids)
+        idle_sockets = [await self._connect(f"{servers[index % len(servers)][0]}/idle-{run_id}-{index}") for index in range(idle)]
+        rss_idle = _rss_kib(pids)
+        sockets = await asyncio.gather(
+            *(self._connect(f"{servers[index % len(servers)][0]}/bench-{run_id}-{index}") for index in range(chats))
+        )
         words = " ".join(f"w{index}" for index in range(tokens - ECHO_PREFIX_WORDS))
         runs = [ChatRun() for _ in range(chats)]
         profiler = None
         if profile:
             profiler = subprocess.Popen(
-                [shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}") or "py-spy", "record", "-p", str(server_pid), "-r", "200", "--format", "raw", "-o", profile, "--nonblocking"],
+                [shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}") or "py-spy", "record", "-p", str(pids[0]), "-r", "200", "--format", "raw", "-o", profile, "--nonblocking"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
         started = time.perf_counter()
-        cpu_before = _cpu_seconds(server_pid)
+        cpu_before = sum(_cpu_seconds(pid) for pid in pids)
         try:
             await asyncio.wait_for(
                 asyncio.gather(*(self._chat(ws, run, f"r{run_id}{index}", words) for index, (ws, run) in enumerate(zip(sockets, runs)))),
@@ -240,8 +258,8 @@ class Command(BaseCommand):
                 profiler.send_signal(2)  # SIGINT: py-spy writes what it sampled
                 profiler.wait(30)
         elapsed = time.perf_counter() - started
-        cpu = _cpu_seconds(server_pid) - cpu_before
-        rss_after = _rss_kib(server_pid)
+        cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
+        rss_after = _rss_kib(pids)
         for ws in [*sockets, *idle_sockets]:
             await ws.close()
         return {
@@ -280,7 +298,9 @@ class Command(BaseCommand):
                 return
 
     # -- figures ---------------------------------------------------------------------------
-    def _report(self, figures: dict[str, Any], counts: list[dict[str, Any]], chats: int, tokens: int, delay: float, env: dict[str, str]) -> None:
+    def _report(
+        self, figures: dict[str, Any], counts: list[dict[str, Any]], chats: int, tokens: int, delay: float, env: dict[str, str], servers: int
+    ) -> None:
         runs: list[ChatRun] = figures["runs"]
         ttfts = [(r.first_token_at - r.sent_at) * 1000 for r in runs if r.first_token_at is not None]
         gaps = [(b - a) * 1000 for r in runs for a, b in zip(r.frame_times, r.frame_times[1:])]
@@ -295,7 +315,8 @@ class Command(BaseCommand):
         layer = "channels-redis" if env.get("REDIS_URL") else "in-memory layer"
         pace = f"paced, {delay * 1000:.0f} ms/token" if delay > 0 else "fast upstream"
         write = self.stdout.write
-        write(f"loadbench: {chats} chat(s) x {tokens} tokens, {pace}; one daphne, {database}, {layer}")
+        processes = "one daphne" if servers == 1 else f"{servers} daphne processes"
+        write(f"loadbench: {chats} chat(s) x {tokens} tokens, {pace}; {processes}, {database}, {layer}")
         write(f"  complete answers:      {complete}/{chats} (text exactly as sent by the upstream, once)")
         write(f"  TTFT:                  p50 {statistics.median(ttfts):.0f} ms, p99 {_percentile(ttfts, 0.99):.0f} ms (upstream alone: ~{delay * 1000:.0f} ms)")
         if delay > 0:
