@@ -240,6 +240,9 @@ AGENTS_COMPACTION_THRESHOLD = float(os.environ.get("AGENTS_COMPACTION_THRESHOLD"
 # AI gateway (agents_app/gateway): providers, routes, prices, limits and budgets live in the
 # admin; these are the defaults without a Route and the call-log retention.
 AGENTS_GATEWAY_CACHE_TTL = int(os.environ.get("AGENTS_GATEWAY_CACHE_TTL", "0"))
+# Each process keeps a copy of that configuration; an edit made elsewhere (another process, or
+# not through the ORM) reaches it within this many seconds.
+AGENTS_GATEWAY_CONFIG_TTL_SECONDS = float(os.environ.get("AGENTS_GATEWAY_CONFIG_TTL_SECONDS", "5"))
 AGENTS_GATEWAY_LOG_RETENTION_DAYS = int(os.environ.get("AGENTS_GATEWAY_LOG_RETENTION_DAYS", "90"))
 CELERY_BEAT_SCHEDULE["prune-model-call-log"] = {"task": "gateway.prune_model_calls", "schedule": 3600.0}
 

@@ -202,6 +202,16 @@ def _fresh_limit_counters() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_gateway_copies() -> None:
+    """The gateway's per-process copies of its configuration and of sessions' owners
+    (agents_app/gateway/process_cache.py) outlive a test, whose rows go without a signal
+    (rolled back or truncated): every test starts with none."""
+    from agents_app.gateway import process_cache
+
+    process_cache.clear_all()
+
+
+@pytest.fixture(autouse=True)
 def _test_agents() -> None:
     """Register the test agents (importing the module registers them)."""
     import tests.agents  # noqa: F401

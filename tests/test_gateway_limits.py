@@ -38,6 +38,13 @@ def test_requests_per_minute_per_user_answers_429_with_retry_after(client, model
     assert "1 requests per minute" in refused.json()["error"] and model.request_count == 1
 
 
+def test_a_limit_added_between_two_turns_refuses_the_next_one(client, model, token):
+    model.script(Reply.text("Before the limit."))
+    assert chat(client, token).status_code == 200
+    RateLimit.objects.create(requests_per_minute=1)
+    assert chat(client, token).status_code == 429 and model.request_count == 1
+
+
 def test_a_user_limit_does_not_touch_other_users(client, model, token, user, other_user):
     from agents_app.storage.models import ApiToken
 

@@ -2,16 +2,21 @@
 cost, and API keys that never reach a user or a log row."""
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.test import AsyncClient
 
+from agents_app.gateway import scope
 from agents_app.gateway.text import generate_text
-from agents_app.gateway.models import ModelCall, ModelPrice, Provider, Route, RouteEntry
+from agents_app.gateway.models import ModelCall, ModelPrice, Provider, RateLimit, Route, RouteEntry
 from agents_app.providers.errors import ModelError
+from agents_app.storage import query_count
+from agents_app.storage.models import Session
 from agents_app.testing.fake_openai import FakeOpenAI, Reply
 from tests.conftest import is_done, user_message
 
@@ -174,3 +179,44 @@ async def test_an_unknown_gateway_id_fails_the_call_with_a_clear_error(model):
     assert model.request_count == 0
     call = await ModelCall.objects.aget()
     assert call.status == "error" and "Unknown gateway id" in call.error
+
+
+def test_a_route_edited_through_the_orm_serves_the_next_call(client, model, backup, token):
+    entry = route((provider("primary", model), "model-a")).entries.get()
+    model.script(Reply.text("From the primary."))
+    backup.script(Reply.text("From the backup."))
+    assert answer_text(ask(client, token)) == "From the primary."
+    entry.provider, entry.model = provider("backup", backup), "model-b"
+    entry.save()
+    assert answer_text(ask(client, token)) == "From the backup."
+    assert backup.requests[0]["model"] == "model-b" and model.request_count == 1
+
+
+def test_a_route_changed_behind_the_orms_back_serves_calls_once_the_copy_expires(client, model, backup, token, settings):
+    settings.AGENTS_GATEWAY_CONFIG_TTL_SECONDS = 0.1
+    routed, standby = route((provider("primary", model), "model-a")), provider("backup", backup)
+    model.script(Reply.text("From the primary."))
+    backup.script(Reply.text("From the backup."))
+    assert answer_text(ask(client, token)) == "From the primary."
+    # As another process's edit or plain SQL would: no signal reaches this process.
+    RouteEntry.objects.filter(route=routed).update(provider=standby)
+    time.sleep(0.15)
+    assert answer_text(ask(client, token)) == "From the backup." and model.request_count == 1
+
+
+async def test_a_model_call_in_a_turn_on_a_warm_cache_writes_its_log_row_and_reads_nothing(model, backup, token, other_user, settings):
+    settings.AGENTS_COUNT_QUERIES = "1"
+    await sync_to_async(route)((await sync_to_async(provider)("primary", backup), "routed-model"))
+    await ModelPrice.objects.acreate(model="routed-model", input_per_million=Decimal("1"), output_per_million=Decimal("1"))
+    await RateLimit.objects.acreate(user=other_user, requests_per_minute=10)  # someone else's: not enforced here
+    backup.script(Reply.text("Warming up."), Reply.text("Counted."))
+    await AsyncClient().post(f"/agents/chat-agent/warm/chat?format=json&token={token}", data={"text": "Hi"}, content_type="application/json")
+    session = await Session.objects.aget(name="warm")
+    with query_count.turn("counted"):
+        async with scope.for_turn(session.pk, "counted", None):
+            result = await generate_text("Hi")
+    counted = next(turn for turn in query_count.finished if turn.request_id == "counted")
+    assert result.text == "Counted." and backup.requests[-1]["model"] == "routed-model"
+    assert counted.before_first_token + counted.after_first_token == 1  # the call log row
+    logged = await ModelCall.objects.aget(request_id="counted")
+    assert (logged.provider, logged.user_id) == ("primary", session.owner_id) and logged.cost > 0

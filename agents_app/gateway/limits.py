@@ -4,6 +4,7 @@ counter (agents_app/limits.py), so a burst of parallel calls cannot overshoot th
 limits and budgets count finished calls."""
 from __future__ import annotations
 
+import itertools
 import math
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -14,6 +15,7 @@ from django.utils import timezone
 
 from agents_app import limits as agent_limits
 from agents_app.gateway.models import Budget, ModelCall, RateLimit
+from agents_app.gateway.process_cache import TableCopy
 from agents_app.providers.errors import ModelError
 
 
@@ -115,9 +117,26 @@ def _check_budget(user_id: int | None, now: datetime) -> None:
         raise LimitExceeded(f"Monthly cost budget used up ({status['cost']['budget']}). It renews on {_next_month(now):%Y-%m-%d}.", wait, code="budget_exceeded")
 
 
+def _load_rate_limit_scopes() -> frozenset[tuple[int | None, str]]:
+    return frozenset(RateLimit.objects.values_list("user_id", "agent"))
+
+
+def _load_budget_owners() -> frozenset[int | None]:
+    return frozenset(Budget.objects.values_list("user_id", flat=True))
+
+
+# (user id, agent) of every rate limit, None and "" meaning every user and every agent.
+_rate_limit_scopes = TableCopy(_load_rate_limit_scopes, sources=(RateLimit,))
+# The users with a budget of their own; None when there is a default for every user.
+_budget_owners = TableCopy(_load_budget_owners, sources=(Budget,))
+
+
 def applies_to(user_id: int | None, agent: str) -> bool:
     """Whether any rate limit or budget concerns this user's calls to this agent."""
-    return _matching_rate_limits(user_id, agent).exists() or budget_for(user_id) is not None
+    rate_limit_scopes = _rate_limit_scopes.get()
+    if any(scope in rate_limit_scopes for scope in itertools.product({None, user_id}, {"", agent})):
+        return True
+    return user_id is not None and not {None, user_id}.isdisjoint(_budget_owners.get())
 
 
 def check(user_id: int | None, agent: str, now: datetime | None = None, *, reserve: bool = False) -> None:

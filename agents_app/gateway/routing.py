@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from django.conf import settings
+from django.db.models import Prefetch
 
-from agents_app.gateway.models import Provider, Route
+from agents_app.gateway.models import Provider, Route, RouteEntry
+from agents_app.gateway.process_cache import TableCopy
 
 DEFAULT_PROVIDER = "default"
 
@@ -61,21 +63,40 @@ class UnknownGateway(LookupError):
     pass
 
 
-def _config(route: Route | None) -> RouteConfig:
-    if route is None:
-        return RouteConfig((), settings.AGENTS_GATEWAY_CACHE_TTL)
-    entries = route.entries.select_related("provider").filter(provider__enabled=True).order_by("position", "id")
-    return RouteConfig(tuple(_upstream(entry.provider, entry.model) for entry in entries), route.cache_ttl_seconds)
+@dataclass(frozen=True)
+class _Routes:
+    """The enabled routes: chosen by agent ("" = the global route) and by name."""
+
+    by_agent: dict[str, RouteConfig]
+    by_name: dict[str, RouteConfig]
+
+
+def _load_routes() -> _Routes:
+    enabled_entries = RouteEntry.objects.filter(provider__enabled=True).select_related("provider").order_by("position", "id")
+    routes = Route.objects.filter(enabled=True).prefetch_related(Prefetch("entries", queryset=enabled_entries))
+    by_agent: dict[str, RouteConfig] = {}
+    by_name: dict[str, RouteConfig] = {}
+    for route in routes:
+        config = RouteConfig(tuple(_upstream(entry.provider, entry.model) for entry in route.entries.all()), route.cache_ttl_seconds)
+        if route.name:
+            by_name[route.name] = config
+        else:
+            by_agent[route.agent] = config
+    return _Routes(by_agent, by_name)
+
+
+_routes = TableCopy(_load_routes, sources=(Route, RouteEntry, Provider))
 
 
 def route_for(agent: str) -> RouteConfig:
-    # The agent's own route, else the global one, in one query ("" sorts first: hence last()).
-    return _config(Route.objects.filter(enabled=True, name="", agent__in={agent, ""}).order_by("agent").last())
+    """The agent's own route, else the global one, else the OPENAI_* settings."""
+    routes = _routes.get()
+    return routes.by_agent.get(agent) or routes.by_agent.get("") or RouteConfig((), settings.AGENTS_GATEWAY_CACHE_TTL)
 
 
 def named_route(gateway_id: str) -> RouteConfig:
     """The enabled route named `gateway_id`; a typo must not fall back to another route silently."""
-    route = Route.objects.filter(enabled=True, name=gateway_id).first()
+    route = _routes.get().by_name.get(gateway_id)
     if route is None:
         raise UnknownGateway(f"Unknown gateway id {gateway_id!r}: no enabled gateway route has that name.")
-    return _config(route)
+    return route

@@ -2,9 +2,10 @@
 
 The runner enters a scope around every turn; the gateway reads it when a call is made, so
 agents need not pass anything through. Who the turn is for, its route and whether any limit
-applies are read once when the turn starts, so that a call with nothing to enforce goes
-upstream without a database round trip (limits and budgets, when they apply, are checked
-again before every call). Options come from the turn's body (`{"gateway":
+applies are read once when the turn starts (from this process's copies, process_cache.py,
+so usually without the database), so that a call with nothing to enforce goes upstream
+without a database round trip (limits and budgets, when they apply, are checked against
+the database again before every call). Options come from the turn's body (`{"gateway":
 {"skipCache": true, "cacheTtl": 60}}`, the seed's gateway options) or from code with
 `gateway_options(skip_cache=True)`; the named route (`gateway_id`) from code only.
 """
@@ -17,6 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from agents_app.gateway import limits, routing
+from agents_app.gateway.process_cache import BoundedMap
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session
 
@@ -50,8 +52,21 @@ def caller_for(agent: str, user_id: int | None) -> Caller:
     return Caller(agent, user_id, routing.route_for(agent), limits.applies_to(user_id, agent))
 
 
+# Session id → (agent slug, owner id): neither changes once the session exists.
+_session_callers: BoundedMap[int, tuple[str, int | None]] = BoundedMap(max_entries=10_000)
+
+
+def _agent_and_owner(session_id: int) -> tuple[str, int | None] | None:
+    known = _session_callers.get(session_id)
+    if known is None:
+        known = Session.objects.filter(pk=session_id).values_list("agent__slug", "owner_id").first()
+        if known is not None:
+            _session_callers.put(session_id, known)
+    return known
+
+
 def load_caller(session_id: int | None) -> Caller:
-    row = Session.objects.filter(pk=session_id).values_list("agent__slug", "owner_id").first() if session_id is not None else None
+    row = _agent_and_owner(session_id) if session_id is not None else None
     agent, user_id = row if row is not None else ("", None)
     return caller_for(agent, user_id)
 
