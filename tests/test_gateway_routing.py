@@ -17,6 +17,7 @@ from agents_app.gateway.models import ModelCall, ModelPrice, Provider, RateLimit
 from agents_app.providers.errors import ModelError
 from agents_app.storage import query_count
 from agents_app.storage.models import Session
+from agents_app.turns.instances import resolve_session
 from agents_app.testing.fake_openai import FakeOpenAI, Reply
 from tests.conftest import is_done, user_message
 
@@ -220,3 +221,11 @@ async def test_a_model_call_in_a_turn_on_a_warm_cache_writes_its_log_row_and_rea
     assert counted.before_first_token + counted.after_first_token == 1  # the call log row
     logged = await ModelCall.objects.aget(request_id="counted")
     assert (logged.provider, logged.user_id) == ("primary", session.owner_id) and logged.cost > 0
+
+
+def test_calls_of_a_session_whose_agent_an_operator_renamed_go_by_the_new_name(user: Any) -> None:
+    session = resolve_session("scripted-agent", "renamed", user)
+    assert scope.load_caller(session.pk).agent == "scripted-agent"
+    session.agent.slug = "renamed-agent"
+    session.agent.save()
+    assert scope.load_caller(session.pk).agent == "renamed-agent"

@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from agents_app.gateway import limits, routing
-from agents_app.gateway.process_cache import BoundedMap
+from agents_app.gateway.process_cache import BoundedMap, TableCopy
 from agents_app.storage.db_threads import db_async
-from agents_app.storage.models import Session
+from agents_app.storage.models import Agent, Session
 
 
 @dataclass(frozen=True)
@@ -52,17 +52,26 @@ def caller_for(agent: str, user_id: int | None) -> Caller:
     return Caller(agent, user_id, routing.route_for(agent), limits.applies_to(user_id, agent))
 
 
-# Session id → (agent slug, owner id): neither changes once the session exists.
-_session_callers: BoundedMap[int, tuple[str, int | None]] = BoundedMap(max_entries=10_000)
+# Session id → (agent id, owner id): neither changes once the session exists. The agent's
+# slug (what routes and limits match against) can be renamed by an operator: it comes from a
+# copy of the agents table, which a rename refreshes like the gateway's own tables.
+_session_callers: BoundedMap[int, tuple[int, int | None]] = BoundedMap(max_entries=10_000)
+_agent_slugs: TableCopy[dict[int, str]] = TableCopy(lambda: dict(Agent.objects.values_list("pk", "slug")), sources=(Agent,))
 
 
 def _agent_and_owner(session_id: int) -> tuple[str, int | None] | None:
     known = _session_callers.get(session_id)
     if known is None:
-        known = Session.objects.filter(pk=session_id).values_list("agent__slug", "owner_id").first()
-        if known is not None:
-            _session_callers.put(session_id, known)
-    return known
+        known = Session.objects.filter(pk=session_id).values_list("agent_id", "owner_id").first()
+        if known is None:
+            return None
+        _session_callers.put(session_id, known)
+    agent_id, owner_id = known
+    slug = _agent_slugs.get().get(agent_id)
+    if slug is None:  # an agent created since the copy was made
+        _agent_slugs.clear()
+        slug = _agent_slugs.get().get(agent_id, "")
+    return slug, owner_id
 
 
 def load_caller(session_id: int | None) -> Caller:
