@@ -31,7 +31,7 @@ from agents_app.storage.models import Agent as AgentRecord
 from agents_app.storage.models import Session
 from agents_app.storage.workspace import Workspace
 from agents_app.think import compaction, sub_agents, think_session
-from agents_app.think.context_blocks import ContextBlocks, ContextBlockSpec
+from agents_app.think.context_blocks import ContextBlocks, ContextBlockSpec, loaded_keys
 from agents_app.think.middleware import ModelMiddleware
 from agents_app.think.model_loop import ModelLoop
 from agents_app.think.skills import Skill
@@ -226,6 +226,7 @@ class ThinkAgent(AIChatAgent):
 
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
         await self._load_session()
+        self.loaded_context_keys = loaded_keys(options.messages)
         await self.extensions.prepare()
         self._context_section = await think_session.render_context(self)
         if self.include_mcp_tools:
