@@ -14,6 +14,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db.models import Exists, OuterRef, Q
 
 from agents_app.mcp import oauth
 from agents_app.mcp.models import AgentMcpServer, McpServer, Transport
@@ -108,6 +109,14 @@ def endpoint_for(row: McpServer) -> Endpoint:
         url=row.server_url,
         headers=tuple(sorted((row.headers or {}).items())),
         auth=oauth.provider_for(row, publish),
+    )
+
+
+def servers_stored() -> Q:
+    """Whether a session (the outer query's row) has MCP servers, its own or attached by the
+    operator to its agent class: when it has none, a turn has nothing to connect or offer."""
+    return Exists(McpServer.objects.filter(session=OuterRef("pk"))) | Exists(
+        AgentMcpServer.objects.filter(agent=OuterRef("agent_id"), enabled=True)
     )
 
 

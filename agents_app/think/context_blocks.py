@@ -25,10 +25,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import pydantic
 from asgiref.sync import sync_to_async
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 
 from agents_app.agents.tools import Tool
 from agents_app.protocol.messages import UIMessage
 from agents_app.storage import search, transcript
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import ContextBlock, ContextBlockVersion, ContextEntry, Message, Session
 
 if TYPE_CHECKING:
@@ -129,8 +131,8 @@ class ContextBlocks:
             value = spec.provider(self.agent)
             return str(await value if inspect.isawaitable(value) else value)
         if spec.kind is BlockKind.TEXT:
-            return (await sync_to_async(self._stored)(spec)).content
-        return await sync_to_async(self._catalogue)(spec)
+            return (await db_async(self._stored)(spec)).content
+        return await db_async(self._catalogue)(spec)
 
     def _catalogue(self, spec: ContextBlockSpec) -> str:
         entries = list(ContextEntry.objects.filter(block=self._stored(spec)).order_by("key").values_list("key", "title"))
@@ -324,6 +326,12 @@ def runtime_specs(session: Session) -> tuple[ContextBlockSpec, ...]:
     """The blocks `add_context` gave this session, in the order they were added."""
     rows = ContextBlock.objects.filter(session=session, runtime=True).order_by("created_at", "id")
     return tuple(ContextBlockSpec(r.label, r.description, r.max_tokens, r.readonly) for r in rows)
+
+
+def runtime_blocks_stored() -> Exists:
+    """Whether a session (the outer query's row) has blocks added at run time: when it has
+    none, `runtime_specs` need not be read."""
+    return Exists(ContextBlock.objects.filter(session=OuterRef("pk"), runtime=True))
 
 
 def _loaded_documents(parts: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], str, str]]:

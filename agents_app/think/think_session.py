@@ -110,17 +110,20 @@ async def render_context(agent: ThinkHost) -> str:
     return "\n\n".join(section for section in (blocks, skills.render(agent.get_skills())) if section)
 
 
-async def model_view(agent: ThinkHost, messages: list[UIMessage]) -> list[UIMessage]:
+async def model_view(agent: ThinkHost, messages: list[UIMessage], *, overlays_stored: bool = True) -> list[UIMessage]:
     """What the model reads of `messages`: compaction overlays applied, then older tool
-    outputs and very long texts truncated (pruning.truncate_older_messages)."""
-    return truncate_older_messages(await db_async(apply_overlays)(agent.session, messages))
+    outputs and very long texts truncated (pruning.truncate_older_messages).
+    `overlays_stored=False`: the caller knows the session has no overlays to apply."""
+    overlaid = await db_async(apply_overlays)(agent.session, messages) if overlays_stored else messages
+    return truncate_older_messages(overlaid)
 
 
-async def history_for_model(agent: ThinkHost, options: ChatOptions) -> ChatOptions:
+async def history_for_model(agent: ThinkHost, options: ChatOptions, *, overlays_stored: bool = True) -> ChatOptions:
     """The history the model reads, compacting first when it is over the agent's threshold
     (by default a fraction of the model's context window). A failed summary never fails the
-    turn: it then runs uncompacted (and the model loop still fits each request to the window)."""
-    messages = await model_view(agent, options.messages)
+    turn: it then runs uncompacted (and the model loop still fits each request to the window).
+    `overlays_stored=False`: the caller knows the session had no overlays when the turn started."""
+    messages = await model_view(agent, options.messages, overlays_stored=overlays_stored)
     threshold = compaction_threshold(agent.get_model(), agent)
     if threshold and _estimate(agent, messages) > threshold:
         try:
