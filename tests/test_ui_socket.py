@@ -63,6 +63,27 @@ async def test_always_allowing_a_tool_on_the_page_lets_later_protocol_turns_run_
     await page.disconnect()
 
 
+async def test_always_allowing_a_tool_for_the_agent_lets_the_owners_other_chats_run_it_without_asking(open_socket, token, model, user):
+    model.script(
+        Reply.tool_calls([ToolCallSpec("deleteFile", '{"path": "/tmp/e"}', id="here")]),
+        Reply.text("Deleted /tmp/e."),
+        Reply.tool_calls([ToolCallSpec("deleteFile", '{"path": "/tmp/f"}', id="elsewhere")]),
+        Reply.text("Deleted /tmp/f."),
+    )
+    socket = await open_socket(CHAT, token=token, wait_ready=True)
+    page = await page_socket(user)
+    await ask_to_delete(socket, "allow006", "here")
+    await page.send_to(text_data=json.dumps({"action": "approve", "tool_call_id": "here", "scope": "agent"}))
+    await socket.until(turn_done_other_than("allow006"), timeout=15)
+
+    other_chat = await open_socket("/agents/chat-agent/elsewhere", token=token, wait_ready=True)
+    elsewhere = await ask_to_delete(other_chat, "allow007", "elsewhere")
+    assert not any(c["type"] == "tool-approval-request" for c in elsewhere)
+    output = next(c for c in elsewhere if c["type"] == "tool-output-available" and c["toolCallId"] == "elsewhere")
+    assert output["output"] == {"path": "/tmp/f", "deleted": True}
+    await page.disconnect()
+
+
 async def test_a_plain_approval_still_asks_again_next_time(open_socket, token, model, user):
     model.script(
         Reply.tool_calls([ToolCallSpec("deleteFile", '{"path": "/tmp/c"}', id="once")]),

@@ -23,17 +23,19 @@ from agents_app.agents.hooks import (
     TurnConfig,
     TurnContext,
 )
+from agents_app.agents.stored_features import read_stored_features
 from agents_app.agents.tools import Approval, Tool
 from agents_app.mcp.tools import turn_tools as mcp_turn_tools
 from agents_app.providers.openai_chat import default_model
 from agents_app.sandbox.extensions import ExtensionManager
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Agent as AgentRecord
 from agents_app.storage.models import Session
 from agents_app.storage.workspace import Workspace
 from agents_app.think import compaction, sub_agents, think_session
-from agents_app.think.context_blocks import ContextBlocks, ContextBlockSpec
+from agents_app.think.context_blocks import ContextBlocks, ContextBlockSpec, loaded_keys
 from agents_app.think.middleware import ModelMiddleware
-from agents_app.think.model_loop import ModelLoop
+from agents_app.think.model_loop import ModelLoop, granted_tools
 from agents_app.think.skills import Skill
 from agents_app.think.think_session import SessionBuilder
 from agents_app.think.workspace_tools import workspace_tools
@@ -225,12 +227,21 @@ class ThinkAgent(AIChatAgent):
         """Every chunk the model produces (observational; runs per token, keep it cheap)."""
 
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
-        await self._load_session()
-        await self.extensions.prepare()
+        await self.start()  # first: on_start may add blocks, servers or extensions
+        # One round trip says which of the session's stored features exist; only those are read.
+        stored = await db_async(read_stored_features)(self.session.pk)
+        if stored.runtime_blocks:
+            await think_session.load_runtime_state(self)
+        else:
+            self.runtime_context_blocks = ()
+        self.loaded_context_keys = loaded_keys(options.messages)
+        await self.extensions.prepare(any_stored=stored.extensions)
         self._context_section = await think_session.render_context(self)
         if self.include_mcp_tools:
-            self._mcp_tools = await mcp_turn_tools(self)
-        return ModelLoop(self, await think_session.history_for_model(self, options), stored=options.messages).run()
+            self._mcp_tools = await mcp_turn_tools(self) if stored.mcp_servers else {}
+        granted = await db_async(granted_tools)(self.session.owner_id, self.record.slug) if stored.tool_grants else []
+        history = await think_session.history_for_model(self, options, overlays_stored=stored.compactions)
+        return ModelLoop(self, history, stored=options.messages, always_allowed=stored.allowed_tools | frozenset(granted)).run()
 
     async def chat(
         self,

@@ -14,11 +14,13 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db.models import Exists, OuterRef, Q
 
 from agents_app.mcp import oauth
 from agents_app.mcp.models import AgentMcpServer, McpServer, Transport
 from agents_app.mcp.pool import Catalogue, Endpoint, McpAuthorizationRequired, McpConnectionError, pool
 from agents_app.protocol import frames
+from agents_app.storage.db_threads import db_async
 from agents_app.turns import broadcast
 
 logger = logging.getLogger(__name__)
@@ -110,6 +112,14 @@ def endpoint_for(row: McpServer) -> Endpoint:
     )
 
 
+def servers_stored() -> Q:
+    """Whether a session (the outer query's row) has MCP servers, its own or attached by the
+    operator to its agent class: when it has none, a turn has nothing to connect or offer."""
+    return Exists(McpServer.objects.filter(session=OuterRef("pk"))) | Exists(
+        AgentMcpServer.objects.filter(agent=OuterRef("agent_id"), enabled=True)
+    )
+
+
 def _sync_attached(session_id: int) -> list[McpServer]:
     """Rows for the operator's servers of this agent class (created on first use, dropped when
     the operator disables or deletes them), then all rows of the session."""
@@ -165,16 +175,18 @@ def start_connecting(row: McpServer) -> asyncio.Future[Any]:
     return attempt
 
 
+async def _connect_all(session_id: int) -> tuple[list[McpServer], list[asyncio.Future[Any]]]:
+    """The session's servers, and the attempts started for those without a live connection
+    here. Also makes the caller's loop the home loop."""
+    _home_loops[session_id] = asyncio.get_running_loop()
+    rows = await db_async(_sync_attached)(session_id)
+    return rows, [start_connecting(row) for row in rows if not pool.is_ready(row.pk)]
+
+
 async def ensure_connected(session_id: int) -> list[asyncio.Future[Any]]:
     """Start connecting every server of the session that has no live connection here; returns
     the attempts (the caller decides whether to wait). Also makes the caller's loop the home loop."""
-    _home_loops[session_id] = asyncio.get_running_loop()
-    rows = await sync_to_async(_sync_attached)(session_id)
-    attempts = []
-    for row in rows:
-        if pool.is_ready(row.pk):
-            continue
-        attempts.append(start_connecting(row))
+    _, attempts = await _connect_all(session_id)
     return attempts
 
 
@@ -187,11 +199,13 @@ def wait_seconds(option: bool | dict[str, Any] | None) -> float:
     return 0.0
 
 
-async def wait_for_connections(session_id: int, option: bool | dict[str, Any] | None) -> None:
-    attempts = await ensure_connected(session_id)
+async def wait_for_connections(session_id: int, option: bool | dict[str, Any] | None) -> list[McpServer]:
+    """`ensure_connected`, then wait for the attempts as `option` says; returns the session's servers."""
+    rows, attempts = await _connect_all(session_id)
     seconds = wait_seconds(option)
     if attempts and seconds > 0:
         await asyncio.wait(attempts, timeout=seconds)
+    return rows
 
 
 # -- adding and removing ------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import pydantic
-from asgiref.sync import sync_to_async
 
 from agents_app.mcp import manager
 from agents_app.mcp.models import McpServer
@@ -91,9 +90,7 @@ def usable_schema(schema: Any) -> bool:
 async def turn_tools(agent: ThinkHost) -> dict[str, Tool]:
     """The tools of every server that is ready in this process (after the optional wait);
     servers that are connecting, failed or awaiting authorization are left out with a log note."""
-    session_id = agent.session.pk
-    await manager.wait_for_connections(session_id, agent.wait_for_mcp_connections)
-    rows = await sync_to_async(list)(McpServer.objects.filter(session_id=session_id))
+    rows = await manager.wait_for_connections(agent.session.pk, agent.wait_for_mcp_connections)
     tools: dict[str, Tool] = {}
     for row in rows:
         catalogue = pool.catalogue(row.pk)

@@ -23,11 +23,14 @@ from urllib.parse import urlsplit
 import httpx
 import pydantic
 from asgiref.sync import sync_to_async
+from django.db.models import Exists, OuterRef
 
 from agents_app.think.context_blocks import ContextBlockSpec
 from agents_app.agents.tools import Tool, ToolInputError
 from agents_app.sandbox.models import SessionExtension
 from agents_app.sandbox.quickjs_runner import Bridge, Limits, SandboxCodeError, SandboxLimitError, run_js
+from agents_app.storage.db_threads import db_async
+from agents_app.storage.models import Session
 
 if TYPE_CHECKING:
     from agents_app.think.host import ThinkHost
@@ -183,6 +186,15 @@ class ExtensionTool(Tool):
         )
 
 
+def _stored_extensions(session: Session) -> list[SessionExtension]:
+    return list(SessionExtension.objects.filter(session=session))
+
+
+def extensions_stored() -> Exists:
+    """Whether a session (the outer query's row) keeps extensions the model loaded."""
+    return Exists(SessionExtension.objects.filter(session=OuterRef("pk")))
+
+
 class ExtensionManager:
     """The extensions of one agent instance: declared by the developer, loaded by the model."""
 
@@ -214,9 +226,10 @@ class ExtensionManager:
             tool = ExtensionTool(extension, tool_name, spec, self.limits)
             self._tools[tool.name] = tool
 
-    async def prepare(self) -> None:
-        """At the start of a turn: read the declared and the session's stored extensions."""
-        stored = await sync_to_async(list)(SessionExtension.objects.filter(session=self.agent.session))
+    async def prepare(self, *, any_stored: bool = True) -> None:
+        """At the start of a turn: read the declared and the session's stored extensions
+        (`any_stored=False`: the caller knows the session keeps none, see `extensions_stored`)."""
+        stored = await db_async(_stored_extensions)(self.agent.session) if any_stored else []
         for row in stored:
             if row.name not in self.declared:
                 restored = extension(

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db.models import Exists, OuterRef
+
 from agents_app.protocol.messages import UIMessage
 from agents_app.storage.models import Compaction, Session
 
@@ -16,6 +18,12 @@ class Overlay:
 
     def message(self) -> UIMessage:
         return {"id": f"compaction_{self.id}", "role": "assistant", "parts": [{"type": "text", "text": self.summary}]}
+
+
+def compactions_stored() -> Exists:
+    """Whether a session (the outer query's row) has compaction overlays: when it has none,
+    its messages are what the model sees."""
+    return Exists(Compaction.objects.filter(session=OuterRef("pk")))
 
 
 def overlays_on_path(session: Session, path_uids: list[str]) -> list[Overlay]:

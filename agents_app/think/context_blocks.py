@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,9 +25,12 @@ from typing import TYPE_CHECKING, Any, Literal
 import pydantic
 from asgiref.sync import sync_to_async
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 
 from agents_app.agents.tools import Tool
+from agents_app.protocol.messages import UIMessage
 from agents_app.storage import search, transcript
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import ContextBlock, ContextBlockVersion, ContextEntry, Message, Session
 
 if TYPE_CHECKING:
@@ -128,8 +131,8 @@ class ContextBlocks:
             value = spec.provider(self.agent)
             return str(await value if inspect.isawaitable(value) else value)
         if spec.kind is BlockKind.TEXT:
-            return (await sync_to_async(self._stored)(spec)).content
-        return await sync_to_async(self._catalogue)(spec)
+            return (await db_async(self._stored)(spec)).content
+        return await db_async(self._catalogue)(spec)
 
     def _catalogue(self, spec: ContextBlockSpec) -> str:
         entries = list(ContextEntry.objects.filter(block=self._stored(spec)).order_by("key").values_list("key", "title"))
@@ -325,25 +328,29 @@ def runtime_specs(session: Session) -> tuple[ContextBlockSpec, ...]:
     return tuple(ContextBlockSpec(r.label, r.description, r.max_tokens, r.readonly) for r in rows)
 
 
-def _loads(session: Session) -> list[tuple[Message, dict[str, Any], str, str]]:
-    """Documents load_context returned on the current branch and still carries: each with
-    the message holding the result, its label and its key."""
-    found = []
-    for message in transcript.active_path(session):
-        for part in message.parts or []:
-            if part.get("type") != "tool-load_context" or part.get("state") != "output-available":
-                continue
-            arguments = part.get("input") or {}
-            label, key = str(arguments.get("label", "")), str(arguments.get("key", ""))
-            if part.get("output") not in (f"Not found: {key}", UNLOADED_MARK.format(key=key)):
-                found.append((message, part, label, key))
-    return found
+def runtime_blocks_stored() -> Exists:
+    """Whether a session (the outer query's row) has blocks added at run time: when it has
+    none, `runtime_specs` need not be read."""
+    return Exists(ContextBlock.objects.filter(session=OuterRef("pk"), runtime=True))
 
 
-def loaded_keys(session: Session) -> frozenset[str]:
+def _loaded_documents(parts: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], str, str]]:
+    """The load_context results among `parts` that still carry their document: each part
+    with its label and key."""
+    for part in parts:
+        if part.get("type") != "tool-load_context" or part.get("state") != "output-available":
+            continue
+        arguments = part.get("input") or {}
+        label, key = str(arguments.get("label", "")), str(arguments.get("key", ""))
+        if part.get("output") not in (f"Not found: {key}", UNLOADED_MARK.format(key=key)):
+            yield part, label, key
+
+
+def loaded_keys(messages: list[UIMessage]) -> frozenset[str]:
     """"label:key" of every document the model loaded and has not unloaded, read from the
-    history itself so it holds after a restart or in another process."""
-    return frozenset(f"{label}:{key}" for _, _, label, key in _loads(session))
+    history itself (`messages`, the conversation a turn runs on) so it holds after a restart
+    or in another process."""
+    return frozenset(f"{label}:{key}" for message in messages for _, label, key in _loaded_documents(message.get("parts") or []))
 
 
 def unload_document(session: Session, label: str, key: str) -> bool:
@@ -351,10 +358,11 @@ def unload_document(session: Session, label: str, key: str) -> bool:
     turns no longer carry the document; False when it was not loaded. A load made in the
     running turn is not stored yet, so it is not found here."""
     changed: dict[int, Message] = {}
-    for message, part, loaded_label, loaded_key in _loads(session):
-        if (loaded_label, loaded_key) == (label, key):
-            part["output"] = UNLOADED_MARK.format(key=key)
-            changed[message.pk] = message
+    for message in transcript.active_path(session):
+        for part, loaded_label, loaded_key in _loaded_documents(message.parts or []):
+            if (loaded_label, loaded_key) == (label, key):
+                part["output"] = UNLOADED_MARK.format(key=key)
+                changed[message.pk] = message
     for message in changed.values():
         message.save(update_fields=["parts", "updated_at"])
     return bool(changed)

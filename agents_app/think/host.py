@@ -33,7 +33,8 @@ class ThinkHost(ChatAgent, Protocol):
     stop_when: Sequence[StopCondition]
     send_reasoning: bool
     context_blocks: tuple[ContextBlockSpec, ...]
-    # Read from the database at each turn start (think_session.load_runtime_state).
+    # Set at each turn start: the blocks from the database (think_session.load_runtime_state),
+    # the loaded documents from the turn's conversation (context_blocks.loaded_keys).
     runtime_context_blocks: tuple[ContextBlockSpec, ...]
     loaded_context_keys: frozenset[str]
     compact_after_tokens: int | None

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import sync_to_async
+from django.db.models import Exists, OuterRef
 
 from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
 from agents_app.providers.convert import to_openai_messages
@@ -40,6 +40,7 @@ from agents_app.agents.tools import NestedToolRunner, Tool, ToolInputError, bind
 from agents_app.turns import chat_errors
 from agents_app.turns.types import ChatErrorContext, ChatOptions
 from agents_app.storage import transcript
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, ToolGrant
 from agents_app.testing import faults
 
@@ -62,19 +63,29 @@ def _client_tool_schema(spec: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": {"name": spec["name"], "description": spec.get("description", ""), "parameters": parameters}}
 
 
+def granted_tools(owner_id: int | None, agent_slug: str) -> list[str]:
+    """Tools the owner always allows for this agent, in every session (ToolGrant)."""
+    return list(ToolGrant.objects.filter(user_id=owner_id, agent=agent_slug).values_list("tool", flat=True)) if owner_id else []
+
+
+def grants_stored() -> Exists:
+    """Whether the owner of a session (the outer query's row) always allows some tool of its
+    agent: when not, `granted_tools` need not be read."""
+    return Exists(ToolGrant.objects.filter(user_id=OuterRef("owner_id"), agent=OuterRef("agent__slug")))
+
+
 def _always_allowed(session_id: int) -> frozenset[str]:
     row = Session.objects.filter(pk=session_id).values_list("allowed_tools", "owner_id", "agent__slug").first()
     if row is None:
         return frozenset()
     in_session, owner_id, agent = row
-    for_agent = ToolGrant.objects.filter(user_id=owner_id, agent=agent).values_list("tool", flat=True) if owner_id else []
-    return frozenset([*(in_session or ()), *for_agent])
+    return frozenset([*(in_session or ()), *granted_tools(owner_id, agent)])
 
 
 async def always_allowed_tools(session: Session | None) -> frozenset[str]:
     """Tools the owner always allows in this session or for this agent (tool_state); a loop
     run outside a session (chat_stream.py without one) has no such grants."""
-    return frozenset() if session is None else await sync_to_async(_always_allowed)(session.pk)
+    return frozenset() if session is None else await db_async(_always_allowed)(session.pk)
 
 
 def requested_model(body: dict[str, Any] | None) -> str | None:
@@ -182,12 +193,20 @@ class ToolOutcome:
 
 
 class ModelLoop:
-    def __init__(self, agent: ThinkHost, options: ChatOptions, stored: list[UIMessage] | None = None) -> None:
+    def __init__(
+        self,
+        agent: ThinkHost,
+        options: ChatOptions,
+        stored: list[UIMessage] | None = None,
+        always_allowed: frozenset[str] | None = None,
+    ) -> None:
         """`options.messages` is the history as the model reads it; `stored` the messages it
-        was made from (to read them again after a compaction)."""
+        was made from (to read them again after a compaction). `always_allowed`: the tools the
+        owner always allows, when the caller has read them for this turn (else the loop does)."""
         self.agent = agent
         self.options = options
         self.stored = stored if stored is not None else options.messages
+        self.always_allowed = always_allowed
         self.budget_factor = 1.0
         self.overflow = overflow_policy(agent.context_overflow)
         self.proactive_compactions = 0
@@ -380,7 +399,7 @@ class ModelLoop:
                 yield chunk
         config, turn_tools = await self._configure()
         # Read per turn: "always allow" may have been ticked on the approval that resumed it.
-        always_allowed = await always_allowed_tools(self.agent.session)
+        always_allowed = self.always_allowed if self.always_allowed is not None else await always_allowed_tools(self.agent.session)
         extra = _call_options(config)
         stop_when = [*self.agent.stop_when, *config.stop_when]
         calls: list[StepStream] = []

@@ -3,8 +3,9 @@ in the system prompt and as tools, and in the history the model sees compaction 
 default at a fraction of the model's context window) and truncated older tool outputs.
 
 The session is set up in code once per agent instance and process, before its first use, by
-the agent's `configure_session(builder)`; blocks added at run time (`add_context`) and documents the
-model loaded are read from the database at every turn start."""
+the agent's `configure_session(builder)`; blocks added at run time (`add_context`) are read
+from the database at every turn start, and the documents the model loaded from the turn's
+conversation."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,17 +13,16 @@ import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import sync_to_async
-
 from agents_app.protocol.messages import UIMessage
 from agents_app.think import compaction
 from agents_app.providers.convert import to_openai_messages
 from agents_app.think import skills
-from agents_app.think.context_blocks import BlockKind, ContextBlocks, ContextBlockSpec, Provider, loaded_keys, runtime_specs
+from agents_app.think.context_blocks import BlockKind, ContextBlocks, ContextBlockSpec, Provider, runtime_specs
 from agents_app.think.context_window import compaction_threshold, estimate_request_tokens
 from agents_app.think.pruning import truncate_older_messages
 from agents_app.agents.tools import Tool
 from agents_app.turns.types import ChatOptions
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.overlays import apply_overlays
 
 if TYPE_CHECKING:
@@ -89,12 +89,9 @@ async def configure(agent: ThinkHost) -> dict[str, Any]:
 
 
 async def load_runtime_state(agent: ThinkHost) -> None:
-    """The blocks added at run time and the documents the model has loaded, as stored now
-    (another process may have changed them since this object last looked)."""
-    def read() -> tuple[tuple[ContextBlockSpec, ...], frozenset[str]]:
-        return runtime_specs(agent.session), loaded_keys(agent.session)
-
-    agent.runtime_context_blocks, agent.loaded_context_keys = await sync_to_async(read)()
+    """The blocks added at run time, as stored now (another process may have changed them
+    since this object last looked)."""
+    agent.runtime_context_blocks = await db_async(runtime_specs)(agent.session)
 
 
 def _has_blocks(agent: ThinkHost) -> bool:
@@ -113,17 +110,20 @@ async def render_context(agent: ThinkHost) -> str:
     return "\n\n".join(section for section in (blocks, skills.render(agent.get_skills())) if section)
 
 
-async def model_view(agent: ThinkHost, messages: list[UIMessage]) -> list[UIMessage]:
+async def model_view(agent: ThinkHost, messages: list[UIMessage], *, overlays_stored: bool = True) -> list[UIMessage]:
     """What the model reads of `messages`: compaction overlays applied, then older tool
-    outputs and very long texts truncated (pruning.truncate_older_messages)."""
-    return truncate_older_messages(await sync_to_async(apply_overlays)(agent.session, messages))
+    outputs and very long texts truncated (pruning.truncate_older_messages).
+    `overlays_stored=False`: the caller knows the session has no overlays to apply."""
+    overlaid = await db_async(apply_overlays)(agent.session, messages) if overlays_stored else messages
+    return truncate_older_messages(overlaid)
 
 
-async def history_for_model(agent: ThinkHost, options: ChatOptions) -> ChatOptions:
+async def history_for_model(agent: ThinkHost, options: ChatOptions, *, overlays_stored: bool = True) -> ChatOptions:
     """The history the model reads, compacting first when it is over the agent's threshold
     (by default a fraction of the model's context window). A failed summary never fails the
-    turn: it then runs uncompacted (and the model loop still fits each request to the window)."""
-    messages = await model_view(agent, options.messages)
+    turn: it then runs uncompacted (and the model loop still fits each request to the window).
+    `overlays_stored=False`: the caller knows the session had no overlays when the turn started."""
+    messages = await model_view(agent, options.messages, overlays_stored=overlays_stored)
     threshold = compaction_threshold(agent.get_model(), agent)
     if threshold and _estimate(agent, messages) > threshold:
         try:

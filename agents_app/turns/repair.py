@@ -15,11 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import transaction
 
 from agents_app.protocol import frames
 from agents_app.protocol.messages import SETTLED_TOOL_STATES, UIMessage, is_tool_part, normalize_tool_input, tool_name_of
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Message, Session
 from agents_app.turns import broadcast
 
@@ -70,9 +70,19 @@ def _store(session: Session, uids: list[str], client_tools: set[str], repair: Re
     return stored
 
 
+def _awaits_input(messages: list[UIMessage]) -> bool:
+    """Some tool call has its input and no answer: only then does it matter which tools the
+    client executes (every other state is repaired or kept whatever they are)."""
+    return any(
+        is_tool_part(part) and part.get("state") == "input-available"
+        for message in messages if message["role"] == "assistant" for part in message.get("parts", [])
+    )
+
+
 async def repair_before_turn(agent: Any, session: Session, messages: list[UIMessage]) -> list[UIMessage]:
     """`messages` with interrupted tool parts repaired, stored and broadcast when any were."""
-    client_tools = set(await sync_to_async(agent.client_tool_names)())
+    # Most turns have no open call: they skip reading the client's tools.
+    client_tools = set(await db_async(agent.client_tool_names)()) if _awaits_input(messages) else set()
     repair: Repairer = agent.repair_interrupted_tool_part
     broken = [
         m["id"] for m in messages
@@ -80,7 +90,7 @@ async def repair_before_turn(agent: Any, session: Session, messages: list[UIMess
     ]
     if not broken:
         return messages
-    stored = await sync_to_async(_store)(session, broken, client_tools, repair)
+    stored = await db_async(_store)(session, broken, client_tools, repair)
     repaired = [{**m, "parts": stored[m["id"]]} if m["id"] in stored else m for m in messages]
     await broadcast.broadcast(session.pk, [frames.message_updated(m) for m in repaired if m["id"] in stored])
     return repaired

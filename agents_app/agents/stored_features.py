@@ -1,0 +1,53 @@
+"""What a Think agent's turn needs from its session besides the conversation, asked in one
+round trip.
+
+A turn reads the blocks added at run time, the extensions the model loaded, the MCP servers
+of the instance and of its agent class, the compaction overlays and the owner's "always
+allow" grants. Most sessions have none of these, and asking for each on its own costs a
+round trip that finds nothing, on every turn of every chat. One query on the session row
+tells which of them exist (and reads the tools allowed in this chat), so a turn reads only
+those that do.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents_app.mcp.manager import servers_stored
+from agents_app.sandbox.extensions import extensions_stored
+from agents_app.storage.models import Session
+from agents_app.storage.overlays import compactions_stored
+from agents_app.think.context_blocks import runtime_blocks_stored
+from agents_app.think.model_loop import grants_stored
+
+
+@dataclass(frozen=True)
+class StoredFeatures:
+    # Session.allowed_tools: tools the owner always allows in this chat.
+    allowed_tools: frozenset[str] = frozenset()
+    runtime_blocks: bool = False
+    extensions: bool = False
+    mcp_servers: bool = False
+    compactions: bool = False
+    tool_grants: bool = False
+
+
+def read_stored_features(session_id: int) -> StoredFeatures:
+    """As stored now; a session deleted meanwhile has none."""
+    row = (
+        Session.objects.filter(pk=session_id)
+        .annotate(
+            has_runtime_blocks=runtime_blocks_stored(),
+            has_extensions=extensions_stored(),
+            has_mcp_servers=servers_stored(),
+            has_compactions=compactions_stored(),
+            has_tool_grants=grants_stored(),
+        )
+        .values_list(
+            "allowed_tools", "has_runtime_blocks", "has_extensions", "has_mcp_servers", "has_compactions", "has_tool_grants"
+        )
+        .first()
+    )
+    if row is None:
+        return StoredFeatures()
+    allowed_tools, *flags = row
+    return StoredFeatures(frozenset(allowed_tools or ()), *(bool(flag) for flag in flags))
