@@ -62,17 +62,19 @@ def turn_began() -> float | None:
 
 
 class OldestFirstExecutor(Executor):
-    """A fixed set of threads serving calls by rank (see the module docstring), then FIFO."""
+    """Up to `max_workers` threads serving calls by rank (see the module docstring), then FIFO.
+    A thread is started only when a call finds every running thread busy: a process that
+    makes one call at a time (a Celery worker between turns) keeps one thread, and so one
+    database connection."""
 
     def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
         self._max_workers = max_workers
+        self._thread_name_prefix = thread_name_prefix
         self._queue: queue.PriorityQueue[tuple[float, int, Callable[[], None] | None]] = queue.PriorityQueue()
         self._order = itertools.count()
-        self._threads = [
-            threading.Thread(target=self._serve, name=f"{thread_name_prefix}_{index}", daemon=True) for index in range(max_workers)
-        ]
-        for thread in self._threads:
-            thread.start()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._state = threading.Lock()
 
     def submit(self, fn: Callable[..., _R], /, *args: Any, **kwargs: Any) -> Future[_R]:
         future: Future[_R] = Future()
@@ -88,21 +90,32 @@ class OldestFirstExecutor(Executor):
                 future.set_result(result)
 
         rank = _turn_began.get()
-        self._queue.put((time.monotonic() if rank is None else rank, next(self._order), run))
+        with self._state:
+            self._queue.put((time.monotonic() if rank is None else rank, next(self._order), run))
+            if self._queue.qsize() > self._idle and len(self._threads) < self._max_workers:
+                thread = threading.Thread(target=self._serve, name=f"{self._thread_name_prefix}_{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
         return future
 
     def _serve(self) -> None:
         while True:
+            with self._state:
+                self._idle += 1
             _, _, run = self._queue.get()
+            with self._state:
+                self._idle -= 1
             if run is None:
                 return
             run()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        for _ in self._threads:
+        with self._state:
+            threads = list(self._threads)
+        for _ in threads:
             self._queue.put((float("inf"), next(self._order), None))
         if wait:
-            for thread in self._threads:
+            for thread in threads:
                 thread.join()
 
 
