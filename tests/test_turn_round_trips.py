@@ -19,12 +19,12 @@ from tests.conftest import chunks_of, is_done, user_message
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
 CHAT = "/agents/chat-agent/round-trips"
 
-# Measured (2026-12-01): 45 then 43 on SQLite, 44 then 42 on PostgreSQL, for a signed-in
-# user's first and second turn with the Think-style chat-agent (admission with its limits,
-# lock, gateway routing and limits, context, MCP and extension state); 49 before this
-# ceiling was set. Most of it is the Think model loop's own reads and admission.
-BEFORE_FIRST_TOKEN = 48
-# Measured: 22–29 for a 3-word answer (reply, outcome, transcript, lock release, call log,
+# Measured (2026-12-02): 32 on SQLite, 31 on PostgreSQL, for a signed-in user's first turn
+# with the Think-style chat-agent (48–50 on 2026-12-01; 44 before that): admission with its
+# limits and the user's message, the turn lock, the agent and its transcript, one read of the
+# session's stored features (blocks, extensions, MCP servers, grants), the stream's start.
+BEFORE_FIRST_TOKEN = 34
+# Measured: 23–34 for a 3-word answer (reply, outcome, transcript, lock release, call log,
 # chunk-log batches); a longer answer adds a chunk-log write per stored batch (stream_publisher).
 AFTER_FIRST_TOKEN = 36
 
