@@ -142,11 +142,20 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
                 # The read from Redis stays pending (or done) for the next call.
                 return self._take(channel, from_inbox.result())
             from_inbox.cancel()
-            del self._redis_reads[channel]
+            if self._redis_reads.get(channel) is from_redis:
+                del self._redis_reads[channel]
+            if from_redis.cancelled():  # dropped with a Redis that went away (_lost)
+                continue
             try:
                 return from_redis.result()
             except REDIS_DOWN as error:
                 self._lost(error)
+
+    async def close_pools(self) -> None:
+        for read in self._redis_reads.values():
+            read.cancel()
+        self._redis_reads.clear()
+        await super().close_pools()
 
     def _take(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
         if self._inbox[channel].empty():
@@ -161,6 +170,10 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         self._inbox[channel].put_nowait(copy.deepcopy(message))
 
     def _lost(self, error: BaseException) -> None:
+        # Reads still waiting on the Redis that went away would fail again once it is back.
+        reads, self._redis_reads = self._redis_reads, {}
+        for read in reads.values():
+            read.cancel()
         loop = asyncio.get_running_loop()
         recovery = self._recovery
         if recovery is not None and not recovery.done() and recovery.get_loop() is loop:
