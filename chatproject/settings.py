@@ -211,7 +211,9 @@ AGENTS_TURN_STALE_SECONDS = float(os.environ.get("AGENTS_TURN_STALE_SECONDS", "2
 AGENTS_RECOVERY_SWEEP_SECONDS = float(os.environ.get("AGENTS_RECOVERY_SWEEP_SECONDS", "15"))
 # Threads for database calls that need no thread affinity (turn admission, streaming
 # writes): without them every session's queries queue on asgiref's one shared thread.
-AGENTS_DB_THREADS = int(os.environ.get("AGENTS_DB_THREADS", "4"))
+# A PostgreSQL query mostly waits on the network (threads overlap it); SQLite's writers queue on
+# one lock, so more threads would only wait there.
+AGENTS_DB_THREADS = int(os.environ.get("AGENTS_DB_THREADS", "4" if DATABASES["default"]["ENGINE"].endswith("sqlite3") else "12"))
 # Count each turn's database round trips (before and after its first token): "1", or a file
 # path that receives one JSON line per turn (`manage.py loadbench` reads it). Off when empty.
 AGENTS_COUNT_QUERIES = os.environ.get("AGENTS_COUNT_QUERIES", "")

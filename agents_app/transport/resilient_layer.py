@@ -12,6 +12,17 @@ membership is also remembered here, and while Redis fails:
   restarted Redis may have lost the memberships.
 
 The outage is logged once when it starts and once when it ends, never per frame.
+
+Process-local first, Redis up or down: a message for a channel of this process (a socket
+connected here) is handed over inside the process, and Redis carries only what channels of
+other processes must get. A turn usually streams to sockets of the process that runs it;
+through channels-redis every frame cost its sender four Redis round trips and the process's
+one receiving loop one more, which capped a daphne process at about a thousand frames a
+second and left fifty streaming chats seconds behind their model. A group's members in
+other processes are read from Redis for every group message, except live stream frames
+(`agent.stream`), for which a read from the last second is reused: each such frame carries
+its sequence number, and a receiver that joined in that second and missed some reads them
+from the chunk log when the next frame or the end arrives (turns/resume.py).
 """
 from __future__ import annotations
 
@@ -19,6 +30,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -29,6 +41,9 @@ from agents_app.storage.connections import REDIS_DOWN
 logger = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
+# Messages whose receivers recover a missed one by themselves (see the module docstring).
+GAP_TOLERANT_TYPES = frozenset({"agent.stream"})
+MEMBERSHIP_REUSE_SECONDS = 1.0
 
 
 class ResilientRedisChannelLayer(RedisChannelLayer):
@@ -38,31 +53,57 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         self._inbox: defaultdict[str, asyncio.Queue[dict[str, Any]]] = defaultdict(asyncio.Queue)
         self.available = True
         self._recovery: asyncio.Task[None] | None = None
+        # A read from Redis per local channel, kept across receive() calls: cancelling one
+        # can lose the message channels-redis was popping for it.
+        self._redis_reads: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._remote_members: dict[str, tuple[float, list[str]]] = {}  # group → (read at, channels)
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
+        if self._is_local(channel):
+            self._deliver_locally(channel, message)
+            return
         try:
             await super().send(channel, message)
         except REDIS_DOWN as error:
             self._lost(error)
-            if self._is_local(channel):
-                self._deliver_locally(channel, message)
 
     async def group_send(self, group: str, message: dict[str, Any]) -> None:
+        local = list(self._members.get(group, ()))
+        for channel in local:
+            self._deliver_locally(channel, message)
+        if not self.available:
+            return
         try:
-            await super().group_send(group, message)
+            if not local:  # nothing here: channels-redis's one scripted send reaches them all
+                await super().group_send(group, message)
+                return
+            for channel in await self._members_elsewhere(group, reuse=message.get("type") in GAP_TOLERANT_TYPES):
+                await super().send(channel, message)
         except REDIS_DOWN as error:
             self._lost(error)
-            for channel in list(self._members.get(group, ())):
-                self._deliver_locally(channel, message)
+
+    async def _members_elsewhere(self, group: str, *, reuse: bool) -> list[str]:
+        """The group's channels in other processes, from Redis (or from the last second's read)."""
+        now = time.monotonic()
+        cached = self._remote_members.get(group)
+        if reuse and cached is not None and now - cached[0] < MEMBERSHIP_REUSE_SECONDS:
+            return cached[1]
+        connection = self.connection(self.consistent_hash(group))
+        names = await connection.zrangebyscore(self._group_key(group), min=int(time.time()) - self.group_expiry, max="+inf")
+        elsewhere = [name.decode("utf8") for name in names if not self._is_local(name.decode("utf8"))]
+        self._remote_members[group] = (now, elsewhere)
+        return elsewhere
 
     async def group_add(self, group: str, channel: str) -> None:
         self._members[group].add(channel)
+        self._remote_members.pop(group, None)
         try:
             await super().group_add(group, channel)
         except REDIS_DOWN as error:
             self._lost(error)  # re-added when Redis is back
 
     async def group_discard(self, group: str, channel: str) -> None:
+        self._remote_members.pop(group, None)
         members = self._members.get(group)
         if members is not None:
             members.discard(channel)
@@ -74,19 +115,47 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
             self._lost(error)  # its Redis entry expires (group_expiry) or is ignored by a closed channel
 
     async def receive(self, channel: str) -> dict[str, Any]:
+        if not self._is_local(channel):
+            return await super().receive(channel)
         while True:
-            inbox = self._inbox.get(channel)
-            if inbox is not None and not inbox.empty():
+            inbox = self._inbox[channel]
+            if not inbox.empty():
                 return self._take(channel, inbox.get_nowait())
-            if self.available:
-                try:
-                    return await super().receive(channel)
-                except REDIS_DOWN as error:
-                    self._lost(error)
+            if not self.available:
+                # Redis is down: only this process can reach the channel, until it is back.
+                with contextlib.suppress(TimeoutError):
+                    return self._take(channel, await asyncio.wait_for(inbox.get(), RETRY_SECONDS))
                 continue
-            # Redis is down: only this process can reach the channel, until it is back.
-            with contextlib.suppress(TimeoutError):
-                return self._take(channel, await asyncio.wait_for(self._inbox[channel].get(), RETRY_SECONDS))
+            from_redis = self._redis_reads.get(channel)
+            if from_redis is None:
+                from_redis = self._redis_reads[channel] = asyncio.ensure_future(super().receive(channel))
+            from_inbox = asyncio.ensure_future(inbox.get())
+            try:
+                await asyncio.wait({from_redis, from_inbox}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:  # the consumer is going away: nothing is left to read for it
+                from_inbox.cancel()
+                from_redis.cancel()
+                self._redis_reads.pop(channel, None)
+                self._inbox.pop(channel, None)
+                raise
+            if from_inbox.done():
+                # The read from Redis stays pending (or done) for the next call.
+                return self._take(channel, from_inbox.result())
+            from_inbox.cancel()
+            if self._redis_reads.get(channel) is from_redis:
+                del self._redis_reads[channel]
+            if from_redis.cancelled():  # dropped with a Redis that went away (_lost)
+                continue
+            try:
+                return from_redis.result()
+            except REDIS_DOWN as error:
+                self._lost(error)
+
+    async def close_pools(self) -> None:
+        for read in self._redis_reads.values():
+            read.cancel()
+        self._redis_reads.clear()
+        await super().close_pools()
 
     def _take(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
         if self._inbox[channel].empty():
@@ -101,6 +170,10 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         self._inbox[channel].put_nowait(copy.deepcopy(message))
 
     def _lost(self, error: BaseException) -> None:
+        # Reads still waiting on the Redis that went away would fail again once it is back.
+        reads, self._redis_reads = self._redis_reads, {}
+        for read in reads.values():
+            read.cancel()
         loop = asyncio.get_running_loop()
         recovery = self._recovery
         if recovery is not None and not recovery.done() and recovery.get_loop() is loop:
