@@ -11,6 +11,10 @@ membership is also remembered here, and while Redis fails:
 * `group_add`/`group_discard` are recorded and re-applied when Redis is back, because a
   restarted Redis may have lost the memberships.
 
+A connection that closes never takes another connection's message with it either,
+as channels-redis alone may when a socket closes while frames are in flight (see
+`_receive_from_redis`).
+
 The outage is logged once when it starts and once when it ends, never per frame.
 """
 from __future__ import annotations
@@ -38,6 +42,10 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         self._inbox: defaultdict[str, asyncio.Queue[dict[str, Any]]] = defaultdict(asyncio.Queue)
         self.available = True
         self._recovery: asyncio.Task[None] | None = None
+        # Receives taking a message off Redis right now, and those of them whose connection
+        # closed meanwhile: they stop once the message is passed on (`_receive_from_redis`).
+        self._popping: set[asyncio.Task[Any]] = set()
+        self._closing: set[asyncio.Task[Any]] = set()
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         try:
@@ -80,13 +88,52 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
                 return self._take(channel, inbox.get_nowait())
             if self.available:
                 try:
-                    return await super().receive(channel)
+                    return await self._receive_from_redis(channel)
                 except REDIS_DOWN as error:
                     self._lost(error)
                 continue
             # Redis is down: only this process can reach the channel, until it is back.
             with contextlib.suppress(TimeoutError):
                 return self._take(channel, await asyncio.wait_for(self._inbox[channel].get(), RETRY_SECONDS))
+
+    async def _receive_from_redis(self, channel: str) -> dict[str, Any]:
+        """channels-redis's receive, which Channels cancels when the connection closes.
+
+        The receives of a process take turns taking its next message off Redis, whichever of
+        the process's channels it is for, and pass it to that channel's buffer. Cancelled after
+        Redis handed it a message and before it passed it on, a receive loses another
+        connection's message (a stream's end: that client then waits for ever). So the receive
+        runs as a task of its own, and one cancelled while it takes a message finishes taking
+        it (the message reaches its channel) and stops at its next wait."""
+        receiving = asyncio.ensure_future(super().receive(channel))
+        try:
+            return await asyncio.shield(receiving)
+        except asyncio.CancelledError:
+            if receiving in self._popping:
+                self._closing.add(receiving)
+            else:
+                receiving.cancel()
+            receiving.add_done_callback(_discard_outcome)
+            raise
+
+    async def _brpop_with_clean(self, index: int, channel: str, timeout: float) -> Any:
+        """channels-redis's one step that takes a message off Redis (see `_receive_from_redis`)."""
+        popping = asyncio.current_task()
+        assert popping is not None
+        self._popping.add(popping)
+        try:
+            content = await super()._brpop_with_clean(index, channel, timeout)
+        finally:
+            self._popping.discard(popping)
+            closing = popping in self._closing
+            self._closing.discard(popping)
+        if closing:
+            if content is None:  # the wait timed out: nothing was taken, nothing to pass on
+                raise asyncio.CancelledError
+            # Delivered at the receive's next wait: channels-redis puts the message in its
+            # channel's buffer before that, without awaiting anything.
+            popping.cancel()
+        return content
 
     def _take(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
         if self._inbox[channel].empty():
@@ -125,3 +172,10 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
             self.available = True
             logger.warning("Redis is back: frames reach every process again.")
             return
+
+
+def _discard_outcome(receiving: asyncio.Task[Any]) -> None:
+    """A closed connection's receive ended: its message or failure concerns nobody now."""
+    if not receiving.cancelled():
+        receiving.exception()
+
