@@ -29,16 +29,7 @@ from tests.plugins.celery_worker import CeleryProcess
 from tests.plugins.live_server import ROOT, WITHOUT_PER_USER_LIMITS, LiveServer, child_env, start_live_server
 from tests.test_celery_worker import wait_for
 
-# Known open defect: in about one run in four, one WebSocket client of the ten gets no frame
-# for a minute after the restart although the server ended its turn (the other nine get
-# theirs). Each scenario is run once more on a fresh stack rather than hiding the assertion;
-# a rerun shows in the summary ("R"), and the cause is still being looked for.
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.backends,
-    pytest.mark.timeout(600),
-    pytest.mark.flaky(reruns=1),
-]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends, pytest.mark.timeout(600)]
 
 TURNS = 20
 WORDS = [f"w{i}" for i in range(50)]

@@ -1,28 +1,25 @@
-"""channels-redis that keeps a process's own chats working while Redis is away.
+"""channels-redis, process-local first, that keeps a process's own chats working while Redis is away.
 
-Without Redis, frames cannot cross processes; but a turn and the sockets watching it are
-usually in the same daphne process, and those should not notice. So every group
-membership is also remembered here, and while Redis fails:
+Process-local first: a message for a channel of this process (a socket connected here) is
+handed over inside the process, through a local inbox per channel, and Redis carries only
+what channels of other processes must get. A turn usually streams to sockets of the process
+that runs it; through channels-redis every frame cost its sender four Redis round trips and
+the process's one receiving loop one more, which capped a daphne process at about a
+thousand frames a second and left fifty streaming chats seconds behind their model. A
+group's members in other processes are read from Redis for every group message, except
+live stream frames (`agent.stream`), for which a read from the last second is reused: each
+such frame carries its sequence number, and a receiver that joined in that second and
+missed some reads them from the chunk log when the next frame or the end arrives
+(turns/resume.py).
 
-* `group_send` and `send` to this process's channels are delivered to a local inbox per
-  channel (kept apart from channels-redis's own buffers, which it drops when a read fails);
-* `receive` serves that inbox, and while Redis is down waits on it alone instead of
-  raising, which would take every WebSocket of the process down;
-* `group_add`/`group_discard` are recorded and re-applied when Redis is back, because a
-  restarted Redis may have lost the memberships.
+While Redis fails, frames cannot cross processes, but this process's chats should not
+notice: every group membership is also remembered here, `receive` waits on the local inbox
+alone instead of raising (which would take every WebSocket of the process down), and the
+memberships are re-applied when Redis is back (a restarted Redis may have lost them). The
+outage is logged once when it starts and once when it ends, never per frame.
 
-The outage is logged once when it starts and once when it ends, never per frame.
-
-Process-local first, Redis up or down: a message for a channel of this process (a socket
-connected here) is handed over inside the process, and Redis carries only what channels of
-other processes must get. A turn usually streams to sockets of the process that runs it;
-through channels-redis every frame cost its sender four Redis round trips and the process's
-one receiving loop one more, which capped a daphne process at about a thousand frames a
-second and left fifty streaming chats seconds behind their model. A group's members in
-other processes are read from Redis for every group message, except live stream frames
-(`agent.stream`), for which a read from the last second is reused: each such frame carries
-its sequence number, and a receiver that joined in that second and missed some reads them
-from the chunk log when the next frame or the end arrives (turns/resume.py).
+A connection that closes never takes another connection's message with it, as
+channels-redis alone may when a socket closes while frames are in flight (`_stop_reading`).
 """
 from __future__ import annotations
 
@@ -53,10 +50,13 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         self._inbox: defaultdict[str, asyncio.Queue[dict[str, Any]]] = defaultdict(asyncio.Queue)
         self.available = True
         self._recovery: asyncio.Task[None] | None = None
-        # A read from Redis per local channel, kept across receive() calls: cancelling one
-        # can lose the message channels-redis was popping for it.
+        # A read from Redis per local channel, kept across receive() calls (see `_stop_reading`).
         self._redis_reads: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._remote_members: dict[str, tuple[float, list[str]]] = {}  # group → (read at, channels)
+        # Reads taking a message off Redis right now, and those of them whose connection
+        # closed meanwhile: they stop once the message is passed on (`_stop_reading`).
+        self._popping: set[asyncio.Task[Any]] = set()
+        self._closing: set[asyncio.Task[Any]] = set()
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         if self._is_local(channel):
@@ -132,9 +132,9 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
             from_inbox = asyncio.ensure_future(inbox.get())
             try:
                 await asyncio.wait({from_redis, from_inbox}, return_when=asyncio.FIRST_COMPLETED)
-            except asyncio.CancelledError:  # the consumer is going away: nothing is left to read for it
+            except asyncio.CancelledError:  # the connection is closing: nothing is left to read for it
                 from_inbox.cancel()
-                from_redis.cancel()
+                self._stop_reading(from_redis)
                 self._redis_reads.pop(channel, None)
                 self._inbox.pop(channel, None)
                 raise
@@ -156,6 +156,40 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
             read.cancel()
         self._redis_reads.clear()
         await super().close_pools()
+
+    def _stop_reading(self, read: asyncio.Future[dict[str, Any]]) -> None:
+        """Stop a closed connection's read from Redis without losing anyone's message.
+
+        The reads of a process take turns taking its next message off Redis, whichever of the
+        process's channels it is for, and pass it to that channel's buffer. Cancelled after
+        Redis handed it a message and before it passed it on, a read loses another
+        connection's message (a stream's end: that client then waits for ever). So a read
+        that is taking a message finishes taking it (the message reaches its channel) and
+        stops at its next wait; any other is cancelled at once."""
+        if read in self._popping:
+            self._closing.add(read)  # type: ignore[arg-type]
+        else:
+            read.cancel()
+        read.add_done_callback(_discard_outcome)
+
+    async def _brpop_with_clean(self, index: int, channel: str, timeout: float) -> Any:
+        """channels-redis's one step that takes a message off Redis (see `_stop_reading`)."""
+        popping = asyncio.current_task()
+        assert popping is not None
+        self._popping.add(popping)
+        try:
+            content = await super()._brpop_with_clean(index, channel, timeout)
+        finally:
+            self._popping.discard(popping)
+            closing = popping in self._closing
+            self._closing.discard(popping)
+        if closing:
+            if content is None:  # the wait timed out: nothing was taken, nothing to pass on
+                raise asyncio.CancelledError
+            # Delivered at the receive's next wait: channels-redis puts the message in its
+            # channel's buffer before that, without awaiting anything.
+            popping.cancel()
+        return content
 
     def _take(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
         if self._inbox[channel].empty():
@@ -198,3 +232,10 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
             self.available = True
             logger.warning("Redis is back: frames reach every process again.")
             return
+
+
+def _discard_outcome(receiving: asyncio.Task[Any]) -> None:
+    """A closed connection's receive ended: its message or failure concerns nobody now."""
+    if not receiving.cancelled():
+        receiving.exception()
+
