@@ -82,3 +82,15 @@ async def test_the_calls_of_the_turn_that_began_first_are_served_first() -> None
     await asyncio.gather(blocker, *queued)
     pool.shutdown()
     assert served == ["older turn", "newer turn", "no turn"]
+
+
+async def test_every_thread_started_so_far_closes_its_connections_once() -> None:
+    """A test run drops its database after the threads let go of it: each must be reached,
+    however few of the allowed threads were ever started."""
+    pool = db_threads.OldestFirstExecutor(12, thread_name_prefix="test-close")
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(loop.run_in_executor(pool, time.sleep, 0.05) for _ in range(3)))
+    reached: list[str] = []
+    await asyncio.to_thread(pool.run_on_every_thread, lambda: reached.append(threading.current_thread().name), 5)
+    pool.shutdown()
+    assert len(reached) == len(set(reached)) == 3

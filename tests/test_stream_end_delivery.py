@@ -53,6 +53,20 @@ async def test_a_sender_that_probes_mid_stream_and_does_not_ack_keeps_receiving_
     assert await sender.no_frame(0.5)
 
 
+async def test_a_sender_that_acks_its_own_stream_gets_each_chunk_once_then_one_done(open_socket, token):
+    # The official client acknowledges its own request after it swapped its chat object; it
+    # keeps the chunks it got live and would add replayed copies to the same message.
+    sender = await ready(open_socket, token)
+    await sender.chat("ownack01", [user_message("go", "u1")], words=15, delay=0.03)
+    await sender.until(lambda f: '"w3 "' in f.get("body", ""))
+    await sender.send({"type": "cf_agent_stream_resume_request", "probeId": "probe004"})
+    await sender.until(lambda f: f.get("probeId") == "probe004")
+    await sender.send({"type": "cf_agent_stream_resume_ack", "id": "ownack01"})
+    await sender.until(is_done("ownack01"))
+    stream = [f for f in stream_of(sender.received, "ownack01") if not f.get("replayComplete")]
+    assert_one_pass_then_done(stream, 15)
+
+
 async def test_a_tab_watching_a_stream_that_probes_and_acks_gets_a_replay_then_the_tail_and_one_done(open_socket, token):
     sender = await ready(open_socket, token)
     watcher = await ready(open_socket, token)

@@ -109,6 +109,22 @@ class OldestFirstExecutor(Executor):
                 return
             run()
 
+    def run_on_every_thread(self, fn: Callable[[], None], timeout: float) -> None:
+        """Run `fn` once on each thread started so far. One task per thread: they wait for
+        each other, so no thread runs two of them (a thread started meanwhile has no state)."""
+        with self._state:
+            count = len(self._threads)
+        if not count:
+            return
+        barrier = threading.Barrier(count, timeout=timeout)
+
+        def each() -> None:
+            barrier.wait()
+            fn()
+
+        for future in [self.submit(each) for _ in range(count)]:
+            future.result()
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._state:
             threads = list(self._threads)
@@ -135,21 +151,11 @@ def executor() -> OldestFirstExecutor:
 
 
 def close_connections(timeout: float = 10.0) -> None:
-    """Close every database thread's connections (a test run drops its database after this).
-    One task per thread: they wait for each other, so no thread runs two of them."""
+    """Close every database thread's connections (a test run drops its database after this)."""
     with _lock:
         pool = _executor
-    if pool is None:
-        return
-    size = pool._max_workers
-    barrier = threading.Barrier(size, timeout=timeout)
-
-    def close() -> None:
-        barrier.wait()
-        connections.close_all()
-
-    for future in [pool.submit(close) for _ in range(size)]:
-        future.result()
+    if pool is not None:
+        pool.run_on_every_thread(connections.close_all, timeout)
 
 
 def _checked_after_idle(func: Callable[_P, _R]) -> Callable[_P, _R]:

@@ -51,7 +51,7 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         self.available = True
         self._recovery: asyncio.Task[None] | None = None
         # A read from Redis per local channel, kept across receive() calls (see `_stop_reading`).
-        self._redis_reads: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._redis_reads: dict[str, asyncio.Task[dict[str, Any]]] = {}
         self._remote_members: dict[str, tuple[float, list[str]]] = {}  # group → (read at, channels)
         # Reads taking a message off Redis right now, and those of them whose connection
         # closed meanwhile: they stop once the message is passed on (`_stop_reading`).
@@ -128,7 +128,7 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
                 continue
             from_redis = self._redis_reads.get(channel)
             if from_redis is None:
-                from_redis = self._redis_reads[channel] = asyncio.ensure_future(super().receive(channel))
+                from_redis = self._redis_reads[channel] = asyncio.create_task(super().receive(channel))
             from_inbox = asyncio.ensure_future(inbox.get())
             try:
                 await asyncio.wait({from_redis, from_inbox}, return_when=asyncio.FIRST_COMPLETED)
@@ -157,7 +157,7 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         self._redis_reads.clear()
         await super().close_pools()
 
-    def _stop_reading(self, read: asyncio.Future[dict[str, Any]]) -> None:
+    def _stop_reading(self, read: asyncio.Task[dict[str, Any]]) -> None:
         """Stop a closed connection's read from Redis without losing anyone's message.
 
         The reads of a process take turns taking its next message off Redis, whichever of the
@@ -167,7 +167,7 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         that is taking a message finishes taking it (the message reaches its channel) and
         stops at its next wait; any other is cancelled at once."""
         if read in self._popping:
-            self._closing.add(read)  # type: ignore[arg-type]
+            self._closing.add(read)
         else:
             read.cancel()
         read.add_done_callback(_discard_outcome)

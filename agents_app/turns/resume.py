@@ -86,6 +86,7 @@ class ConnectionStreams:
         # Streams whose end this connection was given (live, or after a replay): a terminal
         # frame still on its way for them is not delivered twice.
         self._ended: set[str] = set()
+        self._sent_here: set[str] = set()  # request ids this connection sent
         self._watchers: set[asyncio.Task[None]] = set()
 
     def own(self, request_id: str) -> None:
@@ -93,6 +94,7 @@ class ConnectionStreams:
         come and ignores resume offers for it, so they are never held back from it."""
         if request_id not in self._ended:
             self._attached.setdefault(request_id, -1)
+            self._sent_here.add(request_id)
 
     # -- connect and probe ----------------------------------------------------------
     async def on_connect(self) -> None:
@@ -144,8 +146,8 @@ class ConnectionStreams:
         # and terminal frame, and the next stream reaches this connection live from then on.
         await self._replay_finished(request_id)
 
-    async def _replay(self, turn: Turn) -> int:
-        pairs = await sync_to_async(chunk_log.read_bodies)(turn.pk)
+    async def _replay(self, turn: Turn, from_seq: int = 0) -> int:
+        pairs = await sync_to_async(chunk_log.read_bodies)(turn.pk, from_seq)
         replayed = [
             frames.chat_response(turn.request_id, body, done=False, replay=True, continuation=turn.is_continuation, seq=seq)
             for seq, body in pairs
@@ -156,11 +158,15 @@ class ConnectionStreams:
         return pairs[-1][0] if pairs else -1
 
     async def _replay_active(self, turn: Turn, held: list[Held]) -> None:
-        last = await self._replay(turn)
+        received = self._attached.get(turn.request_id, -1)
+        # The sender's own client acknowledges its request only when it swapped its chat object
+        # meanwhile; it keeps the chunks it already got and adds replayed ones to the same
+        # message (a second `start-step` is a second step), so its replay starts after them.
+        first = received + 1 if turn.request_id in self._sent_here else 0
+        last = max(await self._replay(turn, first), first - 1)
         if await sync_to_async(_is_live)(turn):
             # A connection already receiving this stream may have got chunks live that the
             # chunk log does not hold yet: the replay it asked for includes them too.
-            received = self._attached.get(turn.request_id, -1)
             tail = await self._fill_gap(turn.request_id, last + 1, received, continuation=turn.is_continuation, replay=True)
             await self.send(
                 [*tail, frames.chat_response(turn.request_id, done=False, replay=True, replay_complete=True, continuation=turn.is_continuation)]
