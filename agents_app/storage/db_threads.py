@@ -99,12 +99,16 @@ class OldestFirstExecutor(Executor):
         return future
 
     def _serve(self) -> None:
+        waiting_idle = False  # a thread is started for a call already queued: not idle at first
         while True:
-            with self._state:
-                self._idle += 1
+            if waiting_idle:
+                with self._state:
+                    self._idle += 1
             _, _, run = self._queue.get()
-            with self._state:
-                self._idle -= 1
+            if waiting_idle:
+                with self._state:
+                    self._idle -= 1
+            waiting_idle = True
             if run is None:
                 return
             run()
