@@ -44,12 +44,12 @@ _followed: Counter[int] = Counter()
 # reader does not notice and which halves the per-frame work of the whole process.
 COALESCE_PER_STREAM = 0.001
 MAX_COALESCE = 0.05
-_streaming = 0  # publishers of this process between start() and flush()
+_streaming: set[StreamPublisher] = set()  # publishers of this process between start() and flush()
 
 
 def coalescing_window() -> float:
     """How long a flush waits for more deltas, given how many streams this process serves."""
-    return min(MAX_COALESCE, COALESCE_PER_STREAM * max(0, _streaming - 1))
+    return min(MAX_COALESCE, COALESCE_PER_STREAM * max(0, len(_streaming) - 1))
 
 
 _MERGEABLE = frozenset({"text-delta", "reasoning-delta"})
@@ -90,7 +90,6 @@ class StreamPublisher:
         self._sent = asyncio.Event()  # set whenever the flusher has broadcast all it was given
         self._coalescing = False  # the flusher waits on purpose for more deltas
         self._output_sent = False  # the first model output has been broadcast
-        self._counted = False  # this stream counts in `_streaming`
 
     async def start(self, message_uid: str) -> None:
         """Mark the turn as streaming and tell parked connections to resume onto it. The
@@ -100,9 +99,7 @@ class StreamPublisher:
         )
         await broadcast.stream_started(self.session_id, self.request_id)
         self.started = True
-        global _streaming
-        _streaming += 1
-        self._counted = True
+        _streaming.add(self)
         self._flusher = asyncio.create_task(self._flush_loop())
 
     def publish(self, chunk: dict[str, Any]) -> None:
@@ -197,10 +194,7 @@ class StreamPublisher:
         """Everything published so far is broadcast and stored when this returns."""
         self._closed = True
         self._wake.set()
-        global _streaming
-        if self._counted:
-            self._counted = False
-            _streaming -= 1
+        _streaming.discard(self)
         if self._flusher is not None:
             flusher, self._flusher = self._flusher, None
             await flusher
