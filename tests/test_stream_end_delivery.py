@@ -6,6 +6,10 @@ import json
 
 import pytest
 
+from asgiref.sync import sync_to_async
+
+from agents_app.turns.instances import resolve_session
+from agents_app.turns.resume import ConnectionStreams
 from tests.conftest import is_done, user_message
 from tests.test_resume import PATH, ready
 
@@ -65,6 +69,27 @@ async def test_a_sender_that_acks_its_own_stream_gets_each_chunk_once_then_one_d
     await sender.until(is_done("ownack01"))
     stream = [f for f in stream_of(sender.received, "ownack01") if not f.get("replayComplete")]
     assert_one_pass_then_done(stream, 15)
+
+
+async def test_a_sender_whose_ack_arrives_after_its_stream_finished_gets_only_the_chunks_it_lacks_then_done(open_socket, token, user):
+    # Under load a sender's live frames can lag behind the database: its ACK then finds the
+    # turn already finished. What it got live stays; the replay adds only the rest.
+    sender = await ready(open_socket, token)
+    await sender.chat("ownlate1", [user_message("go", "u1")], words=8, delay=0.01)
+    await sender.until(is_done("ownlate1"))
+    session = await sync_to_async(resolve_session)("scripted-agent", "resume", user)
+    got_live = [f for f in stream_of(sender.received, "ownlate1") if f["body"]][:5]
+    sent: list[dict] = []
+
+    async def record(outgoing):
+        sent.extend(outgoing)
+
+    lagging = ConnectionStreams(session.pk, record)
+    lagging.own("ownlate1")
+    await lagging.on_stream_frames("ownlate1", [(f["seq"], f) for f in got_live])
+    assert sent == got_live
+    await lagging.on_ack("ownlate1")
+    assert_one_pass_then_done(sent, 8)
 
 
 async def test_a_tab_watching_a_stream_that_probes_and_acks_gets_a_replay_then_the_tail_and_one_done(open_socket, token):

@@ -157,12 +157,16 @@ class ConnectionStreams:
             await self.send(replayed)
         return pairs[-1][0] if pairs else -1
 
+    def _first_to_replay(self, request_id: str) -> int:
+        """The sender's own client acknowledges its request only when it swapped its chat object
+        meanwhile; it keeps the chunks it already got and adds replayed ones to the same
+        message (a second `start-step` is a second step), so its replay starts after them.
+        Any other connection rebuilds the message from the first chunk."""
+        return self._attached.get(request_id, -1) + 1 if request_id in self._sent_here else 0
+
     async def _replay_active(self, turn: Turn, held: list[Held]) -> None:
         received = self._attached.get(turn.request_id, -1)
-        # The sender's own client acknowledges its request only when it swapped its chat object
-        # meanwhile; it keeps the chunks it already got and adds replayed ones to the same
-        # message (a second `start-step` is a second step), so its replay starts after them.
-        first = received + 1 if turn.request_id in self._sent_here else 0
+        first = self._first_to_replay(turn.request_id)
         last = max(await self._replay(turn, first), first - 1)
         if await sync_to_async(_is_live)(turn):
             # A connection already receiving this stream may have got chunks live that the
@@ -211,15 +215,16 @@ class ConnectionStreams:
             return turn, terminal if terminal and terminal.get("requestId") == request_id else None
 
         turn, terminal = await sync_to_async(lookup)()
+        first = self._first_to_replay(request_id)
         self._end(request_id)
         if terminal is not None:
             if turn is not None:
-                await self._replay(turn)
+                await self._replay(turn, first)
             await self.send([frames.chat_response(request_id, terminal.get("body", ""), done=True, error=True)])
             return
         continuation = bool(turn and turn.is_continuation)
         if turn is not None and turn.status in (Turn.Status.COMPLETED, Turn.Status.ABORTED):
-            await self._replay(turn)
+            await self._replay(turn, first)
         await self.send([frames.chat_response(request_id, done=True, replay=True, continuation=continuation)])
 
     def _end(self, request_id: str) -> None:
