@@ -128,9 +128,8 @@ SQLITE_OPTIONS = {
     "timeout": float(os.environ.get("AGENTS_SQLITE_BUSY_TIMEOUT", "20")),
 }
 if os.environ.get("DATABASE_URL"):
-    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
+    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
     if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-        DATABASES["default"]["CONN_MAX_AGE"] = 0
         DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
 else:
     DATABASES = {
@@ -214,6 +213,24 @@ AGENTS_RECOVERY_SWEEP_SECONDS = float(os.environ.get("AGENTS_RECOVERY_SWEEP_SECO
 # A PostgreSQL query mostly waits on the network (threads overlap it); SQLite's writers queue on
 # one lock, so more threads would only wait there.
 AGENTS_DB_THREADS = int(os.environ.get("AGENTS_DB_THREADS", "4" if DATABASES["default"]["ENGINE"].endswith("sqlite3") else "12"))
+# PostgreSQL connections come from a pool (psycopg_pool), never kept per thread: under ASGI
+# Django serves each HTTP request on a thread of its own that ends with the request, so a
+# connection kept open past the request (CONN_MAX_AGE > 0) outlives its thread unclosed and
+# a burst of requests exhausts the server's max_connections. Each database thread above
+# holds one pooled connection for its life; the rest serve requests and consumers, which
+# wait for a free one (up to the timeout) rather than fail.
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    AGENTS_DB_POOL_SIZE = int(os.environ.get("AGENTS_DB_POOL_SIZE", str(AGENTS_DB_THREADS + 8)))
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # a pooled connection is checked when taken
+    DATABASES["default"]["OPTIONS"] = {
+        "pool": {
+            "min_size": 1,
+            "max_size": max(AGENTS_DB_POOL_SIZE, AGENTS_DB_THREADS + 2),
+            "timeout": float(os.environ.get("AGENTS_DB_POOL_TIMEOUT", "30")),
+        },
+        **DATABASES["default"].get("OPTIONS", {}),
+    }
 # Count each turn's database round trips (before and after its first token): "1", or a file
 # path that receives one JSON line per turn (`manage.py loadbench` reads it). Off when empty.
 AGENTS_COUNT_QUERIES = os.environ.get("AGENTS_COUNT_QUERIES", "")

@@ -8,7 +8,8 @@ from agents_app.storage import transcript
 from agents_app.storage.models import ApiToken
 from tests.conftest import user_message
 
-pytestmark = pytest.mark.django_db
+# The endpoints query on the database threads (other connections): test data is committed.
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_get_messages_of_a_fresh_instance_is_an_empty_array(client, token):

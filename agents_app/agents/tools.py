@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydantic
+from django.db import close_old_connections
 
 Approval = bool | Callable[[dict[str, Any]], bool | Awaitable[bool]]
 
@@ -84,7 +85,7 @@ class Tool:
         elif inspect.iscoroutinefunction(self.execute):
             yield await self.execute(**kwargs)
         else:
-            yield await asyncio.to_thread(self.execute, **kwargs)
+            yield await asyncio.to_thread(_call_on_worker_thread, self.execute, kwargs)
 
     async def run(self, arguments: dict[str, Any]) -> Any:
         """The final output."""
@@ -92,6 +93,17 @@ class Tool:
         async for output in self.outputs(arguments):
             final = output
         return final
+
+
+def _call_on_worker_thread(execute: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """A plain function tool runs on the event loop's worker threads, which no request
+    boundary ever reaches: the database connections it opened there are given back when it
+    returns (to the pool, on PostgreSQL), or they would stay taken by a thread that may end
+    with its loop."""
+    try:
+        return execute(**kwargs)
+    finally:
+        close_old_connections()
 
 
 def _model_from_signature(func: Callable[..., Any], name: str) -> type[pydantic.BaseModel]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 
 from agents_app import limits as agent_limits
+from agents_app.storage.db_threads import db_async
 from agents_app.gateway import limits
 from agents_app.protocol.messages import InvalidMessage, UIMessage, normalize_messages, user_text_message
 from agents_app.transport.http_turns import start_turn, turn_response
@@ -72,7 +72,7 @@ async def chat_endpoint(agent: AIChatAgent, request: HttpRequest) -> HttpRespons
     except BadChatRequest as error:
         return json_response({"error": str(error)}, status=400)
     try:
-        await sync_to_async(limits.check)(agent.session.owner_id, agent.record.slug)
+        await db_async(limits.check)(agent.session.owner_id, agent.record.slug)
     except limits.LimitExceeded as refusal:
         return json_response({"error": str(refusal), "code": refusal.code}, status=429, headers={"Retry-After": str(refusal.retry_after)})
     try:

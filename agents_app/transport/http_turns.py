@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from asgiref.sync import sync_to_async
 from django.db import DatabaseError
 from django.http import HttpResponse
 
@@ -145,7 +144,7 @@ class HttpTurn:
             if chunk.get("type") == "error":
                 failure = chunk.get("errorText", "")
         try:
-            return await sync_to_async(self._outcome)()
+            return await db_async(self._outcome)()
         except DatabaseError:
             return TurnOutcome(self.request_id, "error", None, failure or LOST_DATABASE)
 

@@ -17,10 +17,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from agents_app.storage.db_threads import db_async
 from agents_app.gateway import limits
 from agents_app.protocol.messages import UIMessage
 from agents_app.agents.chat_agent import AIChatAgent
@@ -62,9 +62,9 @@ def _unauthorized() -> JsonResponse:
 async def list_models(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
         return error_response("Use GET.", 405)
-    if await sync_to_async(_bearer_user)(request) is None:
+    if await db_async(_bearer_user)(request) is None:
         return _unauthorized()
-    records = await sync_to_async(sync_agent_records)()
+    records = await db_async(sync_agent_records)()
     data = [
         {"id": record.slug, "object": "model", "created": int(record.created_at.timestamp()), "owned_by": "agents", "description": record.description}
         for record in records
@@ -75,10 +75,10 @@ async def list_models(request: HttpRequest) -> HttpResponse:
 
 async def budget(request: HttpRequest) -> HttpResponse:
     """`GET /v1/budget`: the caller's use this month and what is left of their budget."""
-    user = await sync_to_async(_bearer_user)(request)
+    user = await db_async(_bearer_user)(request)
     if user is None:
         return _unauthorized()
-    return JsonResponse(await sync_to_async(limits.budget_status)(user.pk))
+    return JsonResponse(await db_async(limits.budget_status)(user.pk))
 
 
 def _message_text(content: Any) -> str:
@@ -143,7 +143,7 @@ def _open_agent(user: Any, model: str) -> tuple[AIChatAgent, bool]:
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return error_response("Use POST.", 405)
-    user = await sync_to_async(_bearer_user)(request)
+    user = await db_async(_bearer_user)(request)
     if user is None:
         return _unauthorized()
     try:
@@ -151,14 +151,14 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     except _BadRequest as error:
         return error_response(str(error), 400)
     try:
-        agent, stateful = await sync_to_async(_open_agent)(user, payload["model"])
+        agent, stateful = await db_async(_open_agent)(user, payload["model"])
     except UnknownAgent:
         return error_response(f"The model {payload['model']!r} does not exist: see GET /v1/models.", 404, code="model_not_found")
     messages = _new_messages(to_ui_messages(payload["messages"]), stateful)
     if not messages:
         return error_response("There is no new user message to answer.", 400)
     try:
-        await sync_to_async(limits.check)(user.pk, agent.record.slug)
+        await db_async(limits.check)(user.pk, agent.record.slug)
     except limits.LimitExceeded as refusal:
         return limit_response(refusal)
     try:

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
 
 from agents_app import limits
+from agents_app.storage.db_threads import db_async
 from agents_app.agents.chat_agent import AIChatAgent
 from agents_app.gateway.workers_ai import AiTextStream
 from agents_app.turns.instances import (
@@ -69,7 +69,7 @@ def _open_session(request: HttpRequest, agent: str, name: str) -> Any:
 async def _reattach(request: HttpRequest, session: Any, request_id: str) -> HttpResponse:
     """Replay and follow one turn's stream (from `?from=<seq>`), however the turn was started."""
     try:
-        turn = await sync_to_async(http_turns.find_turn)(session.pk, request_id)
+        turn = await db_async(http_turns.find_turn)(session.pk, request_id)
     except http_turns.UnknownTurn:
         return JsonResponse({"error": f"No turn {request_id!r} in this session."}, status=404)
     from_seq = request.GET.get("from", "0")
@@ -83,7 +83,7 @@ async def agent_endpoint(request: HttpRequest, agent: str, name: str, rest: str 
     if agent_class(agent) is None:
         return HttpResponse("Invalid request", status=400, content_type="text/plain")
     try:
-        session = await sync_to_async(_open_session)(request, agent, name)
+        session = await db_async(_open_session)(request, agent, name)
     except UnknownAgent:
         return HttpResponse("Invalid request", status=400, content_type="text/plain")
     except InvalidSessionName as error:
@@ -99,14 +99,14 @@ async def agent_endpoint(request: HttpRequest, agent: str, name: str, rest: str 
     if session.pk is None and len(segments) == 2 and segments[0] == "streams":
         return JsonResponse({"error": f"No turn {segments[1]!r} in this session."}, status=404)
     if action == "get-messages":
-        messages = await sync_to_async(transcript.transcript)(session)
+        messages = await db_async(transcript.transcript)(session)
         return JsonResponse(messages, safe=False)
     if action == "search" and request.method == "GET":
-        hits = await sync_to_async(search.search_messages)(request.GET.get("q", ""), session_ids=[session.pk], limit=_limit(request))
+        hits = await db_async(search.search_messages)(request.GET.get("q", ""), session_ids=[session.pk], limit=_limit(request))
         return JsonResponse([hit.as_dict() for hit in hits], safe=False)
     if len(segments) == 2 and segments[0] == "streams" and request.method == "GET":
         return await _reattach(request, session, segments[1])
-    instance = await sync_to_async(load_agent)(session)
+    instance = await db_async(load_agent)(session)
     if action == "switch-branch" and request.method == "POST":
         return await _switch_branch(request, instance)
     if rest.strip("/") == "chat" and isinstance(instance, AIChatAgent):
@@ -142,7 +142,7 @@ async def _switch_branch(request: HttpRequest, instance: Any) -> HttpResponse:
 
 async def search_sessions(request: HttpRequest) -> HttpResponse:
     """`GET /agents/search?q=…`: full-text search across every session of the requesting user."""
-    user = await sync_to_async(_request_user)(request)
+    user = await db_async(_request_user)(request)
     if user is None:
         return JsonResponse({"error": "Authentication required: log in or pass ?token=<api token>."}, status=401)
 
@@ -151,4 +151,4 @@ async def search_sessions(request: HttpRequest) -> HttpResponse:
         sessions = {s.pk: s for s in Session.objects.filter(pk__in={h.session_id for h in hits}).select_related("agent")}
         return [{**hit.as_dict(), "agent": sessions[hit.session_id].agent.slug, "name": sessions[hit.session_id].name} for hit in hits]
 
-    return JsonResponse(await sync_to_async(run)(), safe=False)
+    return JsonResponse(await db_async(run)(), safe=False)

@@ -346,8 +346,8 @@ class StreamEventsMixin:
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels runs `close_old_connections` before every handler: a hop to asgiref's one
-        shared thread, which also closes that thread's connection when CONN_MAX_AGE is 0 (so
-        every turn queued on that thread reconnects). A session's channel-layer events, many
+        shared thread, which also gives that thread's connection back (CONN_MAX_AGE is 0), so
+        its next query takes one again. A session's channel-layer events, many
         per second per socket while a turn streams, are no request boundary: they skip it.
         Frames from the client still get it; a connection that broke is dropped at its
         failing query anyway (storage/connections.py)."""

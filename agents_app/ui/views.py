@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
@@ -19,6 +19,7 @@ from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from agents_app.storage.db_threads import db_async
 from agents_app.limits import LimitReached
 from agents_app.turns import broadcast, chat
 from agents_app.turns.instances import InvalidSessionName, UnknownAgent, check_session_name, load_agent, resolve_session
@@ -161,7 +162,7 @@ async def send(request: HttpRequest) -> HttpResponse:
     turn it starts runs on the server's event loop, after the response."""
     request.user = await request.auser()  # resolved here: the sync helpers read it in a thread
     text = request.POST.get("message", "").strip()
-    outgoing = await sync_to_async(_prepare_send)(request, text)
+    outgoing = await db_async(_prepare_send)(request, text)
     if isinstance(outgoing, str):
         return _page_error(outgoing)
     session = outgoing.session
@@ -169,11 +170,11 @@ async def send(request: HttpRequest) -> HttpResponse:
         queued = await sending.send(session, text, outgoing.file_parts)
     except sending.SendRefused as refused:
         if outgoing.created:
-            await sync_to_async(_forget_unsent)(session)
+            await db_async(_forget_unsent)(session)
         return _page_error(str(refused))
     if outgoing.created:
         return HttpResponseClientRedirect(reverse("chat-page", args=[session.agent.slug, session.name]))
-    queue_html = await sync_to_async(render_queue)(session, swap_oob=True)
+    queue_html = await db_async(render_queue)(session, swap_oob=True)
     response = HttpResponse(queue_html + render_to_string("chat/_error.html", {"text": ""}))
     response["HX-Trigger"] = "composer-sent"
     if queued:
