@@ -9,7 +9,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from agents_app.turns.instances import resolve_session
-from agents_app.turns.resume import ConnectionStreams
+from agents_app.turns.resume import ConnectionStreams, StreamEnd
 from tests.conftest import is_done, user_message
 from tests.test_resume import PATH, ready
 
@@ -90,6 +90,27 @@ async def test_a_sender_whose_ack_arrives_after_its_stream_finished_gets_only_th
     assert sent == got_live
     await lagging.on_ack("ownlate1")
     assert_one_pass_then_done(sent, 8)
+
+
+async def test_a_sender_that_acks_after_it_received_its_whole_stream_gets_only_the_done_frame_again(open_socket, token, user):
+    sender = await ready(open_socket, token)
+    await sender.chat("ownall01", [user_message("go", "u1")], words=6, delay=0.01)
+    await sender.until(is_done("ownall01"))
+    session = await sync_to_async(resolve_session)("scripted-agent", "resume", user)
+    stream = stream_of(sender.received, "ownall01")
+    chunks = [f for f in stream if f["body"]]
+    sent: list[dict] = []
+
+    async def record(outgoing):
+        sent.extend(outgoing)
+
+    finished = ConnectionStreams(session.pk, record)
+    finished.own("ownall01")
+    await finished.on_stream_frames("ownall01", [(f["seq"], f) for f in chunks])
+    await finished.on_stream_end("ownall01", StreamEnd([stream[-1]], len(chunks)))
+    await finished.on_ack("ownall01")
+    assert sent[: len(chunks) + 1] == [*chunks, stream[-1]]
+    assert sent[len(chunks) + 1 :] == [{"type": "cf_agent_use_chat_response", "id": "ownall01", "body": "", "done": True, "replay": True}]
 
 
 async def test_a_tab_watching_a_stream_that_probes_and_acks_gets_a_replay_then_the_tail_and_one_done(open_socket, token):

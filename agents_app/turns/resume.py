@@ -86,7 +86,9 @@ class ConnectionStreams:
         # Streams whose end this connection was given (live, or after a replay): a terminal
         # frame still on its way for them is not delivered twice.
         self._ended: set[str] = set()
-        self._sent_here: set[str] = set()  # request ids this connection sent
+        # Request ids this connection sent → the last chunk seq it had of them when their stream
+        # ended here (-1 until then).
+        self._own: dict[str, int] = {}
         self._watchers: set[asyncio.Task[None]] = set()
 
     def own(self, request_id: str) -> None:
@@ -94,7 +96,7 @@ class ConnectionStreams:
         come and ignores resume offers for it, so they are never held back from it."""
         if request_id not in self._ended:
             self._attached.setdefault(request_id, -1)
-            self._sent_here.add(request_id)
+            self._own.setdefault(request_id, -1)
 
     # -- connect and probe ----------------------------------------------------------
     async def on_connect(self) -> None:
@@ -162,7 +164,9 @@ class ConnectionStreams:
         meanwhile; it keeps the chunks it already got and adds replayed ones to the same
         message (a second `start-step` is a second step), so its replay starts after them.
         Any other connection rebuilds the message from the first chunk."""
-        return self._attached.get(request_id, -1) + 1 if request_id in self._sent_here else 0
+        if request_id not in self._own:
+            return 0
+        return max(self._attached.get(request_id, -1), self._own[request_id]) + 1
 
     async def _replay_active(self, turn: Turn, held: list[Held]) -> None:
         received = self._attached.get(turn.request_id, -1)
@@ -228,7 +232,9 @@ class ConnectionStreams:
         await self.send([frames.chat_response(request_id, done=True, replay=True, continuation=continuation)])
 
     def _end(self, request_id: str) -> None:
-        self._attached.pop(request_id, None)
+        received = self._attached.pop(request_id, -1)
+        if request_id in self._own:
+            self._own[request_id] = max(self._own[request_id], received)
         self._ended.add(request_id)
 
     # -- live delivery ----------------------------------------------------------------
@@ -284,6 +290,8 @@ class ConnectionStreams:
         except Exception:  # the chunk log is unreachable: the outcome still reaches the client
             logger.warning("stream %s: missing chunks could not be read before its end", request_id, exc_info=True)
             missing = []
+        if missing and request_id in self._own:
+            self._own[request_id] = max(self._own[request_id], missing[-1]["seq"])
         if self.offered == request_id:
             # Offered while it was already receiving it: nothing is left to resume.
             self.offered = None
