@@ -19,7 +19,7 @@ from agents_app.storage.models import Session, ToolGrant
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from tests.plugins.browser import log_in
 from tests.plugins.live_server import start_live_server
-from tests.test_browser_ui import answer_shown, send
+from tests.test_browser_ui import answer_shown, refresh_memory_panel, send
 
 T = TypeVar("T")
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
@@ -227,7 +227,7 @@ def test_the_memory_panel_lists_every_write_and_the_owner_undoes_and_clears(chat
     send(page, "I live in Oslo")
     answer_shown(page, "Oslo, noted.")
     page.click("#memory-panel summary")
-    page.click("#memory-panel button:has-text('Refresh')")
+    refresh_memory_panel(page)
     page.wait_for_selector(".memory-block[data-label=memory] .memory-history")
     page.click(".memory-block[data-label=memory] .memory-history summary")
     writes = page.locator(".memory-block[data-label=memory] .memory-write")

@@ -127,6 +127,15 @@ def answer_shown(page: Any, text: str, timeout: float = 15000) -> None:
     page.wait_for_function(f"document.querySelector('#messages').innerText.includes({text!r})", timeout=timeout)
 
 
+def refresh_memory_panel(page: Any) -> None:
+    """Click the memory panel's Refresh and wait for its new panel. The page may already show
+    what a test waits for (a turn can end before the page loads), and the new panel replaces
+    the old one: anything done to the old one meanwhile is lost."""
+    page.evaluate("document.querySelector('#memory-panel').dataset.beforeRefresh = 'yes'")
+    page.click("#memory-panel button:has-text('Refresh')")
+    page.wait_for_function("!document.querySelector('#memory-panel').dataset.beforeRefresh")
+
+
 def accept_confirmations(page: Any) -> None:
     page.on("dialog", lambda dialog: dialog.accept())
 
@@ -338,7 +347,7 @@ def test_the_memory_panel_shows_what_the_assistant_stored_and_saves_the_owners_e
     send(page, "I am Alice")
     answer_shown(page, "Nice to meet you, Alice.")
     page.click("#memory-panel summary")
-    page.click("#memory-panel button:has-text('Refresh')")
+    refresh_memory_panel(page)
     page.wait_for_function("document.querySelector('#memory-memory').value === 'Name: Alice'")
     assert "Warm, concise and honest." in page.inner_text(".memory-block[data-label=soul] pre")
     page.fill("#memory-memory", "Name: Alice\nLives in Oslo")
