@@ -71,21 +71,29 @@ async def test_a_sender_that_acks_its_own_stream_gets_each_chunk_once_then_one_d
     assert_one_pass_then_done(stream, 15)
 
 
-async def test_a_sender_whose_ack_arrives_after_its_stream_finished_gets_only_the_chunks_it_lacks_then_done(open_socket, token, user):
-    # Under load a sender's live frames can lag behind the database: its ACK then finds the
-    # turn already finished. What it got live stays; the replay adds only the rest.
+async def finished_turn_and_its_senders_view(open_socket, token, user, request_id, words):
+    """A turn streamed to its end, and a second view of its sender's connection (our own
+    ConnectionStreams, recording what it sends) that has been told it sent that request:
+    the view's frames can then arrive late, as they do under load."""
     sender = await ready(open_socket, token)
-    await sender.chat("ownlate1", [user_message("go", "u1")], words=8, delay=0.01)
-    await sender.until(is_done("ownlate1"))
+    await sender.chat(request_id, [user_message("go", "u1")], words=words, delay=0.01)
+    await sender.until(is_done(request_id))
     session = await sync_to_async(resolve_session)("scripted-agent", "resume", user)
-    got_live = [f for f in stream_of(sender.received, "ownlate1") if f["body"]][:5]
     sent: list[dict] = []
 
     async def record(outgoing):
         sent.extend(outgoing)
 
-    lagging = ConnectionStreams(session.pk, record)
-    lagging.own("ownlate1")
+    view = ConnectionStreams(session.pk, record)
+    view.own(request_id)
+    return stream_of(sender.received, request_id), view, sent
+
+
+async def test_a_sender_whose_ack_arrives_after_its_stream_finished_gets_only_the_chunks_it_lacks_then_done(open_socket, token, user):
+    # Under load a sender's live frames can lag behind the database: its ACK then finds the
+    # turn already finished. What it got live stays; the replay adds only the rest.
+    stream, lagging, sent = await finished_turn_and_its_senders_view(open_socket, token, user, "ownlate1", 8)
+    got_live = [f for f in stream if f["body"]][:5]
     await lagging.on_stream_frames("ownlate1", [(f["seq"], f) for f in got_live])
     assert sent == got_live
     await lagging.on_ack("ownlate1")
@@ -93,19 +101,8 @@ async def test_a_sender_whose_ack_arrives_after_its_stream_finished_gets_only_th
 
 
 async def test_a_sender_that_acks_after_it_received_its_whole_stream_gets_only_the_done_frame_again(open_socket, token, user):
-    sender = await ready(open_socket, token)
-    await sender.chat("ownall01", [user_message("go", "u1")], words=6, delay=0.01)
-    await sender.until(is_done("ownall01"))
-    session = await sync_to_async(resolve_session)("scripted-agent", "resume", user)
-    stream = stream_of(sender.received, "ownall01")
+    stream, finished, sent = await finished_turn_and_its_senders_view(open_socket, token, user, "ownall01", 6)
     chunks = [f for f in stream if f["body"]]
-    sent: list[dict] = []
-
-    async def record(outgoing):
-        sent.extend(outgoing)
-
-    finished = ConnectionStreams(session.pk, record)
-    finished.own("ownall01")
     await finished.on_stream_frames("ownall01", [(f["seq"], f) for f in chunks])
     await finished.on_stream_end("ownall01", StreamEnd([stream[-1]], len(chunks)))
     await finished.on_ack("ownall01")
