@@ -12,6 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.db import connection
+from django.db.models import Count, Q
 
 from agents_app.storage.models import Turn
 
@@ -42,19 +44,33 @@ def take(key: str, limit: int, window_seconds: int) -> int:
     return int((window + 1) * window_seconds - time.time()) + 1
 
 
-def check_turn_admission(session_id: int, owner_id: int | None) -> None:
-    """Call inside the admission transaction, before the Turn row is created."""
-    if owner_id is not None and settings.AGENTS_MAX_CONCURRENT_TURNS_PER_USER > 0:
-        get_user_model().objects.select_for_update().filter(pk=owner_id).exists()  # serialises this user's admissions
-        active = Turn.objects.filter(session__owner_id=owner_id).exclude(status__in=Turn.FINISHED).count()
-        if active >= settings.AGENTS_MAX_CONCURRENT_TURNS_PER_USER:
-            raise LimitReached(
-                f"Too many turns at once: at most {settings.AGENTS_MAX_CONCURRENT_TURNS_PER_USER} turns at a time per user. "
-                "Wait for an answer to finish."
-            )
+def check_turn_admission(session_id: int, owner_id: int | None) -> bool:
+    """Call inside the admission transaction, before the Turn row is created. Returns whether
+    another turn of the session is queued or running (the new one overlaps it): the same
+    single query answers the limits and that."""
+    per_user = owner_id is not None and settings.AGENTS_MAX_CONCURRENT_TURNS_PER_USER > 0
+    if per_user and connection.features.has_select_for_update:
+        # Serialises this user's admissions (SQLite's write transaction already does).
+        get_user_model().objects.select_for_update().filter(pk=owner_id).exists()
+    in_session = Q(session_id=session_id)
+    of_owner = Q(session__owner_id=owner_id)
+    counted = {
+        "session_queued": Count("pk", filter=in_session & Q(status=Turn.Status.QUEUED)),
+        "session_unfinished": Count("pk", filter=in_session),
+    }
+    if per_user:
+        counted["owner_active"] = Count("pk", filter=of_owner)
+    unfinished = Turn.objects.exclude(status__in=Turn.FINISHED)
+    counts = unfinished.filter(in_session | of_owner if per_user else in_session).aggregate(**counted)
+    if per_user and counts["owner_active"] >= settings.AGENTS_MAX_CONCURRENT_TURNS_PER_USER:
+        raise LimitReached(
+            f"Too many turns at once: at most {settings.AGENTS_MAX_CONCURRENT_TURNS_PER_USER} turns at a time per user. "
+            "Wait for an answer to finish."
+        )
     limit = settings.AGENTS_MAX_QUEUED_TURNS_PER_SESSION
-    if limit > 0 and Turn.objects.filter(session_id=session_id, status=Turn.Status.QUEUED).count() >= limit:
+    if limit > 0 and counts["session_queued"] >= limit:
         raise LimitReached(f"Too many turns queued in this conversation (at most {limit}). Wait for the answers.")
+    return counts["session_unfinished"] > 0
 
 
 def check_new_session(owner: Any) -> None:

@@ -19,14 +19,18 @@ from tests.conftest import chunks_of, is_done, user_message
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
 CHAT = "/agents/chat-agent/round-trips"
 
-# Measured (2026-12-02): 32 on SQLite, 31 on PostgreSQL, for a signed-in user's first turn
-# with the Think-style chat-agent (48–50 on 2026-12-01; 44 before that): admission with its
-# limits and the user's message, the turn lock, the agent and its transcript, one read of the
-# session's stored features (blocks, extensions, MCP servers, grants), the stream's start.
-BEFORE_FIRST_TOKEN = 34
-# Measured: 23–34 for a 3-word answer (reply, outcome, transcript, lock release, call log,
-# chunk-log batches); a longer answer adds a chunk-log write per stored batch (stream_publisher).
-AFTER_FIRST_TOKEN = 36
+# Measured (2026-12-02, afternoon): 18 on SQLite and PostgreSQL for a signed-in user's turn
+# with the Think-style chat-agent, 23 for a process's first (the gateway reads its routes,
+# limits and budgets once); 29–32 that morning, 44–50 before. What is left: admission in one
+# transaction (limits and the session's queue in one aggregate, the turn row, the user's
+# message, the transcript for the other tabs), the turn lock, the agent with its transcript
+# (one statement), one read of the session's stored features, the stream's start.
+BEFORE_FIRST_TOKEN = 24
+# Measured: 14–16 for a 3-word answer (call log, a chunk-log batch, the reply, the outcome,
+# the transcript for every tab, the lock, the chat page's queue and title), 24 when the
+# once-a-minute chunk-log sweep falls on it; a longer answer adds a chunk-log write per
+# stored batch (stream_publisher).
+AFTER_FIRST_TOKEN = 26
 
 
 @pytest.fixture(autouse=True)

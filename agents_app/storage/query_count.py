@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -29,12 +29,15 @@ class TurnQueries:
     before_first_token: int = 0
     after_first_token: int = 0
     first_token_seen: bool = False
+    # The statements themselves (truncated), so that a ceiling's failure says which ones.
+    statements: list[str] = field(default_factory=list)
 
-    def count(self) -> None:
+    def count(self, sql: str) -> None:
         if self.first_token_seen:
             self.after_first_token += 1
         else:
             self.before_first_token += 1
+        self.statements.append(("after: " if self.first_token_seen else "before: ") + sql[:200])
 
 
 _current: ContextVar[TurnQueries | None] = ContextVar("agents_turn_queries", default=None)
@@ -50,7 +53,7 @@ def enabled() -> bool:
 def _counting(execute: Any, sql: str, params: Any, many: bool, context: dict[str, Any]) -> Any:
     turn = _current.get()
     if turn is not None:
-        turn.count()
+        turn.count(sql)
     return execute(sql, params, many, context)
 
 
@@ -105,4 +108,5 @@ def _record(counted: TurnQueries) -> None:
     path = settings.AGENTS_COUNT_QUERIES
     if path not in ("1", "true", "True", "yes"):  # a file path: one JSON line per turn
         with _file_lock, open(path, "a") as handle:
-            handle.write(json.dumps(asdict(counted)) + "\n")
+            counts = {key: value for key, value in asdict(counted).items() if key != "statements"}
+            handle.write(json.dumps(counts) + "\n")

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from django.db import connection, transaction
-from django.db.models import Count, Q
+from django.db.models import Q
 
 from agents_app.protocol.messages import (
     SETTLED_TOOL_STATES,
@@ -27,13 +27,23 @@ from agents_app.storage.overlays import compaction_marks
 
 _PATH_SQL = """
 WITH RECURSIVE path(id, parent_id, height) AS (
-    SELECT id, parent_id, 0 FROM agents_app_message WHERE id = %s
+    SELECT id, parent_id, 0 FROM agents_app_message WHERE id = {leaf}
     UNION ALL
     SELECT m.id, m.parent_id, path.height + 1 FROM agents_app_message m JOIN path ON m.id = path.parent_id
 )
 SELECT {columns} FROM path JOIN agents_app_message m ON m.id = path.id ORDER BY path.height DESC
 """
-_NODE_COLUMNS = "m.id, m.session_id, m.uid, m.parent_id, m.role, m.parts, m.metadata"
+_GIVEN_LEAF = "%s"
+_SESSION_LEAF = "(SELECT active_leaf_id FROM agents_app_session WHERE id = %s)"
+# Whether the message has a sibling: one index probe (message_children_idx) per message on
+# the path, instead of grouping every message of the session.
+_FORKED = (
+    "(EXISTS(SELECT 1 FROM agents_app_message s WHERE s.session_id = m.session_id AND s.parent_id = m.parent_id AND s.id <> m.id)"
+    " OR (m.parent_id IS NULL AND EXISTS(SELECT 1 FROM agents_app_message s"
+    " WHERE s.session_id = m.session_id AND s.parent_id IS NULL AND s.id <> m.id)))"
+)
+_NODE_COLUMNS = "m.id, m.session_id, m.uid, m.parent_id, m.role, m.parts, m.metadata, " + _FORKED
+_COMPACTED = "EXISTS(SELECT 1 FROM agents_app_compaction WHERE session_id = %s)"
 
 
 class PathNode(NamedTuple):
@@ -47,12 +57,18 @@ class PathNode(NamedTuple):
     role: str
     parts: list[dict[str, Any]]
     metadata: Any
+    forked: bool  # it has siblings: another answer to the same message, or an edit
 
     def as_ui_message(self) -> UIMessage:
         message: UIMessage = {"id": self.uid, "role": self.role, "parts": self.parts}
         if self.metadata is not None:
             message["metadata"] = self.metadata
         return message
+
+
+class SessionPath(NamedTuple):
+    nodes: list[PathNode]
+    compacted: bool  # the session has compaction overlays (only then are they read)
 
 
 def _json(value: Any) -> Any:
@@ -63,27 +79,47 @@ def path_nodes(leaf_id: int | None) -> list[PathNode]:
     """Messages from the root down to `leaf_id`: one recursive query, O(depth)."""
     if leaf_id is None:
         return []
+    return _read_path(_GIVEN_LEAF, leaf_id, None).nodes
+
+
+def _active_path_nodes(session: Session) -> SessionPath:
+    """The active path and whether the session is compacted, in one round trip when the
+    session records its leaf (every session that has answered once does)."""
+    found = _read_path(_SESSION_LEAF, session.pk, session.pk)
+    if found.nodes:
+        return found
+    leaf = latest_leaf(session)  # no recorded leaf (or no messages at all)
+    if leaf is None:
+        return found
+    return _read_path(_GIVEN_LEAF, leaf.pk, session.pk)
+
+
+def _read_path(leaf: str, leaf_param: int, compaction_of: int | None) -> SessionPath:
+    compacted_column = _COMPACTED if compaction_of is not None else "FALSE"
+    params = [leaf_param] + ([compaction_of] if compaction_of is not None else [])
     if connection.vendor == "sqlite":
-        return _sqlite_path_nodes(leaf_id)
+        return _sqlite_read_path(leaf, compacted_column, params)
     with connection.cursor() as cursor:
-        cursor.execute(_PATH_SQL.format(columns=_NODE_COLUMNS), [leaf_id])
+        cursor.execute(_PATH_SQL.format(leaf=leaf, columns=f"{_NODE_COLUMNS}, {compacted_column}"), params)
         rows = cursor.fetchall()
-    return [PathNode(pk, session_id, uid, parent_id, role, _json(parts), _json(metadata)) for pk, session_id, uid, parent_id, role, parts, metadata in rows]
+    nodes = [PathNode(pk, session_id, uid, parent_id, role, _json(parts), _json(metadata), bool(forked)) for pk, session_id, uid, parent_id, role, parts, metadata, forked, _ in rows]
+    return SessionPath(nodes, bool(rows and rows[0][-1]))
 
 
 # SQLite returns JSON columns as text: decoding one aggregated document is several times
 # faster than decoding every message's parts on its own.
 _SQLITE_PATH_JSON = (
-    "SELECT json_group_array(json_array(id, session_id, uid, parent_id, role, json(parts), json(metadata))) "
-    "FROM (" + _PATH_SQL.format(columns=_NODE_COLUMNS) + ")"
+    "SELECT json_group_array(json_array(id, session_id, uid, parent_id, role, json(parts), json(metadata), forked)), {compacted} "
+    "FROM (" + _PATH_SQL.format(leaf="{leaf}", columns=_NODE_COLUMNS + " AS forked") + ")"
 )
 
 
-def _sqlite_path_nodes(leaf_id: int) -> list[PathNode]:
+def _sqlite_read_path(leaf: str, compacted_column: str, params: list[int]) -> SessionPath:
     with connection.cursor() as cursor:
-        cursor.execute(_SQLITE_PATH_JSON, [leaf_id])
-        (document,) = cursor.fetchone()
-    return [PathNode(*row) for row in json.loads(document)]
+        # The compaction check's parameter comes first in the statement, the leaf's second.
+        cursor.execute(_SQLITE_PATH_JSON.format(leaf=leaf, compacted=compacted_column), params[1:] + params[:1])
+        document, compacted = cursor.fetchone()
+    return SessionPath([PathNode(*row[:7], bool(row[7])) for row in json.loads(document)], bool(compacted))
 
 
 _UNSETTLED_CLIENT_STATES = frozenset({"input-available", "approval-requested", "approval-responded"})
@@ -93,7 +129,7 @@ def path_to(leaf_id: int | None) -> list[Message]:
     """The same path as model instances, for the (rare) writes that walk it."""
     if leaf_id is None:
         return []
-    return list(Message.objects.raw(_PATH_SQL.format(columns="m.*"), [leaf_id]))
+    return list(Message.objects.raw(_PATH_SQL.format(leaf=_GIVEN_LEAF, columns="m.*"), [leaf_id]))
 
 
 def latest_leaf(session: Session) -> Message | None:
@@ -124,23 +160,18 @@ def active_path(session: Session) -> list[Message]:
 
 def transcript(session: Session) -> list[UIMessage]:
     """The active path as UIMessages: what get-messages returns and the model sees. A message
-    with siblings carries `metadata.branch = {index, count, siblings}` (computed, never stored)."""
-    return compaction_marks(session.pk, with_branch_metadata(path_nodes(_active_leaf_id(session))))
+    with siblings carries `metadata.branch = {index, count, siblings}` (computed, never stored).
+    One round trip for a linear, uncompacted conversation: every turn reads this."""
+    path = _active_path_nodes(session)
+    messages = with_branch_metadata(path.nodes)
+    return compaction_marks(session.pk, messages) if path.compacted else messages
 
 
 def with_branch_metadata(path: list[PathNode]) -> list[UIMessage]:
     if not path:
         return []
     session_id = path[0].session_id
-    # Only branch points matter: parents (or the root level) with more than one child.
-    forks = set(
-        Message.objects.filter(session_id=session_id)
-        .values("parent_id")
-        .annotate(children=Count("id"))
-        .filter(children__gt=1)
-        .values_list("parent_id", flat=True)
-    )
-    on_path_forks = {m.parent_id for m in path if m.parent_id in forks}
+    on_path_forks = {m.parent_id for m in path if m.forked}
     siblings: dict[int | None, list[str]] = {}
     if on_path_forks:
         fork_filter = Q(parent_id__in=[f for f in on_path_forks if f is not None])
@@ -395,11 +426,15 @@ def save_reply(session: Session, message: UIMessage, anchor_uid: str | None) -> 
     message when the turn started). Messages that arrived on the active path while the turn
     ran move under the reply, so the conversation reads in the order things happened."""
     session = Session.objects.select_for_update().get(pk=session.pk)
-    existing = session.messages.filter(uid=message["id"]).first()
-    anchor = session.messages.filter(uid=anchor_uid).first() if anchor_uid else None
+    found = {m.uid: m for m in session.messages.filter(uid__in=[message["id"], anchor_uid or message["id"]])}
+    existing = found.get(message["id"])
+    anchor = found.get(anchor_uid) if anchor_uid else None
     if existing is not None or anchor is None:
         return save_message(session, message)
     reply = _write(session, message, anchor, None)
+    if session.active_leaf_id == anchor.pk:  # the usual case: nothing arrived while the turn ran
+        Session.objects.filter(pk=session.pk).update(active_leaf=reply)
+        return reply
     path = active_path(session)
     ids = [m.pk for m in path]
     if anchor.pk in ids and ids[-1] != anchor.pk:

@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 def _accept(session: Session, request: TurnRequest, messages: list[UIMessage]) -> tuple[Turn, bool, list[UIMessage]]:
     """Admission and the writes it implies commit together: a turn is never left queued for
     messages that failed to store (it would block the session's queue)."""
-    limits.check_turn_admission(session.pk, session.owner_id)
-    turn, created = runner.admit(request)
+    session_busy = limits.check_turn_admission(session.pk, session.owner_id)
+    turn, created = runner.admit(request, session_busy=session_busy)
     if not created:
         return turn, False, []
     Session.objects.filter(pk=session.pk).update(terminal=None)

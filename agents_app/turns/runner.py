@@ -54,9 +54,10 @@ class _InBandError(Exception):
         self.classification = classification
 
 
-def admit(request: TurnRequest) -> tuple[Turn, bool]:
+def admit(request: TurnRequest, *, session_busy: bool | None = None) -> tuple[Turn, bool]:
     """Record an accepted turn (status queued). Returns (turn, created); a repeated request id
-    returns the existing turn so that a turn never runs twice."""
+    returns the existing turn so that a turn never runs twice. `session_busy`: whether another
+    turn is queued or running, when the caller already knows (`limits.check_turn_admission`)."""
     faults.point("admission")
     subject_to_concurrency = request.source == Turn.Source.WEBSOCKET and request.trigger == "submit-message"
     try:
@@ -69,7 +70,8 @@ def admit(request: TurnRequest) -> tuple[Turn, bool]:
                 is_continuation=request.continuation,
                 recovery_root=request.recovery_root,
                 heartbeat_at=timezone.now(),
-                overlapping=subject_to_concurrency and concurrency.is_busy(request.session_id),
+                overlapping=subject_to_concurrency
+                and (concurrency.is_busy(request.session_id) if session_busy is None else session_busy),
             )
         return turn, True
     except IntegrityError:
@@ -93,8 +95,8 @@ async def admit_turn(request: TurnRequest, *, limited: bool = False, owner_id: i
 
 @transaction.atomic
 def _admit_within_limits(request: TurnRequest, owner_id: int | None) -> tuple[Turn, bool]:
-    limits.check_turn_admission(request.session_id, owner_id)
-    return admit(request)
+    session_busy = limits.check_turn_admission(request.session_id, owner_id)
+    return admit(request, session_busy=session_busy)
 
 
 @dataclass

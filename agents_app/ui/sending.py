@@ -87,7 +87,10 @@ def _claim(session: Session) -> UIMessage | None:
 
 
 async def release(session_id: int) -> None:
-    # After every turn of every chat: on the database threads, not asgiref's one shared thread.
+    # After every turn of every chat: on the database threads, not asgiref's one shared thread,
+    # and one query when nothing is queued (the usual case).
+    if not await db_async(QueuedMessage.objects.filter(session_id=session_id).exists)():
+        return
     session = await db_async(Session.objects.select_related("agent").filter(pk=session_id).first)()
     if session is None:
         return
