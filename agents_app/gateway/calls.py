@@ -1,7 +1,7 @@
 """One model call through the gateway: limits, cache, routing with fallbacks, the call log.
 
-`GatewayCall(client, request)` is an async iterator of the upstream's ChatCompletionChunks
-(live, or replayed from the cache). A connection error, timeout, 429 or 5xx moves on to the
+`GatewayCall(client, request)` is an async iterator of the upstream's chat.completions
+chunks, as JSON objects (live, or replayed from the cache). A connection error, timeout, 429 or 5xx moves on to the
 next upstream of the route as long as nothing has reached the caller yet (no content,
 reasoning or tool call); after that, or on the last upstream, the failure is a ModelError
 with a readable, key-free message. Every call leaves one ModelCall row.
@@ -14,13 +14,13 @@ from typing import Any
 
 import openai
 from django.utils import timezone
-from openai.types.chat import ChatCompletionChunk
 
 from agents_app.gateway import call_log, limits, response_cache, routing, scope
 from agents_app.gateway.call_log import CallRecord
 from agents_app.gateway.models import ModelCall
 from agents_app.providers import clients
 from agents_app.providers.errors import ModelError, describe_error, redact
+from agents_app.providers.openai_chat import ChatChunk, stream_chat_chunks
 from agents_app.storage.db_threads import db_async
 
 BROKE_OFF = "The connection to the model service broke off mid-answer. Please try again."
@@ -32,10 +32,10 @@ def _retryable(error: openai.OpenAIError) -> bool:
     return isinstance(error, openai.APIStatusError) and (error.status_code == 429 or error.status_code >= 500)
 
 
-def _has_output(chunk: ChatCompletionChunk) -> bool:
-    for choice in chunk.choices:
-        delta = choice.delta
-        if delta.content or delta.tool_calls or getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None):
+def _has_output(chunk: ChatChunk) -> bool:
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content") or delta.get("reasoning"):
             return True
     return False
 
@@ -67,7 +67,7 @@ class GatewayCall:
         self._client = client
         self._request = request
 
-    async def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+    async def __aiter__(self) -> AsyncIterator[ChatChunk]:
         call_scope = scope.current()
         start = time.monotonic()
         record = CallRecord(
@@ -102,11 +102,10 @@ class GatewayCall:
             record.latency_ms = _milliseconds_since(start)
             await db_async(call_log.save)(record)
 
-    async def _replay(self, cached: dict[str, Any], record: CallRecord, start: float) -> AsyncIterator[ChatCompletionChunk]:
+    async def _replay(self, cached: dict[str, Any], record: CallRecord, start: float) -> AsyncIterator[ChatChunk]:
         record.cache_hit = True
         record.provider, record.model = cached["provider"], cached["model"]
-        for raw in cached["chunks"]:
-            chunk = ChatCompletionChunk.model_validate(raw)
+        for chunk in cached["chunks"]:
             if record.ttft_ms is None and _has_output(chunk):
                 record.ttft_ms = _milliseconds_since(start)
             self._count_usage(chunk, record)
@@ -114,7 +113,7 @@ class GatewayCall:
 
     async def _through_route(
         self, plan: routing.Plan, record: CallRecord, start: float, cache_key: str | None, ttl: int
-    ) -> AsyncIterator[ChatCompletionChunk]:
+    ) -> AsyncIterator[ChatChunk]:
         for position, upstream in enumerate(plan.upstreams):
             record.provider, record.model = upstream.provider, upstream.model
             emitted = False
@@ -123,7 +122,7 @@ class GatewayCall:
                 client = self._client
                 if not upstream.uses_default_client:
                     client = clients.shared(upstream.base_url, upstream.api_key, upstream.timeout)
-                stream = await client.chat.completions.create(**{**self._request, "model": upstream.model})
+                stream = await stream_chat_chunks(client, {**self._request, "model": upstream.model})
                 async with stream:
                     async for chunk in stream:
                         if not emitted and _has_output(chunk):
@@ -131,7 +130,7 @@ class GatewayCall:
                             record.ttft_ms = _milliseconds_since(start)
                         self._count_usage(chunk, record)
                         if cache_key is not None:
-                            served.append(chunk.model_dump(mode="json", exclude_unset=True))
+                            served.append(chunk)
                         yield chunk
             except openai.OpenAIError as error:
                 message = redact(describe_error(error), plan.secrets)
@@ -146,7 +145,8 @@ class GatewayCall:
             return
 
     @staticmethod
-    def _count_usage(chunk: ChatCompletionChunk, record: CallRecord) -> None:
-        if chunk.usage is not None:
-            record.input_tokens = chunk.usage.prompt_tokens or 0
-            record.output_tokens = chunk.usage.completion_tokens or 0
+    def _count_usage(chunk: ChatChunk, record: CallRecord) -> None:
+        usage = chunk.get("usage")
+        if usage:
+            record.input_tokens = usage.get("prompt_tokens") or 0
+            record.output_tokens = usage.get("completion_tokens") or 0

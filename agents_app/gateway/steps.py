@@ -86,46 +86,50 @@ class StepStream:
         calls: dict[int, ToolCall] = {}
         faults.point("model_call")
         async for chunk in GatewayCall(self._client, self._request):
-            if chunk.usage is not None:
+            usage = chunk.get("usage")
+            if usage:
                 self.outcome.usage = {
-                    "inputTokens": chunk.usage.prompt_tokens,
-                    "outputTokens": chunk.usage.completion_tokens,
-                    "totalTokens": chunk.usage.total_tokens,
+                    "inputTokens": usage.get("prompt_tokens"),
+                    "outputTokens": usage.get("completion_tokens"),
+                    "totalTokens": usage.get("total_tokens"),
                 }
-            for choice in chunk.choices:
-                delta = choice.delta
-                reasoning = getattr(delta, "reasoning_content", None) or getattr(delta, "reasoning", None)
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta") or {}
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
                 if reasoning and self._send_reasoning:
                     if open_reasoning is None:
                         open_reasoning = next(self._part_ids)
                         yield {"type": "reasoning-start", "id": open_reasoning}
                     self.outcome.reasoning += reasoning
                     yield {"type": "reasoning-delta", "id": open_reasoning, "delta": reasoning}
-                if delta.content:
+                content = delta.get("content")
+                if content:
                     if open_reasoning is not None:
                         yield {"type": "reasoning-end", "id": open_reasoning}
                         open_reasoning = None
                     if open_text is None:
                         open_text = next(self._part_ids)
                         yield {"type": "text-start", "id": open_text}
-                    self.outcome.text += delta.content
-                    yield {"type": "text-delta", "id": open_text, "delta": delta.content}
+                    self.outcome.text += content
+                    yield {"type": "text-delta", "id": open_text, "delta": content}
                     faults.point("model_stream")
-                for fragment in delta.tool_calls or []:
+                for fragment in delta.get("tool_calls") or ():
                     for end in self._close(open_text, open_reasoning):
                         yield end
                     open_text = open_reasoning = None
-                    call = calls.get(fragment.index)
+                    index = fragment.get("index", 0)
+                    function = fragment.get("function") or {}
+                    call = calls.get(index)
                     if call is None:
-                        name = fragment.function.name if fragment.function else ""
-                        call = calls[fragment.index] = ToolCall(id=fragment.id or f"call_{fragment.index}", name=name or "")
+                        call = calls[index] = ToolCall(id=fragment.get("id") or f"call_{index}", name=function.get("name") or "")
                         yield {"type": "tool-input-start", "toolCallId": call.id, "toolName": call.name}
-                    arguments = fragment.function.arguments if fragment.function else None
+                    arguments = function.get("arguments")
                     if arguments:
                         call.arguments += arguments
                         yield {"type": "tool-input-delta", "toolCallId": call.id, "inputTextDelta": arguments}
-                if choice.finish_reason:
-                    self.outcome.finish_reason = _FINISH_REASONS.get(choice.finish_reason, "other")
+                finish_reason = choice.get("finish_reason")
+                if finish_reason:
+                    self.outcome.finish_reason = _FINISH_REASONS.get(finish_reason, "other")
         for end in self._close(open_text, open_reasoning):
             yield end
         for call in calls.values():

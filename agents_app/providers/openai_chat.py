@@ -4,13 +4,18 @@ which wraps this client; this floor never imports the gateway.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import openai
 from django.conf import settings
 
 from agents_app.providers import clients
 from agents_app.providers.errors import ModelError, describe_error
 
-__all__ = ["ModelError", "default_model", "describe_error", "make_client", "uses_local_model"]
+__all__ = ["ChatChunk", "ModelError", "default_model", "describe_error", "make_client", "stream_chat_chunks", "uses_local_model"]
+
+# One streamed chat.completions chunk, as the upstream sent it (JSON object).
+ChatChunk = dict[str, Any]
 
 
 def uses_local_model() -> bool:
@@ -37,3 +42,18 @@ def make_client() -> openai.AsyncOpenAI:
         base_url = settings.OPENAI_BASE_URL or None
         api_key = settings.OPENAI_API_KEY or "unset"
     return clients.shared(base_url, api_key, settings.AGENTS_MODEL_TIMEOUT)
+
+
+async def stream_chat_chunks(client: openai.AsyncOpenAI, request: dict[str, Any]) -> openai.AsyncStream[ChatChunk]:
+    """A streaming chat.completions call whose chunks arrive as the upstream's JSON objects.
+
+    The SDK still sends the request (base URL, key, headers, timeout) and reads the event
+    stream, raising its usual errors (status, connection, timeout, an in-stream `error`);
+    it only skips building a pydantic model per chunk, which under a few hundred concurrent
+    chats was a tenth of the server's CPU. `extra_body` merges into the body, as `create` does.
+    """
+    body = {key: value for key, value in request.items() if key != "extra_body"}
+    body.update(request.get("extra_body") or {})
+    return await client.post(
+        "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=openai.AsyncStream[ChatChunk]
+    )
