@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db.models import QuerySet
+
 from agents_app.mcp.manager import servers_stored
 from agents_app.sandbox.extensions import extensions_stored
+from agents_app.storage.compiled_query import CompiledQuery, json_value
 from agents_app.storage.models import Session
 from agents_app.storage.overlays import compactions_stored
 from agents_app.think.context_blocks import runtime_blocks_stored
@@ -31,9 +34,8 @@ class StoredFeatures:
     tool_grants: bool = False
 
 
-def read_stored_features(session_id: int) -> StoredFeatures:
-    """As stored now; a session deleted meanwhile has none."""
-    row = (
+def _features_of(session_id: int) -> QuerySet[Session]:
+    return (
         Session.objects.filter(pk=session_id)
         .annotate(
             has_runtime_blocks=runtime_blocks_stored(),
@@ -45,9 +47,17 @@ def read_stored_features(session_id: int) -> StoredFeatures:
         .values_list(
             "allowed_tools", "has_runtime_blocks", "has_extensions", "has_mcp_servers", "has_compactions", "has_tool_grants"
         )
-        .first()
     )
+
+
+# Read before every Think turn's first token: compiled once (storage/compiled_query.py).
+_FEATURES = CompiledQuery(_features_of)
+
+
+def read_stored_features(session_id: int) -> StoredFeatures:
+    """As stored now; a session deleted meanwhile has none."""
+    row = _FEATURES.row(session_id)
     if row is None:
         return StoredFeatures()
     allowed_tools, *flags = row
-    return StoredFeatures(frozenset(allowed_tools or ()), *(bool(flag) for flag in flags))
+    return StoredFeatures(frozenset(json_value(allowed_tools) or ()), *(bool(flag) for flag in flags))

@@ -1,0 +1,37 @@
+"""What a Think turn reads about its session besides the conversation (one compiled query)."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from agents_app.agents.stored_features import StoredFeatures, read_stored_features
+from agents_app.storage.models import Compaction, Message, Session, ToolGrant
+from agents_app.turns.instances import resolve_session
+
+pytestmark = [pytest.mark.django_db, pytest.mark.backends]
+
+
+def test_each_session_reads_its_own_features_as_they_are_stored_now(user: Any) -> None:
+    plain = resolve_session("chat-agent", "features-plain", user)
+    granted = resolve_session("chat-agent", "features-granted", user)
+    assert read_stored_features(plain.pk) == StoredFeatures()
+    assert read_stored_features(granted.pk) == StoredFeatures()
+
+    Session.objects.filter(pk=granted.pk).update(allowed_tools=["deleteFile"])
+    ToolGrant.objects.create(user=user, agent="chat-agent", tool="research")
+    first = Message.objects.create(session=granted, uid="m1", role="user", parts=[{"type": "text", "text": "Hi"}])
+    Compaction.objects.create(session=granted, from_message=first, to_message=first, summary="earlier")
+
+    features = read_stored_features(granted.pk)
+    assert features.allowed_tools == frozenset({"deleteFile"})
+    assert features.tool_grants and features.compactions
+    assert not (features.runtime_blocks or features.extensions or features.mcp_servers)
+    # The same owner and agent: the grant shows here too; the chat's own allowances do not.
+    assert read_stored_features(plain.pk) == StoredFeatures(tool_grants=True)
+
+
+def test_a_deleted_session_has_no_features(user: Any) -> None:
+    session = resolve_session("chat-agent", "features-gone", user)
+    Session.objects.filter(pk=session.pk).delete()
+    assert read_stored_features(session.pk) == StoredFeatures()
