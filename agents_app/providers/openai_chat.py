@@ -54,6 +54,9 @@ async def stream_chat_chunks(client: openai.AsyncOpenAI, request: dict[str, Any]
     """
     body = {key: value for key, value in request.items() if key != "extra_body"}
     body.update(request.get("extra_body") or {})
-    return await client.post(
-        "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=openai.AsyncStream[ChatChunk]
+    # `object` (not ChatChunk) is what makes the SDK hand each decoded chunk over untouched;
+    # a typed dict would still be walked by its converter.
+    stream: openai.AsyncStream[Any] = await client.post(
+        "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=openai.AsyncStream[object]
     )
+    return stream
