@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import inspect
+import json
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass

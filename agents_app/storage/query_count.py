@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -104,9 +104,16 @@ def turn(request_id: str) -> Iterator[None]:
 
 
 def _record(counted: TurnQueries) -> None:
-    finished.append(counted)
     path = settings.AGENTS_COUNT_QUERIES
     if path not in ("1", "true", "True", "yes"):  # a file path: one JSON line per turn
+        counts = {
+            "request_id": counted.request_id,
+            "before_first_token": counted.before_first_token,
+            "after_first_token": counted.after_first_token,
+            "first_token_seen": counted.first_token_seen,
+        }
         with _file_lock, open(path, "a") as handle:
-            counts = {key: value for key, value in asdict(counted).items() if key != "statements"}
             handle.write(json.dumps(counts) + "\n")
+        # A load run counts thousands of turns: only the counts are kept, not the statements.
+        counted.statements.clear()
+    finished.append(counted)

@@ -22,6 +22,7 @@ from agents_app.protocol.messages import (
     sanitize_for_persistence,
 )
 from agents_app.protocol.row_size import fit_row_size
+from agents_app.storage.compiled_query import json_value
 from agents_app.storage.models import Message, Session
 from agents_app.storage.overlays import compaction_marks
 
@@ -71,10 +72,6 @@ class SessionPath(NamedTuple):
     compacted: bool  # the session has compaction overlays (only then are they read)
 
 
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str | bytes) else value
-
-
 def path_nodes(leaf_id: int | None) -> list[PathNode]:
     """Messages from the root down to `leaf_id`: one recursive query, O(depth)."""
     if leaf_id is None:
@@ -102,7 +99,7 @@ def _read_path(leaf: str, leaf_param: int, compaction_of: int | None) -> Session
     with connection.cursor() as cursor:
         cursor.execute(_PATH_SQL.format(leaf=leaf, columns=f"{_NODE_COLUMNS}, {compacted_column}"), params)
         rows = cursor.fetchall()
-    nodes = [PathNode(pk, session_id, uid, parent_id, role, _json(parts), _json(metadata), bool(forked)) for pk, session_id, uid, parent_id, role, parts, metadata, forked, _ in rows]
+    nodes = [PathNode(pk, session_id, uid, parent_id, role, json_value(parts), json_value(metadata), bool(forked)) for pk, session_id, uid, parent_id, role, parts, metadata, forked, _ in rows]
     return SessionPath(nodes, bool(rows and rows[0][-1]))
 
 
@@ -426,7 +423,8 @@ def save_reply(session: Session, message: UIMessage, anchor_uid: str | None) -> 
     message when the turn started). Messages that arrived on the active path while the turn
     ran move under the reply, so the conversation reads in the order things happened."""
     session = Session.objects.select_for_update().get(pk=session.pk)
-    found = {m.uid: m for m in session.messages.filter(uid__in=[message["id"], anchor_uid or message["id"]])}
+    wanted = [uid for uid in (message["id"], anchor_uid) if uid]
+    found = {m.uid: m for m in session.messages.filter(uid__in=wanted)}
     existing = found.get(message["id"])
     anchor = found.get(anchor_uid) if anchor_uid else None
     if existing is not None or anchor is None:
