@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from contextvars import ContextVar
 from typing import Any
 
 import psycopg
 import pytest
+from asgiref.local import Local
 from django.contrib.auth import get_user_model
 from django.db import connection
 
@@ -94,3 +96,67 @@ async def test_every_thread_started_so_far_closes_its_connections_once() -> None
     await asyncio.to_thread(pool.run_on_every_thread, lambda: reached.append(threading.current_thread().name), 5)
     pool.shutdown()
     assert len(reached) == len(set(reached)) == 3
+
+
+_request_tag: ContextVar[str] = ContextVar("test_request_tag", default="")
+_local = Local()
+
+
+async def test_a_database_call_sees_the_callers_context_variables_and_asgiref_locals() -> None:
+    """Like sync_to_async: what the caller set (a context variable, a `Local` such as the
+    active translation) is what the call sees on its thread."""
+    _request_tag.set("turn-7")
+    _local.tag = "local-7"
+
+    def read() -> tuple[str, str, bool]:
+        return _request_tag.get(), getattr(_local, "tag", ""), threading.current_thread() is threading.main_thread()
+
+    assert await db_async(read)() == ("turn-7", "local-7", False)
+
+
+@pytest.fixture
+def one_database_thread(monkeypatch: pytest.MonkeyPatch) -> Any:
+    pool = db_threads.OldestFirstExecutor(1, thread_name_prefix="test-one-thread")
+    monkeypatch.setattr(db_threads, "_executor", pool)
+    yield pool
+    pool.shutdown(wait=False)
+
+
+async def test_a_database_call_cancelled_before_it_started_never_runs(one_database_thread: Any) -> None:
+    release = threading.Event()
+    started = threading.Event()
+    ran: list[str] = []
+
+    def hold() -> None:
+        started.set()
+        release.wait(5)
+
+    holding = asyncio.ensure_future(db_async(hold)())
+    await asyncio.to_thread(started.wait, 5)
+    queued = asyncio.ensure_future(db_async(ran.append)("queued call"))
+    await asyncio.sleep(0.01)
+    queued.cancel()
+    release.set()
+    await holding
+    await db_async(ran.append)("later call")  # the one thread has served everything queued before it
+    assert queued.cancelled()
+    assert ran == ["later call"]
+
+
+async def test_a_database_call_already_running_when_cancelled_finishes_and_answers(one_database_thread: Any) -> None:
+    """A write that started (a lock's release, a turn's outcome) is not abandoned halfway, and
+    its caller gets the result, as with sync_to_async."""
+    started = threading.Event()
+    release = threading.Event()
+
+    def write() -> str:
+        started.set()
+        release.wait(5)
+        return "written"
+
+    call = asyncio.ensure_future(db_async(write)())
+    await asyncio.to_thread(started.wait, 5)
+    call.cancel()
+    await asyncio.sleep(0.01)
+    release.set()
+    assert await call == "written"
