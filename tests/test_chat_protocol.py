@@ -46,6 +46,17 @@ async def test_the_requester_gets_no_transcript_but_other_tabs_do(open_socket, t
     assert await sender.no_frame(0.3)
 
 
+async def test_other_tabs_see_the_new_message_as_stored_before_its_answer_streams(open_socket, token):
+    sender = await ready(open_socket, token)
+    other = await ready(open_socket, token)
+    await sender.chat("tabs0002", [user_message("hello there", "u7")], words=2)
+    frames = await other.until(is_done("tabs0002"))
+    kinds = [frame["type"] for frame in frames]
+    first_transcript = kinds.index("cf_agent_chat_messages")
+    assert first_transcript < kinds.index("cf_agent_use_chat_response")
+    assert [(m["id"], m["role"]) for m in frames[first_transcript]["messages"]] == [("u7", "user")]
+
+
 async def test_plain_text_responses_become_one_text_part_keyed_by_the_request_id(open_socket, token, user):
     socket = await ready(open_socket, token)
     await socket.chat("plain001", [user_message("hi", "u1")], plain="Just text.")

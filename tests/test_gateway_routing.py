@@ -212,9 +212,9 @@ async def test_a_model_call_in_a_turn_on_a_warm_cache_writes_its_log_row_and_rea
     await RateLimit.objects.acreate(user=other_user, requests_per_minute=10)  # someone else's: not enforced here
     backup.script(Reply.text("Warming up."), Reply.text("Counted."))
     await AsyncClient().post(f"/agents/chat-agent/warm/chat?format=json&token={token}", data={"text": "Hi"}, content_type="application/json")
-    session = await Session.objects.aget(name="warm")
+    session = await Session.objects.select_related("agent").aget(name="warm")  # as the runner loads it with its agent
     with query_count.turn("counted"):
-        async with scope.for_turn(session.pk, "counted", None):
+        with scope.turn_scope(session.pk, "counted", None, await sync_to_async(scope.caller_of)(session)):
             result = await generate_text("Hi")
     counted = next(turn for turn in query_count.finished if turn.request_id == "counted")
     assert result.text == "Counted." and backup.requests[-1]["model"] == "routed-model"

@@ -19,17 +19,19 @@ from tests.conftest import chunks_of, is_done, user_message
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
 CHAT = "/agents/chat-agent/round-trips"
 
-# Measured (2026-12-02, afternoon): 18 on SQLite and PostgreSQL for a signed-in user's turn
-# with the Think-style chat-agent, 23 for a process's first (the gateway reads its routes,
-# limits and budgets once); 29–32 that morning, 44–50 before. What is left: admission in one
-# transaction (limits and the session's queue in one aggregate, the turn row, the user's
-# message, the transcript for the other tabs), the turn lock, the agent with its transcript
-# (one statement), one read of the session's stored features, the stream's start.
-BEFORE_FIRST_TOKEN = 24
+# Measured (2026-12-02, evening): 13 on SQLite and PostgreSQL for a signed-in user's turn
+# with the Think-style chat-agent, 16 for a process's first (the gateway reads its routes,
+# limits and budgets once); 18 that afternoon, 29–32 that morning, 44–50 before. What is left:
+# admission in one transaction (limits and the session's queue in one aggregate, the turn row
+# inserted unless its request id exists, the session and its messages, the user's message,
+# the leaf), the turn lock in one compare-and-set, the turn marked running, the agent, its
+# transcript (one statement), one read of the session's stored features, the stream's start.
+# A chat with no other tab reads no transcript for the others.
+BEFORE_FIRST_TOKEN = 18
 # Measured: 14–16 for a 3-word answer (call log, a chunk-log batch, the reply, the outcome,
-# the transcript for every tab, the lock, the chat page's queue and title), 24 when the
-# once-a-minute chunk-log sweep falls on it; a longer answer adds a chunk-log write per
-# stored batch (stream_publisher).
+# the transcript for every tab, the lock, the chat page's queue and title), 20–24 for a
+# process's first turn and when the once-a-minute chunk-log sweep falls on it; a longer
+# answer adds a chunk-log write per stored batch (stream_publisher).
 AFTER_FIRST_TOKEN = 26
 
 

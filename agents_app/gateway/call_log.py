@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from agents_app.gateway.models import ModelCall
 from agents_app.gateway.pricing import cost_of
+from agents_app.storage import row_writes
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,9 @@ def save(record: CallRecord) -> ModelCall | None:
     try:
         cost = Decimal("0") if record.cache_hit else cost_of(record.model, record.input_tokens, record.output_tokens)
         values: dict[str, Any] = {name: getattr(record, name) for name in CallRecord.__dataclass_fields__ if name != "started_at"}
-        return ModelCall.objects.create(created_at=record.started_at, cost=cost, **values)
+        call = ModelCall(created_at=record.started_at, cost=cost, **values)
+        row_writes.insert(call)
+        return call
     except Exception:
         logger.exception("could not record a model call")
         return None

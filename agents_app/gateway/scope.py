@@ -104,10 +104,22 @@ def _entered(scope: CallScope) -> Iterator[CallScope]:
         _current.reset(token)
 
 
+def caller_of(session: Session) -> Caller:
+    """The caller of a turn of `session`, loaded with its agent (`select_related`): nothing
+    more to read about who it is."""
+    _session_callers.put(session.pk, (session.agent_id, session.owner_id))
+    return caller_for(session.agent.slug, session.owner_id)
+
+
+def turn_scope(session_id: int, request_id: str, body: dict[str, Any] | None, caller: Caller) -> contextlib.AbstractContextManager[CallScope]:
+    """The scope of a turn whose caller is known (`caller_of`)."""
+    return _entered(CallScope(session_id, request_id, GatewayOptions.from_body(body), caller))
+
+
 @contextlib.asynccontextmanager
 async def for_turn(session_id: int, request_id: str, body: dict[str, Any] | None) -> AsyncIterator[CallScope]:
     caller = await db_async(load_caller)(session_id)
-    with _entered(CallScope(session_id, request_id, GatewayOptions.from_body(body), caller)) as scope:
+    with turn_scope(session_id, request_id, body, caller) as scope:
         yield scope
 
 

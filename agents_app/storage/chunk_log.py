@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from agents_app.storage import row_writes
 from agents_app.storage.models import Turn, TurnChunk
 from agents_app.testing import faults
 
@@ -29,7 +30,7 @@ def write_batch(turn_id: int, first_seq: int, bodies: list[str]) -> None:
     # the database's one write lock: one commit for both rows. On PostgreSQL a transaction
     # would add two round trips (BEGIN, COMMIT) to two autocommit statements.
     with transaction.atomic() if connection.vendor == "sqlite" else contextlib.nullcontext():
-        TurnChunk.objects.create(turn_id=turn_id, seq=first_seq, bodies=stored)
+        row_writes.insert(TurnChunk(turn_id=turn_id, seq=first_seq, bodies=stored))
         Turn.objects.filter(pk=turn_id).update(chunk_count=F("chunk_count") + len(bodies), heartbeat_at=timezone.now())
 
 

@@ -22,8 +22,9 @@ from agents_app.protocol.messages import (
     sanitize_for_persistence,
 )
 from agents_app.protocol.row_size import fit_row_size
+from agents_app.storage import row_writes
 from agents_app.storage.compiled_query import json_value
-from agents_app.storage.models import Message, Session
+from agents_app.storage.models import Message, Session, searchable_text
 from agents_app.storage.overlays import compaction_marks
 
 _PATH_SQL = """
@@ -327,14 +328,17 @@ def _write(session: Session, message: UIMessage, parent: Message | None, existin
             existing.role = clean["role"]
             existing.save(update_fields=["parts", "metadata", "role", "updated_at"])
         return existing
-    return Message.objects.create(
+    created = Message(
         session=session,
         uid=clean["id"],
         parent=parent,
         role=clean["role"],
         parts=clean["parts"],
         metadata=clean.get("metadata"),
+        text_content=searchable_text(clean["parts"]),
     )
+    row_writes.insert(created)
+    return created
 
 
 def _edited(stored: Message, incoming: UIMessage) -> bool:
@@ -356,13 +360,17 @@ def _fork_for_edit(session: Session, stored: Message, incoming: UIMessage) -> Me
 # No savepoint: inside a caller's transaction (turn admission) a failure fails that whole
 # transaction anyway, and two fewer round trips precede every turn.
 @transaction.atomic(savepoint=False)
-def upsert_client_messages(session: Session, incoming: list[UIMessage], *, move_leaf: bool) -> list[UIMessage]:
+def upsert_client_messages(
+    session: Session, incoming: list[UIMessage], *, move_leaf: bool, clear_terminal: bool = False
+) -> list[UIMessage]:
     """Reconcile and upsert a client's message list.
 
     Known ids are updated in place. New ids are appended under the current leaf. With
     `move_leaf` (chat requests) and a list made only of known ids, the active leaf moves to
     the last incoming message: the reference deletes the rows after it, we keep them as a
-    branch. An edited user message becomes a sibling of the original. Returns the reconciled list.
+    branch. An edited user message becomes a sibling of the original. With `clear_terminal`
+    (a new turn answers these messages) the last failed turn's record is cleared in the
+    same write as the leaf. Returns the reconciled list.
     """
     session = Session.objects.select_for_update().get(pk=session.pk)
     stored = {m.uid: m for m in session.messages.all()}
@@ -380,8 +388,13 @@ def upsert_client_messages(session: Session, incoming: list[UIMessage], *, move_
             leaf = written
     if move_leaf and all_known:
         leaf = stored[reconciled[-1]["id"]]
+    changes: dict[str, Any] = {}
     if leaf is not None and leaf.pk != session.active_leaf_id:
-        Session.objects.filter(pk=session.pk).update(active_leaf=leaf)
+        changes["active_leaf_id"] = leaf.pk
+    if clear_terminal and session.terminal is not None:
+        changes["terminal"] = None
+    if changes:
+        row_writes.update(Session, {"pk": session.pk}, **changes)
     return reconciled
 
 
@@ -431,7 +444,7 @@ def save_reply(session: Session, message: UIMessage, anchor_uid: str | None) -> 
         return save_message(session, message)
     reply = _write(session, message, anchor, None)
     if session.active_leaf_id == anchor.pk:  # the usual case: nothing arrived while the turn ran
-        Session.objects.filter(pk=session.pk).update(active_leaf=reply)
+        row_writes.update(Session, {"pk": session.pk}, active_leaf_id=reply.pk)
         return reply
     path = active_path(session)
     ids = [m.pk for m in path]

@@ -26,3 +26,7 @@ class LocalChannelLayer(InMemoryChannelLayer):
             return
         self._last_sweep = now
         super()._clean_expired()
+
+    async def group_members(self, group: str) -> list[str]:
+        """The channels in `group` now (see broadcast.anyone_else_listening)."""
+        return list(self.groups.get(group, ()))

@@ -94,6 +94,18 @@ class ResilientRedisChannelLayer(RedisChannelLayer):
         self._remote_members[group] = (now, elsewhere)
         return elsewhere
 
+    async def group_members(self, group: str) -> list[str]:
+        """The channels in `group` now, here and in other processes (see
+        broadcast.anyone_else_listening); only this process's while Redis is away."""
+        local = list(self._members.get(group, ()))
+        if not self.available:
+            return local
+        try:
+            return local + await self._members_elsewhere(group, reuse=False)
+        except REDIS_DOWN as error:
+            self._lost(error)
+            return local
+
     async def group_add(self, group: str, channel: str) -> None:
         self._members[group].add(channel)
         self._remote_members.pop(group, None)

@@ -38,6 +38,18 @@ async def broadcast(
     )
 
 
+async def anyone_else_listening(session_id: int, besides: str | None) -> bool:
+    """Whether a connection other than channel `besides` (the requester's) is in the session's
+    group. Most chats have one tab: frames only for the others, and the database reads that
+    would fill them, are skipped when nobody else is there. A connection that joins after
+    this answer reads the session afresh when it connects. A layer that cannot tell says yes."""
+    layer = get_channel_layer()
+    members = getattr(layer, "group_members", None)
+    if members is None:
+        return True
+    return any(channel != besides for channel in await members(session_group(session_id)))
+
+
 async def publish_stream(session_id: int, request_id: str, sequenced: list[tuple[int, Frame]]) -> None:
     """Live chunk frames of a turn's stream, each with its sequence number."""
     await _group_send(

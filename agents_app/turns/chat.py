@@ -24,16 +24,17 @@ logger = logging.getLogger(__name__)
 
 
 @transaction.atomic
-def _accept(session: Session, request: TurnRequest, messages: list[UIMessage]) -> tuple[Turn, bool, list[UIMessage]]:
+def _accept(session: Session, request: TurnRequest, chat: ChatRequest) -> tuple[Turn, bool] | None:
     """Admission and the writes it implies commit together: a turn is never left queued for
-    messages that failed to store (it would block the session's queue)."""
+    messages that failed to store (it would block the session's queue). None: `drop`
+    concurrency rejected an overlapping submit, and nothing was stored."""
+    if _drops(session, chat):
+        return None
     session_busy = limits.check_turn_admission(session.pk, session.owner_id)
     turn, created = runner.admit(request, session_busy=session_busy)
-    if not created:
-        return turn, False, []
-    Session.objects.filter(pk=session.pk).update(terminal=None)
-    transcript.upsert_client_messages(session, messages, move_leaf=True)
-    return turn, True, transcript.transcript(session)
+    if created:
+        transcript.upsert_client_messages(session, chat.messages, move_leaf=True, clear_terminal=True)
+    return turn, created
 
 
 def _drops(session: Session, request: ChatRequest) -> bool:
@@ -46,14 +47,8 @@ def _drops(session: Session, request: ChatRequest) -> bool:
 
 async def submit(session: Session, connection: Connection | None, request: ChatRequest) -> None:
     """A cf_agent_use_chat_request: persist the client's messages, then queue the turn (§5.1).
-    Without a connection (the chat page's HTTP send) every socket of the session is told."""
-    if await db_async(_drops)(session, request):
-        if connection is not None:
-            current = await db_async(transcript.transcript)(session)
-            await broadcast.send_to_channel(
-                connection.channel_name, [frames.chat_messages(current), frames.chat_response(request.request_id, done=True)]
-            )
-        return
+    The session's other connections get the transcript as stored; without a connection (the
+    chat page's HTTP send) every socket of the session does."""
     turn_request = TurnRequest(
         session_id=session.pk,
         request_id=request.request_id,
@@ -64,10 +59,8 @@ async def submit(session: Session, connection: Connection | None, request: ChatR
         origin=connection,
         answers=request.messages[-1]["id"] if request.messages else "",
     )
-    exclude = (connection.id,) if connection is not None else ()
-    await broadcast.broadcast(session.pk, [frames.chat_messages(request.messages)], exclude=exclude)
     try:
-        turn, created, current = await db_async(_accept)(session, turn_request, request.messages)
+        accepted = await db_async(_accept)(session, turn_request, request)
     except Exception as error:  # the turn does not exist: its requester is the only one waiting for it
         if isinstance(error, limits.LimitReached):
             text = str(error)
@@ -79,9 +72,20 @@ async def submit(session: Session, connection: Connection | None, request: ChatR
                 connection.channel_name, [frames.chat_response(request.request_id, text, done=True, error=True)]
             )
         return
+    if accepted is None:  # dropped: the requester's view goes back to what is stored
+        if connection is not None:
+            current = await db_async(transcript.transcript)(session)
+            await broadcast.send_to_channel(
+                connection.channel_name, [frames.chat_messages(current), frames.chat_response(request.request_id, done=True)]
+            )
+        return
+    turn, created = accepted
     if not created:
         return  # the same request id again: the turn already exists and never runs twice
-    await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=exclude)
+    if await broadcast.anyone_else_listening(session.pk, connection.channel_name if connection is not None else None):
+        current = await db_async(transcript.transcript)(session)
+        exclude = (connection.id,) if connection is not None else ()
+        await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=exclude)
     await runner.start_turn(turn_request, admitted=turn)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from agents_app import limits
@@ -27,7 +27,7 @@ from agents_app.turns.agent_interface import ChatAgent
 from agents_app.turns.instances import load_agent
 from agents_app.turns.stream_publisher import StreamPublisher
 from agents_app.turns.types import ChatErrorContext, ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
-from agents_app.storage import chunk_log, db_threads, query_count, transcript
+from agents_app.storage import chunk_log, db_threads, query_count, row_writes, transcript
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
@@ -60,22 +60,21 @@ def admit(request: TurnRequest, *, session_busy: bool | None = None) -> tuple[Tu
     turn is queued or running, when the caller already knows (`limits.check_turn_admission`)."""
     faults.point("admission")
     subject_to_concurrency = request.source == Turn.Source.WEBSOCKET and request.trigger == "submit-message"
-    try:
-        with transaction.atomic():  # a savepoint: the caller's transaction survives a duplicate id
-            turn = Turn.objects.create(
-                session_id=request.session_id,
-                request_id=request.request_id,
-                source=request.source,
-                trigger=request.trigger,
-                is_continuation=request.continuation,
-                recovery_root=request.recovery_root,
-                heartbeat_at=timezone.now(),
-                overlapping=subject_to_concurrency
-                and (concurrency.is_busy(request.session_id) if session_busy is None else session_busy),
-            )
+    turn = Turn(
+        session_id=request.session_id,
+        request_id=request.request_id,
+        source=request.source,
+        trigger=request.trigger,
+        is_continuation=request.continuation,
+        recovery_root=request.recovery_root,
+        heartbeat_at=timezone.now(),
+        overlapping=subject_to_concurrency
+        and (concurrency.is_busy(request.session_id) if session_busy is None else session_busy),
+    )
+    # A repeated request id inserts nothing (no savepoint: the caller's transaction goes on).
+    if row_writes.insert(turn, unless_conflict_on=("session", "request_id")):
         return turn, True
-    except IntegrityError:
-        return Turn.objects.get(session_id=request.session_id, request_id=request.request_id), False
+    return Turn.objects.get(session_id=request.session_id, request_id=request.request_id), False
 
 
 async def admit_turn(request: TurnRequest, *, limited: bool = False, owner_id: int | None = None) -> tuple[Turn, bool]:
@@ -183,9 +182,7 @@ async def _run(request: TurnRequest, turn: Turn) -> TurnResult:
 async def _run_to_outcome(request: TurnRequest, turn: Turn) -> TurnResult:
     progress = _Progress()
     try:
-        # The gateway attributes the turn's model calls (log, limits, budgets) to this scope.
-        async with gateway_scope.for_turn(request.session_id, request.request_id, request.body):
-            return await _run_locked(progress, request, turn)
+        return await _run_locked(progress, request, turn)
     except Exception as error:
         if progress.result is not None:  # raised after the outcome was delivered
             logger.exception("turn %s: cleanup after the outcome failed", request.request_id)
@@ -210,27 +207,30 @@ class _Progress:
 
 async def _run_locked(progress: _Progress, request: TurnRequest, turn: Turn) -> TurnResult:
     heartbeat: asyncio.Task[None] | None = None
-    async with cancellation.abort_signal(request.session_id, request.request_id) as abort:
-        try:
-            if not await turn_lock.acquire(request.session_id, turn.pk):
-                await _skip(request, turn)
-                return TurnResult(request.request_id, "skipped")
-            heartbeat = asyncio.create_task(_keep_alive(turn.pk))
-            faults.point("agent_load")
-            progress.agent = await db_async(_load_agent)(request.session_id)
-            if not await _admitted_by_policy(progress.agent, request, turn):
-                await _skip(request, turn)
-                return TurnResult(request.request_id, "skipped")
-            result = await _execute(progress, request, turn, abort)
-        except Exception as error:
-            result = await _fail(progress, request, turn, error)
-        finally:
-            if heartbeat is not None:
-                heartbeat.cancel()
-            await _release(request)
-    await _attempt(request, "sweeping stream buffers", _sweep_stale_buffers())
-    if progress.agent is not None:
-        await _safe_on_chat_response(progress.agent, request, result)
+    with contextlib.ExitStack() as gateway:
+        async with cancellation.abort_signal(request.session_id, request.request_id) as abort:
+            try:
+                if not await turn_lock.acquire(request.session_id, turn.pk, turn.request_id):
+                    await _skip(request, turn)
+                    return TurnResult(request.request_id, "skipped")
+                heartbeat = asyncio.create_task(_keep_alive(turn.pk))
+                faults.point("agent_load")
+                progress.agent, caller = await db_async(_load_agent)(request.session_id)
+                # The gateway attributes the turn's model calls (log, limits, budgets) to this scope.
+                gateway.enter_context(gateway_scope.turn_scope(request.session_id, request.request_id, request.body, caller))
+                if not await _admitted_by_policy(progress.agent, request, turn):
+                    await _skip(request, turn)
+                    return TurnResult(request.request_id, "skipped")
+                result = await _execute(progress, request, turn, abort)
+            except Exception as error:
+                result = await _fail(progress, request, turn, error)
+            finally:
+                if heartbeat is not None:
+                    heartbeat.cancel()
+                await _release(request)
+        await _attempt(request, "sweeping stream buffers", _sweep_stale_buffers())
+        if progress.agent is not None:
+            await _safe_on_chat_response(progress.agent, request, result)
     return result
 
 
@@ -295,7 +295,7 @@ async def _keep_alive(turn_id: int) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            await db_async(Turn.objects.filter(pk=turn_id).update)(heartbeat_at=timezone.now())
+            await db_async(row_writes.update)(Turn, {"pk": turn_id}, heartbeat_at=timezone.now())
         except DatabaseError:  # a database restart: the turn itself fails or carries on
             logger.warning("turn %s: heartbeat failed", turn_id, exc_info=True)
 
@@ -315,11 +315,13 @@ async def _sweep_stale_buffers() -> None:
         await db_async(chunk_log.sweep)()
 
 
-def _load_agent(session_id: int) -> ChatAgent:
-    agent = load_agent(Session.objects.select_related("agent").get(pk=session_id))
+def _load_agent(session_id: int) -> tuple[ChatAgent, gateway_scope.Caller]:
+    """The turn's agent, and who its model calls are for (read with it)."""
+    session = Session.objects.select_related("agent").get(pk=session_id)
+    agent = load_agent(session)
     if not isinstance(agent, ChatAgent):
         raise TypeError(f"{type(agent).__name__} is not a chat agent")
-    return agent
+    return agent, gateway_scope.caller_of(session)
 
 
 async def _admitted_by_policy(agent: ChatAgent, request: TurnRequest, turn: Turn) -> bool:
@@ -580,10 +582,8 @@ def _up_to_answered(messages: list[UIMessage], answers: str) -> list[UIMessage]:
 
 async def _finish_turn(turn: Turn, status: TurnStatus, *, error: str = "", message_uid: str = "") -> None:
     def write() -> None:
-        Turn.objects.filter(pk=turn.pk).update(
-            status=status, finished_at=timezone.now(), error_text=error, message_uid=message_uid
-        )
+        row_writes.update(Turn, {"pk": turn.pk}, status=status, finished_at=timezone.now(), error_text=error, message_uid=message_uid)
         terminal = {"requestId": turn.request_id, "body": error} if status == "error" else None
-        Session.objects.filter(pk=turn.session_id).update(terminal=terminal)
+        row_writes.update(Session, {"pk": turn.session_id}, terminal=terminal)
 
     await db_async(write)()

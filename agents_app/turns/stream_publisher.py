@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from agents_app.protocol import frames
 from agents_app.turns import broadcast
-from agents_app.storage import chunk_log, query_count
+from agents_app.storage import chunk_log, query_count, row_writes
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Turn
 from agents_app.testing import faults
@@ -94,8 +94,8 @@ class StreamPublisher:
     async def start(self, message_uid: str) -> None:
         """Mark the turn as streaming and tell parked connections to resume onto it. The
         message id is recorded so that an orphaned stream can be rebuilt under it."""
-        await db_async(Turn.objects.filter(pk=self.turn_id).update)(
-            status=Turn.Status.STREAMING, heartbeat_at=timezone.now(), message_uid=message_uid
+        await db_async(row_writes.update)(
+            Turn, {"pk": self.turn_id}, status=Turn.Status.STREAMING, heartbeat_at=timezone.now(), message_uid=message_uid
         )
         await broadcast.stream_started(self.session_id, self.request_id)
         self.started = True

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from agents_app.turns import process_liveness
+from agents_app.storage import row_writes
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
@@ -32,10 +34,42 @@ def _event(session_id: int) -> asyncio.Event:
     return _release_events[(id(asyncio.get_running_loop()), session_id)]
 
 
-def _try_acquire(session_id: int, turn_id: int) -> str:
-    """Returns 'acquired', 'wait' or 'skipped' (the turn was skipped, e.g. by a clear)."""
-    # One read on the usual path: the session's oldest queued turn (is it this one?) and who
-    # holds the lock.
+def _take_free_lock(session_id: int, turn_id: int, request_id: str, now: datetime) -> bool:
+    """The usual case in one statement: nobody holds the lock and this turn is the session's
+    oldest queued one. The compare-and-set on `turn_lock` is what excludes a concurrent taker."""
+    session, turn = Session._meta, Turn._meta
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {session.db_table} SET turn_lock = %s, turn_lock_heartbeat = %s"
+            f" WHERE id = %s AND turn_lock = '' AND %s = (SELECT MIN(id) FROM {turn.db_table}"
+            f" WHERE session_id = %s AND status = %s)",
+            [
+                request_id,
+                session.get_field("turn_lock_heartbeat").get_db_prep_save(now, connection),
+                session_id,
+                turn_id,
+                session_id,
+                Turn.Status.QUEUED.value,
+            ],
+        )
+        return cursor.rowcount == 1
+
+
+def _mark_running(turn_id: int, now: datetime) -> None:
+    row_writes.update(
+        Turn, {"pk": turn_id}, status=Turn.Status.RUNNING, started_at=now, heartbeat_at=now, owner=process_liveness.current()
+    )
+
+
+def _try_acquire(session_id: int, turn_id: int, request_id: str, *, first: bool) -> str:
+    """Returns 'acquired', 'wait' or 'skipped' (the turn was skipped, e.g. by a clear). A
+    turn's `first` try expects the lock free; later ones (it was not) read before writing,
+    so that waiting turns polling the lock do not queue for SQLite's write lock."""
+    now = timezone.now()
+    if first and _take_free_lock(session_id, turn_id, request_id, now):
+        _mark_running(turn_id, now)
+        return "acquired"
+    # The session's oldest queued turn (is it this one?) and who holds the lock.
     oldest = (
         Turn.objects.filter(session_id=session_id, status=Turn.Status.QUEUED)
         .order_by("id")
@@ -44,7 +78,7 @@ def _try_acquire(session_id: int, turn_id: int) -> str:
     )
     if oldest is None or oldest[0] != turn_id:
         return _not_next(turn_id)
-    _, request_id, holder = oldest
+    _, _, holder = oldest
     holder = holder or ""
     if holder:
         holding_turn = Turn.objects.filter(session_id=session_id, request_id=holder).first()
@@ -56,12 +90,9 @@ def _try_acquire(session_id: int, turn_id: int) -> str:
         )
         if alive:
             return "wait"
-    now = timezone.now()
     if not Session.objects.filter(pk=session_id, turn_lock=holder).update(turn_lock=request_id, turn_lock_heartbeat=now):
         return "wait"
-    Turn.objects.filter(pk=turn_id).update(
-        status=Turn.Status.RUNNING, started_at=now, heartbeat_at=now, owner=process_liveness.current()
-    )
+    _mark_running(turn_id, now)
     return "acquired"
 
 
@@ -75,7 +106,7 @@ def _not_next(turn_id: int) -> str:
     return "wait"  # an older turn of the session is queued
 
 
-async def acquire(session_id: int, turn_id: int) -> bool:
+async def acquire(session_id: int, turn_id: int, request_id: str) -> bool:
     """Wait until this turn may run. False when it was skipped while waiting. A waiting turn
     heart-beats too: one left queued by a dead process is recovered instead of blocking the
     session's queue forever."""
@@ -83,8 +114,10 @@ async def acquire(session_id: int, turn_id: int) -> bool:
     event = _event(session_id)
     loop = asyncio.get_running_loop()
     next_beat = loop.time() + stale_after().total_seconds() / 4
+    first = True
     while True:
-        outcome = await db_async(_try_acquire)(session_id, turn_id)
+        outcome = await db_async(_try_acquire)(session_id, turn_id, request_id, first=first)
+        first = False
         if outcome != "wait":
             return outcome == "acquired"
         if loop.time() >= next_beat:
@@ -98,5 +131,5 @@ async def acquire(session_id: int, turn_id: int) -> bool:
 
 
 async def release(session_id: int, request_id: str) -> None:
-    await db_async(Session.objects.filter(pk=session_id, turn_lock=request_id).update)(turn_lock="")
+    await db_async(row_writes.update)(Session, {"pk": session_id, "turn_lock": request_id}, turn_lock="")
     _event(session_id).set()
