@@ -5,7 +5,9 @@ accumulated in one channel-layer message, so a fast model costs one group_send p
 rather than per token. Consecutive deltas of the same part that have not been sent yet are
 merged (the protocol allows it, and the stored body is the merged one, exactly as broadcast).
 The chunk log is written in batches of up to `STORE_BATCH` chunks or every `STORE_INTERVAL`:
-a paced stream (50 tokens/s) costs one write per second, not one per few tokens. The log
+a paced stream (50 tokens/s) costs one write per second, not one per few tokens. A write
+runs beside the broadcasting: with many turns writing, one can wait seconds for the database,
+and the frames do not wait with it. The log
 serves resumes, HTTP followers and recovery; WebSocket clients get the live frames. An HTTP
 follower in this process reads the log as it streams, so while one follows a turn that
 turn is stored every `FOLLOWED_STORE_INTERVAL` instead (see `followed`).
@@ -83,6 +85,9 @@ class StreamPublisher:
         self._wake = asyncio.Event()
         self._closed = False
         self._flusher: asyncio.Task[None] | None = None
+        # The chunk-log write in progress. It runs beside the flusher: under load a write can
+        # wait seconds for the database (every turn's writes queue on it), and frames must not.
+        self._storing: asyncio.Task[None] | None = None
         self.started = False
         self._model_output_seen = False
         # The first model output is published and the reader has not yet let it go out.
@@ -103,10 +108,10 @@ class StreamPublisher:
         self._flusher = asyncio.create_task(self._flush_loop())
 
     def publish(self, chunk: dict[str, Any]) -> None:
-        flusher = self._flusher
-        if flusher is not None and flusher.done() and not flusher.cancelled() and flusher.exception() is not None:
-            # Broadcasting or storing failed: stop the stream now, not when the model is done.
-            raise flusher.exception()  # type: ignore[misc]
+        for task in (self._flusher, self._storing):
+            if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
+                # Broadcasting or storing failed: stop the stream now, not when the model is done.
+                raise task.exception()  # type: ignore[misc]
         if not self._model_output_seen and chunk.get("type") in _MODEL_OUTPUT:
             self._model_output_seen = self.first_output_pending = True
             query_count.first_token()
@@ -188,7 +193,17 @@ class StreamPublisher:
                 self._sent.set()
             since_store = time.monotonic() - self._last_store
             if len(self._store) >= STORE_BATCH or (self._store and since_store >= interval):
-                await self._write_store()
+                self._store_beside()
+
+    def _store_beside(self) -> None:
+        """Start writing what accumulated, unless a write is still running (the next one
+        takes everything published meanwhile; writes stay in sequence order)."""
+        storing = self._storing
+        if storing is not None:
+            if not storing.done():
+                return
+            storing.result()  # a failed write fails the flusher, and so the stream
+        self._storing = asyncio.create_task(self._write_store())
 
     async def flush(self) -> None:
         """Everything published so far is broadcast and stored when this returns."""
@@ -199,6 +214,9 @@ class StreamPublisher:
             flusher, self._flusher = self._flusher, None
             await flusher
         await self._send_outbox()
+        if self._storing is not None:
+            storing, self._storing = self._storing, None
+            await storing
         await self._write_store()
 
     async def send_final(self, final_frames: list[frames.Frame]) -> None:

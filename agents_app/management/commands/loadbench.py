@@ -9,7 +9,8 @@ with N tokens, one every `--delay` seconds (paced) or as fast as it can (`--fast
 
 Printed: TTFT (send → first text delta at the client) p50/p99, tokens/s delivered in
 aggregate against what the upstream produced, the p99 gap between stream frames at a
-client, the database round trips per turn before and after its first token (counted by
+client from its first text delta on (the frames that open the message come before the model
+has answered: the wait after them is the TTFT), the database round trips per turn before and after its first token (counted by
 the server, `AGENTS_COUNT_QUERIES`), the server's CPU time and RSS, and whether every answer arrived
 complete, exactly once.
 
@@ -288,11 +289,12 @@ class Command(BaseCommand):
                 run.error = frame.get("body") or "error"
             if frame.get("body"):
                 chunk = json.loads(frame["body"]) if not frame.get("error") else {}
-                run.frame_times.append(now)
                 if chunk.get("type") == "text-delta":
                     if run.first_token_at is None:
                         run.first_token_at = now
                     run.text += chunk["delta"]
+                if run.first_token_at is not None:  # the wait before it is the TTFT, not a gap
+                    run.frame_times.append(now)
             if frame.get("done"):
                 run.done_at = now
                 return
