@@ -73,13 +73,12 @@ def _try_acquire(session_id: int, turn_id: int, request_id: str, *, first: bool)
     oldest = (
         Turn.objects.filter(session_id=session_id, status=Turn.Status.QUEUED)
         .order_by("id")
-        .values_list("id", "request_id", "session__turn_lock")
+        .values_list("id", "session__turn_lock")
         .first()
     )
     if oldest is None or oldest[0] != turn_id:
         return _not_next(turn_id)
-    _, _, holder = oldest
-    holder = holder or ""
+    holder = oldest[1] or ""
     if holder:
         holding_turn = Turn.objects.filter(session_id=session_id, request_id=holder).first()
         alive = (
@@ -90,7 +89,7 @@ def _try_acquire(session_id: int, turn_id: int, request_id: str, *, first: bool)
         )
         if alive:
             return "wait"
-    if not Session.objects.filter(pk=session_id, turn_lock=holder).update(turn_lock=request_id, turn_lock_heartbeat=now):
+    if not row_writes.update(Session, {"pk": session_id, "turn_lock": holder}, turn_lock=request_id, turn_lock_heartbeat=now):
         return "wait"
     _mark_running(turn_id, now)
     return "acquired"
