@@ -250,6 +250,11 @@ OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 OPENAI_MODEL = os.environ.get("OPENAI_MODEL", "")
 AGENTS_LOCAL_MODEL_PORT = int(os.environ.get("AGENTS_LOCAL_MODEL_PORT", "8765"))
 AGENTS_MODEL_TIMEOUT = float(os.environ.get("AGENTS_MODEL_TIMEOUT", "120"))
+# "streaming": model calls use providers/upstream_transport.py (lean HTTP/1.1 for many long
+# event streams); "httpx": httpx's own transport, e.g. to rule the first out.
+AGENTS_UPSTREAM_TRANSPORT = os.environ.get("AGENTS_UPSTREAM_TRANSPORT", "streaming")
+if AGENTS_UPSTREAM_TRANSPORT not in ("streaming", "httpx"):
+    raise ImproperlyConfigured("AGENTS_UPSTREAM_TRANSPORT must be 'streaming' or 'httpx'.")
 # Long conversations (agents_app/think/context_window.py): the context window of models not in
 # the built-in table, per-model overrides as JSON ({"my-model": 65536}), and the fraction of the
 # window at which Think agents compact older messages (0 = never automatically).

@@ -6,14 +6,24 @@ hundred concurrent chats was a quarter of the server's CPU. A client's pool belo
 event loop that first uses it, so clients are kept per loop (a Celery task's `asyncio.run`
 gets its own, dropped with its loop) and per upstream (base URL, key, timeout): the local
 model, the OPENAI_* settings and every gateway route each get theirs.
+
+Their HTTP goes through `upstream_transport.StreamingTransport` (a lean HTTP/1.1 transport
+for many long event streams) unless AGENTS_UPSTREAM_TRANSPORT=httpx, or the upstream is
+reached through a proxy from the environment (HTTP(S)_PROXY), which httpx's own transport
+handles.
 """
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 import weakref
 from types import TracebackType
+from urllib.parse import urlsplit
 
 import openai
+from django.conf import settings
+
+from agents_app.providers.upstream_transport import StreamingTransport
 
 _Key = tuple[str | None, str, float | None]
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_Key, SharedAsyncOpenAI]] = weakref.WeakKeyDictionary()
@@ -35,5 +45,23 @@ def shared(base_url: str | None, api_key: str, timeout: float | None) -> SharedA
     key = (base_url, api_key, timeout)
     client = per_loop.get(key)
     if client is None or client.is_closed():
-        client = per_loop[key] = SharedAsyncOpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0)
+        client = per_loop[key] = SharedAsyncOpenAI(
+            base_url=base_url, api_key=api_key, timeout=timeout, max_retries=0, http_client=_http_client(base_url)
+        )
     return client
+
+
+def _http_client(base_url: str | None) -> openai.DefaultAsyncHttpxClient | None:
+    """The streaming transport, unless it is turned off or a proxy carries this upstream
+    (None: the SDK builds its default client)."""
+    if settings.AGENTS_UPSTREAM_TRANSPORT == "httpx" or _proxied(base_url or "https://api.openai.com/v1"):
+        return None
+    return openai.DefaultAsyncHttpxClient(transport=StreamingTransport())
+
+
+def _proxied(url: str) -> bool:
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(parts.hostname or "")
