@@ -23,7 +23,7 @@ from agents_app.protocol.messages import (
 )
 from agents_app.protocol.row_size import fit_row_size
 from agents_app.storage import row_writes
-from agents_app.storage.compiled_query import json_value
+from agents_app.storage.compiled_query import CompiledQuery, json_value
 from agents_app.storage.models import Message, Session, searchable_text
 from agents_app.storage.overlays import compaction_marks
 
@@ -357,6 +357,11 @@ def _fork_for_edit(session: Session, stored: Message, incoming: UIMessage) -> Me
     return _write(session, incoming, stored.parent, None)
 
 
+# The session's leaf and last failure, its row locked until the transaction ends (SQLite's
+# write transaction already locks the database).
+_LOCKED_LEAF = CompiledQuery(lambda pk: Session.objects.select_for_update().filter(pk=pk).values_list("active_leaf_id", "terminal"))
+
+
 # No savepoint: inside a caller's transaction (turn admission) a failure fails that whole
 # transaction anyway, and two fewer round trips precede every turn.
 @transaction.atomic(savepoint=False)
@@ -372,12 +377,15 @@ def upsert_client_messages(
     (a new turn answers these messages) the last failed turn's record is cleared in the
     same write as the leaf. Returns the reconciled list.
     """
-    session = Session.objects.select_for_update().get(pk=session.pk)
+    locked = _LOCKED_LEAF.row(session.pk)
+    if locked is None:
+        raise Session.DoesNotExist(f"session {session.pk} no longer exists")
+    active_leaf_id, terminal = locked
     stored = {m.uid: m for m in session.messages.all()}
     reconciled = [strip_computed_metadata(m) for m in reconcile(stored, incoming)]
     all_known = bool(reconciled) and all(m["id"] in stored for m in reconciled)
     by_pk = {m.pk: m for m in stored.values()}
-    leaf = by_pk.get(session.active_leaf_id) if session.active_leaf_id is not None else _newest_childless(by_pk)
+    leaf = by_pk.get(active_leaf_id) if active_leaf_id is not None else _newest_childless(by_pk)
     for message in reconciled:
         existing = stored.get(message["id"])
         if existing is not None and move_leaf and _edited(existing, message):
@@ -389,9 +397,9 @@ def upsert_client_messages(
     if move_leaf and all_known:
         leaf = stored[reconciled[-1]["id"]]
     changes: dict[str, Any] = {}
-    if leaf is not None and leaf.pk != session.active_leaf_id:
+    if leaf is not None and leaf.pk != active_leaf_id:
         changes["active_leaf_id"] = leaf.pk
-    if clear_terminal and session.terminal is not None:
+    if clear_terminal and terminal is not None:
         changes["terminal"] = None
     if changes:
         row_writes.update(Session, {"pk": session.pk}, **changes)
