@@ -5,7 +5,8 @@ few `Exists` subqueries (a turn's stored features) that was ~2 ms: ten times the
 itself, on the path to every turn's first token. A `CompiledQuery` compiles its queryset
 once per database vendor, with a sentinel key, and afterwards only puts the real key where
 the sentinel was. Rows come back as the database driver returns them (JSON columns as text
-on SQLite: see `json_value`).
+on SQLite: see `json_value`), or as model instances (`instances`, through `raw()`, which
+applies the fields' converters).
 """
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ _SENTINEL = -7_340_019_283
 
 class CompiledQuery:
     def __init__(self, build: Callable[[int], QuerySet[Any]]) -> None:
-        """`build(key)`: the queryset for one key, returning at most one row (values_list).
-        Its other parameters are compiled in, so they must be constants (never `now()`)."""
+        """`build(key)`: the queryset for one key: values_list rows for `row`, the model's
+        rows for `instances`. Its other parameters are compiled in, so they must be
+        constants (never `now()`)."""
         self._build = build
         self._compiled: dict[str, tuple[str, tuple[Any, ...], tuple[int, ...]]] = {}
         self._lock = threading.Lock()
@@ -40,14 +42,24 @@ class CompiledQuery:
                 compiled = self._compiled[connection.vendor] = (sql, tuple(params), slots)
         return compiled
 
-    def row(self, key: int) -> tuple[Any, ...] | None:
+    def _bound(self, key: int) -> tuple[str, list[Any]]:
         sql, params, slots = self._sql()
         bound = list(params)
         for index in slots:
             bound[index] = key
+        return sql, bound
+
+    def row(self, key: int) -> tuple[Any, ...] | None:
+        """The first row, as the driver returns it."""
+        sql, bound = self._bound(key)
         with connection.cursor() as cursor:
             cursor.execute(sql, bound)
             return cursor.fetchone()
+
+    def instances(self, key: int) -> list[Any]:
+        """Every row, as instances of the queryset's model."""
+        sql, bound = self._bound(key)
+        return list(self._build(_SENTINEL).model.objects.raw(sql, bound))
 
 
 def json_value(value: Any) -> Any:

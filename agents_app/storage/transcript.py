@@ -360,6 +360,7 @@ def _fork_for_edit(session: Session, stored: Message, incoming: UIMessage) -> Me
 # The session's leaf and last failure, its row locked until the transaction ends (SQLite's
 # write transaction already locks the database).
 _LOCKED_LEAF = CompiledQuery(lambda pk: Session.objects.select_for_update().filter(pk=pk).values_list("active_leaf_id", "terminal"))
+_SESSION_MESSAGES = CompiledQuery(lambda pk: Message.objects.filter(session_id=pk))
 
 
 # No savepoint: inside a caller's transaction (turn admission) a failure fails that whole
@@ -381,7 +382,7 @@ def upsert_client_messages(
     if locked is None:
         raise Session.DoesNotExist(f"session {session.pk} no longer exists")
     active_leaf_id, terminal = locked
-    stored = {m.uid: m for m in session.messages.all()}
+    stored = {m.uid: m for m in _SESSION_MESSAGES.instances(session.pk)}
     reconciled = [strip_computed_metadata(m) for m in reconcile(stored, incoming)]
     all_known = bool(reconciled) and all(m["id"] in stored for m in reconciled)
     by_pk = {m.pk: m for m in stored.values()}
