@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -22,13 +25,14 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 class ScriptedUpstream:
     """An HTTP/1.1 server whose connections each run `handler` (one request after another)."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, tls: ssl.SSLContext | None = None) -> None:
         self.handler = handler
         self.connections = 0
+        self._tls = tls
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> ScriptedUpstream:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls)
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
@@ -39,6 +43,8 @@ class ScriptedUpstream:
     def url(self) -> str:
         assert self._server is not None
         host, port = self._server.sockets[0].getsockname()[:2]
+        if self._tls is not None:
+            return f"https://localhost:{port}/v1/chat/completions"  # the name the certificate is for
         return f"http://{host}:{port}/v1/chat/completions"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -207,6 +213,36 @@ async def test_gzip_bodies_are_decoded(client: Any) -> None:
     async with ScriptedUpstream(await keep_answering(packed, head)) as upstream:
         response = await client.post(upstream.url, json={})
         assert response.json() == {"ok": True}
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A self-signed certificate for localhost: the server's TLS context and the file to trust."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+        check=True, capture_output=True,
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    return server, cert
+
+
+async def test_https_upstreams_are_read_over_tls(certificate: tuple[ssl.SSLContext, Path]) -> None:
+    server, cert = certificate
+    transport = StreamingTransport(ssl_context=ssl.create_default_context(cafile=str(cert)))
+    async with http.AsyncClient(transport=transport) as client:
+        async with ScriptedUpstream(await keep_answering(chunked(b"data: [DONE]\n\n")), tls=server) as upstream:
+            assert await collect(client, upstream.url) == b"data: [DONE]\n\n"
+
+
+async def test_an_untrusted_certificate_is_refused_by_default(certificate: tuple[ssl.SSLContext, Path]) -> None:
+    server, _ = certificate
+    async with http.AsyncClient(transport=StreamingTransport()) as client:
+        async with ScriptedUpstream(await keep_answering(b""), tls=server) as upstream:
+            with pytest.raises(http.ConnectError):
+                await collect(client, upstream.url)
 
 
 # -- through the SDK, against the fake OpenAI server --------------------------------------
