@@ -190,6 +190,22 @@ async def test_a_body_cut_short_is_a_protocol_error_and_its_connection_is_droppe
     assert client._transport.idle_connections() == 0
 
 
+async def test_an_invalid_content_length_is_a_protocol_error_and_its_connection_is_closed(client: Any) -> None:
+    closed = asyncio.Event()
+
+    async def bad_length(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\nbody")
+        await writer.drain()
+        if await reader.read(1) == b"":
+            closed.set()
+
+    async with ScriptedUpstream(bad_length) as upstream:
+        with pytest.raises(http.RemoteProtocolError):
+            await collect(client, upstream.url)
+        await asyncio.wait_for(closed.wait(), 5)
+
+
 async def test_a_stream_left_unread_closes_its_connection(client: Any) -> None:
     async with ScriptedUpstream(await keep_answering(chunked(b"data: one\n\n", b"x" * 200_000))) as upstream:
         async with client.stream("POST", upstream.url, json={}) as response:
