@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 
 # No row has this primary key, and no other parameter of a compiled query equals it.
 _SENTINEL = -7_340_019_283
@@ -30,12 +30,15 @@ class CompiledQuery:
         self._build = build
         self._compiled: dict[str, tuple[str, tuple[Any, ...], tuple[int, ...]]] = {}
         self._lock = threading.Lock()
+        self._model: type[Model] | None = None  # the queryset's, known once compiled
 
     def _sql(self) -> tuple[str, tuple[Any, ...], tuple[int, ...]]:
         compiled = self._compiled.get(connection.vendor)
         if compiled is None:
             with self._lock:
-                sql, params = self._build(_SENTINEL).query.sql_with_params()
+                queryset = self._build(_SENTINEL)
+                self._model = queryset.model
+                sql, params = queryset.query.sql_with_params()
                 slots = tuple(index for index, value in enumerate(params) if value == _SENTINEL)
                 if not slots:
                     raise ValueError("the compiled queryset does not use its key")
@@ -59,7 +62,8 @@ class CompiledQuery:
     def instances(self, key: int) -> list[Any]:
         """Every row, as instances of the queryset's model."""
         sql, bound = self._bound(key)
-        return list(self._build(_SENTINEL).model.objects.raw(sql, bound))
+        assert self._model is not None  # set by the compile `_bound` made sure of
+        return list(self._model._default_manager.raw(sql, bound))
 
 
 def json_value(value: Any) -> Any:
