@@ -27,3 +27,24 @@ async def test_messages_are_delivered_in_order_between_sweeps() -> None:
         await layer.group_send("session-1", {"type": "frame", "index": index})
     received = [await layer.receive("inbox") for _ in range(3)]
     assert [message["index"] for message in received] == [0, 1, 2]
+
+
+async def test_each_member_of_a_group_receives_its_own_copy() -> None:
+    layer = LocalChannelLayer()
+    for inbox in ("first", "second"):
+        await layer.group_add("session-1", inbox)
+    await layer.group_send("session-1", {"type": "frame", "frames": [[0, {"body": "a"}]]})
+    first, second = await layer.receive("first"), await layer.receive("second")
+    first["frames"][0][1]["body"] = "changed by one consumer"
+    assert second["frames"] == [[0, {"body": "a"}]]
+
+
+async def test_a_member_whose_queue_is_full_misses_the_message_and_the_others_get_it() -> None:
+    layer = LocalChannelLayer(capacity=1)
+    for inbox in ("slow", "fast"):
+        await layer.group_add("session-1", inbox)
+    await layer.send("slow", {"type": "backlog"})
+    await layer.group_send("session-1", {"type": "frame"})
+    assert (await layer.receive("fast"))["type"] == "frame"
+    assert (await layer.receive("slow"))["type"] == "backlog"
+    assert "slow" not in layer.channels  # drained: nothing is left behind for a closed socket

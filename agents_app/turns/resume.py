@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from agents_app.protocol import frames
 from agents_app.turns import process_liveness, recovery, runner, turn_lock
+from agents_app.turns.event_loop_dispatch import LeanDispatchMixin
 from agents_app.storage import chunk_log
 from agents_app.storage.models import Session, Turn
 
@@ -346,9 +347,10 @@ class ConnectionStreams:
             await self.send([frames.stream_resume_none()])
 
 
-class StreamEventsMixin:
+class StreamEventsMixin(LeanDispatchMixin):
     """Channel-layer handlers shared by every consumer that joins a session group; the
-    consumer provides `streams` (its ConnectionStreams)."""
+    consumer provides `streams` (its ConnectionStreams). Messages are received through
+    `LeanDispatchMixin` (turns/event_loop_dispatch.py)."""
 
     streams: ConnectionStreams
 

@@ -71,6 +71,43 @@ def followed(turn_id: int) -> Iterator[None]:
             del _followed[turn_id]
 
 
+class _Wakeup:
+    """A flag the flusher sleeps on, up to a timeout. `asyncio.wait_for(event.wait(), t)`
+    starts a task for every wait; the flusher waits once per frame of every stream, so this
+    one parks on a bare future and a timer instead."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self, timeout: float) -> None:
+        """Return once set, or after `timeout` seconds."""
+        if self._set:
+            return
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = loop.call_later(timeout, _settle, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class StreamPublisher:
     def __init__(self, session_id: int, turn_id: int, request_id: str, *, continuation: bool) -> None:
         self.session_id = session_id
@@ -82,7 +119,7 @@ class StreamPublisher:
         self._store: list[str] = []
         self._store_first_seq = 0
         self._last_store = time.monotonic()
-        self._wake = asyncio.Event()
+        self._wake = _Wakeup()
         self._closed = False
         self._flusher: asyncio.Task[None] | None = None
         # The chunk-log write in progress. It runs beside the flusher: under load a write can
@@ -176,10 +213,7 @@ class StreamPublisher:
     async def _flush_loop(self) -> None:
         while not self._closed:
             interval = FOLLOWED_STORE_INTERVAL if self.turn_id in _followed else STORE_INTERVAL
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
-            except TimeoutError:
-                pass
+            await self._wake.wait(interval)
             self._wake.clear()
             window = coalescing_window()
             if window and self._output_sent and not self._closed:

@@ -133,6 +133,11 @@ class Command(BaseCommand):
         parser.add_argument("--idle", type=int, default=0, help="extra connected sockets that send nothing")
         parser.add_argument("--agent", default="chat-agent")
         parser.add_argument("--profile", metavar="FILE", help="py-spy record the server during the run into FILE")
+        parser.add_argument(
+            "--profile-gil",
+            action="store_true",
+            help="with --profile: sample only the thread holding the GIL, so the profile shows where CPU goes rather than where threads wait",
+        )
         parser.add_argument("--timeout", type=float, default=300.0)
         parser.add_argument(
             "--servers", type=int, default=1,
@@ -176,7 +181,7 @@ class Command(BaseCommand):
                     asyncio.run(self._load([server], 1, 5, 0, None, options["timeout"]))
                 _turn_counts(queries, len(servers))
                 queries.unlink()
-                figures = asyncio.run(self._load(servers, chats, tokens, options["idle"], options["profile"], options["timeout"]))
+                figures = asyncio.run(self._load(servers, chats, tokens, options["idle"], options["profile"], options["timeout"], options["profile_gil"]))
             except Exception:
                 self.stderr.write((work / "daphne-0.log").read_text()[-4000:])
                 raise
@@ -228,7 +233,7 @@ class Command(BaseCommand):
 
     # -- clients ---------------------------------------------------------------------------
     async def _load(
-        self, servers: list[tuple[str, int]], chats: int, tokens: int, idle: int, profile: str | None, timeout: float
+        self, servers: list[tuple[str, int]], chats: int, tokens: int, idle: int, profile: str | None, timeout: float, profile_gil: bool = False
     ) -> dict[str, Any]:
         """Chat `index` talks to server `index % len(servers)`; CPU and RSS are the servers' sums."""
         run_id = uuid.uuid4().hex[:8]
@@ -244,7 +249,7 @@ class Command(BaseCommand):
         profiler = None
         if profile:
             profiler = subprocess.Popen(
-                [shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}") or "py-spy", "record", "-p", str(pids[0]), "-r", "200", "--format", "raw", "-o", profile, "--nonblocking"],
+                [shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}") or "py-spy", "record", "-p", str(pids[0]), "-r", "200", "--format", "raw", "-o", profile, *(["--gil"] if profile_gil else ["--nonblocking"])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
         started = time.perf_counter()
