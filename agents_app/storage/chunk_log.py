@@ -10,7 +10,6 @@ import contextlib
 from datetime import timedelta
 
 from django.db import connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from agents_app.storage import row_writes
@@ -31,7 +30,7 @@ def write_batch(turn_id: int, first_seq: int, bodies: list[str]) -> None:
     # would add two round trips (BEGIN, COMMIT) to two autocommit statements.
     with transaction.atomic() if connection.vendor == "sqlite" else contextlib.nullcontext():
         row_writes.insert(TurnChunk(turn_id=turn_id, seq=first_seq, bodies=stored))
-        Turn.objects.filter(pk=turn_id).update(chunk_count=F("chunk_count") + len(bodies), heartbeat_at=timezone.now())
+        row_writes.update(Turn, {"pk": turn_id}, add={"chunk_count": len(bodies)}, heartbeat_at=timezone.now())
 
 
 def read_bodies(turn_id: int, from_seq: int = 0, to_seq: int | None = None) -> list[tuple[int, str | None]]:

@@ -65,22 +65,28 @@ def insert(instance: Model, *, unless_conflict_on: Iterable[str] = ()) -> bool:
     return True
 
 
-def update(model: type[Model], where: dict[str, Any], **values: Any) -> int:
-    """UPDATE the rows of `model` whose columns equal `where` (no NULLs) to `values`;
-    returns how many rows changed."""
+def update(model: type[Model], where: dict[str, Any], *, add: dict[str, int] | None = None, **values: Any) -> int:
+    """UPDATE the rows of `model` whose columns equal `where` (no NULLs) to `values`, and
+    add `add`'s amounts to those integer columns (`F(column) + n`); returns how many rows
+    changed."""
     assert None not in where.values(), "a NULL never compares equal: use the ORM"
-    key = ("update", model, tuple(where), tuple(values), connection.vendor)
+    added = add or {}
+    key = ("update", model, tuple(where), tuple(added), tuple(values), connection.vendor)
 
     def build() -> tuple[str, tuple[Field[Any, Any], ...]]:
         quote = connection.ops.quote_name
+        increased = tuple(_field(model, name) for name in added)
         assigned = tuple(_field(model, name) for name in values)
         compared = tuple(_field(model, name) for name in where)
-        sets = ", ".join(f"{quote(f.column)} = %s" for f in assigned)
+        sets = ", ".join(
+            [*(f"{quote(f.column)} = {quote(f.column)} + %s" for f in increased), *(f"{quote(f.column)} = %s" for f in assigned)]
+        )
         conditions = " AND ".join(f"{quote(f.column)} = %s" for f in compared)
-        return f"UPDATE {quote(model._meta.db_table)} SET {sets} WHERE {conditions}", assigned + compared
+        return f"UPDATE {quote(model._meta.db_table)} SET {sets} WHERE {conditions}", increased + assigned + compared
 
     sql, fields = _cached(key, build)
-    params = [f.get_db_prep_save(value, connection) for f, value in zip(fields, (*values.values(), *where.values()))]
+    given = (*added.values(), *values.values(), *where.values())
+    params = [f.get_db_prep_save(value, connection) for f, value in zip(fields, given)]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount

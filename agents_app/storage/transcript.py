@@ -361,6 +361,8 @@ def _fork_for_edit(session: Session, stored: Message, incoming: UIMessage) -> Me
 # write transaction already locks the database).
 _LOCKED_LEAF = CompiledQuery(lambda pk: Session.objects.select_for_update().filter(pk=pk).values_list("active_leaf_id", "terminal"))
 _SESSION_MESSAGES = CompiledQuery(lambda pk: Message.objects.filter(session_id=pk))
+# A reply and the message it answers, by uid (the same uid twice when it answers none).
+_MESSAGES_BY_UID = CompiledQuery(lambda pk, uid, other_uid: Message.objects.filter(session_id=pk, uid__in=[uid, other_uid]))
 
 
 # No savepoint: inside a caller's transaction (turn admission) a failure fails that whole
@@ -444,15 +446,17 @@ def save_reply(session: Session, message: UIMessage, anchor_uid: str | None) -> 
     """Persist a turn's reply right after the message it answers (`anchor_uid`, the last
     message when the turn started). Messages that arrived on the active path while the turn
     ran move under the reply, so the conversation reads in the order things happened."""
-    session = Session.objects.select_for_update().get(pk=session.pk)
-    wanted = [uid for uid in (message["id"], anchor_uid) if uid]
-    found = {m.uid: m for m in session.messages.filter(uid__in=wanted)}
+    locked = _LOCKED_LEAF.row(session.pk)
+    if locked is None:
+        raise Session.DoesNotExist(f"session {session.pk} no longer exists")
+    active_leaf_id, _ = locked
+    found = {m.uid: m for m in _MESSAGES_BY_UID.instances(session.pk, message["id"], anchor_uid or message["id"])}
     existing = found.get(message["id"])
     anchor = found.get(anchor_uid) if anchor_uid else None
     if existing is not None or anchor is None:
         return save_message(session, message)
     reply = _write(session, message, anchor, None)
-    if session.active_leaf_id == anchor.pk:  # the usual case: nothing arrived while the turn ran
+    if active_leaf_id == anchor.pk:  # the usual case: nothing arrived while the turn ran
         row_writes.update(Session, {"pk": session.pk}, active_leaf_id=reply.pk)
         return reply
     path = active_path(session)

@@ -24,6 +24,7 @@ from agents_app.turns.instances import load_agent
 from agents_app.turns.turn_listeners import on_turn_finished
 from agents_app.turns.types import TurnResult
 from agents_app.storage import transcript
+from agents_app.storage.compiled_query import CompiledQuery
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session
 from agents_app.ui.models import QueuedMessage
@@ -86,10 +87,14 @@ def _claim(session: Session) -> UIMessage | None:
     return user_message(text, [part for q in sent for part in q.files])
 
 
+# Whether a session has a queued message: asked after every turn of every chat.
+_ANY_QUEUED = CompiledQuery(lambda pk: QueuedMessage.objects.filter(session_id=pk).values_list("pk")[:1])
+
+
 async def release(session_id: int) -> None:
     # After every turn of every chat: on the database threads, not asgiref's one shared thread,
-    # and one query when nothing is queued (the usual case).
-    if not await db_async(QueuedMessage.objects.filter(session_id=session_id).exists)():
+    # and one compiled query when nothing is queued (the usual case).
+    if await db_async(_ANY_QUEUED.row)(session_id) is None:
         return
     session = await db_async(Session.objects.select_related("agent").filter(pk=session_id).first)()
     if session is None:

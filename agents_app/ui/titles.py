@@ -22,7 +22,8 @@ from agents_app.turns import broadcast
 from agents_app.turns.instances import load_agent
 from agents_app.turns.turn_listeners import on_turn_finished
 from agents_app.turns.types import TurnResult
-from agents_app.storage import transcript
+from agents_app.storage import row_writes, transcript
+from agents_app.storage.compiled_query import CompiledQuery
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session
 
@@ -78,11 +79,18 @@ async def _ask_model(question: str, answer: str, model: str) -> str:
 
 
 def _save(session_id: int, title: str) -> bool:
-    return Session.objects.filter(pk=session_id, title="").update(title=title) == 1
+    return row_writes.update(Session, {"pk": session_id, "title": ""}, title=title) == 1
+
+
+# After every turn: a named session (all but a new one) is done with one cheap read.
+_TITLE = CompiledQuery(lambda pk: Session.objects.filter(pk=pk).values_list("title"))
 
 
 async def name_conversation(session_id: int, request_id: str) -> str | None:
     """The title given to the session, or None when it already had one."""
+    named = await db_async(_TITLE.row)(session_id)
+    if named is None or named[0]:
+        return None
     session = await db_async(Session.objects.select_related("agent").filter(pk=session_id).first)()
     if session is None:
         return None
