@@ -21,6 +21,7 @@ STAGES = (
     "agent_load",  # runner: the agent instance is loaded for the turn
     "before_turn",  # model_loop: the agent's before_turn hook
     "model_call",  # gateway/steps.StepStream: before the model request is sent
+    "stream_start",  # stream_publisher: marking the turn as streaming (beside the model call)
     "model_stream",  # gateway/steps.StepStream: after the first token reached the turn
     "tool",  # model_loop.run_tool: running a server tool
     "chunk_log",  # chunk_log.write_batch: storing a batch of the resumable stream

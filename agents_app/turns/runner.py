@@ -28,6 +28,7 @@ from agents_app.turns.instances import load_agent
 from agents_app.turns.stream_publisher import StreamPublisher
 from agents_app.turns.types import ChatErrorContext, ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
 from agents_app.storage import chunk_log, db_threads, query_count, row_writes, transcript
+from agents_app.storage.compiled_query import CompiledQuery
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
@@ -158,10 +159,14 @@ async def cancel(session_id: int, request_id: str) -> None:
     await cancellation.request_cancel(session_id, request_id)
 
 
+# Another turn of the session accepted and not yet streaming (asked at the end of every turn).
+_OTHER_PRE_STREAM = CompiledQuery(
+    lambda pk, request_id: Turn.objects.filter(session_id=pk, status__in=Turn.PRE_STREAM).exclude(request_id=request_id).values_list("pk")[:1]
+)
+
+
 async def _pre_stream_remaining(session_id: int, request_id: str) -> bool:
-    return await db_async(
-        Turn.objects.filter(session_id=session_id, status__in=Turn.PRE_STREAM).exclude(request_id=request_id).exists
-    )()
+    return await db_async(_OTHER_PRE_STREAM.row)(session_id, request_id) is not None
 
 
 async def _settle(turn: Turn, *, streamed: bool) -> None:
@@ -421,7 +426,7 @@ async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort:
         return await _conclude(progress, request, turn, _StreamOutcome("completed", body=frames.NO_RESPONSE_TEXT), None)
 
     publisher = StreamPublisher(session.pk, turn.pk, request.request_id, continuation=request.continuation)
-    await publisher.start(builder.message["id"])
+    publisher.begin(builder.message["id"])  # the model call starts while the turn is marked as streaming
     progress.publisher = publisher
     outcome = await _stream(response, builder, publisher, abort, agent, request.request_id)
     if outcome.status == "aborted":

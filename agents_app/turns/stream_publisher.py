@@ -125,6 +125,7 @@ class StreamPublisher:
         # The chunk-log write in progress. It runs beside the flusher: under load a write can
         # wait seconds for the database (every turn's writes queue on it), and frames must not.
         self._storing: asyncio.Task[None] | None = None
+        self._starting: asyncio.Future[None] | None = None  # `start`, run by `begin`
         self.started = False
         self._model_output_seen = False
         # The first model output is published and the reader has not yet let it go out.
@@ -136,6 +137,7 @@ class StreamPublisher:
     async def start(self, message_uid: str) -> None:
         """Mark the turn as streaming and tell parked connections to resume onto it. The
         message id is recorded so that an orphaned stream can be rebuilt under it."""
+        faults.point("stream_start")
         await db_async(row_writes.update)(
             Turn, {"pk": self.turn_id}, status=Turn.Status.STREAMING, heartbeat_at=timezone.now(), message_uid=message_uid
         )
@@ -144,8 +146,15 @@ class StreamPublisher:
         _streaming.add(self)
         self._flusher = asyncio.create_task(self._flush_loop())
 
+    def begin(self, message_uid: str) -> None:
+        """`start` without waiting for it, so the model call need not wait for that write.
+        Chunks published meanwhile wait in the outbox: the flusher only runs once the
+        stream has started, so connections still hear of the stream before any chunk of
+        it. A failed start fails the next `publish` and `flush`."""
+        self._starting = asyncio.ensure_future(self.start(message_uid))
+
     def publish(self, chunk: dict[str, Any]) -> None:
-        for task in (self._flusher, self._storing):
+        for task in (self._starting, self._flusher, self._storing):
             if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
                 # Broadcasting or storing failed: stop the stream now, not when the model is done.
                 raise task.exception()  # type: ignore[misc]
@@ -241,6 +250,8 @@ class StreamPublisher:
 
     async def flush(self) -> None:
         """Everything published so far is broadcast and stored when this returns."""
+        if self._starting is not None:
+            await self._starting
         self._closed = True
         self._wake.set()
         _streaming.discard(self)
