@@ -55,7 +55,10 @@ def _take_free_lock(session_id: int, turn_id: int, request_id: str, now: datetim
         return cursor.rowcount == 1
 
 
-def _mark_running(turn_id: int, now: datetime) -> None:
+def _mark_running(turn_id: int) -> None:
+    # Stamped once the lock is held, not when the try began: a try that found the previous
+    # turn finished began before it finished, and the turns of a session never overlap.
+    now = timezone.now()
     row_writes.update(
         Turn, {"pk": turn_id}, status=Turn.Status.RUNNING, started_at=now, heartbeat_at=now, owner=process_liveness.current()
     )
@@ -67,7 +70,7 @@ def _try_acquire(session_id: int, turn_id: int, request_id: str, *, first: bool)
     so that waiting turns polling the lock do not queue for SQLite's write lock."""
     now = timezone.now()
     if first and _take_free_lock(session_id, turn_id, request_id, now):
-        _mark_running(turn_id, now)
+        _mark_running(turn_id)
         return "acquired"
     # The session's oldest queued turn (is it this one?) and who holds the lock.
     oldest = (
@@ -91,7 +94,7 @@ def _try_acquire(session_id: int, turn_id: int, request_id: str, *, first: bool)
             return "wait"
     if not row_writes.update(Session, {"pk": session_id, "turn_lock": holder}, turn_lock=request_id, turn_lock_heartbeat=now):
         return "wait"
-    _mark_running(turn_id, now)
+    _mark_running(turn_id)
     return "acquired"
 
 
