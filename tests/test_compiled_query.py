@@ -1,6 +1,8 @@
 """Querysets compiled once and run with new keys (storage/compiled_query.py)."""
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from agents_app.storage.compiled_query import CompiledQuery
@@ -37,3 +39,22 @@ def test_a_query_that_ignores_a_key_is_refused_when_compiled() -> None:
     ignoring = CompiledQuery(lambda pk, unused: Session.objects.filter(pk=pk))
     with pytest.raises(ValueError, match="every key"):
         ignoring.instances(1, 2)
+
+
+_WITH_AGENT = CompiledQuery(lambda pk: Session.objects.select_related("agent").filter(pk=pk))
+
+
+def test_an_instance_is_the_one_a_queryset_builds_with_its_related_rows_and_converted_fields(django_assert_num_queries: Any) -> None:
+    session = _session("related")
+    Session.objects.filter(pk=session.pk).update(state={"count": 3}, request_context={"lastBody": {"k": [1]}})
+    expected = Session.objects.select_related("agent").get(pk=session.pk)
+    loaded = _WITH_AGENT.instance(session.pk)
+    assert loaded is not None
+    assert loaded.state == {"count": 3} and loaded.request_context == {"lastBody": {"k": [1]}}
+    assert loaded.created_at == expected.created_at and loaded.created_at.tzinfo is not None
+    assert {field.attname: getattr(loaded, field.attname) for field in Session._meta.concrete_fields} == {
+        field.attname: getattr(expected, field.attname) for field in Session._meta.concrete_fields
+    }
+    with django_assert_num_queries(0):  # the agent came with the session
+        assert loaded.agent.slug == "compiled-query" and loaded.agent.pk == expected.agent.pk
+    assert _WITH_AGENT.instance(session.pk + 1000) is None

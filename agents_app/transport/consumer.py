@@ -13,7 +13,6 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -40,12 +39,13 @@ from agents_app.agents.agent import Agent, ReadonlyConnection
 from agents_app.agents.chat_agent import AIChatAgent
 from agents_app.agents.think_agent import ThinkAgent
 from agents_app.turns.broadcast import session_group
-from agents_app.turns.instances import InvalidSessionName, UnknownAgent, load_agent, resolve_session
+from agents_app.turns.instances import InvalidSessionName, UnknownAgent, fresh_agent, resolve_session
 from agents_app.turns.resume import ConnectionStreams, StreamEventsMixin
 from agents_app.turns.rpc import invoke
 from agents_app.turns import background
 from agents_app.turns.types import Connection, ConnectionContext
 from agents_app.storage import query_count, transcript
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session
 from agents_app.transport.auth import query_params
 
@@ -81,7 +81,7 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             await self._refuse("Authentication required: log in or pass ?token=<api token>.", CLOSE_UNAUTHENTICATED)
             return
         try:
-            self.session = await sync_to_async(resolve_session)(
+            self.session = await db_async(resolve_session)(
                 self.segment, self.instance_name, user if authenticated else None, limit_creation=True
             )
         except UnknownAgent:
@@ -137,7 +137,7 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         await self.streams.on_connect()
         if isinstance(agent, ThinkAgent) and self.streams.offered is None:
             # Think pushes the transcript unless a replay is about to rebuild the message.
-            await self.send_frames([frames.chat_messages(await sync_to_async(transcript.transcript)(self.session))])
+            await self.send_frames([frames.chat_messages(await db_async(transcript.transcript)(self.session))])
         recovering = recovery.recovering_frame(self.session)
         if recovering is not None and self.streams.offered is None and not self.streams.parked:
             await self.send_frames([recovering])
@@ -148,8 +148,9 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
 
     async def _agent(self) -> Agent:
         """A fresh agent over the current session row (state may change in other processes)."""
-        self.session = await sync_to_async(Session.objects.select_related("agent").get)(pk=self.session.pk)
-        return await sync_to_async(load_agent)(self.session)
+        agent = await db_async(fresh_agent)(self.session.pk)
+        self.session = agent.session
+        return agent
 
     async def disconnect(self, code: int) -> None:
         if not hasattr(self, "connection"):

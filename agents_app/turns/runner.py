@@ -24,7 +24,7 @@ from agents_app.protocol.messages import UIMessage, normalize_messages
 from agents_app.providers.errors import ChatErrorClassification
 from agents_app.turns import broadcast, cancellation, chat_errors, concurrency, repair, turn_listeners, turn_lock
 from agents_app.turns.agent_interface import ChatAgent
-from agents_app.turns.instances import load_agent
+from agents_app.turns.instances import fresh_agent
 from agents_app.turns.stream_publisher import StreamPublisher
 from agents_app.turns.types import ChatErrorContext, ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
 from agents_app.storage import chunk_log, db_threads, query_count, row_writes, transcript
@@ -322,11 +322,10 @@ async def _sweep_stale_buffers() -> None:
 
 def _load_agent(session_id: int) -> tuple[ChatAgent, gateway_scope.Caller]:
     """The turn's agent, and who its model calls are for (read with it)."""
-    session = Session.objects.select_related("agent").get(pk=session_id)
-    agent = load_agent(session)
+    agent = fresh_agent(session_id)
     if not isinstance(agent, ChatAgent):
         raise TypeError(f"{type(agent).__name__} is not a chat agent")
-    return agent, gateway_scope.caller_of(session)
+    return agent, gateway_scope.caller_of(agent.session)
 
 
 async def _admitted_by_policy(agent: ChatAgent, request: TurnRequest, turn: Turn) -> bool:

@@ -20,7 +20,7 @@ from agents_app.protocol.messages import UIMessage
 from agents_app.turns import chat
 from agents_app.turns.types import new_request_id
 from agents_app.turns.concurrency import Concurrency, is_busy
-from agents_app.turns.instances import load_agent
+from agents_app.turns.instances import load_agent, session_with_agent
 from agents_app.turns.turn_listeners import on_turn_finished
 from agents_app.turns.types import TurnResult
 from agents_app.storage import transcript
@@ -96,7 +96,7 @@ async def release(session_id: int) -> None:
     # and one compiled query when nothing is queued (the usual case).
     if await db_async(_ANY_QUEUED.row)(session_id) is None:
         return
-    session = await db_async(Session.objects.select_related("agent").filter(pk=session_id).first)()
+    session = await db_async(session_with_agent)(session_id)
     if session is None:
         return
     message = await db_async(_claim)(session)

@@ -19,7 +19,7 @@ from agents_app.protocol.messages import UIMessage, text_of
 from agents_app.gateway.steps import StepStream, text_ids
 from agents_app.providers.openai_chat import ModelError, default_model, make_client
 from agents_app.turns import broadcast
-from agents_app.turns.instances import load_agent
+from agents_app.turns.instances import load_agent, session_with_agent
 from agents_app.turns.turn_listeners import on_turn_finished
 from agents_app.turns.types import TurnResult
 from agents_app.storage import row_writes, transcript
@@ -51,9 +51,10 @@ def clean_title(raw: str) -> str:
     return line.strip(" \"'`*#").rstrip(".").strip()[:MAX_TITLE_CHARS]
 
 
-def _first_exchange(session: Session) -> tuple[str, str, str] | None:
+def _first_exchange(session_id: int) -> tuple[str, str, str] | None:
     """(question, answer, model) when the session is untitled and has its first answer."""
-    if session.title:
+    session = session_with_agent(session_id)
+    if session is None or session.title:
         return None
     messages: list[UIMessage] = transcript.transcript(session)
     first = next((m for m in messages if m["role"] == "user"), None)
@@ -62,9 +63,14 @@ def _first_exchange(session: Session) -> tuple[str, str, str] | None:
     answer = next((text_of(m) for m in messages if m["role"] == "assistant"), "")
     if not question:
         return None
-    agent = load_agent(session)
-    model = settings.AGENTS_TITLE_MODEL or (agent.get_model() if hasattr(agent, "get_model") else default_model())
-    return question, answer, model
+    return question, answer, _title_model(session) if settings.AGENTS_CHAT_TITLES == "model" else ""
+
+
+def _title_model(session: Session) -> str:
+    if settings.AGENTS_TITLE_MODEL:
+        return settings.AGENTS_TITLE_MODEL
+    agent = load_agent(session)  # only when a model writes the title: an agent costs its construction
+    return agent.get_model() if hasattr(agent, "get_model") else default_model()
 
 
 async def _ask_model(question: str, answer: str, model: str) -> str:
@@ -91,10 +97,7 @@ async def name_conversation(session_id: int, request_id: str) -> str | None:
     named = await db_async(_TITLE.row)(session_id)
     if named is None or named[0]:
         return None
-    session = await db_async(Session.objects.select_related("agent").filter(pk=session_id).first)()
-    if session is None:
-        return None
-    exchange = await db_async(_first_exchange)(session)
+    exchange = await db_async(_first_exchange)(session_id)
     if exchange is None:
         return None
     question, answer, model = exchange
