@@ -7,7 +7,8 @@ cf_agent_chat to the `chat-agent` (or `--agent`), each in its own conversation. 
 are connected they all send one message at the same moment; the fake upstream answers each
 with N tokens, one every `--delay` seconds (paced) or as fast as it can (`--fast`).
 
-Printed: TTFT (send → first text delta at the client) p50/p99, tokens/s delivered in
+Printed: TTFT (send → first text delta at the client) p50/p99 beside the upstream's own (the
+median of a few requests made straight to it with the openai SDK), tokens/s delivered in
 aggregate against what the upstream produced, the p99 gap between stream frames at a
 client from its first text delta on (the frames that open the message come before the model
 has answered: the wait after them is the TTFT), the database round trips per turn before and after its first token (counted by
@@ -114,6 +115,28 @@ def _turn_counts(path: Path, turns: int, timeout: float = 10.0) -> list[dict[str
         time.sleep(0.05)
 
 
+async def _upstream_ttft(base_url: str, samples: int = 5) -> float:
+    """The upstream's own TTFT in ms: request → first content delta, straight from the openai
+    SDK with one client (as the server keeps one), the median of `samples` after a warm-up.
+    A short question: the fake echoes it, and its answer's pace is the run's."""
+    import openai
+
+    times = []
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="loadbench") as client:
+        for attempt in range(samples + 1):
+            started = time.perf_counter()
+            stream = await client.chat.completions.create(
+                model="fake-model", messages=[{"role": "user", "content": "w0 w1 w2"}], stream=True
+            )
+            first: float | None = None
+            async for chunk in stream:  # read to the end: the connection is kept for the next one
+                if first is None and chunk.choices and chunk.choices[0].delta.content:
+                    first = time.perf_counter()
+            if attempt and first is not None:  # the first request opened the connection
+                times.append((first - started) * 1000)
+    return statistics.median(times)
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     if not values:
         return float("nan")
@@ -181,10 +204,12 @@ class Command(BaseCommand):
                     asyncio.run(self._load([server], 1, 5, 0, None, options["timeout"]))
                 _turn_counts(queries, len(servers))
                 queries.unlink()
+                upstream_ttft = asyncio.run(_upstream_ttft(env["OPENAI_BASE_URL"]))
                 figures = asyncio.run(self._load(servers, chats, tokens, options["idle"], options["profile"], options["timeout"], options["profile_gil"]))
             except Exception:
                 self.stderr.write((work / "daphne-0.log").read_text()[-4000:])
                 raise
+            figures["upstream_ttft"] = upstream_ttft
             self._report(figures, _turn_counts(queries, chats), chats, tokens, delay, env, len(servers))
 
     # -- processes ---------------------------------------------------------------------
@@ -325,7 +350,7 @@ class Command(BaseCommand):
         processes = "one daphne" if servers == 1 else f"{servers} daphne processes"
         write(f"loadbench: {chats} chat(s) x {tokens} tokens, {pace}; {processes}, {database}, {layer}")
         write(f"  complete answers:      {complete}/{chats} (text exactly as sent by the upstream, once)")
-        write(f"  TTFT:                  p50 {statistics.median(ttfts):.0f} ms, p99 {_percentile(ttfts, 0.99):.0f} ms (upstream alone: ~{delay * 1000:.0f} ms)")
+        write(f"  TTFT:                  p50 {statistics.median(ttfts):.0f} ms, p99 {_percentile(ttfts, 0.99):.0f} ms (upstream alone: {figures['upstream_ttft']:.0f} ms)")
         if delay > 0:
             write(f"  tokens/s delivered:    {delivered:,.0f} of {upstream:,.0f} produced by the upstream ({100 * delivered / upstream:.0f} %)")
         else:
