@@ -13,7 +13,8 @@ aggregate against what the upstream produced, the p99 gap between stream frames 
 client from its first text delta on (the frames that open the message come before the model
 has answered: the wait after them is the TTFT), the database round trips per turn before and after its first token (counted by
 the server, `AGENTS_COUNT_QUERIES`), the server's CPU time and RSS, and whether every answer arrived
-complete, exactly once.
+complete, exactly once. The K sockets connect at once before that (a reconnect storm after a
+deploy looks like this): how long each waited for its connect frames, and the CPU it cost.
 
 The database and channel layer are the server's usual ones: embedded (a fresh SQLite file,
 in-memory layer) unless DATABASE_URL / REDIS_URL are set. Presets match issue 12's table:
@@ -266,9 +267,12 @@ class Command(BaseCommand):
         rss_before = _rss_kib(pids)
         idle_sockets = [await self._connect(f"{servers[index % len(servers)][0]}/idle-{run_id}-{index}") for index in range(idle)]
         rss_idle = _rss_kib(pids)
-        sockets = await asyncio.gather(
-            *(self._connect(f"{servers[index % len(servers)][0]}/bench-{run_id}-{index}") for index in range(chats))
+        connect_cpu = sum(_cpu_seconds(pid) for pid in pids)
+        timed = await asyncio.gather(
+            *(self._timed_connect(f"{servers[index % len(servers)][0]}/bench-{run_id}-{index}") for index in range(chats))
         )
+        connect_cpu = sum(_cpu_seconds(pid) for pid in pids) - connect_cpu
+        sockets = [ws for ws, _ in timed]
         words = " ".join(f"w{index}" for index in range(tokens - ECHO_PREFIX_WORDS))
         runs = [ChatRun() for _ in range(chats)]
         profiler = None
@@ -296,7 +300,14 @@ class Command(BaseCommand):
         return {
             "runs": runs, "elapsed": elapsed, "cpu": cpu, "expected": f"You said: {words}",
             "rss_before": rss_before, "rss_idle": rss_idle, "rss_after": rss_after, "idle": idle,
+            "connect_ms": [ms for _, ms in timed], "connect_cpu": connect_cpu,
         }
+
+    @classmethod
+    async def _timed_connect(cls, url: str) -> tuple[Any, float]:
+        started = time.perf_counter()
+        ws = await cls._connect(url)
+        return ws, (time.perf_counter() - started) * 1000
 
     @staticmethod
     async def _connect(url: str) -> Any:
@@ -361,6 +372,9 @@ class Command(BaseCommand):
             after = [c["after_first_token"] for c in counts]
             write(f"  DB round trips/turn:   {statistics.median(before):.0f} before the first token (max {max(before)}), "
                   f"{statistics.median(after):.0f} after it ({len(counts)} turns)")
+        connects = figures["connect_ms"]
+        write(f"  connecting (at once):  p50 {statistics.median(connects):.0f} ms, p99 {_percentile(connects, 0.99):.0f} ms to the connect frames, "
+              f"server CPU {1000 * figures['connect_cpu'] / chats:.1f} ms per connection")
         write(f"  server CPU:            {figures['cpu']:.2f} s, {1000 * figures['cpu'] / chats:.1f} ms per turn, "
               f"{1e6 * figures['cpu'] / (chats * tokens):.0f} µs per token")
         rss = figures["rss_after"]
