@@ -20,6 +20,7 @@ from agents_app.mcp import oauth
 from agents_app.mcp.models import AgentMcpServer, McpServer, Transport
 from agents_app.mcp.pool import Catalogue, Endpoint, McpAuthorizationRequired, McpConnectionError, pool
 from agents_app.protocol import frames
+from agents_app.storage.compiled_query import CompiledQuery
 from agents_app.storage.db_threads import db_async
 from agents_app.turns import broadcast
 
@@ -50,11 +51,17 @@ def clean_error(text: str | None) -> str | None:
 
 
 # -- state ------------------------------------------------------------------------------------
+# Read as every connection opens (its state frame, then the operator's servers to connect):
+# compiled once, a session without servers costs two cheap reads.
+_SESSION_SERVERS = CompiledQuery(lambda pk: McpServer.objects.filter(session_id=pk).select_related("attached"))
+_OPERATOR_SERVERS = CompiledQuery(lambda pk: AgentMcpServer.objects.filter(agent__sessions=pk, enabled=True))
+
+
 def servers_state(session_id: int) -> dict[str, Any]:
     """`{servers, tools, prompts, resources}` as the official client's useAgent reads it; the
     catalogue lists only servers that are ready."""
     state: dict[str, Any] = {"prompts": [], "resources": [], "servers": {}, "tools": []}
-    for row in McpServer.objects.filter(session_id=session_id):
+    for row in _SESSION_SERVERS.instances(session_id):
         state["servers"][row.id] = row.describe()
         if row.state == McpServer.State.READY:
             for key in ("tools", "prompts", "resources"):
@@ -63,7 +70,7 @@ def servers_state(session_id: int) -> dict[str, Any]:
 
 
 async def state_frame(session_id: int) -> frames.Frame:
-    return frames.mcp_servers(await sync_to_async(servers_state)(session_id))
+    return frames.mcp_servers(await db_async(servers_state)(session_id))
 
 
 async def _broadcast_state(session_id: int) -> None:
@@ -123,8 +130,8 @@ def servers_stored() -> Q:
 def _sync_attached(session_id: int) -> list[McpServer]:
     """Rows for the operator's servers of this agent class (created on first use, dropped when
     the operator disables or deletes them), then all rows of the session."""
-    attached = {a.pk: a for a in AgentMcpServer.objects.filter(agent__sessions=session_id, enabled=True)}
-    rows = list(McpServer.objects.filter(session_id=session_id).select_related("attached"))
+    attached = {a.pk: a for a in _OPERATOR_SERVERS.instances(session_id)}
+    rows = _SESSION_SERVERS.instances(session_id)
     stale = [row.pk for row in rows if row.attached_id is not None and row.attached_id not in attached]
     if stale:
         McpServer.objects.filter(pk__in=stale).delete()

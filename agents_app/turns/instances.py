@@ -40,10 +40,22 @@ def _lookup(segment: str, name: str, user: Any) -> dict[str, Any]:
     return {"agent": record, "name": name, "owner": owner}
 
 
+# Every connection looks its session up as it opens: compiled once (an owner's and an
+# anonymous session differ in SQL: `owner_id = %s` against `owner_id IS NULL`).
+_OWNED_SESSION = CompiledQuery(lambda agent, name, owner: Session.objects.select_related("agent").filter(agent_id=agent, name=name, owner_id=owner))
+_ANONYMOUS_SESSION = CompiledQuery(lambda agent, name: Session.objects.select_related("agent").filter(agent_id=agent, name=name, owner__isnull=True))
+
+
+def _existing(lookup: dict[str, Any]) -> Session | None:
+    if lookup["owner"] is None:
+        return _ANONYMOUS_SESSION.instance(lookup["agent"].pk, lookup["name"])
+    return _OWNED_SESSION.instance(lookup["agent"].pk, lookup["name"], lookup["owner"].pk)
+
+
 def find_session(segment: str, name: str, user: Any) -> Session | None:
     """The existing session for `/agents/<segment>/<name>` of `user`, never creating one: a
     GET (a link anyone can plant) must not add a session to someone's sidebar."""
-    return Session.objects.select_related("agent").filter(**_lookup(segment, name, user)).first()
+    return _existing(_lookup(segment, name, user))
 
 
 def transient_session(segment: str, name: str, user: Any) -> Session:
@@ -57,7 +69,7 @@ def resolve_session(segment: str, name: str, user: Any, *, limit_creation: bool 
     on first use: every user has their own namespace of instance names. `limit_creation`
     (client-facing entry points) applies the new-sessions-per-minute limit."""
     lookup = _lookup(segment, name, user)
-    existing = Session.objects.select_related("agent").filter(**lookup).first()
+    existing = _existing(lookup)
     if existing is not None:
         return existing
     if limit_creation:

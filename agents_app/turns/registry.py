@@ -8,6 +8,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from agents_app.protocol.naming import agent_segment
+from agents_app.storage.compiled_query import CompiledQuery
 from agents_app.storage.models import Agent as AgentRecord
 from agents_app.turns.agent_interface import HostedAgent
 
@@ -45,11 +46,18 @@ def registered_segments() -> list[str]:
     return sorted(_REGISTRY)
 
 
+# Read as every connection opens: compiled once.
+_BY_SLUG = CompiledQuery(lambda slug: AgentRecord.objects.filter(slug=slug))
+
+
 def agent_record(segment: str) -> AgentRecord | None:
     """The enabled database record of a registered agent, created on first use."""
     cls = _REGISTRY.get(segment)
     if cls is None:
         return None
+    record = _BY_SLUG.instance(segment)
+    if record is not None:
+        return record if record.enabled else None
     record, _ = AgentRecord.objects.get_or_create(
         slug=segment,
         defaults={

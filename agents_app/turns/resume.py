@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from django.utils import timezone
 
@@ -29,6 +28,8 @@ from agents_app.protocol import frames
 from agents_app.turns import process_liveness, recovery, runner, turn_lock
 from agents_app.turns.event_loop_dispatch import LeanDispatchMixin
 from agents_app.storage import chunk_log
+from agents_app.storage.compiled_query import CompiledQuery
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn
 
 logger = logging.getLogger(__name__)
@@ -52,12 +53,23 @@ class StreamEnd:
 Held = tuple[int, frames.Frame] | StreamEnd
 
 
+# Asked by every connection as it opens, and at every probe and acknowledgement.
+_ACTIVE_STREAM = CompiledQuery(lambda pk: Turn.objects.filter(session_id=pk, status=Turn.Status.STREAMING).order_by("-id")[:1])
+_LATEST_PRE_STREAM = CompiledQuery(lambda pk: Turn.objects.filter(session_id=pk, status__in=Turn.PRE_STREAM).order_by("-id")[:1])
+
+
 def _active_stream(session_id: int) -> Turn | None:
-    return Turn.objects.filter(session_id=session_id, status=Turn.Status.STREAMING).order_by("-id").first()
+    return _ACTIVE_STREAM.instance(session_id)
 
 
 def _latest_pre_stream(session_id: int) -> Turn | None:
-    return Turn.objects.filter(session_id=session_id, status__in=Turn.PRE_STREAM).order_by("-id").first()
+    return _LATEST_PRE_STREAM.instance(session_id)
+
+
+def _stream_on_connect(session_id: int) -> tuple[Turn | None, Turn | None]:
+    """(the streaming turn, else the latest turn not yet streaming): what a new connection is told."""
+    active = _active_stream(session_id)
+    return active, None if active is not None else _latest_pre_stream(session_id)
 
 
 def _is_live(turn: Turn) -> bool:
@@ -101,27 +113,26 @@ class ConnectionStreams:
 
     # -- connect and probe ----------------------------------------------------------
     async def on_connect(self) -> None:
-        active = await sync_to_async(_active_stream)(self.session_id)
+        active, pending = await db_async(_stream_on_connect)(self.session_id)
         if active is not None:
             await self._offer(active.request_id)
             return
-        pending = await sync_to_async(_latest_pre_stream)(self.session_id)
         if pending is not None:
             self.parked = True
             await self.send([frames.stream_pending(pending.request_id)])
 
     async def on_probe(self, probe_id: str | None) -> None:
-        active = await sync_to_async(_active_stream)(self.session_id)
+        active = await db_async(_active_stream)(self.session_id)
         if active is not None:
             await self._offer(active.request_id, probe_id)
             return
-        session_terminal = await sync_to_async(
+        session_terminal = await db_async(
             lambda: Session.objects.filter(pk=self.session_id).values_list("terminal", flat=True).first()
         )()
         if session_terminal and session_terminal.get("requestId"):
             await self.send([frames.stream_resuming(session_terminal["requestId"], probe_id)])
             return
-        pending = await sync_to_async(_latest_pre_stream)(self.session_id)
+        pending = await db_async(_latest_pre_stream)(self.session_id)
         if pending is not None:
             self.parked = True
             await self.send([frames.stream_pending(pending.request_id, probe_id)])
@@ -136,7 +147,7 @@ class ConnectionStreams:
 
     # -- acknowledgement --------------------------------------------------------------
     async def on_ack(self, request_id: str) -> None:
-        active = await sync_to_async(_active_stream)(self.session_id)
+        active = await db_async(_active_stream)(self.session_id)
         if active is not None and active.request_id != request_id and self.offered != request_id:
             return  # an ACK for a stream this connection was not offered: the offer still stands
         held = self._held if self.offered == request_id else []  # frames of the stream it acknowledges
@@ -150,7 +161,7 @@ class ConnectionStreams:
         await self._replay_finished(request_id)
 
     async def _replay(self, turn: Turn, from_seq: int = 0) -> int:
-        pairs = await sync_to_async(chunk_log.read_bodies)(turn.pk, from_seq)
+        pairs = await db_async(chunk_log.read_bodies)(turn.pk, from_seq)
         replayed = [
             frames.chat_response(turn.request_id, body, done=False, replay=True, continuation=turn.is_continuation, seq=seq)
             for seq, body in pairs
@@ -173,7 +184,7 @@ class ConnectionStreams:
         received = self._attached.get(turn.request_id, -1)
         first = self._first_to_replay(turn.request_id)
         last = max(await self._replay(turn, first), first - 1)
-        if await sync_to_async(_is_live)(turn):
+        if await db_async(_is_live)(turn):
             # A connection already receiving this stream may have got chunks live that the
             # chunk log does not hold yet: the replay it asked for includes them too.
             tail = await self._fill_gap(turn.request_id, last + 1, received, continuation=turn.is_continuation, replay=True)
@@ -200,7 +211,7 @@ class ConnectionStreams:
         that is known, not only at the client's next probe."""
         while request_id in self._attached:
             await asyncio.sleep(PRODUCER_CHECK_SECONDS)
-            orphaned = await sync_to_async(_orphaned)(turn_id)
+            orphaned = await db_async(_orphaned)(turn_id)
             if orphaned is None:
                 return
             if orphaned:
@@ -219,7 +230,7 @@ class ConnectionStreams:
             terminal = Session.objects.filter(pk=self.session_id).values_list("terminal", flat=True).first()
             return turn, terminal if terminal and terminal.get("requestId") == request_id else None
 
-        turn, terminal = await sync_to_async(lookup)()
+        turn, terminal = await db_async(lookup)()
         first = self._first_to_replay(request_id)
         self._end(request_id)
         if terminal is not None:
@@ -305,13 +316,13 @@ class ConnectionStreams:
         log, waiting briefly for the producer's next batch write."""
         if first > last:
             return []
-        turn_id = await sync_to_async(
+        turn_id = await db_async(
             lambda: Turn.objects.filter(session_id=self.session_id, request_id=request_id).values_list("id", flat=True).first()
         )()
         deadline = asyncio.get_running_loop().time() + GAP_WAIT_SECONDS
         pairs: list[tuple[int, str | None]] = []
         while turn_id is not None:
-            pairs = await sync_to_async(chunk_log.read_bodies)(turn_id, first, last)
+            pairs = await db_async(chunk_log.read_bodies)(turn_id, first, last)
             if len(pairs) >= last - first + 1 or asyncio.get_running_loop().time() > deadline:
                 break
             await asyncio.sleep(0.03)
