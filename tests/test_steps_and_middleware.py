@@ -72,6 +72,17 @@ async def test_prepare_step_sees_the_previous_steps_and_can_replace_the_messages
     assert model.requests[1]["messages"] == [{"role": "user", "content": "Only this."}]
 
 
+async def test_each_step_context_holds_the_messages_of_its_own_step_as_the_hooks_own_copy(model, user):
+    model.script(Reply.tool_calls([ToolCallSpec("lookup", '{"term": "loop"}', id="l3")]), Reply.text("Done."))
+    await run_turn(user)
+    first, second = SteppedAgent.seen  # read after the turn: each still shows its own step
+    assert [m["role"] for m in first.messages] == ["system", "user"]
+    assert [m["role"] for m in second.messages] == ["system", "user", "assistant", "tool"]
+    first.messages[1]["content"] = "edited by a hook"
+    assert all("edited by a hook" not in str(request["messages"]) for request in model.requests)
+    assert second.messages[1]["content"] != "edited by a hook"
+
+
 async def test_has_tool_call_stops_the_loop_after_that_step(model, user, monkeypatch):
     monkeypatch.setattr(SteppedAgent, "stop_when", [has_tool_call("finish")])
     model.script(Reply.tool_calls([ToolCallSpec("finish", '{"answer": "42"}', id="f1")]))

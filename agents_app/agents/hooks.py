@@ -5,8 +5,10 @@ after_tool_call)* → on_step_end] per step → persist → on_chat_response.
 """
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any, Literal
 
 from agents_app.agents.tools import Tool
@@ -99,15 +101,24 @@ BLOCKED_TOOL_TEXT = "The tool call was blocked."
 @dataclass
 class StepContext:
     """What `before_step` sees before each model call: the steps so far and what the next
-    call would send (after the turn's own overrides)."""
+    call would send (after the turn's own overrides). `messages` is the hook's own copy, made
+    when it is first read: most hooks never read it, and a long conversation's copy before
+    every model call cost as much as the rest of the step's preparation."""
 
     step_number: int
     steps: list[StepResult]
     model: str
     system: str
-    messages: list[dict[str, Any]]
+    history: InitVar[list[dict[str, Any]]]
     active_tools: list[str]
     tool_choice: Any
+
+    def __post_init__(self, history: list[dict[str, Any]]) -> None:
+        self._history = list(history)  # later steps extend the loop's list, not this one
+
+    @functools.cached_property
+    def messages(self) -> list[dict[str, Any]]:
+        return copy.deepcopy(self._history)
 
 
 @dataclass

@@ -337,7 +337,7 @@ class ModelLoop:
         """The turn's settings, then the agent's `prepare_step` overrides for this step."""
         model = config.model or requested_model(self.options.body) or self.agent.get_model()
         offered = [*tools, *(c["function"]["name"] for c in self.client_schemas)]
-        context = StepContext(self.step_number, list(steps), model, self.system, copy.deepcopy(self.history), offered, config.tool_choice)
+        context = StepContext(self.step_number, list(steps), model, self.system, self.history, offered, config.tool_choice)
         step = await self.agent.prepare_step(context) or StepConfig()
         messages = step.messages if step.messages is not None else self.history
         if step.system is not None:
