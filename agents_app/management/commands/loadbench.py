@@ -13,7 +13,9 @@ aggregate against what the upstream produced, the p99 gap between stream frames 
 client from its first text delta on (the frames that open the message come before the model
 has answered: the wait after them is the TTFT), the database round trips per turn before and after its first token (counted by
 the server, `AGENTS_COUNT_QUERIES`), the server's CPU time and RSS, and whether every answer arrived
-complete, exactly once. The K sockets connect at once before that (a reconnect storm after a
+complete, exactly once. With `--history N` each conversation first gets N earlier messages
+(a turn of its own before the run), so the run's turns are those of long chats. The K
+sockets connect at once before that (a reconnect storm after a
 deploy looks like this): how long each waited for its connect frames, and the CPU it cost.
 
 The database and channel layer are the server's usual ones: embedded (a fresh SQLite file,
@@ -154,6 +156,10 @@ class Command(BaseCommand):
         parser.add_argument("--tokens", type=int, default=100, help="tokens per answer (N)")
         parser.add_argument("--delay", type=float, default=0.02, help="seconds between upstream tokens")
         parser.add_argument("--fast", action="store_true", help="upstream streams as fast as it can")
+        parser.add_argument(
+            "--history", type=int, default=0,
+            help="about this many earlier messages each conversation already holds (stored by a first turn before the run): a long chat's per-turn costs",
+        )
         parser.add_argument("--idle", type=int, default=0, help="extra connected sockets that send nothing")
         parser.add_argument("--agent", default="chat-agent")
         parser.add_argument("--profile", metavar="FILE", help="py-spy record the server during the run into FILE")
@@ -206,7 +212,9 @@ class Command(BaseCommand):
                 _turn_counts(queries, len(servers))
                 queries.unlink()
                 upstream_ttft = asyncio.run(_upstream_ttft(env["OPENAI_BASE_URL"]))
-                figures = asyncio.run(self._load(servers, chats, tokens, options["idle"], options["profile"], options["timeout"], options["profile_gil"]))
+                figures = asyncio.run(
+                    self._load(servers, chats, tokens, options["idle"], options["profile"], options["timeout"], options["profile_gil"], options["history"])
+                )
             except Exception:
                 self.stderr.write((work / "daphne-0.log").read_text()[-4000:])
                 raise
@@ -259,7 +267,15 @@ class Command(BaseCommand):
 
     # -- clients ---------------------------------------------------------------------------
     async def _load(
-        self, servers: list[tuple[str, int]], chats: int, tokens: int, idle: int, profile: str | None, timeout: float, profile_gil: bool = False
+        self,
+        servers: list[tuple[str, int]],
+        chats: int,
+        tokens: int,
+        idle: int,
+        profile: str | None,
+        timeout: float,
+        profile_gil: bool = False,
+        history: int = 0,
     ) -> dict[str, Any]:
         """Chat `index` talks to server `index % len(servers)`; CPU and RSS are the servers' sums."""
         run_id = uuid.uuid4().hex[:8]
@@ -273,6 +289,8 @@ class Command(BaseCommand):
         )
         connect_cpu = sum(_cpu_seconds(pid) for pid in pids) - connect_cpu
         sockets = [ws for ws, _ in timed]
+        if history:
+            await asyncio.wait_for(asyncio.gather(*(self._prime(ws, f"h{run_id}{index}", history) for index, ws in enumerate(sockets))), timeout)
         words = " ".join(f"w{index}" for index in range(tokens - ECHO_PREFIX_WORDS))
         runs = [ChatRun() for _ in range(chats)]
         profiler = None
@@ -315,6 +333,22 @@ class Command(BaseCommand):
         while json.loads(await ws.recv()).get("type") != "cf_agent_mcp_servers":
             pass  # the connect frames: transcript, identity, MCP state
         return ws
+
+    @staticmethod
+    async def _prime(ws: Any, request_id: str, history: int) -> None:
+        """Give the conversation `history` earlier messages (user and assistant in turn, some
+        fifty words each, the last a question the upstream answers) and wait for that answer."""
+        messages = [
+            {"id": f"{request_id}-{index}", "role": "user" if index % 2 == 0 else "assistant",
+             "parts": [{"type": "text", "text": " ".join(f"earlier{index}-{word}" for word in range(50))}]}
+            for index in range(history - 1 if history % 2 == 0 else history)
+        ]
+        body = {"messages": messages, "trigger": "submit-message"}
+        await ws.send(json.dumps({"type": "cf_agent_use_chat_request", "id": request_id, "init": {"method": "POST", "body": json.dumps(body)}}))
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame.get("type") == "cf_agent_use_chat_response" and frame.get("id") == request_id and frame.get("done"):
+                return
 
     @staticmethod
     async def _chat(ws: Any, run: ChatRun, request_id: str, words: str) -> None:
