@@ -108,13 +108,15 @@ def _cpu_seconds(pid: int) -> float:
     return float("nan")
 
 
-def _turn_counts(path: Path, turns: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """The server's per-turn query counts; a turn writes its line after its done frame."""
+def _turn_counts(path: Path, turns: int, prefix: str = "", timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The server's per-turn query counts of the turns whose request id starts with `prefix`
+    (not those that gave conversations their history); a turn writes its line after its done frame."""
     deadline = time.monotonic() + timeout
     while True:
         lines = path.read_text().splitlines() if path.exists() else []
-        if len(lines) >= turns or time.monotonic() >= deadline:
-            return [json.loads(line) for line in lines if line.strip()]
+        counts = [count for line in lines if line.strip() and (count := json.loads(line))["request_id"].startswith(prefix)]
+        if len(counts) >= turns or time.monotonic() >= deadline:
+            return counts
         time.sleep(0.05)
 
 
@@ -219,7 +221,7 @@ class Command(BaseCommand):
                 self.stderr.write((work / "daphne-0.log").read_text()[-4000:])
                 raise
             figures["upstream_ttft"] = upstream_ttft
-            self._report(figures, _turn_counts(queries, chats), chats, tokens, delay, env, len(servers))
+            self._report(figures, _turn_counts(queries, chats, prefix="r"), chats, tokens, delay, env, len(servers))
 
     # -- processes ---------------------------------------------------------------------
     def _server_env(self, work: Path, upstream_port: int) -> dict[str, str]:
@@ -336,11 +338,13 @@ class Command(BaseCommand):
 
     @staticmethod
     async def _prime(ws: Any, request_id: str, history: int) -> None:
-        """Give the conversation `history` earlier messages (user and assistant in turn, some
-        fifty words each, the last a question the upstream answers) and wait for that answer."""
+        """Give the conversation `history` earlier messages (user and assistant in turn, ten
+        words each, the last a question the upstream answers) and wait for that answer. Short
+        messages: the demo agent compacts a conversation past 8,000 tokens, and the fake
+        upstream would answer the summary request by echoing it back, a token every delay."""
         messages = [
             {"id": f"{request_id}-{index}", "role": "user" if index % 2 == 0 else "assistant",
-             "parts": [{"type": "text", "text": " ".join(f"earlier{index}-{word}" for word in range(50))}]}
+             "parts": [{"type": "text", "text": " ".join(f"earlier{index}-{word}" for word in range(10))}]}
             for index in range(history - 1 if history % 2 == 0 else history)
         ]
         body = {"messages": messages, "trigger": "submit-message"}
