@@ -1,7 +1,6 @@
 """UIMessage validation, legacy normalisation and sanitisation (protocol §10.1, §10.3, §11.2, §14)."""
 from __future__ import annotations
 
-import copy
 import json
 import uuid
 from typing import Any
@@ -174,34 +173,41 @@ def normalize_messages(raw: Any) -> list[UIMessage]:
     return messages
 
 
-def _strip_openai_metadata(holder: dict[str, Any], key: str) -> None:
-    metadata = holder.get(key)
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("openai"), dict):
-        return
-    openai_meta = {k: v for k, v in metadata["openai"].items() if k not in {"itemId", "reasoningEncryptedContent"}}
-    rest = {k: v for k, v in metadata.items() if k != "openai"}
-    if openai_meta:
-        rest["openai"] = openai_meta
-    if rest:
-        holder[key] = rest
-    else:
-        holder.pop(key)
+_OPENAI_BOOKKEEPING = frozenset({"itemId", "reasoningEncryptedContent"})
+
+
+def _without_openai_bookkeeping(part: dict[str, Any]) -> dict[str, Any]:
+    """`part` itself when it carries no OpenAI item ids or encrypted reasoning, else a copy
+    without them (and without a metadata object they leave empty)."""
+    cleaned = part
+    for key in ("providerMetadata", "callProviderMetadata"):
+        metadata = part.get(key)
+        if not isinstance(metadata, dict) or not isinstance(metadata.get("openai"), dict):
+            continue
+        openai_meta = {k: v for k, v in metadata["openai"].items() if k not in _OPENAI_BOOKKEEPING}
+        rest = {k: v for k, v in metadata.items() if k != "openai"}
+        if openai_meta:
+            rest["openai"] = openai_meta
+        if cleaned is part:
+            cleaned = dict(part)
+        if rest:
+            cleaned[key] = rest
+        else:
+            cleaned.pop(key)
+    return cleaned
 
 
 def sanitize_for_persistence(message: UIMessage) -> UIMessage:
-    """Drop provider bookkeeping and empty reasoning before a write (protocol §11.2)."""
-    cleaned = copy.deepcopy(message)
+    """Drop provider bookkeeping and empty reasoning before a write (protocol §11.2). A new
+    message whose unchanged parts are shared with `message`, not copied: every turn's
+    admission passes the whole conversation through here, and neither copy is edited after."""
     parts: list[dict[str, Any]] = []
-    for part in cleaned.get("parts", []):
-        _strip_openai_metadata(part, "providerMetadata")
-        _strip_openai_metadata(part, "callProviderMetadata")
-        if part.get("type") == "reasoning" and not str(part.get("text", "")).strip() and not part.get(
-            "providerMetadata"
-        ):
+    for part in message.get("parts", []):
+        part = _without_openai_bookkeeping(part)
+        if part.get("type") == "reasoning" and not str(part.get("text", "")).strip() and not part.get("providerMetadata"):
             continue
         parts.append(part)
-    cleaned["parts"] = parts
-    return cleaned
+    return {**message, "parts": parts}
 
 
 def text_of(message: UIMessage) -> str:

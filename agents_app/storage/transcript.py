@@ -318,11 +318,17 @@ def reconcile(stored: dict[str, Message], incoming: list[UIMessage]) -> list[UIM
     return result
 
 
+def _stored_as(existing: Message, clean: UIMessage) -> bool:
+    return existing.parts == clean["parts"] and existing.metadata == clean.get("metadata") and existing.role == clean["role"]
+
+
 def _write(session: Session, message: UIMessage, parent: Message | None, existing: Message | None) -> Message:
-    clean = fit_row_size(sanitize_for_persistence(message))
+    clean = sanitize_for_persistence(message)
+    if existing is not None and _stored_as(existing, clean):
+        return existing  # every earlier message of the conversation, on every turn: not even sized
+    clean = fit_row_size(clean)
     if existing is not None:
-        changed = existing.parts != clean["parts"] or existing.metadata != clean.get("metadata") or existing.role != clean["role"]
-        if changed:
+        if not _stored_as(existing, clean):
             existing.parts = clean["parts"]
             existing.metadata = clean.get("metadata")
             existing.role = clean["role"]
@@ -360,7 +366,9 @@ def _fork_for_edit(session: Session, stored: Message, incoming: UIMessage) -> Me
 # The session's leaf and last failure, its row locked until the transaction ends (SQLite's
 # write transaction already locks the database).
 _LOCKED_LEAF = CompiledQuery(lambda pk: Session.objects.select_for_update().filter(pk=pk).values_list("active_leaf_id", "terminal"))
-_SESSION_MESSAGES = CompiledQuery(lambda pk: Message.objects.filter(session_id=pk))
+# Every message of the session, read by every turn's admission inside its write transaction:
+# only what reconciling and writing use (not the dates to convert, nor the search text).
+_SESSION_MESSAGES = CompiledQuery(lambda pk: Message.objects.filter(session_id=pk).only("session", "uid", "parent", "role", "parts", "metadata"))
 # A reply and the message it answers, by uid (the same uid twice when it answers none).
 _MESSAGES_BY_UID = CompiledQuery(lambda pk, uid, other_uid: Message.objects.filter(session_id=pk, uid__in=[uid, other_uid]))
 
