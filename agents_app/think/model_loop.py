@@ -192,6 +192,18 @@ class ToolOutcome:
         self.blocked = False
 
 
+def _own_last_assistant(messages: list[UIMessage]) -> list[UIMessage]:
+    """The turn's messages for the loop: a list of its own whose last assistant message is a
+    copy, the one message it edits (a continuation settles that message's approved tool
+    calls there); the others are only read, so a long conversation is not copied every turn."""
+    owned = list(messages)
+    for index in range(len(owned) - 1, -1, -1):
+        if owned[index]["role"] == "assistant":
+            owned[index] = copy.deepcopy(owned[index])
+            break
+    return owned
+
+
 class ModelLoop:
     def __init__(
         self,
@@ -213,7 +225,7 @@ class ModelLoop:
         self.history_from_transcript = True
         self.turn_history_start = 0
         self.tools = {**agent.turn_tools(), **sub_agents.extra_tools(options.request_id)}
-        self.messages: list[UIMessage] = copy.deepcopy(options.messages)
+        self.messages: list[UIMessage] = _own_last_assistant(options.messages)
         self.step_number = 0
         self.system = ""
         self.history: list[dict[str, Any]] = []
