@@ -18,7 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Model, QuerySet
 from django.db.models.query import get_related_populators
 
@@ -32,7 +33,7 @@ _Slots = tuple[tuple[int, int], ...]
 class _Compiled:
     """One vendor's SQL, and how a row of it becomes model instances."""
 
-    def __init__(self, queryset: QuerySet[Any], sentinels: tuple[int, ...]) -> None:
+    def __init__(self, queryset: QuerySet[Any], sentinels: tuple[int, ...], connection: BaseDatabaseWrapper) -> None:
         compiler = queryset.query.get_compiler(connection=connection)
         sql, params = compiler.as_sql()  # also fills compiler.select and klass_info
         self.sql = sql
@@ -57,7 +58,7 @@ class _Compiled:
         # they only read settings, so one vendor's serve every connection of it.
         self._converters = list(compiler.get_converters([column[0] for column in select]).items())
 
-    def instances(self, rows: list[tuple[Any, ...]]) -> list[Any]:
+    def instances(self, rows: list[tuple[Any, ...]], connection: BaseDatabaseWrapper) -> list[Any]:
         assert self._model is not None, "instances() needs a queryset of model rows"
         built = []
         for fetched in rows:
@@ -84,16 +85,19 @@ class CompiledQuery:
         self._compiled: dict[str, _Compiled] = {}
         self._lock = threading.Lock()
 
-    def _for_vendor(self) -> _Compiled:
+    def _for_vendor(self, connection: BaseDatabaseWrapper) -> _Compiled:
         compiled = self._compiled.get(connection.vendor)
         if compiled is None:
             with self._lock:
                 sentinels = _SENTINELS[: self._arity]
-                compiled = self._compiled[connection.vendor] = _Compiled(self._build(*sentinels), sentinels)
+                compiled = self._compiled[connection.vendor] = _Compiled(self._build(*sentinels), sentinels, connection)
         return compiled
 
-    def _fetch(self, keys: tuple[Any, ...], *, first: bool) -> tuple[_Compiled, list[tuple[Any, ...]]]:
-        compiled = self._for_vendor()
+    def _fetch(self, keys: tuple[Any, ...], *, first: bool) -> tuple[_Compiled, list[tuple[Any, ...]], BaseDatabaseWrapper]:
+        # The connection itself, not the `django.db.connection` proxy, which looks it up again
+        # (a context-local lookup) on every attribute read, converters' included.
+        connection = connections[DEFAULT_DB_ALIAS]
+        compiled = self._for_vendor(connection)
         bound = list(compiled.params)
         for index, key in compiled.slots:
             bound[index] = keys[key]
@@ -101,23 +105,25 @@ class CompiledQuery:
             cursor.execute(compiled.sql, bound)
             if first:
                 row = cursor.fetchone()
-                return compiled, [] if row is None else [row]
-            return compiled, cursor.fetchall()
+                rows = [] if row is None else [row]
+            else:
+                rows = cursor.fetchall()
+        return compiled, rows, connection
 
     def row(self, *keys: Any) -> tuple[Any, ...] | None:
         """The first row, as the driver returns it."""
-        _, rows = self._fetch(keys, first=True)
+        _, rows, _ = self._fetch(keys, first=True)
         return rows[0] if rows else None
 
     def instances(self, *keys: Any) -> list[Any]:
         """Every row, as instances of the queryset's model (with its `select_related` ones)."""
-        compiled, rows = self._fetch(keys, first=False)
-        return compiled.instances(rows)
+        compiled, rows, connection = self._fetch(keys, first=False)
+        return compiled.instances(rows, connection)
 
     def instance(self, *keys: Any) -> Any | None:
         """The first row as an instance, or None."""
-        compiled, rows = self._fetch(keys, first=True)
-        return compiled.instances(rows)[0] if rows else None
+        compiled, rows, connection = self._fetch(keys, first=True)
+        return compiled.instances(rows, connection)[0] if rows else None
 
 
 def json_value(value: Any) -> Any:
