@@ -39,7 +39,7 @@ from agents_app.agents.agent import Agent, ReadonlyConnection
 from agents_app.agents.chat_agent import AIChatAgent
 from agents_app.agents.think_agent import ThinkAgent
 from agents_app.turns.broadcast import session_group
-from agents_app.turns.instances import InvalidSessionName, UnknownAgent, fresh_agent, resolve_session
+from agents_app.turns.instances import InvalidSessionName, UnknownAgent, fresh_agent, load_agent, resolve_session
 from agents_app.turns.resume import ConnectionStreams, StreamEventsMixin
 from agents_app.turns.rpc import invoke
 from agents_app.turns import background
@@ -65,6 +65,12 @@ def takes_context(on_connect: Any) -> bool:
     return any(p.kind is p.VAR_POSITIONAL for p in parameters) or len(parameters) >= 2
 
 
+def _open_agent(segment: str, name: str, user: Any) -> Agent:
+    """The connection's session (created on first use, within the creation limit) and its
+    first agent, built over the row just read rather than read again."""
+    return load_agent(resolve_session(segment, name, user, limit_creation=True))
+
+
 class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
     session: Session
     connection: Connection
@@ -81,9 +87,7 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             await self._refuse("Authentication required: log in or pass ?token=<api token>.", CLOSE_UNAUTHENTICATED)
             return
         try:
-            self.session = await db_async(resolve_session)(
-                self.segment, self.instance_name, user if authenticated else None, limit_creation=True
-            )
+            agent = await db_async(_open_agent)(self.segment, self.instance_name, user if authenticated else None)
         except UnknownAgent:
             await self._refuse(f"Unknown agent {self.segment!r}.", CLOSE_UNKNOWN_AGENT)
             return
@@ -93,6 +97,7 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         except limits.LimitReached as refusal:
             await self._refuse(str(refusal), CLOSE_LIMITED)
             return
+        self.session = agent.session
         query = query_params(self.scope)
         connection = Connection(
             id=query.get("_pk") or str(uuid.uuid4()),
@@ -100,7 +105,6 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             user_id=user.pk if authenticated else None,
             query=query,
         )
-        agent = await self._agent()
         self.connection = replace(
             connection,
             readonly=agent.is_readonly(connection),
