@@ -46,6 +46,18 @@ async def test_the_requester_gets_no_transcript_but_other_tabs_do(open_socket, t
     assert await sender.no_frame(0.3)
 
 
+async def test_a_requester_whose_answer_was_followed_by_a_queued_message_gets_the_stored_order(open_socket, token):
+    sender = await ready(open_socket, token)
+    await sender.chat("order001", [user_message("first", "u1")], words=4, delay=0.1)
+    await sender.until(lambda f: f["type"] == "cf_agent_use_chat_response" and f["body"])
+    await sender.chat("order002", [user_message("first", "u1"), user_message("second", "u2")], words=1)
+    # Its client appended the streamed answer after "second"; the server stored it before.
+    frames = await sender.until(lambda f: f["type"] == "cf_agent_chat_messages")
+    assert any(is_done("order001")(f) for f in frames)
+    assert [m["role"] for m in frames[-1]["messages"]] == ["user", "assistant", "user"]
+    assert [frames[-1]["messages"][i]["id"] for i in (0, 2)] == ["u1", "u2"]
+
+
 async def test_other_tabs_see_the_new_message_as_stored_before_its_answer_streams(open_socket, token):
     sender = await ready(open_socket, token)
     other = await ready(open_socket, token)

@@ -469,15 +469,29 @@ async def _conclude(
     if progress.reply_saved and progress.session is not None:
         exclude: tuple[str, ...] = ()
         agent = progress.agent
+        requester = None
         if request.origin is not None and not request.continuation and agent and not agent.final_transcript_to_requester:
-            exclude = (request.origin.id,)
-        await _attempt(request, "broadcasting the transcript", _broadcast_transcript(progress.session, exclude, message))
+            exclude, requester = (request.origin.id,), request.origin.channel_name
+        await _attempt(request, "broadcasting the transcript", _broadcast_transcript(progress.session, exclude, requester, message))
     await _attempt(request, "settling parked connections", _settle(turn, streamed=streamed))
     progress.result = TurnResult(request.request_id, outcome.status, outcome.error, message)
     return progress.result
 
 
-async def _broadcast_transcript(session: Session, exclude: tuple[str, ...], reply: UIMessage | None) -> None:
+# The uid of the session's active leaf: whether a reply is still the conversation's last message.
+_LEAF_UID = CompiledQuery(lambda pk: Session.objects.filter(pk=pk).values_list("active_leaf__uid"))
+
+
+async def _broadcast_transcript(
+    session: Session, exclude: tuple[str, ...], requester: str | None, reply: UIMessage | None
+) -> None:
+    """The stored transcript to the session's connections but `exclude` (the requester's, whose
+    client built the same list from the stream), unless nobody would receive it. Most chats
+    have one tab, and the read grows with the conversation: with only the requester there,
+    one row says whether its reply is still last (if not, it needs the stored order too)."""
+    if not await broadcast.anyone_else_listening(session.pk, requester):
+        if requester is None or reply is None or await db_async(_LEAF_UID.row)(session.pk) == (reply["id"],):
+            return
     current = await db_async(transcript.transcript)(session)
     if reply is not None and current and current[-1]["id"] != reply["id"]:
         exclude = ()  # stored before messages queued after it: the requester needs the order too
