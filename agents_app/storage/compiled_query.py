@@ -115,6 +115,11 @@ class CompiledQuery:
         _, rows, _ = self._fetch(keys, first=True)
         return rows[0] if rows else None
 
+    def rows(self, *keys: Any) -> list[tuple[Any, ...]]:
+        """Every row, as the driver returns it."""
+        _, rows, _ = self._fetch(keys, first=False)
+        return rows
+
     def instances(self, *keys: Any) -> list[Any]:
         """Every row, as instances of the queryset's model (with its `select_related` ones)."""
         compiled, rows, connection = self._fetch(keys, first=False)
