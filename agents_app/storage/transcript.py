@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from collections.abc import Iterable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from django.db import connection, transaction
 from django.db.models import Q
@@ -136,17 +136,6 @@ def latest_leaf(session: Session) -> Message | None:
     return session.messages.filter(children__isnull=True).order_by("-id").first()
 
 
-class _StoredRow(Protocol):
-    """What reconciling and writing read of a stored message: a `Message`, or a `_Stored`."""
-
-    pk: int
-    uid: str
-    parent_id: int | None
-    role: str
-    parts: Any
-    metadata: Any
-
-
 @dataclass(slots=True)
 class _Stored:
     """A stored message as admission reads every one of a session's: its columns, with no
@@ -159,6 +148,10 @@ class _Stored:
     role: str
     parts: Any
     metadata: Any
+
+
+# What reconciling and writing read of a stored message.
+_StoredRow = Message | _Stored
 
 
 def _newest_childless(by_pk: dict[int, _StoredRow]) -> _StoredRow | None:
