@@ -56,6 +56,7 @@ async def test_a_requester_whose_answer_was_followed_by_a_queued_message_gets_th
     assert any(is_done("order001")(f) for f in frames)
     assert [m["role"] for m in frames[-1]["messages"]] == ["user", "assistant", "user"]
     assert [frames[-1]["messages"][i]["id"] for i in (0, 2)] == ["u1", "u2"]
+    await sender.until(is_done("order002"))
 
 
 async def test_other_tabs_see_the_new_message_as_stored_before_its_answer_streams(open_socket, token):

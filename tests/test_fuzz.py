@@ -12,6 +12,7 @@ import pytest
 from django.test import Client
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
 
+from agents_app.turns import turn_listeners
 from agents_app.turns.instances import resolve_session
 from agents_app.storage import transcript
 from tests.conftest import connect_page_socket, user_message
@@ -65,6 +66,10 @@ class TaskExceptions(logging.Handler):
 
 @pytest.fixture
 def task_exceptions():
+    # What earlier tests' closed loops left pending (a listener of a turn that outlived its
+    # test) is destroyed now, not reported as this test's.
+    turn_listeners.forget_closed_loops()
+    gc.collect()
     handler = TaskExceptions()
     logging.getLogger("asyncio").addHandler(handler)
     yield handler

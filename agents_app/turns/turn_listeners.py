@@ -36,8 +36,14 @@ async def _call(listener: Listener, session_id: int, result: TurnResult) -> None
         logger.exception("turn listener %s failed for %s", getattr(listener, "__name__", listener), result.request_id)
 
 
-def notify(session_id: int, result: TurnResult) -> None:
+def forget_closed_loops() -> None:
+    """Drop the listeners left pending by event loops that have closed (a test's, an earlier
+    `asyncio.run`): they can never finish, and only this set still holds them."""
     _running.difference_update([task for task in _running if task.get_loop().is_closed()])
+
+
+def notify(session_id: int, result: TurnResult) -> None:
+    forget_closed_loops()
     for listener in _listeners:
         task = asyncio.create_task(_call(listener, session_id, result))
         _running.add(task)
