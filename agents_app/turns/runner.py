@@ -22,13 +22,12 @@ from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage, normalize_messages
 from agents_app.providers.errors import ChatErrorClassification
-from agents_app.turns import broadcast, cancellation, chat_errors, concurrency, repair, turn_listeners, turn_lock
+from agents_app.turns import broadcast, cancellation, chat_errors, concurrency, repair, turn_end, turn_listeners, turn_lock
 from agents_app.turns.agent_interface import ChatAgent
 from agents_app.turns.instances import fresh_agent
 from agents_app.turns.stream_publisher import StreamPublisher
 from agents_app.turns.types import ChatErrorContext, ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
 from agents_app.storage import chunk_log, db_threads, query_count, row_writes, transcript
-from agents_app.storage.compiled_query import CompiledQuery
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
@@ -157,21 +156,6 @@ async def cancel(session_id: int, request_id: str) -> None:
     """Abort this session's turn `request_id` wherever it runs; unknown or finished ids, and
     other sessions' turns, are a no-op."""
     await cancellation.request_cancel(session_id, request_id)
-
-
-# Another turn of the session accepted and not yet streaming (asked at the end of every turn).
-_OTHER_PRE_STREAM = CompiledQuery(
-    lambda pk, request_id: Turn.objects.filter(session_id=pk, status__in=Turn.PRE_STREAM).exclude(request_id=request_id).values_list("pk")[:1]
-)
-
-
-async def _pre_stream_remaining(session_id: int, request_id: str) -> bool:
-    return await db_async(_OTHER_PRE_STREAM.row)(session_id, request_id) is not None
-
-
-async def _settle(turn: Turn, *, streamed: bool) -> None:
-    remaining = await _pre_stream_remaining(turn.session_id, turn.request_id)
-    await broadcast.turn_settled(turn.session_id, turn.request_id, streamed=streamed, pre_stream_remaining=remaining)
 
 
 async def _run(request: TurnRequest, turn: Turn) -> TurnResult:
@@ -351,7 +335,7 @@ async def _skip(request: TurnRequest, turn: Turn) -> None:
     await _finish_turn(turn, "skipped")
     if request.origin is not None:
         await broadcast.send_to_channel(request.origin.channel_name, [frames.chat_response(request.request_id, done=True)])
-    await _settle(turn, streamed=False)
+    await turn_end.settle(turn, streamed=False)
 
 
 async def _safe_on_chat_response(agent: ChatAgent, request: TurnRequest, result: TurnResult) -> None:
@@ -467,35 +451,11 @@ async def _conclude(
     else:
         await _attempt(request, "sending the final frames", broadcast.broadcast(turn.session_id, final))
     if progress.reply_saved and progress.session is not None:
-        exclude: tuple[str, ...] = ()
-        agent = progress.agent
-        requester = None
-        if request.origin is not None and not request.continuation and agent and not agent.final_transcript_to_requester:
-            exclude, requester = (request.origin.id,), request.origin.channel_name
-        await _attempt(request, "broadcasting the transcript", _broadcast_transcript(progress.session, exclude, requester, message))
-    await _attempt(request, "settling parked connections", _settle(turn, streamed=streamed))
+        spared = turn_end.spared_requester(request, progress.agent)
+        await _attempt(request, "broadcasting the transcript", turn_end.deliver_transcript(progress.session, message, spared))
+    await _attempt(request, "settling parked connections", turn_end.settle(turn, streamed=streamed))
     progress.result = TurnResult(request.request_id, outcome.status, outcome.error, message)
     return progress.result
-
-
-# The uid of the session's active leaf: whether a reply is still the conversation's last message.
-_LEAF_UID = CompiledQuery(lambda pk: Session.objects.filter(pk=pk).values_list("active_leaf__uid"))
-
-
-async def _broadcast_transcript(
-    session: Session, exclude: tuple[str, ...], requester: str | None, reply: UIMessage | None
-) -> None:
-    """The stored transcript to the session's connections but `exclude` (the requester's, whose
-    client built the same list from the stream), unless nobody would receive it. Most chats
-    have one tab, and the read grows with the conversation: with only the requester there,
-    one row says whether its reply is still last (if not, it needs the stored order too)."""
-    if not await broadcast.anyone_else_listening(session.pk, requester):
-        if requester is None or reply is None or await db_async(_LEAF_UID.row)(session.pk) == (reply["id"],):
-            return
-    current = await db_async(transcript.transcript)(session)
-    if reply is not None and current and current[-1]["id"] != reply["id"]:
-        exclude = ()  # stored before messages queued after it: the requester needs the order too
-    await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=exclude)
 
 
 @dataclass
