@@ -181,3 +181,23 @@ async def test_a_middleware_can_answer_without_calling_the_model(model, user):
     result = await run_turn(user)
     assert model.request_count == 0
     assert text_of(result.message) == "From the cache."
+
+
+class DescriptionEditor(ModelMiddleware):
+    """Edits the first tool's description in place (the params are its own to change)."""
+
+    async def transform_params(self, params: ModelCallParams) -> ModelCallParams:
+        for schema in params.tools or []:
+            schema["function"]["description"] += " (edited)"
+        return params
+
+
+async def test_a_middleware_editing_a_tool_schema_in_place_changes_only_its_own_call(model, user):
+    model.script(Reply.text("First."), Reply.text("Second."))
+    SteppedAgent.middleware = [DescriptionEditor()]
+    await run_turn(user)
+    SteppedAgent.middleware = []
+    await run_turn(user, "Again")
+    edited, plain = ({t["function"]["name"]: t["function"]["description"] for t in r["tools"]} for r in model.requests)
+    assert edited["lookup"] == plain["lookup"] + " (edited)"
+    assert not plain["lookup"].endswith("(edited)")

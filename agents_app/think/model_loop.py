@@ -35,7 +35,7 @@ from agents_app.agents.hooks import (
     TurnConfig,
     TurnContext,
 )
-from agents_app.think.middleware import ModelCall, ModelCallParams, wrap_model_call
+from agents_app.think.middleware import ModelCall, ModelCallParams, ModelMiddleware, wrap_model_call
 from agents_app.agents.tools import NestedToolRunner, Tool, ToolInputError, bind_nested_runner, unbind_nested_runner
 from agents_app.turns import chat_errors
 from agents_app.turns.types import ChatErrorContext, ChatOptions
@@ -230,6 +230,7 @@ class ModelLoop:
         self.system = ""
         self.history: list[dict[str, Any]] = []
         self.client_schemas: list[dict[str, Any]] = []
+        self.middleware: list[ModelMiddleware] = []  # the agent's, read when the turn starts
 
     # -- tools ----------------------------------------------------------------------------
     async def _execute(self, tool: Tool, call_id: str, arguments: dict[str, Any], outcome: ToolOutcome, side: asyncio.Queue[Any]) -> None:
@@ -358,7 +359,9 @@ class ModelLoop:
         if step.active_tools is not None:
             tools = {name: tool for name, tool in tools.items() if name in step.active_tools}
             client_schemas = [c for c in client_schemas if c["function"]["name"] in step.active_tools]
-        schemas = [t.openai_schema() for t in tools.values()] + client_schemas
+        # Model middleware may edit the call's tools: it gets copies, the loop alone shares.
+        shared = not self.middleware
+        schemas = [t.offered_schema() if shared else t.openai_schema() for t in tools.values()] + client_schemas
         tool_choice = step.tool_choice if step.tool_choice is not None else config.tool_choice
         return tools, ModelCallParams(step.model or model, messages, schemas or None, tool_choice, self.step_number, dict(extra))
 
@@ -415,7 +418,8 @@ class ModelLoop:
         extra = _call_options(config)
         stop_when = [*self.agent.stop_when, *config.stop_when]
         calls: list[StepStream] = []
-        model_call = wrap_model_call(self._model_caller(calls), self.agent.get_model_middleware())
+        self.middleware = self.agent.get_model_middleware()
+        model_call = wrap_model_call(self._model_caller(calls), self.middleware)
         usage: dict[str, int] = {}
         finish_reason = "stop"
         steps: list[StepResult] = []
