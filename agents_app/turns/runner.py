@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import time
@@ -199,18 +200,18 @@ async def _run_locked(progress: _Progress, request: TurnRequest, turn: Turn) -> 
     with contextlib.ExitStack() as gateway:
         async with cancellation.abort_signal(request.session_id, request.request_id) as abort:
             try:
-                if not await turn_lock.acquire(request.session_id, turn.pk, turn.request_id):
+                loaded = await turn_lock.acquire(request.session_id, turn.pk, turn.request_id, functools.partial(_load_for_turn, request, turn))
+                if loaded is None:
                     await _skip(request, turn)
                     return TurnResult(request.request_id, "skipped")
                 heartbeat = asyncio.create_task(_keep_alive(turn.pk))
-                faults.point("agent_load")
-                progress.agent, caller = await db_async(_load_agent)(request.session_id)
+                progress.agent = loaded.agent
                 # The gateway attributes the turn's model calls (log, limits, budgets) to this scope.
-                gateway.enter_context(gateway_scope.turn_scope(request.session_id, request.request_id, request.body, caller))
+                gateway.enter_context(gateway_scope.turn_scope(request.session_id, request.request_id, request.body, loaded.caller))
                 if not await _admitted_by_policy(progress.agent, request, turn):
                     await _skip(request, turn)
                     return TurnResult(request.request_id, "skipped")
-                result = await _execute(progress, request, turn, abort)
+                result = await _execute(progress, request, turn, abort, loaded.context)
             except Exception as error:
                 result = await _fail(progress, request, turn, error)
             finally:
@@ -304,22 +305,47 @@ async def _sweep_stale_buffers() -> None:
         await db_async(chunk_log.sweep)()
 
 
-def _load_agent(session_id: int) -> tuple[ChatAgent, gateway_scope.Caller]:
-    """The turn's agent, and who its model calls are for (read with it)."""
-    agent = fresh_agent(session_id)
+@dataclass
+class _Loaded:
+    """What a turn reads in the round trip that takes its session's lock."""
+
+    agent: ChatAgent
+    caller: gateway_scope.Caller  # who the turn's model calls are for
+    context: _TurnContext | None  # None: read once the concurrency policy and saved messages allow
+
+
+def _load_for_turn(request: TurnRequest, turn: Turn) -> _Loaded:
+    """The turn's agent over the session as it is now that the lock is held, and, when
+    nothing is to happen before the turn reads its context (no messages to save first, no
+    concurrency policy to apply), that context too: each database call before the first
+    token is a thread hand-off both ways, ~0.5 ms on an otherwise idle server."""
+    faults.point("agent_load")
+    agent = fresh_agent(request.session_id)
     if not isinstance(agent, ChatAgent):
         raise TypeError(f"{type(agent).__name__} is not a chat agent")
-    return agent, gateway_scope.caller_of(agent.session)
+    context = None
+    if request.new_messages is None and _policy_at_start(agent, turn) is None:
+        context = _load_turn_context(request, agent.session)
+    return _Loaded(agent, gateway_scope.caller_of(agent.session), context)
+
+
+def _policy_at_start(agent: ChatAgent, turn: Turn) -> concurrency.Concurrency | None:
+    """The message concurrency policy with something to do as this turn starts, if any: only
+    a WebSocket submit is subject to it, and `queue` and `drop` act at admission only."""
+    if not (turn.trigger == "submit-message" and turn.source == Turn.Source.WEBSOCKET):
+        return None
+    policy = concurrency.Concurrency.parse(agent.message_concurrency)
+    return policy if policy.supersedes else None
 
 
 async def _admitted_by_policy(agent: ChatAgent, request: TurnRequest, turn: Turn) -> bool:
     """Message concurrency at the moment a queued submit starts (protocol §9.12)."""
-    if not (turn.trigger == "submit-message" and turn.source == Turn.Source.WEBSOCKET):
+    policy = _policy_at_start(agent, turn)
+    if policy is None:
         return True
-    policy = concurrency.Concurrency.parse(agent.message_concurrency)
     if policy.strategy == "debounce" and turn.overlapping:  # the first submit on an idle agent runs at once
         await concurrency.wait_for_quiet_window(turn, policy)
-    if policy.supersedes and await db_async(concurrency.has_newer_overlapping_submit)(turn):
+    if await db_async(concurrency.has_newer_overlapping_submit)(turn):
         return False
     if policy.strategy == "merge" and agent.merges_queued_user_messages:
         if await db_async(concurrency.merge_trailing_user_messages)(agent.session):
@@ -348,7 +374,11 @@ async def _safe_on_chat_response(agent: ChatAgent, request: TurnRequest, result:
         logger.exception("on_chat_response failed for %s", request.request_id)
 
 
-def _load_turn_context(request: TurnRequest, session: Session) -> tuple[Session, list[UIMessage]]:
+# The session the turn runs on and the transcript the model answers.
+_TurnContext = tuple[Session, list[UIMessage]]
+
+
+def _load_turn_context(request: TurnRequest, session: Session) -> _TurnContext:
     """The request's context recorded on `session` (the agent's, loaded when the turn took the
     lock: only turns, under that lock, change it) and the transcript the model answers."""
     context = dict(session.request_context or {})
@@ -380,12 +410,12 @@ async def _persist_new_messages(request: TurnRequest) -> None:
     await broadcast.broadcast(session.pk, [frames.chat_messages(current)])
 
 
-async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort: asyncio.Event) -> TurnResult:
+async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort: asyncio.Event, context: _TurnContext | None) -> TurnResult:
     agent = progress.agent
     assert agent is not None
     if request.new_messages is not None:
         await _persist_new_messages(request)
-    session, messages = await db_async(_load_turn_context)(request, agent.session)
+    session, messages = context or await db_async(_load_turn_context)(request, agent.session)
     messages = _up_to_answered(await repair.repair_before_turn(agent, session, messages), request.answers)
     progress.session = session
     progress.anchor = messages[-1]["id"] if messages else None

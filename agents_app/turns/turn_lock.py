@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from django.conf import settings
 from django.db import connection
@@ -20,6 +22,7 @@ from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
 
+_T = TypeVar("_T")
 POLL_INTERVAL = 0.1
 # Keyed by event loop too: an asyncio.Event belongs to the loop that first waits on it.
 _release_events: defaultdict[tuple[int, int], asyncio.Event] = defaultdict(asyncio.Event)
@@ -98,6 +101,11 @@ def _try_acquire(session_id: int, turn_id: int, request_id: str, *, first: bool)
     return "acquired"
 
 
+def _try_acquire_then(session_id: int, turn_id: int, request_id: str, first: bool, then: Callable[[], _T]) -> tuple[str, _T | None]:
+    outcome = _try_acquire(session_id, turn_id, request_id, first=first)
+    return outcome, then() if outcome == "acquired" else None
+
+
 def _not_next(turn_id: int) -> str:
     """Why a turn may not take the lock now: it is no longer queued, or an older one is."""
     status = Turn.objects.filter(pk=turn_id).values_list("status", flat=True).get()
@@ -108,20 +116,22 @@ def _not_next(turn_id: int) -> str:
     return "wait"  # an older turn of the session is queued
 
 
-async def acquire(session_id: int, turn_id: int, request_id: str) -> bool:
-    """Wait until this turn may run. False when it was skipped while waiting. A waiting turn
-    heart-beats too: one left queued by a dead process is recovered instead of blocking the
-    session's queue forever."""
+async def acquire(session_id: int, turn_id: int, request_id: str, then: Callable[[], _T]) -> _T | None:
+    """Wait until this turn may run, then return what `then` returns: it runs on the database
+    thread in the same call that took the lock, so that a turn loads what it needs without
+    another round trip (if it raises, the lock is still held: the caller releases it). None
+    when the turn was skipped while waiting. A waiting turn heart-beats too: one left queued
+    by a dead process is recovered instead of blocking the session's queue forever."""
     faults.point("lock_acquire")
     event = _event(session_id)
     loop = asyncio.get_running_loop()
     next_beat = loop.time() + stale_after().total_seconds() / 4
     first = True
     while True:
-        outcome = await db_async(_try_acquire)(session_id, turn_id, request_id, first=first)
+        outcome, loaded = await db_async(_try_acquire_then)(session_id, turn_id, request_id, first, then)
         first = False
         if outcome != "wait":
-            return outcome == "acquired"
+            return loaded
         if loop.time() >= next_beat:
             await db_async(Turn.objects.filter(pk=turn_id, status=Turn.Status.QUEUED).update)(heartbeat_at=timezone.now())
             next_beat = loop.time() + stale_after().total_seconds() / 4
