@@ -201,12 +201,20 @@ class Agent(McpClientMixin):
         use: its first turn (Think agents) or sub_agent() handing it out. Every turn loads a
         fresh object, so keep what it sets in stored places (state, context blocks, schedules)."""
 
+    def started_in_process(self) -> bool:
+        """Whether this instance's start-up hooks have run in this process (`start` then
+        only hands this object what they set)."""
+        return self._started or self._start_key() in _started_instances
+
+    def _start_key(self) -> tuple[type[Agent], int, Any]:
+        return (type(self), self.session.pk, self.session.created_at)
+
     async def start(self) -> None:
         """Start this instance if this process has not yet (the hooks run once), then give
         this object what start-up set; later calls return at once."""
         if self._started:
             return
-        key = (type(self), self.session.pk, self.session.created_at)
+        key = self._start_key()
         adopted = _started_instances.get(key)
         if adopted is None:
             adopted = await self._start_up()

@@ -55,6 +55,13 @@ class AIChatAgent(Agent):
     def new_message_id() -> str:
         return f"assistant_{uuid.uuid4().hex[:20]}"
 
+    def read_before_turn(self) -> None:
+        """Runs on a database thread, in the call that takes the session's turn lock, before
+        the turn's `on_chat_message`: read here (synchronously) what every turn needs, and
+        the first token waits for no database round trip of its own. Only when nothing must
+        happen in between (messages saved first, a concurrency policy that may skip or merge),
+        so `on_chat_message` reads whatever this did not."""
+
     async def get_messages(self) -> list[dict[str, Any]]:
         return await sync_to_async(transcript.transcript)(self.session)
 

@@ -23,7 +23,7 @@ from agents_app.agents.hooks import (
     TurnConfig,
     TurnContext,
 )
-from agents_app.agents.stored_features import read_stored_features
+from agents_app.agents.stored_features import StoredFeatures, read_stored_features
 from agents_app.agents.tools import Approval, Tool
 from agents_app.mcp.tools import turn_tools as mcp_turn_tools
 from agents_app.providers.openai_chat import default_model
@@ -98,6 +98,7 @@ class ThinkAgent(AIChatAgent):
         self.extensions = ExtensionManager(self)
         self.runtime_context_blocks: tuple[ContextBlockSpec, ...] = ()
         self.loaded_context_keys: frozenset[str] = frozenset()
+        self._features_read_at_lock: StoredFeatures | None = None
 
     @staticmethod
     def new_message_id() -> str:
@@ -226,10 +227,17 @@ class ThinkAgent(AIChatAgent):
     async def on_chunk(self, chunk: dict[str, Any]) -> None:
         """Every chunk the model produces (observational; runs per token, keep it cheap)."""
 
+    def read_before_turn(self) -> None:
+        # Only an instance already started here: a first start's on_start may store features.
+        if self.started_in_process():
+            self._features_read_at_lock = read_stored_features(self.session.pk)
+
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
         await self.start()  # first: on_start may add blocks, servers or extensions
-        # One round trip says which of the session's stored features exist; only those are read.
-        stored = await db_async(read_stored_features)(self.session.pk)
+        # One read says which of the session's stored features exist; only those are read.
+        stored, self._features_read_at_lock = self._features_read_at_lock, None
+        if stored is None:
+            stored = await db_async(read_stored_features)(self.session.pk)
         if stored.runtime_blocks:
             await think_session.load_runtime_state(self)
         else:

@@ -41,6 +41,7 @@ from asgiref.sync import SyncToAsync, _restore_context
 from django.conf import settings
 from django.db import connections
 
+from agents_app.storage import query_count
 from agents_app.storage.connections import drop_dead
 
 _P = ParamSpec("_P")
@@ -192,6 +193,7 @@ def db_async(func: Callable[_P, _R]) -> Callable[_P, Coroutine[Any, Any, _R]]:
 
     @functools.wraps(func)
     async def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        query_count.database_call()
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
         running = executor().submit(_run_in_context, loop, context, checked, args, kwargs)

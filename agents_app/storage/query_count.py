@@ -29,6 +29,10 @@ class TurnQueries:
     before_first_token: int = 0
     after_first_token: int = 0
     first_token_seen: bool = False
+    # Calls to the database threads (db_threads.db_async): each is a hand-off to a thread
+    # and back, which on an idle server costs more than most of the statements it runs.
+    calls_before_first_token: int = 0
+    calls_after_first_token: int = 0
     # The statements themselves (truncated), so that a ceiling's failure says which ones.
     statements: list[str] = field(default_factory=list)
 
@@ -44,6 +48,17 @@ _current: ContextVar[TurnQueries | None] = ContextVar("agents_turn_queries", def
 # The last turns' counts, for tests and `manage.py loadbench` in-process callers.
 finished: deque[TurnQueries] = deque(maxlen=10_000)
 _file_lock = threading.Lock()
+
+
+def database_call() -> None:
+    """A call to the database threads, charged to the current turn if it is counted."""
+    turn = _current.get()
+    if turn is None:
+        return
+    if turn.first_token_seen:
+        turn.calls_after_first_token += 1
+    else:
+        turn.calls_before_first_token += 1
 
 
 def enabled() -> bool:
@@ -111,6 +126,8 @@ def _record(counted: TurnQueries) -> None:
             "before_first_token": counted.before_first_token,
             "after_first_token": counted.after_first_token,
             "first_token_seen": counted.first_token_seen,
+            "calls_before_first_token": counted.calls_before_first_token,
+            "calls_after_first_token": counted.calls_after_first_token,
         }
         with _file_lock, open(path, "a") as handle:
             handle.write(json.dumps(counts) + "\n")

@@ -326,6 +326,7 @@ def _load_for_turn(request: TurnRequest, turn: Turn) -> _Loaded:
     context = None
     if request.new_messages is None and _policy_at_start(agent, turn) is None:
         context = _load_turn_context(request, agent.session)
+        agent.read_before_turn()
     return _Loaded(agent, gateway_scope.caller_of(agent.session), context)
 
 
