@@ -12,7 +12,7 @@ from agents_app import limits
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import ChatRequest
 from agents_app.protocol.messages import UIMessage
-from agents_app.turns import broadcast, runner
+from agents_app.turns import broadcast, runner, transcript_sync
 from agents_app.turns.concurrency import Concurrency, is_busy
 from agents_app.turns.instances import load_agent
 from agents_app.turns.types import Connection, TurnRequest
@@ -82,10 +82,7 @@ async def submit(session: Session, connection: Connection | None, request: ChatR
     turn, created = accepted
     if not created:
         return  # the same request id again: the turn already exists and never runs twice
-    if await broadcast.anyone_else_listening(session.pk, connection.channel_name if connection is not None else None):
-        current = await db_async(transcript.transcript)(session)
-        exclude = (connection.id,) if connection is not None else ()
-        await broadcast.broadcast(session.pk, [frames.chat_messages(current)], exclude=exclude)
+    await transcript_sync.send_to_others(session, connection)
     await runner.start_turn(turn_request, admitted=turn)
 
 

@@ -23,7 +23,7 @@ from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage, normalize_messages
 from agents_app.providers.errors import ChatErrorClassification
-from agents_app.turns import broadcast, cancellation, chat_errors, concurrency, repair, turn_end, turn_listeners, turn_lock
+from agents_app.turns import broadcast, cancellation, chat_errors, concurrency, repair, transcript_sync, turn_end, turn_listeners, turn_lock
 from agents_app.turns.agent_interface import ChatAgent
 from agents_app.turns.instances import fresh_agent
 from agents_app.turns.stream_publisher import StreamPublisher
@@ -208,7 +208,7 @@ async def _run_locked(progress: _Progress, request: TurnRequest, turn: Turn) -> 
                 progress.agent = loaded.agent
                 # The gateway attributes the turn's model calls (log, limits, budgets) to this scope.
                 gateway.enter_context(gateway_scope.turn_scope(request.session_id, request.request_id, request.body, loaded.caller))
-                if not await _admitted_by_policy(progress.agent, request, turn):
+                if not await _admitted_by_policy(progress.agent, turn):
                     await _skip(request, turn)
                     return TurnResult(request.request_id, "skipped")
                 result = await _execute(progress, request, turn, abort, loaded.context)
@@ -339,7 +339,7 @@ def _policy_at_start(agent: ChatAgent, turn: Turn) -> concurrency.Concurrency | 
     return policy if policy.supersedes else None
 
 
-async def _admitted_by_policy(agent: ChatAgent, request: TurnRequest, turn: Turn) -> bool:
+async def _admitted_by_policy(agent: ChatAgent, turn: Turn) -> bool:
     """Message concurrency at the moment a queued submit starts (protocol §9.12)."""
     policy = _policy_at_start(agent, turn)
     if policy is None:
@@ -482,8 +482,8 @@ async def _conclude(
     else:
         await _attempt(request, "sending the final frames", broadcast.broadcast(turn.session_id, final))
     if progress.reply_saved and progress.session is not None:
-        spared = turn_end.spared_requester(request, progress.agent)
-        await _attempt(request, "broadcasting the transcript", turn_end.deliver_transcript(progress.session, message, spared))
+        spared = transcript_sync.spared_requester(request, progress.agent)
+        await _attempt(request, "broadcasting the transcript", transcript_sync.send_to_others(progress.session, spared, reply=message))
     await _attempt(request, "settling parked connections", turn_end.settle(turn, streamed=streamed))
     progress.result = TurnResult(request.request_id, outcome.status, outcome.error, message)
     return progress.result
