@@ -34,12 +34,13 @@ BEFORE_FIRST_TOKEN = 18
 # answer adds a chunk-log write per stored batch (stream_publisher).
 AFTER_FIRST_TOKEN = 26
 # Calls to the database threads before the first token: each is a hand-off to a thread and
-# back (~0.5 ms on an idle server), more than most statements cost. Measured (2026-12-03):
-# 3 for a turn of an agent already started in the process (the admission; the turn lock
-# with the agent, its context and a Think agent's stored features; the stream's start, which
-# runs beside the model request), 4 for an instance's first turn in a process (its start-up
-# may store features, so they are read after it); 6 before they were folded.
-CALLS_BEFORE_FIRST_TOKEN = {"first turn": 4, "later turn": 3}
+# back (~0.5 ms on an idle server), more than most statements cost. Measured (2026-12-03,
+# late): 2 for a turn of an agent already started in the process, on a session with no other
+# turn (the admission, which then takes the turn lock and loads the agent, its context and a
+# Think agent's stored features; the stream's start, which runs beside the model request),
+# 3 for an instance's first turn in a process (its start-up may store features, so they are
+# read after it); 3 and 4 before the lock joined the admission's call, 6 before that.
+CALLS_BEFORE_FIRST_TOKEN = {"first turn": 3, "later turn": 2}
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,7 @@ Called by the WebSocket consumer (and by HTTP views); the turn itself runs in th
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from django.db import transaction
 
@@ -12,7 +13,7 @@ from agents_app import limits
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import ChatRequest
 from agents_app.protocol.messages import UIMessage
-from agents_app.turns import broadcast, runner, transcript_sync
+from agents_app.turns import broadcast, runner, transcript_sync, turn_loading
 from agents_app.turns.concurrency import Concurrency, is_busy
 from agents_app.turns.instances import load_agent
 from agents_app.turns.types import Connection, TurnRequest
@@ -23,18 +24,27 @@ from agents_app.storage.models import Session, Turn, TurnChunk
 logger = logging.getLogger(__name__)
 
 
-@transaction.atomic
-def _accept(session: Session, request: TurnRequest, chat: ChatRequest) -> tuple[Turn, bool] | None:
+@dataclass
+class _Accepted:
+    turn: Turn
+    created: bool  # False: the same request id again, which never runs twice
+    taken: turn_loading.TakenAtAdmission | None
+
+
+def _accept(session: Session, request: TurnRequest, chat: ChatRequest) -> _Accepted | None:
     """Admission and the writes it implies commit together: a turn is never left queued for
-    messages that failed to store (it would block the session's queue). None: `drop`
+    messages that failed to store (it would block the session's queue). Then, in the same
+    call, a turn with no other before it takes its session's lock and is loaded. None: `drop`
     concurrency rejected an overlapping submit, and nothing was stored."""
-    if _drops(session, chat):
-        return None
-    session_busy = limits.check_turn_admission(session.pk, session.owner_id)
-    turn, created = runner.admit(request, session_busy=session_busy)
-    if created:
-        transcript.upsert_client_messages(session, chat.messages, move_leaf=True, clear_terminal=True)
-    return turn, created
+    with transaction.atomic():
+        if _drops(session, chat):
+            return None
+        session_busy = limits.check_turn_admission(session.pk, session.owner_id)
+        turn, created = runner.admit(request, session_busy=session_busy)
+        if created:
+            transcript.upsert_client_messages(session, chat.messages, move_leaf=True, clear_terminal=True)
+    taken = turn_loading.take_after_admission(request, turn) if created and not session_busy else None
+    return _Accepted(turn, created, taken)
 
 
 def _drops(session: Session, request: ChatRequest) -> bool:
@@ -79,11 +89,13 @@ async def submit(session: Session, connection: Connection | None, request: ChatR
                 connection.channel_name, [frames.chat_messages(current), frames.chat_response(request.request_id, done=True)]
             )
         return
-    turn, created = accepted
-    if not created:
-        return  # the same request id again: the turn already exists and never runs twice
-    await transcript_sync.send_to_others(session, connection)
-    await runner.start_turn(turn_request, admitted=turn)
+    if not accepted.created:
+        return
+    try:
+        await transcript_sync.send_to_others(session, connection)
+    except Exception:  # the turn runs all the same: it may hold its session's lock already
+        logger.exception("turn %s: the transcript could not reach the session's other connections", request.request_id)
+    await runner.start_turn(turn_request, admitted=accepted.turn, taken=accepted.taken)
 
 
 def _running(session: Session) -> list[str]:

@@ -23,9 +23,8 @@ from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage, normalize_messages
 from agents_app.providers.errors import ChatErrorClassification
-from agents_app.turns import broadcast, cancellation, chat_errors, concurrency, repair, transcript_sync, turn_end, turn_listeners, turn_lock
+from agents_app.turns import broadcast, cancellation, chat_errors, concurrency, repair, transcript_sync, turn_end, turn_listeners, turn_loading, turn_lock
 from agents_app.turns.agent_interface import ChatAgent
-from agents_app.turns.instances import fresh_agent
 from agents_app.turns.stream_publisher import StreamPublisher
 from agents_app.turns.types import ChatErrorContext, ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
 from agents_app.storage import chunk_log, db_threads, query_count, row_writes, transcript
@@ -122,6 +121,7 @@ async def start_turn(
     request: TurnRequest,
     *,
     admitted: Turn | None = None,
+    taken: turn_loading.TakenAtAdmission | None = None,
     limited: bool = False,
     owner_id: int | None = None,
     delay: float = 0.0,
@@ -129,7 +129,8 @@ async def start_turn(
     """The one way a turn starts: admit it (`admit_turn`; AdmissionFailed and LimitReached
     pass through), then run it in the background of this process, after `delay` seconds.
     A caller that must admit inside its own transaction (with the writes that go with the
-    turn) passes the row as `admitted`. A request id already admitted starts nothing."""
+    turn) passes the row as `admitted`, and what its admission's call took and loaded as
+    `taken` (turn_loading.take_after_admission). A request id already admitted starts nothing."""
     if admitted is None:
         admitted, created = await admit_turn(request, limited=limited, owner_id=owner_id)
         if not created:
@@ -139,7 +140,7 @@ async def start_turn(
     async def run_after_delay() -> TurnResult:
         if delay:
             await asyncio.sleep(delay)
-        return await _run(request, turn)
+        return await _run(request, turn, taken)
 
     # The turn's database calls, and its tasks', rank by when it began (db_threads).
     with db_threads.oldest_first(db_threads.turn_began()):
@@ -159,20 +160,20 @@ async def cancel(session_id: int, request_id: str) -> None:
     await cancellation.request_cancel(session_id, request_id)
 
 
-async def _run(request: TurnRequest, turn: Turn) -> TurnResult:
+async def _run(request: TurnRequest, turn: Turn, taken: turn_loading.TakenAtAdmission | None) -> TurnResult:
     """Run an admitted turn to its one outcome. Never raises for a failure inside the turn:
     every exception ends it through `_fail`, so every waiter learns how it ended."""
     with query_count.turn(request.request_id):
-        result = await _run_to_outcome(request, turn)
+        result = await _run_to_outcome(request, turn, taken)
     # Outside the turn's gateway scope: a listener's model calls are not this turn's.
     turn_listeners.notify(request.session_id, result)
     return result
 
 
-async def _run_to_outcome(request: TurnRequest, turn: Turn) -> TurnResult:
+async def _run_to_outcome(request: TurnRequest, turn: Turn, taken: turn_loading.TakenAtAdmission | None) -> TurnResult:
     progress = _Progress()
     try:
-        return await _run_locked(progress, request, turn)
+        return await _run_locked(progress, request, turn, taken)
     except Exception as error:
         if progress.result is not None:  # raised after the outcome was delivered
             logger.exception("turn %s: cleanup after the outcome failed", request.request_id)
@@ -195,12 +196,15 @@ class _Progress:
     result: TurnResult | None = None  # set once the outcome is delivered
 
 
-async def _run_locked(progress: _Progress, request: TurnRequest, turn: Turn) -> TurnResult:
+async def _run_locked(progress: _Progress, request: TurnRequest, turn: Turn, taken: turn_loading.TakenAtAdmission | None) -> TurnResult:
     heartbeat: asyncio.Task[None] | None = None
     with contextlib.ExitStack() as gateway:
         async with cancellation.abort_signal(request.session_id, request.request_id) as abort:
             try:
-                loaded = await turn_lock.acquire(request.session_id, turn.pk, turn.request_id, functools.partial(_load_for_turn, request, turn))
+                if taken is not None:
+                    loaded: turn_loading.Loaded | None = taken.result()
+                else:
+                    loaded = await turn_lock.acquire(request.session_id, turn.pk, turn.request_id, functools.partial(turn_loading.load_for_turn, request, turn))
                 if loaded is None:
                     await _skip(request, turn)
                     return TurnResult(request.request_id, "skipped")
@@ -305,43 +309,9 @@ async def _sweep_stale_buffers() -> None:
         await db_async(chunk_log.sweep)()
 
 
-@dataclass
-class _Loaded:
-    """What a turn reads in the round trip that takes its session's lock."""
-
-    agent: ChatAgent
-    caller: gateway_scope.Caller  # who the turn's model calls are for
-    context: _TurnContext | None  # None: read once the concurrency policy and saved messages allow
-
-
-def _load_for_turn(request: TurnRequest, turn: Turn) -> _Loaded:
-    """The turn's agent over the session as it is now that the lock is held, and, when
-    nothing is to happen before the turn reads its context (no messages to save first, no
-    concurrency policy to apply), that context too: each database call before the first
-    token is a thread hand-off both ways, ~0.5 ms on an otherwise idle server."""
-    faults.point("agent_load")
-    agent = fresh_agent(request.session_id)
-    if not isinstance(agent, ChatAgent):
-        raise TypeError(f"{type(agent).__name__} is not a chat agent")
-    context = None
-    if request.new_messages is None and _policy_at_start(agent, turn) is None:
-        context = _load_turn_context(request, agent.session)
-        agent.read_before_turn()
-    return _Loaded(agent, gateway_scope.caller_of(agent.session), context)
-
-
-def _policy_at_start(agent: ChatAgent, turn: Turn) -> concurrency.Concurrency | None:
-    """The message concurrency policy with something to do as this turn starts, if any: only
-    a WebSocket submit is subject to it, and `queue` and `drop` act at admission only."""
-    if not (turn.trigger == "submit-message" and turn.source == Turn.Source.WEBSOCKET):
-        return None
-    policy = concurrency.Concurrency.parse(agent.message_concurrency)
-    return policy if policy.supersedes else None
-
-
 async def _admitted_by_policy(agent: ChatAgent, turn: Turn) -> bool:
     """Message concurrency at the moment a queued submit starts (protocol §9.12)."""
-    policy = _policy_at_start(agent, turn)
+    policy = turn_loading.policy_at_start(agent, turn)
     if policy is None:
         return True
     if policy.strategy == "debounce" and turn.overlapping:  # the first submit on an idle agent runs at once
@@ -375,28 +345,6 @@ async def _safe_on_chat_response(agent: ChatAgent, request: TurnRequest, result:
         logger.exception("on_chat_response failed for %s", request.request_id)
 
 
-# The session the turn runs on and the transcript the model answers.
-_TurnContext = tuple[Session, list[UIMessage]]
-
-
-def _load_turn_context(request: TurnRequest, session: Session) -> _TurnContext:
-    """The request's context recorded on `session` (the agent's, loaded when the turn took the
-    lock: only turns, under that lock, change it) and the transcript the model answers."""
-    context = dict(session.request_context or {})
-    if request.client_tools is not None:
-        context["lastClientTools"] = request.client_tools
-    else:
-        context.pop("lastClientTools", None)
-    if request.body is not None:
-        context["lastBody"] = request.body
-    else:
-        context.pop("lastBody", None)
-    if context != session.request_context:
-        Session.objects.filter(pk=session.pk).update(request_context=context)
-        session.request_context = context
-    return session, transcript.transcript(session)
-
-
 async def _persist_new_messages(request: TurnRequest) -> None:
     """The function form of save_messages sees the transcript as it is when the turn starts."""
     session = await db_async(Session.objects.get)(pk=request.session_id)
@@ -411,12 +359,12 @@ async def _persist_new_messages(request: TurnRequest) -> None:
     await broadcast.broadcast(session.pk, [frames.chat_messages(current)])
 
 
-async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort: asyncio.Event, context: _TurnContext | None) -> TurnResult:
+async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort: asyncio.Event, context: turn_loading.TurnContext | None) -> TurnResult:
     agent = progress.agent
     assert agent is not None
     if request.new_messages is not None:
         await _persist_new_messages(request)
-    session, messages = context or await db_async(_load_turn_context)(request, agent.session)
+    session, messages = context or await db_async(turn_loading.load_turn_context)(request, agent.session)
     messages = _up_to_answered(await repair.repair_before_turn(agent, session, messages), request.answers)
     progress.session = session
     progress.anchor = messages[-1]["id"] if messages else None

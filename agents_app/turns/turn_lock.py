@@ -106,6 +106,14 @@ def _try_acquire_then(session_id: int, turn_id: int, request_id: str, first: boo
     return outcome, then() if outcome == "acquired" else None
 
 
+def take_if_free(session_id: int, turn_id: int, request_id: str, then: Callable[[], _T]) -> _T | None:
+    """One try, without waiting, from the database thread: when the lock is free and this turn
+    is the session's oldest queued one, take it and return what `then` returns (as `acquire`
+    does); otherwise None, and the turn waits through `acquire`."""
+    outcome, loaded = _try_acquire_then(session_id, turn_id, request_id, True, then)
+    return loaded if outcome == "acquired" else None
+
+
 def _not_next(turn_id: int) -> str:
     """Why a turn may not take the lock now: it is no longer queued, or an older one is."""
     status = Turn.objects.filter(pk=turn_id).values_list("status", flat=True).get()

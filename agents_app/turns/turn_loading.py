@@ -1,0 +1,104 @@
+"""What a turn reads as it takes its session's lock: its agent, and the context it answers.
+
+Both are read on the database thread in the call that takes the lock (each call before the
+first token is a thread hand-off both ways, ~0.5 ms on an otherwise idle server). A turn
+admitted on an idle session goes one step further: its admission's own call takes the lock
+and loads it (`take_after_admission`), so a chat's first token waits for one call less.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from agents_app.gateway import scope as gateway_scope
+from agents_app.protocol.messages import UIMessage
+from agents_app.storage import transcript
+from agents_app.storage.models import Session, Turn
+from agents_app.testing import faults
+from agents_app.turns import concurrency, turn_lock
+from agents_app.turns.agent_interface import ChatAgent
+from agents_app.turns.instances import fresh_agent
+from agents_app.turns.types import TurnRequest
+
+# The session the turn runs on and the transcript the model answers.
+TurnContext = tuple[Session, list[UIMessage]]
+
+
+@dataclass
+class Loaded:
+    """What a turn reads in the round trip that takes its session's lock."""
+
+    agent: ChatAgent
+    caller: gateway_scope.Caller  # who the turn's model calls are for
+    context: TurnContext | None  # None: read once the concurrency policy and saved messages allow
+
+
+@dataclass
+class TakenAtAdmission:
+    """The lock taken and the turn loaded by its admission's call, or what failed on the way:
+    the runner raises that where it would have taken the lock itself, and ends the turn as
+    it would have then."""
+
+    loaded: Loaded | None
+    error: Exception | None = None
+
+    def result(self) -> Loaded:
+        if self.error is not None:
+            raise self.error
+        assert self.loaded is not None
+        return self.loaded
+
+
+def load_for_turn(request: TurnRequest, turn: Turn) -> Loaded:
+    """The turn's agent over the session as it is now that the lock is held, and, when
+    nothing is to happen before the turn reads its context (no messages to save first, no
+    concurrency policy to apply), that context too."""
+    faults.point("agent_load")
+    agent = fresh_agent(request.session_id)
+    if not isinstance(agent, ChatAgent):
+        raise TypeError(f"{type(agent).__name__} is not a chat agent")
+    context = None
+    if request.new_messages is None and policy_at_start(agent, turn) is None:
+        context = load_turn_context(request, agent.session)
+        agent.read_before_turn()
+    return Loaded(agent, gateway_scope.caller_of(agent.session), context)
+
+
+def take_after_admission(request: TurnRequest, turn: Turn) -> TakenAtAdmission | None:
+    """On the database thread, right after `turn`'s admission committed on a session with no
+    other turn: take the lock and load the turn. None when the lock was not free (a holder
+    that died, say): the runner then waits for it as usual. Never raises: a failure here is
+    the turn's, not its admission's."""
+    try:
+        faults.point("lock_acquire")
+        loaded = turn_lock.take_if_free(request.session_id, turn.pk, request.request_id, functools.partial(load_for_turn, request, turn))
+    except Exception as error:
+        return TakenAtAdmission(None, error)
+    return TakenAtAdmission(loaded) if loaded is not None else None
+
+
+def policy_at_start(agent: ChatAgent, turn: Turn) -> concurrency.Concurrency | None:
+    """The message concurrency policy with something to do as this turn starts, if any: only
+    a WebSocket submit is subject to it, and `queue` and `drop` act at admission only."""
+    if not (turn.trigger == "submit-message" and turn.source == Turn.Source.WEBSOCKET):
+        return None
+    policy = concurrency.Concurrency.parse(agent.message_concurrency)
+    return policy if policy.supersedes else None
+
+
+def load_turn_context(request: TurnRequest, session: Session) -> TurnContext:
+    """The request's context recorded on `session` (the agent's, loaded when the turn took the
+    lock: only turns, under that lock, change it) and the transcript the model answers."""
+    context = dict(session.request_context or {})
+    if request.client_tools is not None:
+        context["lastClientTools"] = request.client_tools
+    else:
+        context.pop("lastClientTools", None)
+    if request.body is not None:
+        context["lastBody"] = request.body
+    else:
+        context.pop("lastBody", None)
+    if context != session.request_context:
+        Session.objects.filter(pk=session.pk).update(request_context=context)
+        session.request_context = context
+    return session, transcript.transcript(session)
