@@ -8,6 +8,7 @@ from asgiref.sync import sync_to_async
 
 from agents_app.turns.instances import resolve_session
 from agents_app.storage import transcript
+from agents_app.storage.models import Session, Turn
 from agents_app.testing.fake_openai import Reply
 from tests.conftest import is_done, user_message
 
@@ -31,3 +32,17 @@ async def test_queued_messages_are_answered_in_order_each_seeing_the_conversatio
         conversation = [m["content"] for m in request["messages"] if m["role"] in ("user", "assistant")]
         expected = [text for i in range(1, index) for text in (f"Question {i}", f"Answer {i}")] + [f"Question {index}"]
         assert conversation == expected
+
+
+async def test_a_message_to_a_session_whose_lock_a_gone_turn_never_released_is_answered_at_once(open_socket, token, model, user):
+    """A new message on a session with no other turn takes the lock as it is admitted; a lock
+    that a turn which no longer exists left behind does not make it wait for staleness."""
+    model.script(Reply.text("Still here"))
+    socket = await open_socket("/agents/chat-agent/left-locked", token=token, wait_ready=True)
+    session = await sync_to_async(resolve_session)("chat-agent", "left-locked", user)
+    await sync_to_async(Session.objects.filter(pk=session.pk).update)(turn_lock="a-turn-that-is-gone")
+    await socket.chat("after-the-gone-turn", [user_message("Anyone?", "q-gone")])
+    await socket.until(is_done("after-the-gone-turn"), timeout=5)
+    stored = await sync_to_async(transcript.transcript)(session)
+    assert stored[-1]["parts"][-1]["text"] == "Still here"
+    assert await sync_to_async(lambda: Turn.objects.get(request_id="after-the-gone-turn").status)() == "completed"

@@ -66,9 +66,9 @@ def load_for_turn(request: TurnRequest, turn: Turn) -> Loaded:
 
 def take_after_admission(request: TurnRequest, turn: Turn) -> TakenAtAdmission | None:
     """On the database thread, right after `turn`'s admission committed on a session with no
-    other turn: take the lock and load the turn. None when the lock was not free (a holder
-    that died, say): the runner then waits for it as usual. Never raises: a failure here is
-    the turn's, not its admission's."""
+    other turn: take the lock and load the turn. None when a live turn still holds the lock
+    (one admitted by another process meanwhile, say): the runner then waits for it as usual.
+    Never raises: a failure here is the turn's, not its admission's."""
     try:
         faults.point("lock_acquire")
         loaded = turn_lock.take_if_free(request.session_id, turn.pk, request.request_id, functools.partial(load_for_turn, request, turn))

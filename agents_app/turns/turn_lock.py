@@ -107,9 +107,10 @@ def _try_acquire_then(session_id: int, turn_id: int, request_id: str, first: boo
 
 
 def take_if_free(session_id: int, turn_id: int, request_id: str, then: Callable[[], _T]) -> _T | None:
-    """One try, without waiting, from the database thread: when the lock is free and this turn
-    is the session's oldest queued one, take it and return what `then` returns (as `acquire`
-    does); otherwise None, and the turn waits through `acquire`."""
+    """One try, without waiting, from the database thread: when this turn is the session's
+    oldest queued one and the lock is free (or its holder stopped heart-beating), take it and
+    return what `then` returns, as `acquire` does; otherwise None, and the turn waits
+    through `acquire`."""
     outcome, loaded = _try_acquire_then(session_id, turn_id, request_id, True, then)
     return loaded if outcome == "acquired" else None
 
