@@ -70,7 +70,6 @@ def take_after_admission(request: TurnRequest, turn: Turn) -> TakenAtAdmission |
     (one admitted by another process meanwhile, say): the runner then waits for it as usual.
     Never raises: a failure here is the turn's, not its admission's."""
     try:
-        faults.point("lock_acquire")
         loaded = turn_lock.take_if_free(request.session_id, turn.pk, request.request_id, functools.partial(load_for_turn, request, turn))
     except Exception as error:
         return TakenAtAdmission(None, error)

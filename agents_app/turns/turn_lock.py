@@ -102,6 +102,8 @@ def _try_acquire(session_id: int, turn_id: int, request_id: str, *, first: bool)
 
 
 def _try_acquire_then(session_id: int, turn_id: int, request_id: str, first: bool, then: Callable[[], _T]) -> tuple[str, _T | None]:
+    if first:
+        faults.point("lock_acquire")
     outcome = _try_acquire(session_id, turn_id, request_id, first=first)
     return outcome, then() if outcome == "acquired" else None
 
@@ -111,8 +113,7 @@ def take_if_free(session_id: int, turn_id: int, request_id: str, then: Callable[
     oldest queued one and the lock is free (or its holder stopped heart-beating), take it and
     return what `then` returns, as `acquire` does; otherwise None, and the turn waits
     through `acquire`."""
-    outcome, loaded = _try_acquire_then(session_id, turn_id, request_id, True, then)
-    return loaded if outcome == "acquired" else None
+    return _try_acquire_then(session_id, turn_id, request_id, True, then)[1]
 
 
 def _not_next(turn_id: int) -> str:
@@ -131,7 +132,6 @@ async def acquire(session_id: int, turn_id: int, request_id: str, then: Callable
     another round trip (if it raises, the lock is still held: the caller releases it). None
     when the turn was skipped while waiting. A waiting turn heart-beats too: one left queued
     by a dead process is recovered instead of blocking the session's queue forever."""
-    faults.point("lock_acquire")
     event = _event(session_id)
     loop = asyncio.get_running_loop()
     next_beat = loop.time() + stale_after().total_seconds() / 4
