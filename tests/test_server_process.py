@@ -1,0 +1,39 @@
+"""A serving process (daphne loading chatproject.asgi) keeps what start-up built out of the
+garbage collector's reach, unless AGENTS_GC_FREEZE=false says otherwise."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from chatproject.gc_tuning import YOUNG_THRESHOLD
+
+ROOT = Path(__file__).resolve().parents[1]
+_REPORT = (
+    "import gc, json; default = gc.get_threshold()[0]; import chatproject.asgi; "
+    "print(json.dumps([gc.get_freeze_count(), gc.get_threshold()[0], default]))"
+)
+
+
+def _collector_after_loading_the_app(**env: str) -> tuple[int, int, int]:
+    """Frozen objects, the youngest generation's threshold, and that threshold before."""
+    completed = subprocess.run(
+        [sys.executable, "-c", _REPORT], cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+    frozen, young_threshold, python_default = json.loads(completed.stdout.strip().splitlines()[-1])
+    return frozen, young_threshold, python_default
+
+
+def test_a_loaded_server_freezes_its_startup_objects_and_collects_young_ones_less_often() -> None:
+    frozen, young_threshold, _ = _collector_after_loading_the_app()
+    assert frozen > 50_000  # Django, the SDK and the agents' modules, not a handful
+    assert young_threshold == YOUNG_THRESHOLD
+
+
+def test_gc_freeze_off_leaves_the_collector_as_python_sets_it() -> None:
+    frozen, young_threshold, python_default = _collector_after_loading_the_app(AGENTS_GC_FREEZE="false")
+    assert frozen == 0
+    assert young_threshold == python_default
