@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import openai
 from django.conf import settings
 
+from agents_app.providers.event_stream import EventStreamDecoder
 from agents_app.providers.upstream_transport import StreamingTransport
 
 _Key = tuple[str | None, str, float | None]
@@ -31,7 +32,11 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_Key, Shared
 
 class SharedAsyncOpenAI(openai.AsyncOpenAI):
     """A client that outlives the `async with` of any one caller: callers written for a
-    client of their own (`async with make_client() as client`) share it unchanged."""
+    client of their own (`async with make_client() as client`) share it unchanged. Its
+    streams are read by the leaner event-stream decoder (see providers/event_stream.py)."""
+
+    def _make_sse_decoder(self) -> EventStreamDecoder:
+        return EventStreamDecoder()
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, exc_tb: TracebackType | None
