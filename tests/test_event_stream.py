@@ -28,16 +28,22 @@ _LINES = st.one_of(st.tuples(_FIELDS, _SEPARATORS, _VALUES, _LINE_ENDS).map("".j
 _STREAMS = st.lists(_LINES, max_size=30).map(lambda lines: "".join(lines).encode())
 
 
-async def _reads(stream: bytes, cuts: list[int]) -> AsyncIterator[bytes]:
-    start = 0
-    for cut in sorted(set(cuts)) + [len(stream)]:
-        yield stream[start:cut]
-        start = cut
+def _reads(stream: bytes, cuts: list[int]) -> list[bytes]:
+    bounds = [0, *sorted(set(cuts)), len(stream)]
+    return [stream[start:end] for start, end in zip(bounds, bounds[1:])]
+
+
+async def _async_reads(reads: list[bytes]) -> AsyncIterator[bytes]:
+    for read in reads:
+        yield read
+
+
+def _fields(events: list[ServerSentEvent]) -> Decoded:
+    return [(event.event, event.data, event.id, event.retry) for event in events]
 
 
 async def _decoded(decoder: SSEDecoder | EventStreamDecoder, stream: bytes, cuts: list[int]) -> Decoded:
-    events: list[ServerSentEvent] = [event async for event in decoder.aiter_bytes(_reads(stream, cuts))]
-    return [(event.event, event.data, event.id, event.retry) for event in events]
+    return _fields([event async for event in decoder.aiter_bytes(_async_reads(_reads(stream, cuts)))])
 
 
 @settings(max_examples=500, deadline=None)
@@ -46,7 +52,9 @@ def test_any_stream_split_anywhere_decodes_as_the_sdks_decoder_decodes_it(stream
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=10))
     every_byte = list(range(len(stream)))
     for reads in (cuts, every_byte):
-        assert asyncio.run(_decoded(EventStreamDecoder(), stream, reads)) == asyncio.run(_decoded(SSEDecoder(), stream, reads))
+        expected = asyncio.run(_decoded(SSEDecoder(), stream, reads))
+        assert asyncio.run(_decoded(EventStreamDecoder(), stream, reads)) == expected
+        assert _fields(list(EventStreamDecoder().iter_bytes(iter(_reads(stream, reads))))) == expected  # the sync protocol
 
 
 def test_a_model_stream_one_event_per_read_gives_each_chunk_once_in_order() -> None:

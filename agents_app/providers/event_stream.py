@@ -5,11 +5,12 @@ typed by the SDK's own `SSEBytesDecoder` protocol. Its default one walks every l
 a regular expression, a growing buffer, a string decode and a field dispatch: under 200
 paced chats 13–23 µs per network read (p50, one event each), this one 5–8 µs. A model's
 stream is almost only `data:` lines and blank ones, so this decoder splits a read into lines
-in one pass (bytes methods in C), decodes them together and takes the `data:` line first. It yields the same events as
-the SDK's decoder for any input and any split into reads (tests/test_event_stream.py
-compares the two on generated streams): line ends CR, LF or CRLF, comments, `event`, `id`
-(kept across events, ignored if it holds NUL), `retry` (ignored unless an integer), several
-`data` lines joined by newlines, and no event for a block that set nothing.
+in one pass (bytes methods in C), decodes them together and takes the `data:` line first.
+It yields the same events as the SDK's decoder for any input and any split into reads
+(tests/test_event_stream.py compares the two on generated streams): line ends CR, LF or
+CRLF, comments, `event`, `id` (kept across events, ignored if it holds NUL), `retry`
+(ignored unless an integer), several `data` lines joined by newlines, and no event for a
+block that set nothing.
 """
 from __future__ import annotations
 
