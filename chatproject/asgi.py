@@ -16,7 +16,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from agents_app.transport.auth import AgentAuthMiddleware  # noqa: E402
 from agents_app.transport.origins import WebSocketOriginGuard  # noqa: E402
 from agents_app.routing import websocket_urlpatterns  # noqa: E402
-from chatproject.gc_tuning import tune_for_serving  # noqa: E402
+from chatproject.gc_tuning import record_collections, tune_for_serving  # noqa: E402
 
 # The app serves its own static files (htmx and its extension, CSS) unless a front server
 # does (AGENTS_SERVE_STATIC=false): the quick start and single-process deployments need no CDN.
@@ -32,3 +32,5 @@ application = ProtocolTypeRouter(
 
 if settings.AGENTS_GC_FREEZE:
     tune_for_serving()
+if settings.AGENTS_GC_STATS:
+    record_collections(settings.AGENTS_GC_STATS)

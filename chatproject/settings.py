@@ -240,6 +240,9 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
 # Count each turn's database round trips (before and after its first token): "1", or a file
 # path that receives one JSON line per turn (`manage.py loadbench` reads it). Off when empty.
 AGENTS_COUNT_QUERIES = os.environ.get("AGENTS_COUNT_QUERIES", "")
+# A directory: each server process keeps its garbage collections' counts and CPU there
+# (gc-<pid>.json), for `manage.py loadbench`. Empty: not recorded.
+AGENTS_GC_STATS = os.environ.get("AGENTS_GC_STATS", "")
 CELERY_BEAT_SCHEDULE = {
     "sweep-stream-buffers": {"task": "agents.sweep_stream_buffers", "schedule": 600.0},
     # Interrupted turns are recovered and one-shot schedules whose task was lost are re-sent.

@@ -1,5 +1,6 @@
 """A serving process (daphne loading chatproject.asgi) keeps what start-up built out of the
-garbage collector's reach, unless AGENTS_GC_FREEZE=false says otherwise."""
+garbage collector's reach, unless AGENTS_GC_FREEZE=false says otherwise, and records its
+collections where AGENTS_GC_STATS says (for `manage.py loadbench`)."""
 from __future__ import annotations
 
 import json
@@ -37,3 +38,17 @@ def test_gc_freeze_off_leaves_the_collector_as_python_sets_it() -> None:
     frozen, young_threshold, python_default = _collector_after_loading_the_app(AGENTS_GC_FREEZE="false")
     assert frozen == 0
     assert young_threshold == python_default
+
+
+def test_a_recorded_process_writes_its_collections_by_generation(tmp_path: Path) -> None:
+    script = (
+        "import gc, time; from chatproject.gc_tuning import record_collections; "
+        f"record_collections({str(tmp_path)!r}, interval=0.05); "
+        "[gc.collect() for _ in range(3)]; gc.collect(0); time.sleep(0.3); print(__import__('os').getpid())"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stderr
+    recorded = json.loads((tmp_path / f"gc-{completed.stdout.strip()}.json").read_text())
+    assert recorded["collections"][2] >= 3 and recorded["collections"][0] >= 1
+    assert recorded["cpu_seconds"][2] > 0
+    assert 0 < recorded["longest_seconds"][2] <= recorded["cpu_seconds"][2]

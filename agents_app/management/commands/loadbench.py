@@ -11,9 +11,10 @@ Printed: TTFT (send → first text delta at the client) p50/p99 beside the upstr
 median of a few requests made straight to it with the openai SDK), tokens/s delivered in
 aggregate against what the upstream produced, the p99 gap between stream frames at a
 client from its first text delta on (the frames that open the message come before the model
-has answered: the wait after them is the TTFT), the database round trips per turn before and after its first token (counted by
-the server, `AGENTS_COUNT_QUERIES`), the server's CPU time and RSS, and whether every answer arrived
-complete, exactly once. With `--history N` each conversation first gets N earlier messages
+has answered: the wait after them is the TTFT), the database round trips per turn before
+and after its first token (counted by the server, `AGENTS_COUNT_QUERIES`), the server's CPU
+time, its garbage collections (recorded by the server, `AGENTS_GC_STATS`) and RSS, and
+whether every answer arrived complete, exactly once. With `--history N` each conversation first gets N earlier messages
 (a turn of its own before the run), so the run's turns are those of long chats. The K
 sockets connect at once before that (a reconnect storm after a
 deploy looks like this): how long each waited for its connect frames, and the CPU it cost.
@@ -106,6 +107,25 @@ def _cpu_seconds(pid: int) -> float:
         fields = stat.read().rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return float("nan")
+
+
+# How long to wait for the servers' garbage-collection records to catch up (they are
+# rewritten every 0.2 s).
+GC_RECORD_WAIT = 0.45
+
+
+def _collections(work: Path, pids: list[int]) -> dict[str, list[float]]:
+    """The servers' garbage-collection totals so far (`AGENTS_GC_STATS`), summed by generation;
+    the longest collection is the longest of any server. A server writes them every 0.2 s."""
+    totals: dict[str, list[float]] = {"collections": [0, 0, 0], "cpu_seconds": [0.0] * 3, "longest_seconds": [0.0] * 3}
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError):
+            recorded = json.loads((work / f"gc-{pid}.json").read_text())
+            for generation in range(3):
+                totals["collections"][generation] += recorded["collections"][generation]
+                totals["cpu_seconds"][generation] += recorded["cpu_seconds"][generation]
+                totals["longest_seconds"][generation] = max(totals["longest_seconds"][generation], recorded["longest_seconds"][generation])
+    return totals
 
 
 def _turn_counts(path: Path, turns: int, prefix: str = "", timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -215,7 +235,10 @@ class Command(BaseCommand):
                 queries.unlink()
                 upstream_ttft = asyncio.run(_upstream_ttft(env["OPENAI_BASE_URL"]))
                 figures = asyncio.run(
-                    self._load(servers, chats, tokens, options["idle"], options["profile"], options["timeout"], options["profile_gil"], options["history"])
+                    self._load(
+                        servers, chats, tokens, options["idle"], options["profile"], options["timeout"], options["profile_gil"], options["history"],
+                        gc_stats=work,
+                    )
                 )
             except Exception:
                 self.stderr.write((work / "daphne-0.log").read_text()[-4000:])
@@ -239,6 +262,7 @@ class Command(BaseCommand):
                 # minute, turns at once) do not refuse one client opening hundreds of chats.
                 "AGENTS_ALLOW_ANONYMOUS": "true",
                 "AGENTS_COUNT_QUERIES": str(work / "queries.jsonl"),
+                "AGENTS_GC_STATS": str(work),
                 # A title by model is one more model call after a chat's first answer. The fake
                 # upstream echoes the whole exchange back as that "title" (hundreds of tokens, as
                 # much as the answer itself, where a model writes six words), so it would double
@@ -278,6 +302,7 @@ class Command(BaseCommand):
         timeout: float,
         profile_gil: bool = False,
         history: int = 0,
+        gc_stats: Path | None = None,
     ) -> dict[str, Any]:
         """Chat `index` talks to server `index % len(servers)`; CPU and RSS are the servers' sums."""
         run_id = uuid.uuid4().hex[:8]
@@ -301,6 +326,9 @@ class Command(BaseCommand):
                 [shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}") or "py-spy", "record", "-p", str(pids[0]), "-r", "200", "--format", "raw", "-o", profile, *(["--gil"] if profile_gil else ["--nonblocking"])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
+        if gc_stats is not None:
+            await asyncio.sleep(GC_RECORD_WAIT)  # the servers' records now include the connecting
+        collections_before = _collections(gc_stats, pids) if gc_stats is not None else None
         started = time.perf_counter()
         cpu_before = sum(_cpu_seconds(pid) for pid in pids)
         try:
@@ -314,13 +342,23 @@ class Command(BaseCommand):
                 profiler.wait(30)
         elapsed = time.perf_counter() - started
         cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
+        collections = None
+        if gc_stats is not None and collections_before is not None:
+            await asyncio.sleep(GC_RECORD_WAIT)
+            after = _collections(gc_stats, pids)
+            collections = {
+                "collections": [a - b for a, b in zip(after["collections"], collections_before["collections"])],
+                "cpu_seconds": [a - b for a, b in zip(after["cpu_seconds"], collections_before["cpu_seconds"])],
+                # The longest since start-up: the warm-up turn's collections are few and short.
+                "longest_seconds": after["longest_seconds"],
+            }
         rss_after = _rss_kib(pids)
         for ws in [*sockets, *idle_sockets]:
             await ws.close()
         return {
             "runs": runs, "elapsed": elapsed, "cpu": cpu, "expected": f"You said: {words}",
             "rss_before": rss_before, "rss_idle": rss_idle, "rss_after": rss_after, "idle": idle,
-            "connect_ms": [ms for _, ms in timed], "connect_cpu": connect_cpu,
+            "connect_ms": [ms for _, ms in timed], "connect_cpu": connect_cpu, "collections": collections,
         }
 
     @classmethod
@@ -417,6 +455,11 @@ class Command(BaseCommand):
               f"server CPU {1000 * figures['connect_cpu'] / chats:.1f} ms per connection")
         write(f"  server CPU:            {figures['cpu']:.2f} s, {1000 * figures['cpu'] / chats:.1f} ms per turn, "
               f"{1e6 * figures['cpu'] / (chats * tokens):.0f} µs per token")
+        collections = figures.get("collections")
+        if collections:
+            young, middle, full = collections["collections"]
+            write(f"  garbage collector:     {young:.0f} young, {middle:.0f} middle, {full:.0f} full collections, "
+                  f"{1000 * sum(collections['cpu_seconds']):.0f} ms CPU, longest {1000 * max(collections['longest_seconds']):.0f} ms")
         rss = figures["rss_after"]
         write(f"  server RSS:            {figures['rss_before'].get('VmRSS', 0) / 1024:.0f} MiB at start, "
               f"{rss.get('VmRSS', 0) / 1024:.0f} MiB after, peak {rss.get('VmHWM', 0) / 1024:.0f} MiB")
