@@ -14,9 +14,9 @@ client from its first text delta on (the frames that open the message come befor
 has answered: the wait after them is the TTFT), the database round trips per turn before
 and after its first token (counted by the server, `AGENTS_COUNT_QUERIES`), the server's CPU
 time, its garbage collections (recorded by the server, `AGENTS_GC_STATS`) and RSS, and
-whether every answer arrived complete, exactly once. With `--history N` each conversation first gets N earlier messages
-(a turn of its own before the run), so the run's turns are those of long chats. The K
-sockets connect at once before that (a reconnect storm after a
+whether every answer arrived complete, exactly once. With `--history N` each conversation
+first gets N earlier messages (a turn of its own before the run), so the run's turns are
+those of long chats. The K sockets connect at once before that (a reconnect storm after a
 deploy looks like this): how long each waited for its connect frames, and the CPU it cost.
 
 The database and channel layer are the server's usual ones: embedded (a fresh SQLite file,
@@ -126,6 +126,16 @@ def _collections(work: Path, pids: list[int]) -> dict[str, list[float]]:
                 totals["cpu_seconds"][generation] += recorded["cpu_seconds"][generation]
                 totals["longest_seconds"][generation] = max(totals["longest_seconds"][generation], recorded["longest_seconds"][generation])
     return totals
+
+
+def _collections_since(before: dict[str, list[float]], after: dict[str, list[float]]) -> dict[str, list[float]]:
+    """The collections between two records; the longest is the longest since start-up (the
+    warm-up turn's collections are few and short)."""
+    return {
+        "collections": [a - b for a, b in zip(after["collections"], before["collections"])],
+        "cpu_seconds": [a - b for a, b in zip(after["cpu_seconds"], before["cpu_seconds"])],
+        "longest_seconds": after["longest_seconds"],
+    }
 
 
 def _turn_counts(path: Path, turns: int, prefix: str = "", timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -320,15 +330,16 @@ class Command(BaseCommand):
             await asyncio.wait_for(asyncio.gather(*(self._prime(ws, f"h{run_id}{index}", history) for index, ws in enumerate(sockets))), timeout)
         words = " ".join(f"w{index}" for index in range(tokens - ECHO_PREFIX_WORDS))
         runs = [ChatRun() for _ in range(chats)]
+        collections_before = None
+        if gc_stats is not None:
+            await asyncio.sleep(GC_RECORD_WAIT)  # the servers' records now include the connecting
+            collections_before = _collections(gc_stats, pids)
         profiler = None
         if profile:
             profiler = subprocess.Popen(
                 [shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}") or "py-spy", "record", "-p", str(pids[0]), "-r", "200", "--format", "raw", "-o", profile, *(["--gil"] if profile_gil else ["--nonblocking"])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
-        if gc_stats is not None:
-            await asyncio.sleep(GC_RECORD_WAIT)  # the servers' records now include the connecting
-        collections_before = _collections(gc_stats, pids) if gc_stats is not None else None
         started = time.perf_counter()
         cpu_before = sum(_cpu_seconds(pid) for pid in pids)
         try:
@@ -345,13 +356,7 @@ class Command(BaseCommand):
         collections = None
         if gc_stats is not None and collections_before is not None:
             await asyncio.sleep(GC_RECORD_WAIT)
-            after = _collections(gc_stats, pids)
-            collections = {
-                "collections": [a - b for a, b in zip(after["collections"], collections_before["collections"])],
-                "cpu_seconds": [a - b for a, b in zip(after["cpu_seconds"], collections_before["cpu_seconds"])],
-                # The longest since start-up: the warm-up turn's collections are few and short.
-                "longest_seconds": after["longest_seconds"],
-            }
+            collections = _collections_since(collections_before, _collections(gc_stats, pids))
         rss_after = _rss_kib(pids)
         for ws in [*sockets, *idle_sockets]:
             await ws.close()
