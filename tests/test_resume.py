@@ -79,6 +79,29 @@ async def test_connections_offered_a_resume_get_no_live_chunks_until_they_ack(op
     assert await late.no_frame(0.2)
 
 
+async def test_chunks_streamed_between_the_offer_and_the_ack_are_part_of_the_replay(open_socket, token):
+    """A client that resumes a stream rebuilds its message from the replay: the chunks that
+    went out while it was deciding to acknowledge, the stream's `start` among them, are replayed
+    (not delivered live after `replayComplete`), however little the chunk log holds yet."""
+    first = await ready(open_socket, token)
+    await first.chat("resume07", [user_message("go", "u1")], words=30, delay=0.03)
+    await first.until(lambda f: '"w1 "' in f.get("body", ""))
+    late = await open_socket(PATH, token=token)
+    await late.until(lambda f: f.get("type") == "cf_agent_stream_resuming")
+    await asyncio.sleep(0.2)  # more chunks stream meanwhile, before the chunk log's next write
+    await late.send({"type": "cf_agent_stream_resume_ack", "id": "resume07"})
+    frames = [f for f in await late.until(is_done("resume07")) if f.get("type") == "cf_agent_use_chat_response"]
+    complete_at = next(index for index, frame in enumerate(frames) if frame.get("replayComplete"))
+    replay, live = frames[:complete_at], frames[complete_at + 1 :]
+    assert json.loads(replay[0]["body"])["type"] == "start"
+    assert all(frame.get("replay") is True for frame in replay)
+    assert text_from(replay, "resume07").startswith("w0 w1 w2 ")
+    assert not any(frame.get("replay") for frame in live if frame.get("body"))
+    sequence = [frame["seq"] for frame in frames if "seq" in frame]
+    assert sequence == list(range(len(sequence)))  # every chunk once, in order
+    assert text_from(frames, "resume07") == EXPECTED_TEXT
+
+
 async def test_a_stream_that_completed_before_the_ack_is_replayed_then_done(open_socket, token, user):
     first = await ready(open_socket, token)
     await first.chat("resume03", [user_message("go", "u1")], words=10, delay=0.05)

@@ -84,6 +84,11 @@ def chat_response(
     return frame
 
 
+def replayed(frame: Frame) -> Frame:
+    """A live chunk frame, sent again as part of a replay."""
+    return {**frame, "replay": True}
+
+
 def chat_messages(messages: list[dict[str, Any]]) -> Frame:
     return {"type": CHAT_MESSAGES, "messages": messages}
 

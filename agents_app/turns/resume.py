@@ -185,21 +185,24 @@ class ConnectionStreams:
         first = self._first_to_replay(turn.request_id)
         last = max(await self._replay(turn, first), first - 1)
         if await db_async(_is_live)(turn):
-            # A connection already receiving this stream may have got chunks live that the
-            # chunk log does not hold yet: the replay it asked for includes them too.
-            tail = await self._fill_gap(turn.request_id, last + 1, received, continuation=turn.is_continuation, replay=True)
+            # Chunks that went out before the ACK and that the chunk log does not hold yet are
+            # part of the replay asked for: those a connection already receiving this stream got
+            # live, and those broadcast while this one was offered it (held; the client rebuilds
+            # the message from the replay, so the stream's `start` must be in it, not after).
+            held_chunks = [item for item in held if not isinstance(item, StreamEnd) and item[0] > last]
+            from_log_to = held_chunks[0][0] - 1 if held_chunks else received
+            tail = await self._fill_gap(turn.request_id, last + 1, from_log_to, continuation=turn.is_continuation, replay=True)
+            tail.extend(frames.replayed(frame) for _, frame in held_chunks)
             await self.send(
                 [*tail, frames.chat_response(turn.request_id, done=False, replay=True, replay_complete=True, continuation=turn.is_continuation)]
             )
-            self._attached[turn.request_id] = max(last, received)
+            self._attached[turn.request_id] = max(last, received, held_chunks[-1][0] if held_chunks else -1)
             watcher = asyncio.create_task(self._watch_producer(turn.pk, turn.request_id))
             self._watchers.add(watcher)
             watcher.add_done_callback(self._watchers.discard)
             for item in held:
                 if isinstance(item, StreamEnd):
                     await self._deliver_end(turn.request_id, item)
-                else:
-                    await self._deliver(turn.request_id, [item])
             return
         await self.send([frames.chat_response(turn.request_id, done=True, replay=True, continuation=turn.is_continuation)])
         self._end(turn.request_id)
