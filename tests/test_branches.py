@@ -52,6 +52,19 @@ async def test_siblings_carry_branch_metadata_for_a_pager(open_socket, token, us
     assert "branch" not in (messages[0].get("metadata") or {})
 
 
+async def test_a_regenerated_answers_stream_ends_with_the_branch_a_transcript_read_shows(open_socket, token, user):
+    socket = await ready(open_socket, token)
+    await request(socket, "first001", [user_message("Question", "q1")], words=1)
+    payload = json.dumps({"messages": [user_message("Question", "q1")], "trigger": "regenerate-message", "words": 2})
+    await socket.send({"type": "cf_agent_use_chat_request", "id": "regen001", "init": {"method": "POST", "body": payload}})
+    received = await socket.until(is_done("regen001"))
+    chunks = [json.loads(f["body"]) for f in received if f.get("id") == "regen001" and f.get("body")]
+    _, messages = await current(user)
+    assert chunks[-1] == {"type": "message-metadata", "messageMetadata": {"branch": messages[1]["metadata"]["branch"]}}
+    first_chunks = [json.loads(f["body"]) for f in received if f.get("id") == "first001" and f.get("body")]
+    assert "message-metadata" not in {c["type"] for c in first_chunks}
+
+
 async def test_get_branches_lists_every_answer_oldest_first(open_socket, token, user):
     socket = await regenerated(open_socket, token, user)
     reply = await rpc(socket, "get_branches", "q1")

@@ -69,6 +69,15 @@ def test_regenerate_replaces_the_last_answer_and_keeps_the_old_one_as_a_branch(l
     assert [m["parts"][-1]["text"] for m in result["branches"]] == ["First answer.", "Second answer."]
 
 
+def test_a_client_reading_its_socket_in_batches_ends_with_the_regenerated_answer_as_stored(live_server_process, token, model):
+    # The stream's last chunks, the done frame and the transcript reach this client together,
+    # so it applies the transcript before the chunks: they must not take the branch away.
+    model.script(Reply.text("First answer."), Reply.text("Second answer."))
+    result = scenario(live_server_process, token, "regen-batched", scenario="regenerate", **{"batch-ms": "300"})
+    assert result["messages"][-1]["metadata"]["branch"]["count"] == 2
+    assert result["messages"] == result["serverMessages"]
+
+
 def test_set_messages_persists_on_an_ai_chat_agent_and_reaches_other_tabs(live_server_process, token):
     result = scenario(live_server_process, token, "setmsgs", agent="MinimalChatAgent", scenario="set-messages")
     assert [m["id"] for m in result["serverMessages"]] == ["set-1", "set-2"]

@@ -206,9 +206,23 @@ def with_branch_metadata(path: list[PathNode]) -> list[UIMessage]:
         ui = message.as_ui_message()
         group = siblings.get(message.parent_id)
         if group and len(group) > 1:
-            ui["metadata"] = {**(ui.get("metadata") or {}), "branch": {"index": group.index(message.uid), "count": len(group), "siblings": group}}
+            ui["metadata"] = {**(ui.get("metadata") or {}), "branch": _branch(group, message.uid)}
         messages.append(ui)
     return messages
+
+
+def _branch(siblings: list[str], uid: str) -> dict[str, Any]:
+    return {"index": siblings.index(uid), "count": len(siblings), "siblings": siblings}
+
+
+def branch_metadata(session: Session, uid: str) -> dict[str, Any] | None:
+    """`metadata.branch` of one message, as a transcript read shows it: None without siblings."""
+    found = list(Message.objects.filter(session=session, uid=uid).values_list("parent_id", flat=True)[:1])
+    if not found:
+        return None
+    parent_id = found[0]
+    siblings = list(Message.objects.filter(session=session, parent_id=parent_id).order_by("id").values_list("uid", flat=True))
+    return _branch(siblings, uid) if len(siblings) > 1 else None
 
 
 def history(session: Session, leaf_uid: str | None = None) -> list[UIMessage]:

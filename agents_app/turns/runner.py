@@ -397,7 +397,20 @@ async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort:
     message = builder.finalize()
     if message["parts"]:
         await _save_reply(progress, message)
+        if request.trigger == "regenerate-message" and not request.continuation:
+            await _stream_branch(publisher, session, message["id"])
     return await _conclude(progress, request, turn, outcome, message)
+
+
+async def _stream_branch(publisher: StreamPublisher, session: Session, reply_uid: str) -> None:
+    """A regenerated reply has siblings, and a transcript read shows them in its
+    `metadata.branch`. Its stream carries the same, last: a client that reads the stream's
+    end and the transcript after it in one batch applies them out of order, and must still
+    end up with the message the server stored."""
+    branch = await db_async(transcript.branch_metadata)(session, reply_uid)
+    if branch is not None:
+        publisher.publish({"type": "message-metadata", "messageMetadata": {"branch": branch}})
+        await publisher.flush()
 
 
 async def _save_reply(progress: _Progress, message: UIMessage, *, checked: bool = True) -> None:

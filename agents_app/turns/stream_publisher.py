@@ -249,7 +249,8 @@ class StreamPublisher:
         self._storing = asyncio.create_task(self._write_store())
 
     async def flush(self) -> None:
-        """Everything published so far is broadcast and stored when this returns."""
+        """Everything published so far is broadcast and stored when this returns. A chunk
+        published after it goes out with the next `flush`."""
         if self._starting is not None:
             await self._starting
         self._closed = True

@@ -24,6 +24,24 @@ function parseArgs(argv) {
 
 const args = parseArgs(process.argv.slice(2));
 const log = (...parts) => console.error("[scenario]", ...parts);
+
+// `--batch-ms N`: a client too busy to read its socket for N ms at a time. The frames that
+// came meanwhile are then handled back to back in one task, as a browser does with frames
+// that arrived in one network read, so no promise job runs between two of them.
+if (args["batch-ms"]) {
+  const interval = Number(args["batch-ms"]);
+  const NativeWebSocket = globalThis.WebSocket;
+  const waiting = [];
+  setInterval(() => {
+    for (const deliver of waiting.splice(0)) deliver();
+  }, interval).unref();
+  globalThis.WebSocket = class BatchedWebSocket extends NativeWebSocket {
+    addEventListener(type, listener, options) {
+      if (type !== "message") return super.addEventListener(type, listener, options);
+      return super.addEventListener(type, (event) => waiting.push(() => listener.call(this, event)), options);
+    }
+  };
+}
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function waitFor(what, predicate, timeoutMs = 15000) {
