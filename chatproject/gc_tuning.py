@@ -33,7 +33,11 @@ def tune_for_serving() -> None:
     gc.set_threshold(YOUNG_THRESHOLD, middle, oldest)
 
 
-def record_collections(directory: str, interval: float = 0.2) -> None:
+# How often a recorded process rewrites its collection totals.
+RECORD_INTERVAL = 0.2
+
+
+def record_collections(directory: str, interval: float = RECORD_INTERVAL) -> None:
     """Time every collection (the collecting thread's CPU) by generation and keep the totals,
     the longest one included, in `directory`/gc-<pid>.json, rewritten every `interval`
     seconds by a daemon thread: a collection stalls every stream of the process, so a load

@@ -263,6 +263,10 @@ AGENTS_MODEL_TIMEOUT = float(os.environ.get("AGENTS_MODEL_TIMEOUT", "120"))
 AGENTS_UPSTREAM_TRANSPORT = os.environ.get("AGENTS_UPSTREAM_TRANSPORT", "streaming")
 if AGENTS_UPSTREAM_TRANSPORT not in ("streaming", "httpx"):
     raise ImproperlyConfigured("AGENTS_UPSTREAM_TRANSPORT must be 'streaming' or 'httpx'.")
+# Seconds an idle connection to a model upstream is kept for the next call. httpx keeps 5,
+# and people rarely send their next message within 5 s, so most turns paid a new TCP and TLS
+# handshake before the request could leave. A server that closes sooner is noticed at reuse.
+AGENTS_UPSTREAM_KEEPALIVE = float(os.environ.get("AGENTS_UPSTREAM_KEEPALIVE", "60"))
 # Long conversations (agents_app/think/context_window.py): the context window of models not in
 # the built-in table, per-model overrides as JSON ({"my-model": 65536}), and the fraction of the
 # window at which Think agents compact older messages (0 = never automatically).

@@ -318,3 +318,38 @@ def test_an_upstream_behind_a_proxy_keeps_httpx_transport(monkeypatch: pytest.Mo
     direct, proxied = asyncio.run(transports())
     assert isinstance(direct, StreamingTransport)
     assert not isinstance(proxied, StreamingTransport)
+
+
+async def test_a_model_stream_the_sdk_stops_reading_at_done_leaves_its_connection_for_the_next_call() -> None:
+    # The SDK stops at `[DONE]`, whose read also held the body's last chunk, and drains the
+    # rest in a second iteration of the body: that one must find the end already decoded.
+    async with ScriptedUpstream(await keep_answering(chunked(b'data: {"choices": []}\n\n', b"data: [DONE]\n\n"))) as scripted:
+        client = clients.shared(scripted.url.removesuffix("/chat/completions"), "k", 5)
+        for _ in range(3):
+            stream = await stream_chat_chunks(client, {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+            assert [chunk async for chunk in stream] == [{"choices": []}]
+        assert scripted.connections == 1
+
+
+@pytest.mark.parametrize(("keepalive", "connections"), [(0.1, 2), (30.0, 1)])
+async def test_an_idle_upstream_connection_is_kept_for_agents_upstream_keepalive_seconds(
+    settings: Any, keepalive: float, connections: int
+) -> None:
+    settings.AGENTS_UPSTREAM_KEEPALIVE = keepalive
+    async with ScriptedUpstream(await keep_answering(chunked(b"data: [DONE]\n\n"))) as upstream:
+        client = clients.shared(upstream.url.removesuffix("/chat/completions"), "k", 5)
+        for _ in range(2):
+            stream = await stream_chat_chunks(client, {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+            assert [chunk async for chunk in stream] == []
+            await asyncio.sleep(0.3)  # a person reading the answer, longer than a 0.1 s keep-alive
+        assert upstream.connections == connections
+
+
+def test_an_upstream_behind_a_proxy_keeps_idle_connections_as_long(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+    settings.AGENTS_UPSTREAM_KEEPALIVE = 45.0
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+
+    async def proxied_pool() -> Any:
+        return clients.shared("https://proxied.example/v1", "k", 5)._client._transport._pool
+
+    assert asyncio.run(proxied_pool())._keepalive_expiry == 45.0

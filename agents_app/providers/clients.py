@@ -24,7 +24,7 @@ import openai
 from django.conf import settings
 
 from agents_app.providers.event_stream import EventStreamDecoder
-from agents_app.providers.upstream_transport import StreamingTransport
+from agents_app.providers.upstream_transport import StreamingTransport, http
 
 _Key = tuple[str | None, str, float | None]
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_Key, SharedAsyncOpenAI]] = weakref.WeakKeyDictionary()
@@ -56,12 +56,19 @@ def shared(base_url: str | None, api_key: str, timeout: float | None) -> SharedA
     return client
 
 
-def _http_client(base_url: str | None) -> openai.DefaultAsyncHttpxClient | None:
+def _http_client(base_url: str | None) -> openai.DefaultAsyncHttpxClient:
     """The streaming transport, unless it is turned off or a proxy carries this upstream
-    (None: the SDK builds its default client)."""
+    (then httpx's own, with the SDK's connection limits). Either keeps idle connections for
+    AGENTS_UPSTREAM_KEEPALIVE seconds."""
+    keepalive = settings.AGENTS_UPSTREAM_KEEPALIVE
     if settings.AGENTS_UPSTREAM_TRANSPORT == "httpx" or _proxied(base_url or "https://api.openai.com/v1"):
-        return None
-    return openai.DefaultAsyncHttpxClient(transport=StreamingTransport())
+        limits = http.Limits(
+            max_connections=openai.DEFAULT_CONNECTION_LIMITS.max_connections,
+            max_keepalive_connections=openai.DEFAULT_CONNECTION_LIMITS.max_keepalive_connections,
+            keepalive_expiry=keepalive,
+        )
+        return openai.DefaultAsyncHttpxClient(limits=limits)
+    return openai.DefaultAsyncHttpxClient(transport=StreamingTransport(keepalive_expiry=keepalive))
 
 
 def _proxied(url: str) -> bool:

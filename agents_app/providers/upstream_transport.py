@@ -252,10 +252,14 @@ class _Body(http.AsyncByteStream):  # type: ignore[misc]
         else:
             self._remaining, self._keep_alive = None, False  # ends when the server closes
         self._complete = False
+        self._unread = bytearray()  # chunked: read from the socket, not yet decoded
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        """The body's bytes from where the last iteration stopped: the SDK stops reading an
+        event stream at `[DONE]` and then drains the rest in a new iteration, and the socket
+        goes back to the pool only if that one finds the body's end."""
         connection = self._connection
-        if connection is None:
+        if connection is None or self._complete:
             return
         if self._chunked:
             async for data in self._chunks(connection):
@@ -263,12 +267,14 @@ class _Body(http.AsyncByteStream):  # type: ignore[misc]
         elif self._remaining is None:
             while data := await self._read(connection, READ_SIZE, until_close=True):
                 yield data
+            self._complete = True
         else:
             while self._remaining:
                 data = await self._read(connection, min(self._remaining, READ_SIZE))
                 self._remaining -= len(data)
+                self._complete = not self._remaining
                 yield data
-        self._complete = True
+            self._complete = True
 
     async def _read(self, connection: _Connection, size: int, *, until_close: bool = False) -> bytes:
         connection.reading(self._timeout)
@@ -290,11 +296,13 @@ class _Body(http.AsyncByteStream):  # type: ignore[misc]
 
     async def _chunks(self, connection: _Connection) -> AsyncIterator[bytes]:
         """Decode `Transfer-Encoding: chunked`, yielding whatever each network read completes:
-        a read of several small chunks (events) is one piece, not several."""
-        buffer = bytearray()
-        position = 0
+        a read of several small chunks (events) is one piece, not several. What was read but
+        not yet decoded stays on the body for the next iteration; the body is complete as soon
+        as the last chunk is decoded, before its data is handed over."""
+        buffer = self._unread
         while True:
             out = bytearray()
+            position = 0
             while True:
                 line_end = buffer.find(b"\r\n", position)
                 if line_end < 0:
@@ -306,6 +314,8 @@ class _Body(http.AsyncByteStream):  # type: ignore[misc]
                 if size == 0:
                     if buffer.find(b"\r\n\r\n", line_end) < 0:
                         break  # the trailer section has not fully arrived
+                    buffer.clear()
+                    self._complete = True
                     if out:
                         yield bytes(out)
                     return
@@ -314,10 +324,9 @@ class _Body(http.AsyncByteStream):  # type: ignore[misc]
                     break
                 out += buffer[data_start : data_start + size]
                 position = data_start + size + 2
+            del buffer[:position]
             if out:
                 yield bytes(out)
-            del buffer[:position]
-            position = 0
             buffer += await self._read(connection, READ_SIZE)
 
     async def aclose(self) -> None:

@@ -109,8 +109,8 @@ def _cpu_seconds(pid: int) -> float:
     return float("nan")
 
 
-# How long to wait for the servers' garbage-collection records to catch up (they are
-# rewritten every 0.2 s).
+# How long to wait for the servers' garbage-collection records to catch up: two rewrites
+# (chatproject/gc_tuning.py RECORD_INTERVAL; the app does not import the project) and a margin.
 GC_RECORD_WAIT = 0.45
 
 
@@ -354,7 +354,7 @@ class Command(BaseCommand):
         elapsed = time.perf_counter() - started
         cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
         collections = None
-        if gc_stats is not None and collections_before is not None:
+        if gc_stats is not None and collections_before is not None:  # both or neither
             await asyncio.sleep(GC_RECORD_WAIT)
             collections = _collections_since(collections_before, _collections(gc_stats, pids))
         rss_after = _rss_kib(pids)
