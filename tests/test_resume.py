@@ -12,6 +12,7 @@ from django.utils import timezone
 from agents_app.turns.instances import resolve_session
 from agents_app.storage import transcript
 from agents_app.storage.models import Turn, TurnChunk
+from agents_app.testing.fake_openai import Reply
 from tests.conftest import is_done, user_message
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
@@ -113,6 +114,31 @@ async def test_a_stream_that_completed_before_the_ack_is_replayed_then_done(open
     frames = await late.until(is_done("resume03"))
     assert frames[-1] == {"type": "cf_agent_use_chat_response", "id": "resume03", "body": "", "done": True, "replay": True}
     assert text_from(frames, "resume03") == "".join(f"w{i} " for i in range(10))
+
+
+async def test_an_ai_chat_tab_waiting_to_resume_gets_no_transcript_before_its_ack(open_socket, token, user):
+    first = await ready(open_socket, token)
+    await first.chat("resume08", [user_message("go", "u1")], words=10, delay=0.05)
+    await first.until(lambda f: '"w1 "' in f.get("body", ""))
+    late = await ready(open_socket, token)  # offered the stream, then the connect frames
+    await wait_for_status(user, "resume08", {"completed"})
+    received = []
+    while not await late.no_frame(0.3):
+        received.append(await late.next())
+    assert received == []
+
+
+async def test_a_think_tab_waiting_to_resume_still_gets_the_final_transcript(open_socket, token, model):
+    model.script(Reply.text("one two three four five six", chunk_size=4, delay=0.05))
+    path = "/agents/chat-agent/resume-think"
+    first = await open_socket(path, token=token, wait_ready=True)
+    await first.chat("think01", [user_message("go", "u1")])
+    await first.until(lambda f: "text-delta" in f.get("body", ""))
+    late = await open_socket(path, token=token)
+    await late.until(lambda f: f.get("type") == "cf_agent_stream_resuming")
+    frames = await late.until(lambda f: f.get("type") == "cf_agent_chat_messages")  # never acknowledged
+    assert frames[-1]["messages"][-1]["parts"][-1]["text"] == "one two three four five six"
+    assert not any(f.get("type") == "cf_agent_use_chat_response" for f in frames)
 
 
 async def test_an_ack_for_another_request_id_produces_nothing(open_socket, token):

@@ -56,6 +56,8 @@ CLOSE_UNAUTHENTICATED = 4001
 CLOSE_UNKNOWN_AGENT = 4004
 CLOSE_INVALID_NAME = 4400
 CLOSE_LIMITED = 4429
+# What a Think agent's connection gets while it is deciding whether to resume a stream.
+_CHAT_UPDATES = frozenset({frames.CHAT_MESSAGES, frames.MESSAGE_UPDATED})
 
 
 def takes_context(on_connect: Any) -> bool:
@@ -75,6 +77,7 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
     session: Session
     connection: Connection
     streams: ConnectionStreams
+    chat_updates_while_resuming: bool
 
     async def connect(self) -> None:
         self.frame_rate = limits.FrameRate()
@@ -98,6 +101,7 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             await self._refuse(str(refusal), CLOSE_LIMITED)
             return
         self.session = agent.session
+        self.chat_updates_while_resuming = isinstance(agent, ThinkAgent)
         query = query_params(self.scope)
         connection = Connection(
             id=query.get("_pk") or str(uuid.uuid4()),
@@ -252,12 +256,18 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         """`Connection.send` from agent code, in any task or process."""
         await self.send(text_data=message["text"])
 
+    def _reaches_while_resuming(self, outgoing: list[frames.Frame]) -> bool:
+        """A connection offered a stream and not yet acknowledging it gets none of the chat's
+        broadcasts (ai-chat), except on a Think agent its transcripts and message updates
+        (think.md: only stream frames wait for the ACK there)."""
+        return self.chat_updates_while_resuming and all(f.get("type") in _CHAT_UPDATES for f in outgoing)
+
     async def agent_frames(self, message: dict[str, Any]) -> None:
         if self.connection.id in message["exclude"]:
             return
-        if message["skip_pending_resume"] and self.streams.offered is not None:
-            return
         outgoing = message["frames"]
+        if message["skip_pending_resume"] and self.streams.offered is not None and not self._reaches_while_resuming(outgoing):
+            return
         if not self.connection.protocol:
             outgoing = [f for f in outgoing if f.get("type") != frames.STATE]
         await self.send_frames(outgoing)
