@@ -64,3 +64,15 @@ def test_sessions_are_separate_per_owner(user, other_user):
     mine = resolve_session("chat-agent", "default", user)
     theirs = resolve_session("chat-agent", "default", other_user)
     assert mine.pk != theirs.pk
+
+
+@pytest.mark.parametrize("succeeded", [True, False])
+def test_a_successful_reply_clears_the_sessions_last_failure_and_a_partial_one_keeps_it(session, succeeded):
+    from agents_app.storage.models import Session
+
+    transcript.upsert_client_messages(session, [user_message("hi", "u1")], move_leaf=True)
+    Session.objects.filter(pk=session.pk).update(terminal={"requestId": "r0", "body": "The model failed."})
+    transcript.save_reply(session, assistant("a1", "hello"), "u1", clear_terminal=succeeded)
+    session.refresh_from_db()
+    assert ids(session) == ["u1", "a1"]
+    assert session.terminal == (None if succeeded else {"requestId": "r0", "body": "The model failed."})

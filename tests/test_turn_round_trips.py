@@ -28,8 +28,9 @@ CHAT = "/agents/chat-agent/round-trips"
 # transcript (one statement), one read of the session's stored features, the stream's start.
 # A chat with no other tab reads no transcript for the others.
 BEFORE_FIRST_TOKEN = 18
-# Measured: 14–16 for a 3-word answer (call log, a chunk-log batch, the reply, the outcome,
-# the transcript for every tab, the lock, the chat page's queue and title), 20–24 for a
+# Measured: 13–15 for a 3-word answer (call log, a chunk-log batch, the reply (which also
+# clears the session's last failure), the outcome, the transcript for every tab, the lock,
+# the chat page's queue and title), 19–23 for a
 # process's first turn and when the once-a-minute chunk-log sweep falls on it; a longer
 # answer adds a chunk-log write per stored batch (stream_publisher).
 AFTER_FIRST_TOKEN = 26

@@ -499,23 +499,31 @@ def save_message(session: Session, message: UIMessage, *, parent_uid: str | None
 
 
 @transaction.atomic
-def save_reply(session: Session, message: UIMessage, anchor_uid: str | None) -> Message:
+def save_reply(session: Session, message: UIMessage, anchor_uid: str | None, *, clear_terminal: bool = False) -> Message:
     """Persist a turn's reply right after the message it answers (`anchor_uid`, the last
     message when the turn started). Messages that arrived on the active path while the turn
-    ran move under the reply, so the conversation reads in the order things happened."""
+    ran move under the reply, so the conversation reads in the order things happened.
+    `clear_terminal`: the turn succeeded, so the session's last failure (if any) is cleared
+    in the same write, rather than by a statement of its own on every turn."""
     locked = _LOCKED_LEAF.row(session.pk)
     if locked is None:
         raise Session.DoesNotExist(f"session {session.pk} no longer exists")
-    active_leaf_id, _ = locked
+    active_leaf_id, terminal = locked
+    cleared: dict[str, Any] = {"terminal": None} if clear_terminal and terminal is not None else {}
     found = {m.uid: m for m in _MESSAGES_BY_UID.instances(session.pk, message["id"], anchor_uid or message["id"])}
     existing = found.get(message["id"])
     anchor = found.get(anchor_uid) if anchor_uid else None
     if existing is not None or anchor is None:
-        return save_message(session, message)
+        saved = save_message(session, message)
+        if cleared:
+            row_writes.update(Session, {"pk": session.pk}, **cleared)
+        return saved
     reply = _write(session, message, anchor.pk, None)
     if active_leaf_id == anchor.pk:  # the usual case: nothing arrived while the turn ran
-        row_writes.update(Session, {"pk": session.pk}, active_leaf_id=reply.pk)
+        row_writes.update(Session, {"pk": session.pk}, active_leaf_id=reply.pk, **cleared)
         return reply
+    if cleared:
+        row_writes.update(Session, {"pk": session.pk}, **cleared)
     path = active_path(session)
     ids = [m.pk for m in path]
     if anchor.pk in ids and ids[-1] != anchor.pk:

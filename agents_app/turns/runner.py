@@ -193,6 +193,7 @@ class _Progress:
     builder: MessageBuilder | None = None
     publisher: StreamPublisher | None = None
     reply_saved: bool = False
+    terminal_cleared: bool = False  # the reply's write also cleared the session's last failure
     result: TurnResult | None = None  # set once the outcome is delivered
 
 
@@ -396,7 +397,7 @@ async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort:
     await publisher.flush()
     message = builder.finalize()
     if message["parts"]:
-        await _save_reply(progress, message)
+        await _save_reply(progress, message, succeeded=outcome.status != "error")
         if request.trigger == "regenerate-message" and not request.continuation:
             await _stream_branch(publisher, session, message["id"])
     return await _conclude(progress, request, turn, outcome, message)
@@ -413,14 +414,15 @@ async def _stream_branch(publisher: StreamPublisher, session: Session, reply_uid
         await publisher.flush()
 
 
-async def _save_reply(progress: _Progress, message: UIMessage, *, checked: bool = True) -> None:
+async def _save_reply(progress: _Progress, message: UIMessage, *, checked: bool = True, succeeded: bool = False) -> None:
     """Persist the reply right after the message it answers (the turn's whole answer, or
     the partial one a failure left)."""
     assert progress.session is not None and progress.agent is not None
     if checked:
         faults.point("reply_write")
-    await db_async(transcript.save_reply)(progress.session, message, progress.anchor)
+    await db_async(transcript.save_reply)(progress.session, message, progress.anchor, clear_terminal=succeeded)
     progress.reply_saved = True
+    progress.terminal_cleared = succeeded
     await db_async(transcript.trim_to)(progress.session, progress.agent.max_persisted_messages)
 
 
@@ -434,7 +436,12 @@ async def _conclude(
     await _attempt(
         request,
         "recording the outcome",
-        _retrying(lambda: _finish_turn(turn, outcome.status, error=outcome.error or "", message_uid=uid)),
+        _retrying(
+            lambda: _finish_turn(
+                turn, outcome.status, error=outcome.error or "", message_uid=uid,
+                terminal_settled=progress.terminal_cleared and outcome.status != "error",
+            )
+        ),
     )
     final = outcome.final_frames(request.request_id, request.continuation)
     streamed = progress.publisher is not None and progress.publisher.started
@@ -550,10 +557,15 @@ def _up_to_answered(messages: list[UIMessage], answers: str) -> list[UIMessage]:
     return messages[: ids.index(answers) + 1] if answers in ids else messages
 
 
-async def _finish_turn(turn: Turn, status: TurnStatus, *, error: str = "", message_uid: str = "") -> None:
+async def _finish_turn(
+    turn: Turn, status: TurnStatus, *, error: str = "", message_uid: str = "", terminal_settled: bool = False
+) -> None:
+    """The turn's outcome, and the session's last failure: this one's error, or none.
+    `terminal_settled`: the reply's write already cleared it."""
     def write() -> None:
         row_writes.update(Turn, {"pk": turn.pk}, status=status, finished_at=timezone.now(), error_text=error, message_uid=message_uid)
-        terminal = {"requestId": turn.request_id, "body": error} if status == "error" else None
-        row_writes.update(Session, {"pk": turn.session_id}, terminal=terminal)
+        if not terminal_settled:
+            terminal = {"requestId": turn.request_id, "body": error} if status == "error" else None
+            row_writes.update(Session, {"pk": turn.session_id}, terminal=terminal)
 
     await db_async(write)()
