@@ -127,3 +127,19 @@ async def test_cancel_ends_the_stream_with_an_abort_chunk_before_done(open_socke
     await socket.send({"type": "cf_agent_chat_request_cancel", "id": "abort001"})
     frames = await socket.until(is_done("abort001"))
     assert chunks_of(frames, "abort001")[-1] == {"type": "abort"}
+
+
+async def test_a_chat_request_sent_again_with_its_id_runs_once_and_stores_nothing_new(open_socket, token, model, user):
+    model.script(Reply.text("Answered once."), Reply.text("The next turn."))
+    socket = await open_socket(CHAT, token=token, wait_ready=True)
+    await socket.chat("req-again", [user_message("Hi", "u-again")])
+    await socket.until(is_done("req-again"))
+    await socket.chat("req-again", [user_message("Hi", "u-again"), user_message("Sneaked in", "u-sneaked")])
+    await socket.chat("req-next", [user_message("Hi", "u-again"), user_message("And now?", "u-next")])
+    await socket.until(is_done("req-next"))
+    session = await sync_to_async(resolve_session)("chat-agent", "room-1", user)
+    stored = await sync_to_async(transcript.transcript)(session)
+    assert [m["id"] for m in stored if m["role"] == "user"] == ["u-again", "u-next"]
+    assert [m["parts"][-1]["text"] for m in stored if m["role"] == "assistant"] == ["Answered once.", "The next turn."]
+    assert model.request_count == 2
+    assert await Turn.objects.filter(session=session).acount() == 2

@@ -407,23 +407,47 @@ def _fork_for_edit(session: Session, stored: _StoredRow, incoming: UIMessage) ->
 # The session's leaf and last failure, its row locked until the transaction ends (SQLite's
 # write transaction already locks the database).
 _LOCKED_LEAF = CompiledQuery(lambda pk: Session.objects.select_for_update().filter(pk=pk).values_list("active_leaf_id", "terminal"))
-# Every message of the session, read by every turn's admission inside its write transaction:
-# only what reconciling and writing use (not the dates to convert, nor the search text).
-_SESSION_MESSAGES = CompiledQuery(lambda pk: Message.objects.filter(session_id=pk).values_list("pk", "uid", "parent_id", "role", "parts", "metadata"))
+# The same row (and its turn lock) with every message of the session, in one statement: read
+# by every turn's admission inside its write transaction. Only what reconciling and writing
+# use of a message (not the dates to convert, nor the search text); a session without
+# messages is one row whose message columns are NULL (the join is an outer one, and only the
+# session's row is locked).
+_LOCKED_SESSION_MESSAGES = CompiledQuery(
+    lambda pk: Session.objects.select_for_update(of=("self",))
+    .filter(pk=pk)
+    .order_by("messages__id")
+    .values_list(
+        "active_leaf_id", "terminal", "turn_lock",
+        "messages__id", "messages__uid", "messages__parent_id", "messages__role", "messages__parts", "messages__metadata",
+    )
+)
 # A reply and the message it answers, by uid (the same uid twice when it answers none).
 _MESSAGES_BY_UID = CompiledQuery(lambda pk, uid, other_uid: Message.objects.filter(session_id=pk, uid__in=[uid, other_uid]))
 
 
-def _session_messages(session_id: int) -> dict[str, _StoredRow]:
-    return {
+@dataclass
+class _LockedSession:
+    """The session's row as admission reads it, locked, and every message of the session."""
+
+    active_leaf_id: int | None
+    terminal: Any
+    turn_lock: str
+    messages: dict[str, _StoredRow]
+
+
+def _locked_session(session_id: int) -> _LockedSession:
+    rows = _LOCKED_SESSION_MESSAGES.rows(session_id)
+    if not rows:
+        raise Session.DoesNotExist(f"session {session_id} no longer exists")
+    active_leaf_id, terminal, turn_lock = rows[0][:3]
+    messages = {
         uid: _Stored(pk, uid, parent_id, role, json_value(parts), json_value(metadata))
-        for pk, uid, parent_id, role, parts, metadata in _SESSION_MESSAGES.rows(session_id)
+        for *_, pk, uid, parent_id, role, parts, metadata in rows
+        if pk is not None
     }
+    return _LockedSession(active_leaf_id, terminal, turn_lock, messages)
 
 
-# No savepoint: inside a caller's transaction (turn admission) a failure fails that whole
-# transaction anyway, and two fewer round trips precede every turn.
-@transaction.atomic(savepoint=False)
 def upsert_client_messages(
     session: Session, incoming: list[UIMessage], *, move_leaf: bool, clear_terminal: bool = False
 ) -> list[UIMessage]:
@@ -436,15 +460,31 @@ def upsert_client_messages(
     (a new turn answers these messages) the last failed turn's record is cleared in the
     same write as the leaf. Returns the reconciled list.
     """
-    locked = _LOCKED_LEAF.row(session.pk)
-    if locked is None:
-        raise Session.DoesNotExist(f"session {session.pk} no longer exists")
-    active_leaf_id, terminal = locked
-    stored = _session_messages(session.pk)
+    return _upsert(session, incoming, move_leaf=move_leaf, clear_terminal=clear_terminal, lock_for=None)[0]
+
+
+def admit_client_messages(session: Session, incoming: list[UIMessage], *, lock_for: str | None) -> bool:
+    """A chat request's messages, stored as `upsert_client_messages` stores them (the leaf
+    moves, the last failure is cleared) inside its turn's admission transaction. With
+    `lock_for` (a request id whose turn no other turn of the session precedes), the same
+    write also takes the session's turn lock for it if nobody holds it (the compare-and-set
+    of turns/turn_lock.py, made on the row this transaction has locked). Returns whether
+    the lock was taken."""
+    return _upsert(session, incoming, move_leaf=True, clear_terminal=True, lock_for=lock_for)[1]
+
+
+# No savepoint: inside a caller's transaction (turn admission) a failure fails that whole
+# transaction anyway, and two fewer round trips precede every turn.
+@transaction.atomic(savepoint=False)
+def _upsert(
+    session: Session, incoming: list[UIMessage], *, move_leaf: bool, clear_terminal: bool, lock_for: str | None
+) -> tuple[list[UIMessage], bool]:
+    locked = _locked_session(session.pk)
+    stored = locked.messages
     reconciled = [strip_computed_metadata(m) for m in reconcile(stored, incoming)]
     all_known = bool(reconciled) and all(m["id"] in stored for m in reconciled)
     by_pk = {m.pk: m for m in stored.values()}
-    leaf = by_pk.get(active_leaf_id) if active_leaf_id is not None else _newest_childless(by_pk)
+    leaf = by_pk.get(locked.active_leaf_id) if locked.active_leaf_id is not None else _newest_childless(by_pk)
     for message in reconciled:
         existing = stored.get(message["id"])
         if existing is not None and move_leaf and _edited(existing, message):
@@ -456,13 +496,16 @@ def upsert_client_messages(
     if move_leaf and all_known:
         leaf = stored[reconciled[-1]["id"]]
     changes: dict[str, Any] = {}
-    if leaf is not None and leaf.pk != active_leaf_id:
+    if leaf is not None and leaf.pk != locked.active_leaf_id:
         changes["active_leaf_id"] = leaf.pk
-    if clear_terminal and terminal is not None:
+    if clear_terminal and locked.terminal is not None:
         changes["terminal"] = None
+    lock_taken = lock_for is not None and not locked.turn_lock
+    if lock_taken:
+        changes.update(turn_lock=lock_for, turn_lock_heartbeat=timezone.now())
     if changes:
         row_writes.update(Session, {"pk": session.pk}, **changes)
-    return reconciled
+    return reconciled, lock_taken
 
 
 _COMPUTED_METADATA = frozenset({"branch", "compaction"})

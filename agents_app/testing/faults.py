@@ -17,7 +17,7 @@ from django.conf import settings
 # Every stage a turn passes through, in order; each has one `point()` call in the code.
 STAGES = (
     "admission",  # runner.admit: the turn row is created
-    "lock_acquire",  # turn_lock: a turn's first try for its session's turn lock (at admission or in the runner)
+    "lock_acquire",  # a turn's first try for its session's turn lock (in the runner), or the lock just taken at admission
     "agent_load",  # runner: the agent instance is loaded for the turn
     "before_turn",  # model_loop: the agent's before_turn hook
     "model_call",  # gateway/steps.StepStream: before the model request is sent

@@ -31,20 +31,32 @@ class _Accepted:
     taken: turn_loading.TakenAtAdmission | None
 
 
+class _RepeatedRequest(Exception):
+    """A request id already admitted: its admission writes nothing, and nothing runs twice."""
+
+    def __init__(self, turn: Turn) -> None:
+        super().__init__(turn.request_id)
+        self.turn = turn
+
+
 def _accept(session: Session, request: TurnRequest, chat: ChatRequest) -> _Accepted | None:
     """Admission and the writes it implies commit together: a turn is never left queued for
-    messages that failed to store (it would block the session's queue). Then, in the same
-    call, a turn with no other before it takes its session's lock and is loaded. None: `drop`
-    concurrency rejected an overlapping submit, and nothing was stored."""
-    with transaction.atomic():
-        if _drops(session, chat):
-            return None
-        session_busy = limits.check_turn_admission(session.pk, session.owner_id)
-        turn, created = runner.admit(request, session_busy=session_busy)
-        if created:
-            transcript.upsert_client_messages(session, chat.messages, move_leaf=True, clear_terminal=True)
-    taken = turn_loading.take_after_admission(request, turn) if created and not session_busy else None
-    return _Accepted(turn, created, taken)
+    messages that failed to store (it would block the session's queue). A turn with no other
+    before it takes its session's lock in the write that stores its messages, is recorded
+    as running, and is loaded in the same call once that commits. None: `drop` concurrency
+    rejected an overlapping submit, and nothing was stored."""
+    try:
+        with transaction.atomic():
+            if _drops(session, chat):
+                return None
+            session_busy = limits.check_turn_admission(session.pk, session.owner_id)
+            holds_lock = transcript.admit_client_messages(session, chat.messages, lock_for=None if session_busy else request.request_id)
+            turn, created = runner.admit(request, session_busy=session_busy, holds_lock=holds_lock)
+            if not created:
+                raise _RepeatedRequest(turn)  # undoes the messages' write and the lock
+    except _RepeatedRequest as repeated:
+        return _Accepted(repeated.turn, False, None)
+    return _Accepted(turn, True, turn_loading.load_after_admission(request, turn) if holds_lock else None)
 
 
 def _drops(session: Session, request: ChatRequest) -> bool:

@@ -54,10 +54,12 @@ class _InBandError(Exception):
         self.classification = classification
 
 
-def admit(request: TurnRequest, *, session_busy: bool | None = None) -> tuple[Turn, bool]:
+def admit(request: TurnRequest, *, session_busy: bool | None = None, holds_lock: bool = False) -> tuple[Turn, bool]:
     """Record an accepted turn (status queued). Returns (turn, created); a repeated request id
     returns the existing turn so that a turn never runs twice. `session_busy`: whether another
-    turn is queued or running, when the caller already knows (`limits.check_turn_admission`)."""
+    turn is queued or running, when the caller already knows (`limits.check_turn_admission`).
+    `holds_lock`: the caller's transaction took the session's turn lock for this request id,
+    so the turn is recorded as running (turn_lock.running_now)."""
     faults.point("admission")
     subject_to_concurrency = request.source == Turn.Source.WEBSOCKET and request.trigger == "submit-message"
     turn = Turn(
@@ -67,9 +69,9 @@ def admit(request: TurnRequest, *, session_busy: bool | None = None) -> tuple[Tu
         trigger=request.trigger,
         is_continuation=request.continuation,
         recovery_root=request.recovery_root,
-        heartbeat_at=timezone.now(),
         overlapping=subject_to_concurrency
         and (concurrency.is_busy(request.session_id) if session_busy is None else session_busy),
+        **(turn_lock.running_now() if holds_lock else {"heartbeat_at": timezone.now()}),
     )
     # A repeated request id inserts nothing (no savepoint: the caller's transaction goes on).
     if row_writes.insert(turn, unless_conflict_on=("session", "request_id")):
@@ -130,7 +132,7 @@ async def start_turn(
     pass through), then run it in the background of this process, after `delay` seconds.
     A caller that must admit inside its own transaction (with the writes that go with the
     turn) passes the row as `admitted`, and what its admission's call took and loaded as
-    `taken` (turn_loading.take_after_admission). A request id already admitted starts nothing."""
+    `taken` (turn_loading.load_after_admission). A request id already admitted starts nothing."""
     if admitted is None:
         admitted, created = await admit_turn(request, limited=limited, owner_id=owner_id)
         if not created:

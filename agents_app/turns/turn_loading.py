@@ -1,13 +1,13 @@
 """What a turn reads as it takes its session's lock: its agent, and the context it answers.
 
 Both are read on the database thread in the call that takes the lock (each call before the
-first token is a thread hand-off both ways, ~0.5 ms on an otherwise idle server). A turn
-admitted on an idle session goes one step further: its admission's own call takes the lock
-and loads it (`take_after_admission`), so a chat's first token waits for one call less.
+first token is a thread hand-off both ways, ~0.5 ms on an otherwise idle server). A chat
+request admitted on an idle session goes one step further: its admission's transaction takes
+the lock (in the write that stores its messages) and the same call then loads the turn
+(`load_after_admission`), so a chat's first token waits for one call less.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 from agents_app.gateway import scope as gateway_scope
@@ -15,7 +15,7 @@ from agents_app.protocol.messages import UIMessage
 from agents_app.storage import transcript
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
-from agents_app.turns import concurrency, turn_lock
+from agents_app.turns import concurrency
 from agents_app.turns.agent_interface import ChatAgent
 from agents_app.turns.instances import fresh_agent
 from agents_app.turns.types import TurnRequest
@@ -35,9 +35,9 @@ class Loaded:
 
 @dataclass
 class TakenAtAdmission:
-    """The lock taken and the turn loaded by its admission's call, or what failed on the way:
-    the runner raises that where it would have taken the lock itself, and ends the turn as
-    it would have then."""
+    """The turn loaded by its admission's call, which took the lock, or what failed on the
+    way: the runner raises that where it would have taken the lock itself, and ends the
+    turn as it would have then."""
 
     loaded: Loaded | None
     error: Exception | None = None
@@ -64,16 +64,15 @@ def load_for_turn(request: TurnRequest, turn: Turn) -> Loaded:
     return Loaded(agent, gateway_scope.caller_of(agent.session), context)
 
 
-def take_after_admission(request: TurnRequest, turn: Turn) -> TakenAtAdmission | None:
-    """On the database thread, right after `turn`'s admission committed on a session with no
-    other turn: take the lock and load the turn. None when a live turn still holds the lock
-    (one admitted by another process meanwhile, say): the runner then waits for it as usual.
-    Never raises: a failure here is the turn's, not its admission's."""
+def load_after_admission(request: TurnRequest, turn: Turn) -> TakenAtAdmission:
+    """On the database thread, right after `turn`'s admission committed having taken its
+    session's lock: load the turn. Never raises: a failure here is the turn's, not its
+    admission's (the runner ends the turn and releases the lock)."""
     try:
-        loaded = turn_lock.take_if_free(request.session_id, turn.pk, request.request_id, functools.partial(load_for_turn, request, turn))
+        faults.point("lock_acquire")
+        return TakenAtAdmission(load_for_turn(request, turn))
     except Exception as error:
         return TakenAtAdmission(None, error)
-    return TakenAtAdmission(loaded) if loaded is not None else None
 
 
 def policy_at_start(agent: ChatAgent, turn: Turn) -> concurrency.Concurrency | None:

@@ -10,7 +10,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import connection
@@ -58,13 +58,16 @@ def _take_free_lock(session_id: int, turn_id: int, request_id: str, now: datetim
         return cursor.rowcount == 1
 
 
+def running_now() -> dict[str, Any]:
+    """A turn's columns once it holds its session's lock: running here, since now."""
+    now = timezone.now()
+    return {"status": Turn.Status.RUNNING, "started_at": now, "heartbeat_at": now, "owner": process_liveness.current()}
+
+
 def _mark_running(turn_id: int) -> None:
     # Stamped once the lock is held, not when the try began: a try that found the previous
     # turn finished began before it finished, and the turns of a session never overlap.
-    now = timezone.now()
-    row_writes.update(
-        Turn, {"pk": turn_id}, status=Turn.Status.RUNNING, started_at=now, heartbeat_at=now, owner=process_liveness.current()
-    )
+    row_writes.update(Turn, {"pk": turn_id}, **running_now())
 
 
 def _try_acquire(session_id: int, turn_id: int, request_id: str, *, first: bool) -> str:
@@ -106,14 +109,6 @@ def _try_acquire_then(session_id: int, turn_id: int, request_id: str, first: boo
         faults.point("lock_acquire")
     outcome = _try_acquire(session_id, turn_id, request_id, first=first)
     return outcome, then() if outcome == "acquired" else None
-
-
-def take_if_free(session_id: int, turn_id: int, request_id: str, then: Callable[[], _T]) -> _T | None:
-    """One try, without waiting, from the database thread: when this turn is the session's
-    oldest queued one and the lock is free (or its holder stopped heart-beating), take it and
-    return what `then` returns, as `acquire` does; otherwise None, and the turn waits
-    through `acquire`."""
-    return _try_acquire_then(session_id, turn_id, request_id, True, then)[1]
 
 
 def _not_next(turn_id: int) -> str:
