@@ -76,3 +76,34 @@ def test_a_successful_reply_clears_the_sessions_last_failure_and_a_partial_one_k
     session.refresh_from_db()
     assert ids(session) == ["u1", "a1"]
     assert session.terminal == (None if succeeded else {"requestId": "r0", "body": "The model failed."})
+
+
+def _admitted(session, messages: list[dict], request_id: str) -> transcript.AdmittedMessages:
+    admitted = transcript.admit_client_messages(session, messages, lock_for=request_id)
+    session.refresh_from_db()
+    session.turn_lock = ""  # the turn ended: the next request may take the lock
+    session.save(update_fields=["turn_lock"])
+    return admitted
+
+
+def test_the_transcript_an_admission_gives_its_turn_is_the_one_a_read_shows(session):
+    """Every shape a chat request leaves the tree in: a first message, a continued
+    conversation, a regenerate (an answer with a sibling), a message after that branch."""
+    first = _admitted(session, [user_message("hi", "u1")], "r1")
+    assert first.holds_lock and first.transcript == transcript.transcript(session)
+    transcript.save_message(session, assistant("a1", "first answer"))
+    regenerate = _admitted(session, [user_message("hi", "u1")], "r2")
+    assert regenerate.transcript == transcript.transcript(session)
+    transcript.save_message(session, assistant("a2", "second answer"))
+    history = [user_message("hi", "u1"), assistant("a2", "second answer")]
+    continued = _admitted(session, [*history, user_message("and then?", "u2")], "r3")
+    assert continued.transcript == transcript.transcript(session)
+    assert continued.transcript[1]["metadata"]["branch"] == {"index": 1, "count": 2, "siblings": ["a1", "a2"]}
+    assert [m["id"] for m in continued.transcript] == ["u1", "a2", "u2"]
+
+
+def test_an_admission_takes_no_lock_another_request_holds_and_gives_no_transcript_then(session):
+    transcript.admit_client_messages(session, [user_message("hi", "u1")], lock_for="r1")
+    second = transcript.admit_client_messages(session, [user_message("hi", "u1"), user_message("me too", "u2")], lock_for="r2")
+    session.refresh_from_db()
+    assert (second.holds_lock, second.transcript, session.turn_lock) == (False, None, "r1")

@@ -46,8 +46,10 @@ class _Compiled:
         )
         if {key for _, key in self.slots} != set(range(len(sentinels))):
             raise ValueError("the compiled queryset does not use every key")
-        select, klass_info = compiler.select, compiler.klass_info
-        # A values_list queryset (for `row`) has no model rows to build.
+        select = compiler.select
+        # A values_list queryset (for `row`) has no model rows to build, even where the
+        # compiler describes some (`select_for_update(of=...)` makes it).
+        klass_info = compiler.klass_info if queryset._fields is None else None
         self._model: type[Model] | None = klass_info["model"] if klass_info else None
         if klass_info:
             fields = klass_info["select_fields"]

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, Q
 from django.utils import timezone
 
 from agents_app.protocol.messages import (
@@ -25,7 +25,7 @@ from agents_app.protocol.messages import (
 from agents_app.protocol.row_size import fit_row_size
 from agents_app.storage import row_writes
 from agents_app.storage.compiled_query import CompiledQuery, json_value
-from agents_app.storage.models import Message, Session, searchable_text
+from agents_app.storage.models import Compaction, Message, Session, searchable_text
 from agents_app.storage.overlays import compaction_marks
 
 _PATH_SQL = """
@@ -63,10 +63,14 @@ class PathNode(NamedTuple):
     forked: bool  # it has siblings: another answer to the same message, or an edit
 
     def as_ui_message(self) -> UIMessage:
-        message: UIMessage = {"id": self.uid, "role": self.role, "parts": self.parts}
-        if self.metadata is not None:
-            message["metadata"] = self.metadata
-        return message
+        return _ui_message(self.uid, self.role, self.parts, self.metadata)
+
+
+def _ui_message(uid: str, role: str, parts: Any, metadata: Any) -> UIMessage:
+    message: UIMessage = {"id": uid, "role": role, "parts": parts}
+    if metadata is not None:
+        message["metadata"] = metadata
+    return message
 
 
 class SessionPath(NamedTuple):
@@ -154,6 +158,9 @@ class _Stored:
     parts: Any
     metadata: Any
 
+    def as_ui_message(self) -> UIMessage:
+        return _ui_message(self.uid, self.role, self.parts, self.metadata)
+
 
 # What reconciling and writing read of a stored message.
 _StoredRow = Message | _Stored
@@ -201,6 +208,12 @@ def with_branch_metadata(path: list[PathNode]) -> list[UIMessage]:
             fork_filter |= Q(parent__isnull=True)
         for parent_id, uid in Message.objects.filter(session_id=session_id).filter(fork_filter).order_by("id").values_list("parent_id", "uid"):
             siblings.setdefault(parent_id, []).append(uid)
+    return _with_branches(path, siblings)
+
+
+def _with_branches(path: Iterable[PathNode | _Stored | Message], siblings: dict[int | None, list[str]]) -> list[UIMessage]:
+    """The path as UIMessages, each with `metadata.branch` when `siblings` (uids by parent,
+    oldest first) gives it others."""
     messages = []
     for message in path:
         ui = message.as_ui_message()
@@ -415,9 +428,10 @@ _LOCKED_LEAF = CompiledQuery(lambda pk: Session.objects.select_for_update().filt
 _LOCKED_SESSION_MESSAGES = CompiledQuery(
     lambda pk: Session.objects.select_for_update(of=("self",))
     .filter(pk=pk)
+    .annotate(compacted=Exists(Compaction.objects.filter(session_id=pk)))  # by key: evaluated once, not per message
     .order_by("messages__id")
     .values_list(
-        "active_leaf_id", "terminal", "turn_lock",
+        "active_leaf_id", "terminal", "turn_lock", "compacted",
         "messages__id", "messages__uid", "messages__parent_id", "messages__role", "messages__parts", "messages__metadata",
     )
 )
@@ -432,6 +446,7 @@ class _LockedSession:
     active_leaf_id: int | None
     terminal: Any
     turn_lock: str
+    compacted: bool
     messages: dict[str, _StoredRow]
 
 
@@ -439,13 +454,37 @@ def _locked_session(session_id: int) -> _LockedSession:
     rows = _LOCKED_SESSION_MESSAGES.rows(session_id)
     if not rows:
         raise Session.DoesNotExist(f"session {session_id} no longer exists")
-    active_leaf_id, terminal, turn_lock = rows[0][:3]
+    active_leaf_id, terminal, turn_lock, compacted = rows[0][:4]
     messages = {
         uid: _Stored(pk, uid, parent_id, role, json_value(parts), json_value(metadata))
         for *_, pk, uid, parent_id, role, parts, metadata in rows
         if pk is not None
     }
-    return _LockedSession(active_leaf_id, terminal, turn_lock, messages)
+    return _LockedSession(active_leaf_id, terminal, turn_lock, bool(compacted), messages)
+
+
+@dataclass
+class AdmittedMessages:
+    """What a chat request's admission stored: whether it took the turn lock, and the
+    transcript its turn answers (None when it must be read: an edit forked the tree, or
+    the session has compaction overlays)."""
+
+    holds_lock: bool
+    transcript: list[UIMessage] | None
+
+
+def _transcript_in_memory(leaf: _StoredRow | None, by_pk: dict[int, _StoredRow]) -> list[UIMessage]:
+    """`transcript` over every message of the session, already in memory as written: the
+    path root → `leaf`, with the same branch metadata."""
+    path = []
+    while leaf is not None:
+        path.append(leaf)
+        leaf = by_pk.get(leaf.parent_id) if leaf.parent_id is not None else None
+    path.reverse()
+    siblings: dict[int | None, list[str]] = {}
+    for pk in sorted(by_pk):
+        siblings.setdefault(by_pk[pk].parent_id, []).append(by_pk[pk].uid)
+    return _with_branches(path, siblings)
 
 
 def upsert_client_messages(
@@ -463,13 +502,13 @@ def upsert_client_messages(
     return _upsert(session, incoming, move_leaf=move_leaf, clear_terminal=clear_terminal, lock_for=None)[0]
 
 
-def admit_client_messages(session: Session, incoming: list[UIMessage], *, lock_for: str | None) -> bool:
+def admit_client_messages(session: Session, incoming: list[UIMessage], *, lock_for: str | None) -> AdmittedMessages:
     """A chat request's messages, stored as `upsert_client_messages` stores them (the leaf
     moves, the last failure is cleared) inside its turn's admission transaction. With
     `lock_for` (a request id whose turn no other turn of the session precedes), the same
     write also takes the session's turn lock for it if nobody holds it (the compare-and-set
-    of turns/turn_lock.py, made on the row this transaction has locked). Returns whether
-    the lock was taken."""
+    of turns/turn_lock.py, made on the row this transaction has locked); such a turn is
+    also given its transcript, as this write leaves it, so that it need not read it again."""
     return _upsert(session, incoming, move_leaf=True, clear_terminal=True, lock_for=lock_for)[1]
 
 
@@ -478,21 +517,23 @@ def admit_client_messages(session: Session, incoming: list[UIMessage], *, lock_f
 @transaction.atomic(savepoint=False)
 def _upsert(
     session: Session, incoming: list[UIMessage], *, move_leaf: bool, clear_terminal: bool, lock_for: str | None
-) -> tuple[list[UIMessage], bool]:
+) -> tuple[list[UIMessage], AdmittedMessages]:
     locked = _locked_session(session.pk)
     stored = locked.messages
     reconciled = [strip_computed_metadata(m) for m in reconcile(stored, incoming)]
     all_known = bool(reconciled) and all(m["id"] in stored for m in reconciled)
     by_pk = {m.pk: m for m in stored.values()}
     leaf = by_pk.get(locked.active_leaf_id) if locked.active_leaf_id is not None else _newest_childless(by_pk)
+    forked = False
     for message in reconciled:
         existing = stored.get(message["id"])
         if existing is not None and move_leaf and _edited(existing, message):
             stored[message["id"]] = _fork_for_edit(session, existing, message)
+            forked = True
             continue
         written = _write(session, message, leaf.pk if leaf is not None else None, existing)
         if existing is None:
-            leaf = written
+            leaf = by_pk[written.pk] = written
     if move_leaf and all_known:
         leaf = stored[reconciled[-1]["id"]]
     changes: dict[str, Any] = {}
@@ -505,7 +546,8 @@ def _upsert(
         changes.update(turn_lock=lock_for, turn_lock_heartbeat=timezone.now())
     if changes:
         row_writes.update(Session, {"pk": session.pk}, **changes)
-    return reconciled, lock_taken
+    known = lock_taken and not forked and not locked.compacted
+    return reconciled, AdmittedMessages(lock_taken, _transcript_in_memory(leaf, by_pk) if known else None)
 
 
 _COMPUTED_METADATA = frozenset({"branch", "compaction"})

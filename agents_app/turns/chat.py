@@ -50,13 +50,13 @@ def _accept(session: Session, request: TurnRequest, chat: ChatRequest) -> _Accep
             if _drops(session, chat):
                 return None
             session_busy = limits.check_turn_admission(session.pk, session.owner_id)
-            holds_lock = transcript.admit_client_messages(session, chat.messages, lock_for=None if session_busy else request.request_id)
-            turn, created = runner.admit(request, session_busy=session_busy, holds_lock=holds_lock)
+            stored = transcript.admit_client_messages(session, chat.messages, lock_for=None if session_busy else request.request_id)
+            turn, created = runner.admit(request, session_busy=session_busy, holds_lock=stored.holds_lock)
             if not created:
                 raise _RepeatedRequest(turn)  # undoes the messages' write and the lock
     except _RepeatedRequest as repeated:
         return _Accepted(repeated.turn, False, None)
-    return _Accepted(turn, True, turn_loading.load_after_admission(request, turn) if holds_lock else None)
+    return _Accepted(turn, True, turn_loading.load_after_admission(request, turn, stored.transcript) if stored.holds_lock else None)
 
 
 def _drops(session: Session, request: ChatRequest) -> bool:

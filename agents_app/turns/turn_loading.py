@@ -49,28 +49,30 @@ class TakenAtAdmission:
         return self.loaded
 
 
-def load_for_turn(request: TurnRequest, turn: Turn) -> Loaded:
+def load_for_turn(request: TurnRequest, turn: Turn, admitted: list[UIMessage] | None = None) -> Loaded:
     """The turn's agent over the session as it is now that the lock is held, and, when
     nothing is to happen before the turn reads its context (no messages to save first, no
-    concurrency policy to apply), that context too."""
+    concurrency policy to apply), that context too. `admitted`: the transcript as the
+    turn's admission left it, when it took the lock (not read again)."""
     faults.point("agent_load")
     agent = fresh_agent(request.session_id)
     if not isinstance(agent, ChatAgent):
         raise TypeError(f"{type(agent).__name__} is not a chat agent")
     context = None
     if request.new_messages is None and policy_at_start(agent, turn) is None:
-        context = load_turn_context(request, agent.session)
+        context = load_turn_context(request, agent.session, admitted)
         agent.read_before_turn()
     return Loaded(agent, gateway_scope.caller_of(agent.session), context)
 
 
-def load_after_admission(request: TurnRequest, turn: Turn) -> TakenAtAdmission:
+def load_after_admission(request: TurnRequest, turn: Turn, admitted: list[UIMessage] | None) -> TakenAtAdmission:
     """On the database thread, right after `turn`'s admission committed having taken its
-    session's lock: load the turn. Never raises: a failure here is the turn's, not its
-    admission's (the runner ends the turn and releases the lock)."""
+    session's lock: load the turn (over `admitted`, the transcript its admission stored,
+    when it could say). Never raises: a failure here is the turn's, not its admission's
+    (the runner ends the turn and releases the lock)."""
     try:
         faults.point("lock_acquire")
-        return TakenAtAdmission(load_for_turn(request, turn))
+        return TakenAtAdmission(load_for_turn(request, turn, admitted))
     except Exception as error:
         return TakenAtAdmission(None, error)
 
@@ -84,9 +86,10 @@ def policy_at_start(agent: ChatAgent, turn: Turn) -> concurrency.Concurrency | N
     return policy if policy.supersedes else None
 
 
-def load_turn_context(request: TurnRequest, session: Session) -> TurnContext:
+def load_turn_context(request: TurnRequest, session: Session, admitted: list[UIMessage] | None = None) -> TurnContext:
     """The request's context recorded on `session` (the agent's, loaded when the turn took the
-    lock: only turns, under that lock, change it) and the transcript the model answers."""
+    lock: only turns, under that lock, change it) and the transcript the model answers
+    (`admitted`, when the turn's admission gave it)."""
     context = dict(session.request_context or {})
     if request.client_tools is not None:
         context["lastClientTools"] = request.client_tools
@@ -99,4 +102,4 @@ def load_turn_context(request: TurnRequest, session: Session) -> TurnContext:
     if context != session.request_context:
         Session.objects.filter(pk=session.pk).update(request_context=context)
         session.request_context = context
-    return session, transcript.transcript(session)
+    return session, admitted if admitted is not None else transcript.transcript(session)
