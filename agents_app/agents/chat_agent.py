@@ -55,6 +55,14 @@ class AIChatAgent(Agent):
     def new_message_id() -> str:
         return f"assistant_{uuid.uuid4().hex[:20]}"
 
+    @classmethod
+    def turn_session_annotations(cls) -> dict[str, Any]:
+        """Annotations of the session's row (name → expression) that a turn taking the lock
+        at its admission reads with that row, in the same statement: what `read_before_turn`
+        would otherwise ask for in a query of its own. Their values are attributes of
+        `self.session` then."""
+        return {}
+
     def read_before_turn(self) -> None:
         """Runs on a database thread, in the call that takes the session's turn lock, before
         the turn's `on_chat_message`: read here (synchronously) what every turn needs, and

@@ -11,6 +11,7 @@ those that do.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import QuerySet
 
@@ -34,20 +35,22 @@ class StoredFeatures:
     tool_grants: bool = False
 
 
+_FLAGS = ("has_runtime_blocks", "has_extensions", "has_mcp_servers", "has_compactions", "has_tool_grants")
+
+
+def feature_annotations() -> dict[str, Any]:
+    """Which stored features a session (the query's row) has, as annotations of its row."""
+    return {
+        "has_runtime_blocks": runtime_blocks_stored(),
+        "has_extensions": extensions_stored(),
+        "has_mcp_servers": servers_stored(),
+        "has_compactions": compactions_stored(),
+        "has_tool_grants": grants_stored(),
+    }
+
+
 def _features_of(session_id: int) -> QuerySet[Session]:
-    return (
-        Session.objects.filter(pk=session_id)
-        .annotate(
-            has_runtime_blocks=runtime_blocks_stored(),
-            has_extensions=extensions_stored(),
-            has_mcp_servers=servers_stored(),
-            has_compactions=compactions_stored(),
-            has_tool_grants=grants_stored(),
-        )
-        .values_list(
-            "allowed_tools", "has_runtime_blocks", "has_extensions", "has_mcp_servers", "has_compactions", "has_tool_grants"
-        )
-    )
+    return Session.objects.filter(pk=session_id).annotate(**feature_annotations()).values_list("allowed_tools", *_FLAGS)
 
 
 # Read before every Think turn's first token: compiled once (storage/compiled_query.py).
@@ -61,3 +64,10 @@ def read_stored_features(session_id: int) -> StoredFeatures:
         return StoredFeatures()
     allowed_tools, *flags = row
     return StoredFeatures(frozenset(json_value(allowed_tools) or ()), *(bool(flag) for flag in flags))
+
+
+def features_on(session: Session) -> StoredFeatures | None:
+    """The features of a session row read with `feature_annotations` (None when it was not)."""
+    if not hasattr(session, _FLAGS[0]):
+        return None
+    return StoredFeatures(frozenset(session.allowed_tools or ()), *(bool(getattr(session, flag)) for flag in _FLAGS))

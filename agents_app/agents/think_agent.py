@@ -23,7 +23,7 @@ from agents_app.agents.hooks import (
     TurnConfig,
     TurnContext,
 )
-from agents_app.agents.stored_features import StoredFeatures, read_stored_features
+from agents_app.agents.stored_features import StoredFeatures, feature_annotations, features_on, read_stored_features
 from agents_app.agents.tools import Approval, Tool
 from agents_app.mcp.tools import turn_tools as mcp_turn_tools
 from agents_app.providers.openai_chat import default_model
@@ -227,10 +227,14 @@ class ThinkAgent(AIChatAgent):
     async def on_chunk(self, chunk: dict[str, Any]) -> None:
         """Every chunk the model produces (observational; runs per token, keep it cheap)."""
 
+    @classmethod
+    def turn_session_annotations(cls) -> dict[str, Any]:
+        return feature_annotations()
+
     def read_before_turn(self) -> None:
         # Only an instance already started here: a first start's on_start may store features.
         if self.started_in_process():
-            self._features_read_at_lock = read_stored_features(self.session.pk)
+            self._features_read_at_lock = features_on(self.session) or read_stored_features(self.session.pk)
 
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
         await self.start()  # first: on_start may add blocks, servers or extensions

@@ -56,6 +56,8 @@ class _Compiled:
             self._span = slice(fields[0], fields[-1] + 1)
             self._attnames = [column[0].target.attname for column in select[self._span]]
             self._related = get_related_populators(klass_info, select, connection.alias)
+            # Annotations become attributes of the instance, as a queryset sets them.
+            self._annotations = tuple(compiler.annotation_col_map.items())
         # The converters are the backend's and the fields' (dates on SQLite, JSON columns):
         # they only read settings, so one vendor's serve every connection of it.
         self._converters = list(compiler.get_converters([column[0] for column in select]).items())
@@ -73,6 +75,8 @@ class _Compiled:
             instance = self._model.from_db(connection.alias, self._attnames, row[self._span])
             for populator in self._related:
                 populator.populate(row, instance)
+            for name, position in self._annotations:
+                setattr(instance, name, row[position])
             built.append(instance)
         return built
 

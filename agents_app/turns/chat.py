@@ -16,6 +16,7 @@ from agents_app.protocol.messages import UIMessage
 from agents_app.turns import broadcast, runner, transcript_sync, turn_loading
 from agents_app.turns.concurrency import Concurrency, is_busy
 from agents_app.turns.instances import load_agent
+from agents_app.turns.registry import agent_class
 from agents_app.turns.types import Connection, TurnRequest
 from agents_app.storage import transcript
 from agents_app.storage.db_threads import db_async
@@ -56,7 +57,9 @@ def _accept(session: Session, request: TurnRequest, chat: ChatRequest) -> _Accep
                 raise _RepeatedRequest(turn)  # undoes the messages' write and the lock
     except _RepeatedRequest as repeated:
         return _Accepted(repeated.turn, False, None)
-    return _Accepted(turn, True, turn_loading.load_after_admission(request, turn, stored.transcript) if stored.holds_lock else None)
+    if not stored.holds_lock:
+        return _Accepted(turn, True, None)
+    return _Accepted(turn, True, turn_loading.load_after_admission(request, turn, stored.transcript, agent_class(session.agent.slug)))
 
 
 def _drops(session: Session, request: ChatRequest) -> bool:

@@ -16,7 +16,7 @@ from agents_app.storage import transcript
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
 from agents_app.turns import concurrency
-from agents_app.turns.agent_interface import ChatAgent
+from agents_app.turns.agent_interface import ChatAgent, HostedAgent
 from agents_app.turns.instances import fresh_agent
 from agents_app.turns.types import TurnRequest
 
@@ -49,13 +49,15 @@ class TakenAtAdmission:
         return self.loaded
 
 
-def load_for_turn(request: TurnRequest, turn: Turn, admitted: list[UIMessage] | None = None) -> Loaded:
+def load_for_turn(request: TurnRequest, turn: Turn, admitted: list[UIMessage] | None = None, agent_cls: type[HostedAgent] | None = None) -> Loaded:
     """The turn's agent over the session as it is now that the lock is held, and, when
     nothing is to happen before the turn reads its context (no messages to save first, no
     concurrency policy to apply), that context too. `admitted`: the transcript as the
-    turn's admission left it, when it took the lock (not read again)."""
+    turn's admission left it, when it took the lock (not read again); `agent_cls`: the
+    session's agent class, when known, so that what it reads before every turn comes with
+    the session's row."""
     faults.point("agent_load")
-    agent = fresh_agent(request.session_id)
+    agent = fresh_agent(request.session_id, agent_cls)
     if not isinstance(agent, ChatAgent):
         raise TypeError(f"{type(agent).__name__} is not a chat agent")
     context = None
@@ -65,14 +67,16 @@ def load_for_turn(request: TurnRequest, turn: Turn, admitted: list[UIMessage] | 
     return Loaded(agent, gateway_scope.caller_of(agent.session), context)
 
 
-def load_after_admission(request: TurnRequest, turn: Turn, admitted: list[UIMessage] | None) -> TakenAtAdmission:
+def load_after_admission(
+    request: TurnRequest, turn: Turn, admitted: list[UIMessage] | None, agent_cls: type[HostedAgent] | None
+) -> TakenAtAdmission:
     """On the database thread, right after `turn`'s admission committed having taken its
     session's lock: load the turn (over `admitted`, the transcript its admission stored,
-    when it could say). Never raises: a failure here is the turn's, not its admission's
-    (the runner ends the turn and releases the lock)."""
+    when it could say; `agent_cls` as in `load_for_turn`). Never raises: a failure here is
+    the turn's, not its admission's (the runner ends the turn and releases the lock)."""
     try:
         faults.point("lock_acquire")
-        return TakenAtAdmission(load_for_turn(request, turn, admitted))
+        return TakenAtAdmission(load_for_turn(request, turn, admitted, agent_cls))
     except Exception as error:
         return TakenAtAdmission(None, error)
 
