@@ -1,5 +1,10 @@
 """The message tree: the conversation is the path root → active leaf (protocol §11)."""
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
+from django.db import connection, transaction
 
 from agents_app.turns.instances import resolve_session
 from agents_app.storage import transcript
@@ -107,3 +112,33 @@ def test_an_admission_takes_no_lock_another_request_holds_and_gives_no_transcrip
     second = transcript.admit_client_messages(session, [user_message("hi", "u1"), user_message("me too", "u2")], lock_for="r2")
     session.refresh_from_db()
     assert (second.holds_lock, second.transcript, session.turn_lock) == (False, None, "r1")
+
+
+@pytest.mark.backends
+@pytest.mark.django_db(transaction=True)
+def test_a_request_admitted_while_another_holds_the_session_chains_its_message_after_that_ones():
+    """The second admission waits for the first's lock on the session row, then must see the
+    first's message: its own hangs under it, and the conversation stays one path. (Anonymous:
+    a signed-in user's admissions also queue on the user's row, which would hide this.)"""
+    session = resolve_session("chat-agent", "admitted-at-once", None)
+    first_written, first_may_commit = threading.Event(), threading.Event()
+
+    def admit(message: dict, request_id: str, before_commit: threading.Event | None) -> None:
+        try:
+            with transaction.atomic():
+                transcript.admit_client_messages(session, [message], lock_for=request_id)
+                if before_commit is not None:
+                    first_written.set()
+                    before_commit.wait(10)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(admit, user_message("one", "m1"), "r1", first_may_commit)
+        assert first_written.wait(10)
+        second = pool.submit(admit, user_message("two", "m2"), "r2", None)
+        time.sleep(0.3)  # the second is waiting for the session's row by now
+        first_may_commit.set()
+        first.result(10)
+        second.result(10)
+    assert ids(session) == ["m1", "m2"]

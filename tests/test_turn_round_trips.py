@@ -19,17 +19,17 @@ from tests.conftest import chunks_of, is_done, user_message
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
 CHAT = "/agents/chat-agent/round-trips"
 
-# Measured (2026-12-04): 8 for a signed-in user's turn with the Think-style chat-agent, 11-12
-# for a process's first (the gateway reads its routes, limits and budgets once); 13 on
-# 2026-12-02 evening, 18 that afternoon, 29–32 that morning, 44–50 before. What is left:
-# admission in one transaction (SQLite's BEGIN IMMEDIATE, or on PostgreSQL the user's row
-# locked for the per-user turn limit; limits and the session's queue in one aggregate; the
-# session's row, locked, with its messages, from which the turn's transcript is built; the
-# user's message; the leaf and the turn lock in one write; the turn row, running, inserted
-# unless its request id exists), then the agent with the session's stored features, and the
-# stream's start (beside the model request). A chat with no other tab reads no transcript
-# for the others.
-BEFORE_FIRST_TOKEN = 12
+# Measured (2026-12-04): 8 on SQLite and 9 on PostgreSQL for a signed-in user's turn with the
+# Think-style chat-agent, 11–13 for a process's first (the gateway reads its routes, limits
+# and budgets once); 13 on 2026-12-02 evening, 18 that afternoon, 29–32 that morning, 44–50
+# before. What is left: admission in one transaction (SQLite's BEGIN IMMEDIATE, or on
+# PostgreSQL the user's row locked for the per-user turn limit and the session's row locked
+# before it is read; limits and the session's queue in one aggregate; the session's row with
+# its messages, from which the turn's transcript is built; the user's message; the leaf and
+# the turn lock in one write; the turn row, running, inserted unless its request id exists),
+# then the agent with the session's stored features, and the stream's start (beside the
+# model request). A chat with no other tab reads no transcript for the others.
+BEFORE_FIRST_TOKEN = 13
 # Measured: 13–15 for a 3-word answer (call log, a chunk-log batch, the reply (which also
 # clears the session's last failure), the outcome, the transcript for every tab, the lock,
 # the chat page's queue and title), 19–23 for a

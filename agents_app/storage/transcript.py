@@ -424,7 +424,11 @@ _LOCKED_LEAF = CompiledQuery(lambda pk: Session.objects.select_for_update().filt
 # by every turn's admission inside its write transaction. Only what reconciling and writing
 # use of a message (not the dates to convert, nor the search text); a session without
 # messages is one row whose message columns are NULL (the join is an outer one, and only the
-# session's row is locked).
+# session's row is locked). Where the row may already be locked by another transaction
+# (PostgreSQL), `_locked_session` locks it first: a statement that waits for a row lock gets
+# that row as the other transaction left it, but the rows it joins as they were when the
+# statement began, without the messages the other transaction added.
+_LOCK_SESSION_ROW = CompiledQuery(lambda pk: Session.objects.select_for_update().filter(pk=pk).values_list("pk"))
 _LOCKED_SESSION_MESSAGES = CompiledQuery(
     lambda pk: Session.objects.select_for_update(of=("self",))
     .filter(pk=pk)
@@ -451,6 +455,8 @@ class _LockedSession:
 
 
 def _locked_session(session_id: int) -> _LockedSession:
+    if connection.features.has_select_for_update:  # SQLite's write transaction locks everything already
+        _LOCK_SESSION_ROW.row(session_id)
     rows = _LOCKED_SESSION_MESSAGES.rows(session_id)
     if not rows:
         raise Session.DoesNotExist(f"session {session_id} no longer exists")
