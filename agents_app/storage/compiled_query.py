@@ -47,8 +47,8 @@ class _Compiled:
         if {key for _, key in self.slots} != set(range(len(sentinels))):
             raise ValueError("the compiled queryset does not use every key")
         select = compiler.select
-        # A values_list queryset (for `row`) has no model rows to build, even where the
-        # compiler describes some (`select_for_update(of=...)` makes it).
+        # A values_list queryset (for `row`) has no model rows to build, though the compiler
+        # may describe some: its columns need not all be the model's (annotations).
         klass_info = compiler.klass_info if queryset._fields is None else None
         self._model: type[Model] | None = klass_info["model"] if klass_info else None
         if klass_info:

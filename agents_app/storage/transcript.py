@@ -421,17 +421,15 @@ def _fork_for_edit(session: Session, stored: _StoredRow, incoming: UIMessage) ->
 # write transaction already locks the database).
 _LOCKED_LEAF = CompiledQuery(lambda pk: Session.objects.select_for_update().filter(pk=pk).values_list("active_leaf_id", "terminal"))
 # The same row (and its turn lock) with every message of the session, in one statement: read
-# by every turn's admission inside its write transaction. Only what reconciling and writing
-# use of a message (not the dates to convert, nor the search text); a session without
-# messages is one row whose message columns are NULL (the join is an outer one, and only the
-# session's row is locked). Where the row may already be locked by another transaction
-# (PostgreSQL), `_locked_session` locks it first: a statement that waits for a row lock gets
+# by every turn's admission inside its write transaction, once the row is locked (SQLite's
+# write transaction, or `_LOCK_SESSION_ROW` first: a statement that waits for a row lock gets
 # that row as the other transaction left it, but the rows it joins as they were when the
-# statement began, without the messages the other transaction added.
+# statement began, without the messages the other transaction added). Only what reconciling
+# and writing use of a message (not the dates to convert, nor the search text); a session
+# without messages is one row whose message columns are NULL (the join is an outer one).
 _LOCK_SESSION_ROW = CompiledQuery(lambda pk: Session.objects.select_for_update().filter(pk=pk).values_list("pk"))
-_LOCKED_SESSION_MESSAGES = CompiledQuery(
-    lambda pk: Session.objects.select_for_update(of=("self",))
-    .filter(pk=pk)
+_SESSION_WITH_MESSAGES = CompiledQuery(
+    lambda pk: Session.objects.filter(pk=pk)
     .annotate(compacted=Exists(Compaction.objects.filter(session_id=pk)))  # by key: evaluated once, not per message
     .order_by("messages__id")
     .values_list(
@@ -457,7 +455,7 @@ class _LockedSession:
 def _locked_session(session_id: int) -> _LockedSession:
     if connection.features.has_select_for_update:  # SQLite's write transaction locks everything already
         _LOCK_SESSION_ROW.row(session_id)
-    rows = _LOCKED_SESSION_MESSAGES.rows(session_id)
+    rows = _SESSION_WITH_MESSAGES.rows(session_id)
     if not rows:
         raise Session.DoesNotExist(f"session {session_id} no longer exists")
     active_leaf_id, terminal, turn_lock, compacted = rows[0][:4]
