@@ -92,20 +92,21 @@ def session_with_agent(session_id: int) -> Session | None:
 
 
 # The same read with what an agent class reads before every turn (ChatAgent.turn_session_annotations),
-# per class: compiled once each.
+# per class: compiled once each, and the plain read for a class that reads nothing more.
 _SESSION_FOR_TURN: dict[type[HostedAgent], CompiledQuery] = {}
 
 
 def _session_for_turn(session_id: int, agent_cls: type[HostedAgent]) -> Session | None:
-    # A plain (non-chat) agent class has no such hook.
-    annotations: dict[str, Any] = getattr(agent_cls, "turn_session_annotations", dict)()
-    if not annotations:
-        return session_with_agent(session_id)
     query = _SESSION_FOR_TURN.get(agent_cls)
-    if query is None:
-        query = _SESSION_FOR_TURN.setdefault(
-            agent_cls, CompiledQuery(lambda pk: Session.objects.select_related("agent").annotate(**annotations).filter(pk=pk))
+    if query is None:  # a class's first turn here: its annotations are built once, not per turn
+        # A plain (non-chat) agent class has no such hook.
+        annotations: dict[str, Any] = getattr(agent_cls, "turn_session_annotations", dict)()
+        built = (
+            CompiledQuery(lambda pk: Session.objects.select_related("agent").annotate(**annotations).filter(pk=pk))
+            if annotations
+            else _SESSION_WITH_AGENT
         )
+        query = _SESSION_FOR_TURN.setdefault(agent_cls, built)
     return query.instance(session_id)
 
 
