@@ -25,12 +25,25 @@ function parseArgs(argv) {
 const args = parseArgs(process.argv.slice(2));
 const log = (...parts) => console.error("[scenario]", ...parts);
 
-// `--batch-ms N`: a client too busy to read its socket for N ms at a time. The frames that
-// came meanwhile are then handled back to back in one task, as a browser does with frames
-// that arrived in one network read, so no promise job runs between two of them.
+// A browser queues one task per WebSocket event and runs promise jobs between two tasks
+// (HTML: "queue a global task on the WebSocket task source"). Node's WebSocket dispatches every
+// frame of one network read back to back instead, so the AI SDK's stream processing (promise
+// jobs) of a stream's last chunks would run only after the frames that followed them in that
+// read, such as the transcript after a stream's end. Each event gets its own task here, in order.
+const NativeWebSocket = globalThis.WebSocket;
+class BrowserWebSocket extends NativeWebSocket {
+  dispatchEvent(event) {
+    setImmediate(() => super.dispatchEvent(event)); // immediates run in order, promise jobs between them
+    return true;
+  }
+}
+globalThis.WebSocket = BrowserWebSocket;
+
+// `--batch-ms N`: a client too busy to read its socket for N ms at a time, whose frames that
+// came meanwhile are then handled back to back in one task (as Node's own WebSocket handles
+// the frames of one read), so no promise job runs between two of them.
 if (args["batch-ms"]) {
   const interval = Number(args["batch-ms"]);
-  const NativeWebSocket = globalThis.WebSocket;
   const waiting = [];
   setInterval(() => {
     for (const deliver of waiting.splice(0)) deliver();
