@@ -186,11 +186,10 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "staticfiles"
 AGENTS_SERVE_STATIC = env_bool("AGENTS_SERVE_STATIC", True)
-# A server process may freeze what start-up built out of the garbage collector's reach and
-# collect its youngest objects less often (see chatproject/gc_tuning.py). Off by default for
-# now: with it, two official-client tests each failed once in a full suite run (a client-side
-# race between its stream's last write and the transcript that follows), not yet explained.
-AGENTS_GC_FREEZE = env_bool("AGENTS_GC_FREEZE", False)
+# A server process freezes what start-up built out of the garbage collector's reach and
+# collects its youngest objects less often (see chatproject/gc_tuning.py); `false` leaves
+# Python's defaults.
+AGENTS_GC_FREEZE = env_bool("AGENTS_GC_FREEZE", True)
 
 # Celery: Redis in production; an embedded filesystem broker otherwise, so the
 # quick start needs no service. The schedule of record lives in the database.

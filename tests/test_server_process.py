@@ -1,5 +1,5 @@
 """A serving process (daphne loading chatproject.asgi) keeps what start-up built out of the
-garbage collector's reach when AGENTS_GC_FREEZE=true says so, and records its
+garbage collector's reach unless AGENTS_GC_FREEZE=false says otherwise, and records its
 collections where AGENTS_GC_STATS says (for `manage.py loadbench`)."""
 from __future__ import annotations
 
@@ -30,13 +30,13 @@ def _collector_after_loading_the_app(**env: str) -> tuple[int, int, int]:
 
 
 def test_a_loaded_server_freezes_its_startup_objects_and_collects_young_ones_less_often() -> None:
-    frozen, young_threshold, _ = _collector_after_loading_the_app(AGENTS_GC_FREEZE="true")
+    frozen, young_threshold, _ = _collector_after_loading_the_app()
     assert frozen > 50_000  # Django, the SDK and the agents' modules, not a handful
     assert young_threshold == YOUNG_THRESHOLD
 
 
-def test_by_default_the_collector_is_left_as_python_sets_it() -> None:
-    frozen, young_threshold, python_default = _collector_after_loading_the_app()
+def test_gc_freeze_false_leaves_the_collector_as_python_sets_it() -> None:
+    frozen, young_threshold, python_default = _collector_after_loading_the_app(AGENTS_GC_FREEZE="false")
     assert frozen == 0
     assert young_threshold == python_default
 
