@@ -19,7 +19,7 @@ from agents_app.gateway.dashboard import bar_chart, label_step
 from agents_app.gateway.models import ModelCall, ModelPrice
 from agents_app.providers.convert import to_openai_messages
 from agents_app.turns.instances import resolve_session
-from agents_app.storage import transcript
+from agents_app.storage import client_messages, transcript
 from agents_app.storage.models import Agent, ContextBlock, Message, Session, ToolGrant, Turn
 from agents_app.storage.workspace import Workspace
 from agents_app.ui import attachments, export, sending, titles
@@ -40,7 +40,7 @@ def browser_client(user) -> Client:
 
 def answered(user, name: str, *, agent: str = "chat-agent") -> Session:
     session = resolve_session(agent, name, user)
-    transcript.upsert_client_messages(
+    client_messages.upsert(
         session,
         [user_message("Question", f"{name}-q"), {"id": f"{name}-a", "role": "assistant", "parts": [{"type": "text", "text": "Answer"}]}],
         move_leaf=True,

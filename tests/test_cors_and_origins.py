@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 from django.test import Client
 
 from agents_app.turns.instances import resolve_session
-from agents_app.storage import transcript
+from agents_app.storage import client_messages
 from tests.conftest import user_message
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -45,7 +45,7 @@ def any_origin_with_tokens(settings: Any) -> None:
 def session_cookie(user: Any) -> str:
     """Alice's signed-in session, with a conversation in it."""
     session = resolve_session("chat-agent", "private", user)
-    transcript.upsert_client_messages(session, [user_message(SECRET, "m1")], move_leaf=True)
+    client_messages.upsert(session, [user_message(SECRET, "m1")], move_leaf=True)
     client = Client()
     client.force_login(user)
     return f"{django_settings.SESSION_COOKIE_NAME}={client.cookies[django_settings.SESSION_COOKIE_NAME].value}"

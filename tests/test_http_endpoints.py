@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from agents_app.turns.instances import resolve_session
-from agents_app.storage import transcript
+from agents_app.storage import client_messages
 from agents_app.storage.models import ApiToken
 from tests.conftest import user_message
 
@@ -19,7 +19,7 @@ def test_get_messages_of_a_fresh_instance_is_an_empty_array(client, token):
 
 def test_get_messages_returns_the_conversation_in_order(client, token, user):
     session = resolve_session("minimal-chat-agent", "ordered", user)
-    transcript.upsert_client_messages(session, [user_message("one", "m1"), user_message("two", "m2"), user_message("three", "m3")], move_leaf=True)
+    client_messages.upsert(session, [user_message("one", "m1"), user_message("two", "m2"), user_message("three", "m3")], move_leaf=True)
     response = client.get(f"/agents/minimal-chat-agent/ordered/get-messages?token={token}")
     assert [m["id"] for m in response.json()] == ["m1", "m2", "m3"]
 
@@ -55,7 +55,7 @@ def test_other_paths_reach_on_request_which_defaults_to_not_implemented(client, 
 
 def test_users_never_see_each_others_conversations(client, user, other_user):
     mine = resolve_session("chat-agent", "default", user)
-    transcript.upsert_client_messages(mine, [user_message("my secret", "s1")], move_leaf=True)
+    client_messages.upsert(mine, [user_message("my secret", "s1")], move_leaf=True)
     _, other_token = ApiToken.issue(other_user)
     response = client.get(f"/agents/chat-agent/default/get-messages?token={other_token}")
     assert response.json() == []

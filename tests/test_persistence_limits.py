@@ -3,7 +3,7 @@ import pytest
 
 from agents_app.protocol.row_size import fit_row_size
 from agents_app.turns.instances import resolve_session
-from agents_app.storage import transcript
+from agents_app.storage import client_messages, transcript
 from tests.conftest import user_message
 
 
@@ -33,6 +33,6 @@ def test_long_text_parts_are_truncated_when_still_too_large():
 @pytest.mark.django_db
 def test_max_persisted_messages_deletes_the_oldest_and_keeps_the_rest_connected(user):
     session = resolve_session("scripted-agent", "trim", user)
-    transcript.upsert_client_messages(session, [user_message(str(i), f"m{i}") for i in range(5)], move_leaf=True)
+    client_messages.upsert(session, [user_message(str(i), f"m{i}") for i in range(5)], move_leaf=True)
     assert transcript.trim_to(session, 3) == 2
     assert [m["id"] for m in transcript.transcript(session)] == ["m2", "m3", "m4"]

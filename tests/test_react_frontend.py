@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from agents_app.turns.instances import resolve_session
-from agents_app.storage import transcript
+from agents_app.storage import client_messages
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from tests.conftest import user_message
 from tests.plugins.browser import log_in
@@ -148,7 +148,7 @@ SECRET = "Alice's private note that no other site may read"
 @pytest.fixture
 def private_conversation(user: Any) -> None:
     session = resolve_session("chat-agent", "private", user)
-    transcript.upsert_client_messages(session, [user_message(SECRET, "m1")], move_leaf=True)
+    client_messages.upsert(session, [user_message(SECRET, "m1")], move_leaf=True)
 
 
 def test_the_signed_in_session_cookie_works_from_the_same_site(private_conversation, open_app, model):

@@ -16,7 +16,7 @@ from django.utils import timezone
 from agents_app.protocol.messages import text_of
 from agents_app.turns import recovery
 from agents_app.turns.instances import resolve_session
-from agents_app.storage import chunk_log, transcript
+from agents_app.storage import chunk_log, client_messages, transcript
 from agents_app.storage.models import Turn
 from agents_app.testing.fake_openai import Reply
 from tests.conftest import is_done, user_message
@@ -79,7 +79,7 @@ async def test_a_turn_left_queued_by_a_dead_process_is_answered_and_no_longer_bl
     session = await sync_to_async(resolve_session)("scripted-agent", "stuck", user)
 
     def left_behind() -> Turn:
-        transcript.upsert_client_messages(session, [user_message("anyone there?", "u1")], move_leaf=True)
+        client_messages.upsert(session, [user_message("anyone there?", "u1")], move_leaf=True)
         return Turn.objects.create(session=session, request_id="deadq001", status=Turn.Status.QUEUED, heartbeat_at=timezone.now() - timedelta(minutes=1))
 
     dead = await sync_to_async(left_behind)()

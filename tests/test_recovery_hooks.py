@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from agents_app.agents import AIChatAgent, ChatOptions, ChatResponse, register_agent, text_of
-from agents_app.storage import chunk_log, transcript
+from agents_app.storage import chunk_log, client_messages, transcript
 from agents_app.storage.models import Session, Turn
 from agents_app.turns import recovery
 from agents_app.turns.instances import load_agent, resolve_session
@@ -101,7 +101,7 @@ def interrupted_turn(
     """A session whose streaming turn lost its process after streaming `partial` (a text, or
     the chunks themselves)."""
     session = resolve_session(agent, name, user)
-    transcript.upsert_client_messages(session, [user_message("tell me something", "u1")], move_leaf=True)
+    client_messages.upsert(session, [user_message("tell me something", "u1")], move_leaf=True)
     turn = Turn.objects.create(
         session=session, request_id=request_id, status=Turn.Status.STREAMING, message_uid=f"assistant_{request_id}",
         recovery_root=recovery_root,

@@ -10,7 +10,7 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from agents_app.turns.instances import resolve_session
-from agents_app.storage import transcript
+from agents_app.storage import client_messages, transcript
 from agents_app.storage.models import Turn, TurnChunk
 from agents_app.testing.fake_openai import Reply
 from tests.conftest import is_done, user_message
@@ -165,7 +165,7 @@ async def test_acknowledging_an_orphaned_stream_persists_its_partial_and_the_age
     session = await sync_to_async(resolve_session)("scripted-agent", "resume", user)
 
     def orphan() -> None:
-        transcript.upsert_client_messages(session, [user_message("before the crash", "u9")], move_leaf=True)
+        client_messages.upsert(session, [user_message("before the crash", "u9")], move_leaf=True)
         turn = Turn.objects.create(
             session=session, request_id="orphan01", status=Turn.Status.STREAMING, message_uid="assistant_orphan",
             heartbeat_at=timezone.now() - timedelta(minutes=5),

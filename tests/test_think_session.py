@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 
 from agents_app.think.context_blocks import ContextBlockError, undo_last_write
 from agents_app.turns.instances import load_agent, resolve_session
-from agents_app.storage import transcript
+from agents_app.storage import client_messages, transcript
 from agents_app.storage.models import ContextBlock, Message, Session
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from tests.conftest import user_message
@@ -189,8 +189,8 @@ async def test_edited_and_deleted_messages_leave_the_index(user):
 def test_search_across_sessions_returns_only_the_users_own(client, user, other_user, token):
     mine = resolve_session("memory-agent", "one", user)
     theirs = resolve_session("memory-agent", "two", other_user)
-    transcript.upsert_client_messages(mine, [said(1, "secret mango plan")], move_leaf=True)
-    transcript.upsert_client_messages(theirs, [said(1, "another mango plan")], move_leaf=True)
+    client_messages.upsert(mine, [said(1, "secret mango plan")], move_leaf=True)
+    client_messages.upsert(theirs, [said(1, "another mango plan")], move_leaf=True)
     response = client.get("/agents/search", {"q": "mango", "token": token})
     assert response.status_code == 200
     assert [(h["agent"], h["name"], h["id"]) for h in response.json()] == [("memory-agent", "one", "m1")]

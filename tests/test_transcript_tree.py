@@ -7,7 +7,7 @@ import pytest
 from django.db import connection, transaction
 
 from agents_app.turns.instances import resolve_session
-from agents_app.storage import transcript
+from agents_app.storage import client_messages, transcript
 from tests.conftest import user_message
 
 
@@ -25,16 +25,16 @@ def ids(session) -> list[str]:
 
 
 def test_messages_appended_in_order_form_the_active_path(session):
-    transcript.upsert_client_messages(session, [user_message("hi", "u1")], move_leaf=True)
+    client_messages.upsert(session, [user_message("hi", "u1")], move_leaf=True)
     transcript.save_message(session, assistant("a1", "hello"))
-    transcript.upsert_client_messages(session, [user_message("hi", "u1"), assistant("a1", "hello"), user_message("more", "u2")], move_leaf=True)
+    client_messages.upsert(session, [user_message("hi", "u1"), assistant("a1", "hello"), user_message("more", "u2")], move_leaf=True)
     assert ids(session) == ["u1", "a1", "u2"]
 
 
 def test_a_truncated_list_of_known_ids_moves_the_leaf_and_keeps_the_old_branch(session):
-    transcript.upsert_client_messages(session, [user_message("hi", "u1")], move_leaf=True)
+    client_messages.upsert(session, [user_message("hi", "u1")], move_leaf=True)
     transcript.save_message(session, assistant("a1", "first answer"))
-    transcript.upsert_client_messages(session, [user_message("hi", "u1")], move_leaf=True)
+    client_messages.upsert(session, [user_message("hi", "u1")], move_leaf=True)
     transcript.save_message(session, assistant("a2", "second answer"))
     assert ids(session) == ["u1", "a2"]
     assert session.messages.filter(uid="a1").exists()
@@ -42,25 +42,25 @@ def test_a_truncated_list_of_known_ids_moves_the_leaf_and_keeps_the_old_branch(s
 
 
 def test_set_messages_never_deletes_or_moves_the_leaf(session):
-    transcript.upsert_client_messages(session, [user_message("hi", "u1")], move_leaf=True)
+    client_messages.upsert(session, [user_message("hi", "u1")], move_leaf=True)
     transcript.save_message(session, assistant("a1", "answer"))
-    transcript.upsert_client_messages(session, [user_message("hi", "u1")], move_leaf=False)
+    client_messages.upsert(session, [user_message("hi", "u1")], move_leaf=False)
     assert ids(session) == ["u1", "a1"]
 
 
 def test_server_tool_results_win_over_a_stale_client_copy(session):
     settled = {"id": "a1", "role": "assistant", "parts": [{"type": "tool-t", "toolCallId": "c1", "state": "output-available", "input": {}, "output": 42}]}
-    transcript.upsert_client_messages(session, [user_message("hi", "u1")], move_leaf=True)
+    client_messages.upsert(session, [user_message("hi", "u1")], move_leaf=True)
     transcript.save_message(session, settled)
     stale = {"id": "a1", "role": "assistant", "parts": [{"type": "tool-t", "toolCallId": "c1", "state": "input-available", "input": {}}]}
-    transcript.upsert_client_messages(session, [user_message("hi", "u1"), stale], move_leaf=False)
+    client_messages.upsert(session, [user_message("hi", "u1"), stale], move_leaf=False)
     assert transcript.transcript(session)[1]["parts"][0]["output"] == 42
 
 
 def test_identical_assistant_content_under_a_client_id_adopts_the_stored_id(session):
-    transcript.upsert_client_messages(session, [user_message("hi", "u1")], move_leaf=True)
+    client_messages.upsert(session, [user_message("hi", "u1")], move_leaf=True)
     transcript.save_message(session, assistant("server-id", "same words"))
-    transcript.upsert_client_messages(session, [user_message("hi", "u1"), assistant("client-id", "same words")], move_leaf=False)
+    client_messages.upsert(session, [user_message("hi", "u1"), assistant("client-id", "same words")], move_leaf=False)
     assert ids(session) == ["u1", "server-id"]
     assert not session.messages.filter(uid="client-id").exists()
 
@@ -75,7 +75,7 @@ def test_sessions_are_separate_per_owner(user, other_user):
 def test_a_successful_reply_clears_the_sessions_last_failure_and_a_partial_one_keeps_it(session, succeeded):
     from agents_app.storage.models import Session
 
-    transcript.upsert_client_messages(session, [user_message("hi", "u1")], move_leaf=True)
+    client_messages.upsert(session, [user_message("hi", "u1")], move_leaf=True)
     Session.objects.filter(pk=session.pk).update(terminal={"requestId": "r0", "body": "The model failed."})
     transcript.save_reply(session, assistant("a1", "hello"), "u1", clear_terminal=succeeded)
     session.refresh_from_db()
@@ -83,8 +83,8 @@ def test_a_successful_reply_clears_the_sessions_last_failure_and_a_partial_one_k
     assert session.terminal == (None if succeeded else {"requestId": "r0", "body": "The model failed."})
 
 
-def _admitted(session, messages: list[dict], request_id: str) -> transcript.AdmittedMessages:
-    admitted = transcript.admit_client_messages(session, messages, lock_for=request_id)
+def _admitted(session, messages: list[dict], request_id: str) -> client_messages.AdmittedMessages:
+    admitted = client_messages.admit(session, messages, lock_for=request_id)
     session.refresh_from_db()
     session.turn_lock = ""  # the turn ended: the next request may take the lock
     session.save(update_fields=["turn_lock"])
@@ -108,8 +108,8 @@ def test_the_transcript_an_admission_gives_its_turn_is_the_one_a_read_shows(sess
 
 
 def test_an_admission_takes_no_lock_another_request_holds_and_gives_no_transcript_then(session):
-    transcript.admit_client_messages(session, [user_message("hi", "u1")], lock_for="r1")
-    second = transcript.admit_client_messages(session, [user_message("hi", "u1"), user_message("me too", "u2")], lock_for="r2")
+    client_messages.admit(session, [user_message("hi", "u1")], lock_for="r1")
+    second = client_messages.admit(session, [user_message("hi", "u1"), user_message("me too", "u2")], lock_for="r2")
     session.refresh_from_db()
     assert (second.holds_lock, second.transcript, session.turn_lock) == (False, None, "r1")
 
@@ -126,7 +126,7 @@ def test_a_request_admitted_while_another_holds_the_session_chains_its_message_a
     def admit(message: dict, request_id: str, before_commit: threading.Event | None) -> None:
         try:
             with transaction.atomic():
-                transcript.admit_client_messages(session, [message], lock_for=request_id)
+                client_messages.admit(session, [message], lock_for=request_id)
                 if before_commit is not None:
                     first_written.set()
                     before_commit.wait(10)

@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from agents_app.turns.instances import resolve_session
-from agents_app.storage import transcript
+from agents_app.storage import client_messages, transcript
 from agents_app.storage.models import ContextBlock, Message, Session
 from agents_app.ui.markdown import render_markdown
 from agents_app.ui.rendering import render_message_html
@@ -29,7 +29,7 @@ def conversation(user, name: str, *texts: str, title: str = "") -> Session:
     messages = []
     for index, text in enumerate(texts):
         messages.append(user_message(text, f"{name}-u{index}") if index % 2 == 0 else assistant(text, f"{name}-a{index}"))
-    transcript.upsert_client_messages(session, messages, move_leaf=True)
+    client_messages.upsert(session, messages, move_leaf=True)
     return session
 
 

@@ -15,7 +15,7 @@ from agents_app.protocol import frames
 from agents_app.protocol.json_safety import check_json
 from agents_app.protocol.messages import is_tool_part, normalize_messages, user_text_message
 from agents_app.providers.errors import ChatErrorClassification
-from agents_app.storage import search, transcript
+from agents_app.storage import client_messages, search, transcript
 from agents_app.storage.models import Session, Turn
 from agents_app.turns import broadcast, chat, concurrency, repair, runner
 from agents_app.turns.types import (
@@ -162,7 +162,7 @@ class AIChatAgent(Agent):
 
     async def persist_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Store messages without running a turn; every client gets the new transcript."""
-        await sync_to_async(transcript.upsert_client_messages)(self.session, normalize_messages(messages), move_leaf=False)
+        await sync_to_async(client_messages.upsert)(self.session, normalize_messages(messages), move_leaf=False)
         return await self.broadcast_transcript()
 
     async def continue_last_turn(self, body: dict[str, Any] | None = None) -> TurnResult:

@@ -18,7 +18,7 @@ from agents_app.turns.concurrency import Concurrency, is_busy
 from agents_app.turns.instances import load_agent
 from agents_app.turns.registry import agent_class
 from agents_app.turns.types import Connection, TurnRequest
-from agents_app.storage import transcript
+from agents_app.storage import client_messages, transcript
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn, TurnChunk
 
@@ -51,7 +51,7 @@ def _accept(session: Session, request: TurnRequest, chat: ChatRequest) -> _Accep
             if _drops(session, chat):
                 return None
             session_busy = limits.check_turn_admission(session.pk, session.owner_id)
-            stored = transcript.admit_client_messages(session, chat.messages, lock_for=None if session_busy else request.request_id)
+            stored = client_messages.admit(session, chat.messages, lock_for=None if session_busy else request.request_id)
             turn, created = runner.admit(request, session_busy=session_busy, holds_lock=stored.holds_lock)
             if not created:
                 raise _RepeatedRequest(turn)  # undoes the messages' write and the lock
@@ -166,5 +166,5 @@ async def destroy(session: Session) -> None:
 
 async def set_messages(session: Session, connection: Connection, messages: list[UIMessage]) -> None:
     """cf_agent_chat_messages from a client: reconcile and upsert, never delete (§5.4)."""
-    reconciled = await db_async(transcript.upsert_client_messages)(session, messages, move_leaf=False)
+    reconciled = await db_async(client_messages.upsert)(session, messages, move_leaf=False)
     await broadcast.broadcast(session.pk, [frames.chat_messages(reconciled)], exclude=(connection.id,))

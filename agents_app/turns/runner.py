@@ -27,7 +27,7 @@ from agents_app.turns import broadcast, cancellation, chat_errors, concurrency, 
 from agents_app.turns.agent_interface import ChatAgent
 from agents_app.turns.stream_publisher import StreamPublisher
 from agents_app.turns.types import ChatErrorContext, ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
-from agents_app.storage import chunk_log, db_threads, query_count, row_writes, transcript
+from agents_app.storage import chunk_log, client_messages, db_threads, query_count, row_writes, transcript
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
@@ -357,7 +357,7 @@ async def _persist_new_messages(request: TurnRequest) -> None:
         if inspect.isawaitable(new):
             new = await new
     incoming = normalize_messages(new)
-    await db_async(transcript.upsert_client_messages)(session, incoming, move_leaf=False)
+    await db_async(client_messages.upsert)(session, incoming, move_leaf=False)
     current = await db_async(transcript.transcript)(session)
     await broadcast.broadcast(session.pk, [frames.chat_messages(current)])
 

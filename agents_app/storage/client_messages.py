@@ -1,0 +1,242 @@
+"""Message lists a client sends, merged into the session's message tree (protocol §11.1).
+
+A chat request, a client-pushed transcript (`cf_agent_chat_messages`) and `save_messages`
+carry the conversation as the client sees it. Reconciling maps it onto what is stored (server
+tool results win, client-minted ids adopt stored ones); upserting writes what changed, moves
+the active leaf and forks an edited message into a branch. A chat request's admission does
+this inside its turn's transaction, and may take the session's turn lock in the same write
+(see turns/turn_loading.py). The read side of the tree is storage/transcript.py.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import Exists
+from django.utils import timezone
+
+from agents_app.protocol.messages import SETTLED_TOOL_STATES, UIMessage, is_tool_part, sanitize_for_persistence
+from agents_app.storage import row_writes
+from agents_app.storage.compiled_query import CompiledQuery, json_value
+from agents_app.storage.models import Compaction, Message, Session
+from agents_app.storage.transcript import (
+    StoredMessage,
+    StoredRow,
+    newest_childless,
+    strip_computed_metadata,
+    with_branches,
+    write_message,
+)
+
+_UNSETTLED_CLIENT_STATES = frozenset({"input-available", "approval-requested", "approval-responded"})
+
+
+def _tool_parts(message: UIMessage) -> list[dict[str, Any]]:
+    return [part for part in message.get("parts", []) if is_tool_part(part)]
+
+
+def _settled_tool_parts(stored: Iterable[StoredRow]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """toolCallId → (owning message uid, settled part) for every settled tool part stored."""
+    settled: dict[str, tuple[str, dict[str, Any]]] = {}
+    for message in stored:
+        if message.role != "assistant":
+            continue
+        uid = message.uid
+        for part in message.parts or []:
+            if is_tool_part(part) and part.get("toolCallId"):
+                if part.get("state") in SETTLED_TOOL_STATES or part["toolCallId"] not in settled:
+                    settled[part["toolCallId"]] = (uid, part)
+    return settled
+
+
+def reconcile(stored: dict[str, StoredRow], incoming: list[UIMessage]) -> list[UIMessage]:
+    """Apply the reference's reconciliation rules to a client-sent list (protocol §11.1);
+    `stored` is every message of the session (all branches) by id."""
+    tool_owners = _settled_tool_parts(stored.values())
+    result: list[UIMessage] = []
+    claimed = {m["id"] for m in incoming if m["id"] in stored}
+    unclaimed_plain = [
+        m
+        for m in stored.values()
+        if m.role == "assistant" and m.uid not in claimed and not _tool_parts({"parts": m.parts})
+    ]
+    for message in incoming:
+        message = dict(message, parts=[dict(part) for part in message.get("parts", [])])
+        if message["role"] == "assistant":
+            # 1. Server tool results win over a stale client copy.
+            for part in _tool_parts(message):
+                owner = tool_owners.get(part.get("toolCallId", ""))
+                if owner and part.get("state") in _UNSETTLED_CLIENT_STATES:
+                    server_part = owner[1]
+                    if server_part.get("state") in SETTLED_TOOL_STATES:
+                        part["state"] = server_part["state"]
+                        for key in ("output", "errorText", "approval"):
+                            part.pop(key, None)
+                            if key in server_part:
+                                part[key] = server_part[key]
+            if message["id"] not in stored:
+                # 3. A toolCallId already owned by a stored message keeps that message's id.
+                owner_ids = {tool_owners[p["toolCallId"]][0] for p in _tool_parts(message) if p.get("toolCallId") in tool_owners}
+                if len(owner_ids) == 1:
+                    message["id"] = owner_ids.pop()
+                elif not _tool_parts(message):
+                    # 2. Same content under a client-minted id adopts the stored id.
+                    wanted = json.dumps(sanitize_for_persistence(message)["parts"], sort_keys=True)
+                    for candidate in unclaimed_plain:
+                        if json.dumps(candidate.parts, sort_keys=True) == wanted:
+                            message["id"] = candidate.uid
+                            unclaimed_plain.remove(candidate)
+                            break
+        result.append(message)
+    return result
+
+
+def _edited(stored: StoredRow, incoming: UIMessage) -> bool:
+    """A user message resent with other content after it was answered: an edit."""
+    clean = sanitize_for_persistence(incoming)
+    return stored.role == "user" and stored.parts != clean["parts"] and Message.objects.filter(parent_id=stored.pk).exists()
+
+
+def _fork_for_edit(session: Session, stored: StoredRow, incoming: UIMessage) -> StoredRow:
+    """Keep the original (and its answers) as a branch under a variant id, and store the edited
+    text as a sibling under the client's id, so client and server keep agreeing on ids."""
+    variant = 1
+    while session.messages.filter(uid=f"{stored.uid}~{variant}").exists():
+        variant += 1
+    Message.objects.filter(pk=stored.pk).update(uid=f"{stored.uid}~{variant}")
+    return write_message(session, incoming, stored.parent_id, None)
+
+
+# The session's row (and its turn lock) with every message of the session, in one statement:
+# read by every turn's admission inside its write transaction, once the row is locked (SQLite's
+# write transaction, or `_LOCK_SESSION_ROW` first: a statement that waits for a row lock gets
+# that row as the other transaction left it, but the rows it joins as they were when the
+# statement began, without the messages the other transaction added). Only what reconciling
+# and writing use of a message (not the dates to convert, nor the search text); a session
+# without messages is one row whose message columns are NULL (the join is an outer one).
+_LOCK_SESSION_ROW = CompiledQuery(lambda pk: Session.objects.select_for_update().filter(pk=pk).values_list("pk"))
+_SESSION_WITH_MESSAGES = CompiledQuery(
+    lambda pk: Session.objects.filter(pk=pk)
+    .annotate(compacted=Exists(Compaction.objects.filter(session_id=pk)))  # by key: evaluated once, not per message
+    .order_by("messages__id")
+    .values_list(
+        "active_leaf_id", "terminal", "turn_lock", "compacted",
+        "messages__id", "messages__uid", "messages__parent_id", "messages__role", "messages__parts", "messages__metadata",
+    )
+)
+
+
+@dataclass
+class _LockedSession:
+    """The session's row as admission reads it, locked, and every message of the session."""
+
+    active_leaf_id: int | None
+    terminal: Any
+    turn_lock: str
+    compacted: bool
+    messages: dict[str, StoredRow]
+
+
+def _locked_session(session_id: int) -> _LockedSession:
+    if connection.features.has_select_for_update:  # SQLite's write transaction locks everything already
+        _LOCK_SESSION_ROW.row(session_id)
+    rows = _SESSION_WITH_MESSAGES.rows(session_id)
+    if not rows:
+        raise Session.DoesNotExist(f"session {session_id} no longer exists")
+    active_leaf_id, terminal, turn_lock, compacted = rows[0][:4]
+    messages = {
+        uid: StoredMessage(pk, uid, parent_id, role, json_value(parts), json_value(metadata))
+        for *_, pk, uid, parent_id, role, parts, metadata in rows
+        if pk is not None
+    }
+    return _LockedSession(active_leaf_id, terminal, turn_lock, bool(compacted), messages)
+
+
+@dataclass
+class AdmittedMessages:
+    """What a chat request's admission stored: whether it took the turn lock, and the
+    transcript its turn answers (None when it must be read: an edit forked the tree, or
+    the session has compaction overlays)."""
+
+    holds_lock: bool
+    transcript: list[UIMessage] | None
+
+
+def _transcript_in_memory(leaf: StoredRow | None, by_pk: dict[int, StoredRow]) -> list[UIMessage]:
+    """`transcript.transcript` over every message of the session, already in memory as written: the
+    path root → `leaf`, with the same branch metadata."""
+    path = []
+    while leaf is not None:
+        path.append(leaf)
+        leaf = by_pk.get(leaf.parent_id) if leaf.parent_id is not None else None
+    path.reverse()
+    siblings: dict[int | None, list[str]] = {}
+    for pk in sorted(by_pk):
+        siblings.setdefault(by_pk[pk].parent_id, []).append(by_pk[pk].uid)
+    return with_branches(path, siblings)
+
+
+def upsert(
+    session: Session, incoming: list[UIMessage], *, move_leaf: bool, clear_terminal: bool = False
+) -> list[UIMessage]:
+    """Reconcile and upsert a client's message list.
+
+    Known ids are updated in place. New ids are appended under the current leaf. With
+    `move_leaf` (chat requests) and a list made only of known ids, the active leaf moves to
+    the last incoming message: the reference deletes the rows after it, we keep them as a
+    branch. An edited user message becomes a sibling of the original. With `clear_terminal`
+    (a new turn answers these messages) the last failed turn's record is cleared in the
+    same write as the leaf. Returns the reconciled list.
+    """
+    return _upsert(session, incoming, move_leaf=move_leaf, clear_terminal=clear_terminal, lock_for=None)[0]
+
+
+def admit(session: Session, incoming: list[UIMessage], *, lock_for: str | None) -> AdmittedMessages:
+    """A chat request's messages, stored as `upsert` stores them (the leaf moves, the last
+    failure is cleared) inside its turn's admission transaction. With
+    `lock_for` (a request id whose turn no other turn of the session precedes), the same
+    write also takes the session's turn lock for it if nobody holds it (the compare-and-set
+    of turns/turn_lock.py, made on the row this transaction has locked); such a turn is
+    also given its transcript, as this write leaves it, so that it need not read it again."""
+    return _upsert(session, incoming, move_leaf=True, clear_terminal=True, lock_for=lock_for)[1]
+
+
+# No savepoint: inside a caller's transaction (turn admission) a failure fails that whole
+# transaction anyway, and two fewer round trips precede every turn.
+@transaction.atomic(savepoint=False)
+def _upsert(
+    session: Session, incoming: list[UIMessage], *, move_leaf: bool, clear_terminal: bool, lock_for: str | None
+) -> tuple[list[UIMessage], AdmittedMessages]:
+    locked = _locked_session(session.pk)
+    stored = locked.messages
+    reconciled = [strip_computed_metadata(m) for m in reconcile(stored, incoming)]
+    all_known = bool(reconciled) and all(m["id"] in stored for m in reconciled)
+    by_pk = {m.pk: m for m in stored.values()}
+    leaf = by_pk.get(locked.active_leaf_id) if locked.active_leaf_id is not None else newest_childless(by_pk)
+    forked = False
+    for message in reconciled:
+        existing = stored.get(message["id"])
+        if existing is not None and move_leaf and _edited(existing, message):
+            stored[message["id"]] = _fork_for_edit(session, existing, message)
+            forked = True
+            continue
+        written = write_message(session, message, leaf.pk if leaf is not None else None, existing)
+        if existing is None:
+            leaf = by_pk[written.pk] = written
+    if move_leaf and all_known:
+        leaf = stored[reconciled[-1]["id"]]
+    changes: dict[str, Any] = {}
+    if leaf is not None and leaf.pk != locked.active_leaf_id:
+        changes["active_leaf_id"] = leaf.pk
+    if clear_terminal and locked.terminal is not None:
+        changes["terminal"] = None
+    lock_taken = lock_for is not None and not locked.turn_lock
+    if lock_taken:
+        changes.update(turn_lock=lock_for, turn_lock_heartbeat=timezone.now())
+    if changes:
+        row_writes.update(Session, {"pk": session.pk}, **changes)
+    known = lock_taken and not forked and not locked.compacted
+    return reconciled, AdmittedMessages(lock_taken, _transcript_in_memory(leaf, by_pk) if known else None)
