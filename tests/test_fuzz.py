@@ -3,6 +3,7 @@ client sends, the server answers, the connection stays usable, no task exception
 and a known-good conversation of the same user is unchanged afterwards."""
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import logging
@@ -14,7 +15,9 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 
 from agents_app.turns import turn_listeners
 from agents_app.turns.instances import resolve_session
-from agents_app.storage import transcript
+from agents_app.storage import client_messages, transcript
+from agents_app.storage.db_threads import db_async
+from agents_app.storage.models import Turn
 from tests.conftest import connect_page_socket, user_message
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
@@ -82,7 +85,7 @@ def task_exceptions():
 def known_good(user: Any) -> Any:
     """Another conversation of the same user, which no fuzzed frame may change."""
     session = resolve_session("scripted-agent", "known-good", user)
-    transcript.upsert_client_messages(session, [user_message("Hello", "kg-1"), {"id": "kg-2", "role": "assistant", "parts": [{"type": "text", "text": "Hi!"}]}], move_leaf=True)
+    client_messages.upsert(session, [user_message("Hello", "kg-1"), {"id": "kg-2", "role": "assistant", "parts": [{"type": "text", "text": "Hi!"}]}], move_leaf=True)
     before = transcript.transcript(session)
     yield before
     assert transcript.transcript(resolve_session("scripted-agent", "known-good", user)) == before
@@ -98,6 +101,18 @@ async def answers_probe(socket: Any, probe_id: str) -> None:
     await socket.until(lambda f: f.get("probeId") == probe_id, timeout=20)
 
 
+async def turns_over(session_name: str) -> None:
+    """A turn a fuzzed frame started, and the listeners of its end, finish before the next
+    example: the test's event loop closes after the last one, and a task it still held then
+    is reported as destroyed while pending."""
+    unfinished = Turn.objects.filter(session__name=session_name).exclude(status__in=Turn.FINISHED)
+    for _ in range(200):
+        if not await db_async(unfinished.exists)():
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.wait_for(turn_listeners.wait_idle(), 10)
+
+
 @FUZZ
 @given(raw=frames)
 async def test_the_protocol_socket_survives_any_frame(raw, open_socket, token, known_good, task_exceptions, relaxed_limits):
@@ -105,6 +120,7 @@ async def test_the_protocol_socket_survives_any_frame(raw, open_socket, token, k
     await socket.send_raw(raw)
     await answers_probe(socket, "after-fuzz")
     await socket.close()
+    await turns_over("fuzz")
 
 
 def page_frames() -> Any:
