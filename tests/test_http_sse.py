@@ -12,13 +12,16 @@ from typing import Any
 
 import httpx
 import pytest
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse
 from django.test import AsyncClient
 
 from agents_app.agents.chat_agent import AIChatAgent
 from agents_app.turns.instances import resolve_session
+from agents_app.turns import stream_publisher
 from agents_app.turns.registry import register_agent
 from agents_app.storage import transcript
+from agents_app.storage.models import TurnChunk
 from agents_app.testing.fake_openai import Reply
 from agents_app.transport.responses import json_response, sse_event, sse_response, text_stream_response
 from tests.conftest import chunks_of, is_done
@@ -136,6 +139,27 @@ def test_a_turn_over_the_ui_message_stream_sends_every_chunk_then_done(http_serv
     chunks = [json.loads(item) for item in data[:-1]]
     assert [c["type"] for c in chunks[:2]] == ["start", "start-step"] and chunks[-1]["type"] == "finish"
     assert "".join(c["delta"] for c in chunks if c["type"] == "text-delta") == "Hello over HTTP"
+
+
+async def test_an_http_follower_in_the_turns_own_process_gets_each_chunk_as_it_is_broadcast(model, token, monkeypatch):
+    # The chunk log is written only at the stream's end: every word before it reached the
+    # client without it.
+    monkeypatch.setattr(stream_publisher, "STORE_INTERVAL", 3600)
+    monkeypatch.setattr(stream_publisher, "FOLLOWED_STORE_INTERVAL", 3600)
+    model.script(Reply.text("one two three", delay=0.5))
+    response = await AsyncClient().post(
+        f"/agents/chat-agent/live-room/chat?token={token}", {"text": "Count"}, content_type="application/json"
+    )
+    events = response.streaming_content.__aiter__()
+    received = []
+    while not any(chunk["type"] == "text-delta" for chunk in received):
+        received.extend(json.loads(data) for data in sse_data((await anext(events)).decode().splitlines()) if data != "[DONE]")
+    stored = await sync_to_async(TurnChunk.objects.filter(turn__request_id=response["X-Request-Id"]).count)()
+    async for piece in events:
+        received.extend(json.loads(data) for data in sse_data(piece.decode().splitlines()) if data != "[DONE]")
+    assert stored == 0
+    assert "".join(c["delta"] for c in received if c["type"] == "text-delta") == "one two three"
+    assert received[-1]["type"] == "finish"
 
 
 def test_the_turn_keeps_running_after_the_client_disconnects_and_can_be_reattached(http_server, model, token, user):

@@ -3,9 +3,10 @@
 A turn started over HTTP is admitted and run by the same runner as a WebSocket turn, in the
 background of this process: connected WebSocket clients watch it stream, it is persisted
 the same way, and it keeps running when the HTTP client goes away. The HTTP response only
-*follows* the turn by reading its chunk log, so following is the same code whether the
-turn started a moment ago on this request or elsewhere (re-attach by request id, from any
-server process).
+*follows* the turn: from its chunk log, and, while the turn streams in this process, from the
+chunks this process broadcasts (a `LiveTail`), so following is the same code whether the turn
+started a moment ago on this request or elsewhere (re-attach by request id, from any server
+process).
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ from agents_app.turns.types import TurnRequest, new_request_id
 if TYPE_CHECKING:
     from agents_app.agents.chat_agent import AIChatAgent
 
-# How often a follower looks for new chunks. While it follows, a turn streaming in this process
-# is stored every FOLLOWED_STORE_INTERVAL (0.1 s), so polling faster would only cost queries.
+# How often a follower looks for new chunks in the log and for the turn's end. Chunks a turn
+# streaming in this process broadcasts wake it at once; while it follows, such a turn is
+# stored every FOLLOWED_STORE_INTERVAL (0.1 s), so polling faster would only cost queries.
 FOLLOW_POLL_SECONDS = 0.05
 # The runner marks a turn finished, then persists the reply and releases the session's turn
 # lock. A follower waits for that release (so a client reading get-messages right after the
@@ -78,18 +80,26 @@ class HttpTurn:
 
     async def _follow(self, from_seq: int, following: contextlib.ExitStack) -> AsyncIterator[dict[str, Any]]:
         """`chunks`, with the turn registered in `following` as followed once its id is known."""
-        registered = False
+        tail: stream_publisher.LiveTail | None = None
         next_seq = from_seq
         finished_at: float | None = None
         outage_since: float | None = None
         unrecorded_seen = False
         loop = asyncio.get_running_loop()
         while True:
+            if tail is not None and (live := tail.take_from(next_seq)):
+                # Broadcast by this process just now: no database read while the stream flows.
+                for seq, body in live:
+                    next_seq = seq + 1
+                    yield json.loads(body)
+                await tail.wait(FOLLOW_POLL_SECONDS)
+                continue
             try:
                 turn_id, status, error, lock_holder = await db_async(self._state)()
-                if not registered:
-                    following.enter_context(stream_publisher.followed(turn_id))
-                    registered = True
+                if tail is None:
+                    tail = following.enter_context(stream_publisher.followed(turn_id))
+                    if self.task is not None:  # its end is read as soon as it is recorded
+                        self.task.add_done_callback(lambda _: tail.wake())
                 # Status is read before the chunks: the runner stores every chunk before it marks
                 # the turn finished, so a finished status means nothing is left to arrive.
                 pairs = await db_async(chunk_log.read_bodies)(turn_id, next_seq)
@@ -122,7 +132,7 @@ class HttpTurn:
                     if status == Turn.Status.ERROR and error:
                         yield {"type": "error", "errorText": error}
                     return
-            await asyncio.sleep(FOLLOW_POLL_SECONDS)
+            await tail.wait(FOLLOW_POLL_SECONDS)
 
     def _ended_here(self) -> str | None:
         """How the turn ended in this process, when its runner task is done, else None."""

@@ -9,8 +9,9 @@ a paced stream (50 tokens/s) costs one write per second, not one per few tokens.
 runs beside the broadcasting: with many turns writing, one can wait seconds for the database,
 and the frames do not wait with it. The log
 serves resumes, HTTP followers and recovery; WebSocket clients get the live frames. An HTTP
-follower in this process reads the log as it streams, so while one follows a turn that
-turn is stored every `FOLLOWED_STORE_INTERVAL` instead (see `followed`).
+follower of a turn streaming in this process gets its chunks as they are broadcast (a
+`LiveTail`) and reads the log only for those it joined too late for; while one follows a
+turn, that turn is stored every `FOLLOWED_STORE_INTERVAL` instead (see `followed`).
 
 Under load, frames are coalesced: every frame costs the same serialisation, channel-layer
 hop, consumer dispatch and socket write whatever it carries, so with many streams in the
@@ -23,7 +24,6 @@ import asyncio
 import contextlib
 import json
 import time
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,8 +39,8 @@ from agents_app.testing import faults
 STORE_BATCH = 64
 STORE_INTERVAL = 1.0
 FOLLOWED_STORE_INTERVAL = 0.1
-# Turns an HTTP follower of this process reads from the chunk log as they stream.
-_followed: Counter[int] = Counter()
+# The live tails of the turns HTTP followers of this process follow, by turn id.
+_followers: dict[int, list[LiveTail]] = {}
 # Each stream beyond the first widens the coalescing window by this much, up to the maximum:
 # at 50 streams a frame carries ~50 ms of deltas (2–3 tokens at a model's pace), which a
 # reader does not notice and which halves the per-frame work of the whole process.
@@ -60,15 +60,18 @@ _MODEL_OUTPUT = frozenset({"text-delta", "reasoning-delta", "tool-input-start", 
 
 
 @contextlib.contextmanager
-def followed(turn_id: int) -> Iterator[None]:
-    """While this block runs, turn `turn_id` is stored at a follower's pace, if it streams here."""
-    _followed[turn_id] += 1
+def followed(turn_id: int) -> Iterator[LiveTail]:
+    """While this block runs, turn `turn_id`, if it streams in this process, hands the chunks
+    it broadcasts to the tail this yields, and is stored at a follower's pace."""
+    tail = LiveTail()
+    _followers.setdefault(turn_id, []).append(tail)
     try:
-        yield
+        yield tail
     finally:
-        _followed[turn_id] -= 1
-        if not _followed[turn_id]:
-            del _followed[turn_id]
+        tails = _followers[turn_id]
+        tails.remove(tail)
+        if not tails:
+            del _followers[turn_id]
 
 
 class _Wakeup:
@@ -106,6 +109,39 @@ class _Wakeup:
 def _settle(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+class LiveTail:
+    """A turn's chunks (sequence number, stored body) as this process broadcasts them, for a
+    follower here: it gets them without waiting for the chunk log, which it reads only for
+    the chunks broadcast before it joined."""
+
+    def __init__(self) -> None:
+        self._chunks: list[tuple[int, str]] = []
+        self._wake = _Wakeup()
+
+    def feed(self, sequenced: list[tuple[int, str]]) -> None:
+        self._chunks.extend(sequenced)
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Something other than a chunk is worth a look now (the turn ended here)."""
+        self._wake.set()
+
+    def take_from(self, seq: int) -> list[tuple[int, str]]:
+        """The unbroken run of chunks from `seq` on. Older ones are dropped; a run that starts
+        later waits until the follower has read the chunks before it from the log."""
+        pending = [chunk for chunk in self._chunks if chunk[0] >= seq]
+        run = 0
+        while run < len(pending) and pending[run][0] == seq + run:
+            run += 1
+        self._chunks = pending[run:]
+        return pending[:run]
+
+    async def wait(self, timeout: float) -> None:
+        """Until more chunks came or `wake` was called, or `timeout` seconds."""
+        await self._wake.wait(timeout)
+        self._wake.clear()
 
 
 class StreamPublisher:
@@ -202,12 +238,16 @@ class StreamPublisher:
             return
         carries_output = self._model_output_seen  # published before this batch was taken
         sequenced: list[tuple[int, frames.Frame]] = []
+        bodies: list[tuple[int, str]] = []
         for seq, chunk in batch:
             body = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
             if not self._store:
                 self._store_first_seq = seq
             self._store.append(body)
+            bodies.append((seq, body))
             sequenced.append((seq, self._frame(body, done=False, seq=seq)))
+        for tail in _followers.get(self.turn_id, ()):
+            tail.feed(bodies)
         faults.point("broadcast")
         await broadcast.publish_stream(self.session_id, self.request_id, sequenced)
         self._output_sent = self._output_sent or carries_output
@@ -221,7 +261,7 @@ class StreamPublisher:
 
     async def _flush_loop(self) -> None:
         while not self._closed:
-            interval = FOLLOWED_STORE_INTERVAL if self.turn_id in _followed else STORE_INTERVAL
+            interval = FOLLOWED_STORE_INTERVAL if self.turn_id in _followers else STORE_INTERVAL
             await self._wake.wait(interval)
             self._wake.clear()
             window = coalescing_window()
