@@ -143,13 +143,14 @@ def test_a_turn_over_the_ui_message_stream_sends_every_chunk_then_done(http_serv
 
 async def test_an_http_follower_in_the_turns_own_process_gets_each_chunk_as_it_is_broadcast(model, token, monkeypatch):
     # The chunk log is written only at the stream's end: every word before it reached the
-    # client without it.
+    # client without it, those broadcast before the client began to read included.
     monkeypatch.setattr(stream_publisher, "STORE_INTERVAL", 3600)
     monkeypatch.setattr(stream_publisher, "FOLLOWED_STORE_INTERVAL", 3600)
     model.script(Reply.text("one two three", delay=0.5))
     response = await AsyncClient().post(
         f"/agents/chat-agent/live-room/chat?token={token}", {"text": "Count"}, content_type="application/json"
     )
+    await asyncio.sleep(0.2)  # the turn streams before the response is read: its first words too
     events = response.streaming_content.__aiter__()
     received = []
     while not any(chunk["type"] == "text-delta" for chunk in received):

@@ -46,7 +46,8 @@ _followers: dict[int, list[LiveTail]] = {}
 # reader does not notice and which halves the per-frame work of the whole process.
 COALESCE_PER_STREAM = 0.001
 MAX_COALESCE = 0.05
-_streaming: set[StreamPublisher] = set()  # publishers of this process between start() and flush()
+# The publishers of this process between start() and flush(), by turn id.
+_streaming: dict[int, StreamPublisher] = {}
 
 
 def coalescing_window() -> float:
@@ -65,6 +66,9 @@ def followed(turn_id: int) -> Iterator[LiveTail]:
     it broadcasts to the tail this yields, and is stored at a follower's pace."""
     tail = LiveTail()
     _followers.setdefault(turn_id, []).append(tail)
+    publisher = _streaming.get(turn_id)
+    if publisher is not None:  # what it broadcast before, as far as the log does not hold it yet
+        tail.feed(publisher.unstored())
     try:
         yield tail
     finally:
@@ -179,7 +183,7 @@ class StreamPublisher:
         )
         await broadcast.stream_started(self.session_id, self.request_id)
         self.started = True
-        _streaming.add(self)
+        _streaming[self.turn_id] = self
         self._flusher = asyncio.create_task(self._flush_loop())
 
     def begin(self, message_uid: str) -> None:
@@ -228,6 +232,10 @@ class StreamPublisher:
             await asyncio.wait({sent, flusher}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             sent.cancel()
+
+    def unstored(self) -> list[tuple[int, str]]:
+        """The chunks broadcast and not yet handed to a chunk-log write."""
+        return list(enumerate(self._store, self._store_first_seq))
 
     def _frame(self, body: str, *, done: bool, seq: int) -> frames.Frame:
         return frames.chat_response(self.request_id, body, done=done, continuation=self.continuation, seq=seq)
@@ -295,7 +303,7 @@ class StreamPublisher:
             await self._starting
         self._closed = True
         self._wake.set()
-        _streaming.discard(self)
+        _streaming.pop(self.turn_id, None)
         if self._flusher is not None:
             flusher, self._flusher = self._flusher, None
             await flusher
