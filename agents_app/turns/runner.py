@@ -27,7 +27,7 @@ from agents_app.turns import broadcast, cancellation, chat_errors, concurrency, 
 from agents_app.turns.agent_interface import ChatAgent
 from agents_app.turns.stream_publisher import StreamPublisher
 from agents_app.turns.types import ChatErrorContext, ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
-from agents_app.storage import chunk_log, client_messages, db_threads, query_count, row_writes, transcript
+from agents_app.storage import chunk_log, db_threads, query_count, row_writes, transcript
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
@@ -348,25 +348,25 @@ async def _safe_on_chat_response(agent: ChatAgent, request: TurnRequest, result:
         logger.exception("on_chat_response failed for %s", request.request_id)
 
 
-async def _persist_new_messages(request: TurnRequest) -> None:
-    """The function form of save_messages sees the transcript as it is when the turn starts."""
-    session = await db_async(Session.objects.get)(pk=request.session_id)
+async def _persist_new_messages(request: TurnRequest, session: Session) -> turn_loading.TurnContext:
+    """Store the turn's new messages (an HTTP turn's, save_messages'), and read its context in
+    the same database call; every connection gets the transcript. The function form of
+    save_messages sees the transcript as it is when the turn starts."""
     new = request.new_messages
     if callable(new):
         new = new(await db_async(transcript.transcript)(session))
         if inspect.isawaitable(new):
             new = await new
-    incoming = normalize_messages(new)
-    await db_async(client_messages.upsert)(session, incoming, move_leaf=False)
-    current = await db_async(transcript.transcript)(session)
-    await broadcast.broadcast(session.pk, [frames.chat_messages(current)])
+    context = await db_async(turn_loading.store_then_load)(request, session, normalize_messages(new))
+    await broadcast.broadcast(session.pk, [frames.chat_messages(context[1])])
+    return context
 
 
 async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort: asyncio.Event, context: turn_loading.TurnContext | None) -> TurnResult:
     agent = progress.agent
     assert agent is not None
     if request.new_messages is not None:
-        await _persist_new_messages(request)
+        context = await _persist_new_messages(request, agent.session)
     session, messages = context or await db_async(turn_loading.load_turn_context)(request, agent.session)
     messages = _up_to_answered(await repair.repair_before_turn(agent, session, messages), request.answers)
     progress.session = session

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from agents_app.gateway import scope as gateway_scope
 from agents_app.protocol.messages import UIMessage
-from agents_app.storage import transcript
+from agents_app.storage import client_messages, transcript
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
 from agents_app.turns import concurrency
@@ -88,6 +88,13 @@ def policy_at_start(agent: ChatAgent, turn: Turn) -> concurrency.Concurrency | N
         return None
     policy = concurrency.Concurrency.parse(agent.message_concurrency)
     return policy if policy.supersedes else None
+
+
+def store_then_load(request: TurnRequest, session: Session, incoming: list[UIMessage]) -> TurnContext:
+    """A turn's new messages stored as a client's list is (new ones after the active leaf),
+    then its context as `load_turn_context` reads it."""
+    client_messages.upsert(session, incoming, move_leaf=False)
+    return load_turn_context(request, session)
 
 
 def load_turn_context(request: TurnRequest, session: Session, admitted: list[UIMessage] | None = None) -> TurnContext:
