@@ -4,8 +4,9 @@ A chat request, a client-pushed transcript (`cf_agent_chat_messages`) and `save_
 carry the conversation as the client sees it. Reconciling maps it onto what is stored (server
 tool results win, client-minted ids adopt stored ones); upserting writes what changed, moves
 the active leaf and forks an edited message into a branch. A chat request's admission does
-this inside its turn's transaction, and may take the session's turn lock in the same write
-(see turns/turn_loading.py). The read side of the tree is storage/transcript.py.
+this inside its turn's transaction (turns/chat.py), and may take the session's turn lock in
+the same write (the lock is turns/turn_lock.py's). The read side of the tree is
+storage/transcript.py.
 """
 from __future__ import annotations
 

@@ -246,16 +246,14 @@ class StreamPublisher:
             return
         carries_output = self._model_output_seen  # published before this batch was taken
         sequenced: list[tuple[int, frames.Frame]] = []
-        bodies: list[tuple[int, str]] = []
         for seq, chunk in batch:
             body = json.dumps(chunk, separators=(",", ":"), ensure_ascii=False)
             if not self._store:
                 self._store_first_seq = seq
             self._store.append(body)
-            bodies.append((seq, body))
             sequenced.append((seq, self._frame(body, done=False, seq=seq)))
         for tail in _followers.get(self.turn_id, ()):
-            tail.feed(bodies)
+            tail.feed([(seq, frame["body"]) for seq, frame in sequenced])
         faults.point("broadcast")
         await broadcast.publish_stream(self.session_id, self.request_id, sequenced)
         self._output_sent = self._output_sent or carries_output
