@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -21,6 +22,14 @@ COMPLETED_RETENTION = timedelta(minutes=10)
 ABANDONED_RETENTION = timedelta(hours=1)
 
 
+class Batch(NamedTuple):
+    """Consecutive chunk bodies of one turn, the first at `first_seq`: one row of the log."""
+
+    turn_id: int
+    first_seq: int
+    bodies: list[str]
+
+
 def write_batch(turn_id: int, first_seq: int, bodies: list[str]) -> None:
     """Store one batch and mark the turn as alive (its heartbeat proves a live producer)."""
     faults.point("chunk_log")
@@ -28,7 +37,8 @@ def write_batch(turn_id: int, first_seq: int, bodies: list[str]) -> None:
     # Every streaming turn writes a batch several times a second. On SQLite each commit takes
     # the database's one write lock: one commit for both rows. On PostgreSQL a transaction
     # would add two round trips (BEGIN, COMMIT) to two autocommit statements.
-    with transaction.atomic() if connection.vendor == "sqlite" else contextlib.nullcontext():
+    # Inside a caller's transaction it adds no savepoint: a failure fails that transaction.
+    with transaction.atomic(savepoint=False) if connection.vendor == "sqlite" else contextlib.nullcontext():
         row_writes.insert(TurnChunk(turn_id=turn_id, seq=first_seq, bodies=stored))
         row_writes.update(Turn, {"pk": turn_id}, add={"chunk_count": len(bodies)}, heartbeat_at=timezone.now())
 

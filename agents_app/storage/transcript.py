@@ -373,7 +373,7 @@ def save_message(session: Session, message: UIMessage, *, parent_uid: str | None
     return written
 
 
-@transaction.atomic
+@transaction.atomic(savepoint=False)  # inside a caller's transaction (turn_ending) it is part of that
 def save_reply(session: Session, message: UIMessage, anchor_uid: str | None, *, clear_terminal: bool = False) -> Message:
     """Persist a turn's reply right after the message it answers (`anchor_uid`, the last
     message when the turn started). Messages that arrived on the active path while the turn
@@ -417,7 +417,7 @@ def trim_to(session: Session, limit: int | None) -> int:
     doomed = list(session.messages.order_by("-id").values_list("id", flat=True)[limit:])
     if not doomed:
         return 0
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         Message.objects.filter(parent_id__in=doomed).exclude(id__in=doomed).update(parent=None)
         Session.objects.filter(pk=session.pk, active_leaf_id__in=doomed).update(active_leaf=None)
         deleted, _ = Message.objects.filter(id__in=doomed).delete()

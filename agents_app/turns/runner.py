@@ -27,7 +27,7 @@ from agents_app.turns import broadcast, cancellation, chat_errors, concurrency, 
 from agents_app.turns.agent_interface import ChatAgent
 from agents_app.turns.stream_publisher import StreamPublisher
 from agents_app.turns.types import ChatErrorContext, ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
-from agents_app.storage import chunk_log, db_threads, query_count, row_writes, transcript
+from agents_app.storage import chunk_log, db_threads, query_count, row_writes, transcript, turn_ending
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
@@ -332,7 +332,7 @@ async def _admitted_by_policy(agent: ChatAgent, turn: Turn) -> bool:
 async def _skip(request: TurnRequest, turn: Turn) -> None:
     """A skipped turn answers its own requester only, and settles without releasing parked
     connections while a successor may still stream."""
-    await _finish_turn(turn, "skipped")
+    await db_async(turn_ending.record_outcome)(turn, turn_ending.Outcome(Turn.Status.SKIPPED))
     if request.origin is not None:
         await broadcast.send_to_channel(request.origin.channel_name, [frames.chat_response(request.request_id, done=True)])
     await turn_end.settle(turn, streamed=False)
@@ -396,13 +396,16 @@ async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort:
     outcome = await _stream(response, builder, publisher, abort, agent, request.request_id)
     if outcome.status == "aborted":
         publisher.publish({"type": "abort"})  # as AI SDK streams end when aborted
-    await publisher.flush()
     message = builder.finalize()
-    if message["parts"]:
+    if request.trigger == "regenerate-message" and not request.continuation and message["parts"]:
+        # Its stream ends with the branch its stored reply is on: written step by step.
+        await publisher.flush()
         await _save_reply(progress, message, succeeded=outcome.status != "error")
-        if request.trigger == "regenerate-message" and not request.continuation:
-            await _stream_branch(publisher, session, message["id"])
-    return await _conclude(progress, request, turn, outcome, message)
+        await _stream_branch(publisher, session, message["id"])
+        return await _conclude(progress, request, turn, outcome, message)
+    await publisher.broadcast_all()
+    await _store_ending(progress, turn, publisher, outcome, message if message["parts"] else None)
+    return await _conclude(progress, request, turn, outcome, message, recorded=True)
 
 
 async def _stream_branch(publisher: StreamPublisher, session: Session, reply_uid: str) -> None:
@@ -419,32 +422,50 @@ async def _stream_branch(publisher: StreamPublisher, session: Session, reply_uid
 async def _save_reply(progress: _Progress, message: UIMessage, *, checked: bool = True, succeeded: bool = False) -> None:
     """Persist the reply right after the message it answers (the turn's whole answer, or
     the partial one a failure left)."""
-    assert progress.session is not None and progress.agent is not None
     if checked:
         faults.point("reply_write")
-    await db_async(transcript.save_reply)(progress.session, message, progress.anchor, clear_terminal=succeeded)
+    await db_async(turn_ending.save_reply)(_reply(progress, message, succeeded))
     progress.reply_saved = True
     progress.terminal_cleared = succeeded
-    await db_async(transcript.trim_to)(progress.session, progress.agent.max_persisted_messages)
+
+
+async def _store_ending(
+    progress: _Progress, turn: Turn, publisher: StreamPublisher, outcome: _StreamOutcome, message: UIMessage | None
+) -> None:
+    """What a streamed turn still has to write, in one call: the chunk log's last batch,
+    the reply and the outcome (storage/turn_ending.py). Retried through a database restart,
+    like every write of a turn's ending; a failure writes none of it, and `_fail` then
+    stores what it can one step at a time."""
+    chunks = publisher.pending_store()
+    reply = _reply(progress, message, outcome.status != "error") if message is not None else None
+    recorded = turn_ending.Outcome(outcome.status, outcome.error or "", message["id"] if message is not None else "")
+    await _retrying(lambda: db_async(turn_ending.store)(turn, chunks, reply, recorded))
+    if chunks is not None:
+        publisher.mark_stored(chunks)
+    if reply is not None:
+        progress.reply_saved = True
+        progress.terminal_cleared = reply.succeeded
+
+
+def _reply(progress: _Progress, message: UIMessage, succeeded: bool) -> turn_ending.Reply:
+    assert progress.session is not None and progress.agent is not None
+    return turn_ending.Reply(progress.session, message, progress.anchor, progress.agent.max_persisted_messages, succeeded)
 
 
 async def _conclude(
-    progress: _Progress, request: TurnRequest, turn: Turn, outcome: _StreamOutcome, message: UIMessage | None
+    progress: _Progress, request: TurnRequest, turn: Turn, outcome: _StreamOutcome, message: UIMessage | None, *, recorded: bool = False
 ) -> TurnResult:
-    """Record and deliver a turn's one outcome, once its answer is stored: the turn row, the
-    final frames (error, done) to every connection, the transcript, and the release of
-    parked connections. Each is attempted even when another fails."""
-    uid = message["id"] if message is not None else ""
-    await _attempt(
-        request,
-        "recording the outcome",
-        _retrying(
-            lambda: _finish_turn(
-                turn, outcome.status, error=outcome.error or "", message_uid=uid,
-                terminal_settled=progress.terminal_cleared and outcome.status != "error",
-            )
-        ),
-    )
+    """Record and deliver a turn's one outcome, once its answer is stored: the turn row
+    (unless `recorded` with the answer already), the final frames (error, done) to every
+    connection, the transcript, and the release of parked connections. Each is attempted
+    even when another fails."""
+    if not recorded:
+        uid = message["id"] if message is not None else ""
+        ending = turn_ending.Outcome(outcome.status, outcome.error or "", uid)
+        settled = progress.terminal_cleared and outcome.status != "error"
+        await _attempt(
+            request, "recording the outcome", _retrying(lambda: db_async(turn_ending.record_outcome)(turn, ending, terminal_settled=settled))
+        )
     final = outcome.final_frames(request.request_id, request.continuation)
     streamed = progress.publisher is not None and progress.publisher.started
     if streamed:
@@ -557,17 +578,3 @@ def _up_to_answered(messages: list[UIMessage], answers: str) -> list[UIMessage]:
     the answers given meanwhile), not the messages queued after it."""
     ids = [message["id"] for message in messages]
     return messages[: ids.index(answers) + 1] if answers in ids else messages
-
-
-async def _finish_turn(
-    turn: Turn, status: TurnStatus, *, error: str = "", message_uid: str = "", terminal_settled: bool = False
-) -> None:
-    """The turn's outcome, and the session's last failure: this one's error, or none.
-    `terminal_settled`: the reply's write already cleared it."""
-    def write() -> None:
-        row_writes.update(Turn, {"pk": turn.pk}, status=status, finished_at=timezone.now(), error_text=error, message_uid=message_uid)
-        if not terminal_settled:
-            terminal = {"requestId": turn.request_id, "body": error} if status == "error" else None
-            row_writes.update(Session, {"pk": turn.session_id}, terminal=terminal)
-
-    await db_async(write)()

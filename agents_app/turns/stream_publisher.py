@@ -161,6 +161,7 @@ class StreamPublisher:
         self._last_store = time.monotonic()
         self._wake = _Wakeup()
         self._closed = False
+        self._closing = _Wakeup()  # cuts a coalescing wait short: the stream's end waits for nothing
         self._flusher: asyncio.Task[None] | None = None
         # The chunk-log write in progress. It runs beside the flusher: under load a write can
         # wait seconds for the database (every turn's writes queue on it), and frames must not.
@@ -274,7 +275,7 @@ class StreamPublisher:
             if window and self._output_sent and not self._closed:
                 self._coalescing = True
                 try:
-                    await asyncio.sleep(window)
+                    await self._closing.wait(window)
                 finally:
                     self._coalescing = False
             await self._send_outbox()
@@ -297,10 +298,18 @@ class StreamPublisher:
     async def flush(self) -> None:
         """Everything published so far is broadcast and stored when this returns. A chunk
         published after it goes out with the next `flush`."""
+        await self.broadcast_all()
+        await self._write_store()
+
+    async def broadcast_all(self) -> None:
+        """Everything published so far is broadcast, and every chunk-log write begun has
+        ended; what no write took yet stays `pending_store()` until `flush` or the caller's
+        own write (then `mark_stored`)."""
         if self._starting is not None:
             await self._starting
         self._closed = True
         self._wake.set()
+        self._closing.set()
         _streaming.pop(self.turn_id, None)
         if self._flusher is not None:
             flusher, self._flusher = self._flusher, None
@@ -309,7 +318,15 @@ class StreamPublisher:
         if self._storing is not None:
             storing, self._storing = self._storing, None
             await storing
-        await self._write_store()
+
+    def pending_store(self) -> chunk_log.Batch | None:
+        """What is broadcast and not yet stored, as one chunk-log batch (None: nothing)."""
+        return chunk_log.Batch(self.turn_id, self._store_first_seq, list(self._store)) if self._store else None
+
+    def mark_stored(self, batch: chunk_log.Batch) -> None:
+        """`batch`, taken from `pending_store`, was written by the caller."""
+        del self._store[: len(batch.bodies)]
+        self._store_first_seq += len(batch.bodies)
 
     async def send_final(self, final_frames: list[frames.Frame]) -> None:
         """Terminal frames (error, done) after the stored chunks; not part of the chunk log.
