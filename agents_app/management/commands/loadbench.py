@@ -65,10 +65,16 @@ class ChatRun:
 
     sent_at: float = 0.0
     first_token_at: float | None = None
+    last_token_at: float | None = None
     done_at: float | None = None
     frame_times: list[float] = field(default_factory=list)
     text: str = ""
     error: str | None = None
+
+
+def _words(tokens: int) -> str:
+    """A user message the fake echoes back as an answer of `tokens` words."""
+    return " ".join(f"w{index}" for index in range(tokens - ECHO_PREFIX_WORDS))
 
 
 def _free_port() -> int:
@@ -172,6 +178,46 @@ async def _upstream_ttft(base_url: str, samples: int = 5) -> float:
     return statistics.median(times)
 
 
+@dataclass
+class UpstreamAlone:
+    """The upstream's own figures at the run's concurrency: K streams straight to it."""
+
+    ttft_ms: list[float]
+    tokens_per_second: float
+
+
+async def _upstream_alone(base_url: str, chats: int, words: str, tokens: int) -> UpstreamAlone:
+    """K requests sent to the upstream at once, each on its own connection, read by a bare
+    HTTP/1.1 client (a few µs per event, so this process is not what limits the figure):
+    the TTFTs and the tokens/s the upstream itself delivers at this concurrency, which is
+    what the server can at best pass on. A paced fake runs one thread per stream, and at a
+    few hundred streams it falls behind its configured pace."""
+    host, port = base_url.split("//", 1)[1].split("/", 1)[0].split(":")
+    body = json.dumps({"model": "fake-model", "messages": [{"role": "user", "content": words}], "stream": True}).encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    connections = await asyncio.gather(*(asyncio.open_connection(host, int(port)) for _ in range(chats)))
+    sent_at = time.perf_counter()
+
+    async def one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[float | None, float]:
+        writer.write(head + body)
+        first: float | None = None
+        while line := await reader.readline():
+            if first is None and line.startswith(b"data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                first = time.perf_counter()
+            if line.startswith(b"data: [DONE]"):
+                break
+        writer.close()
+        return first, time.perf_counter()
+
+    results = await asyncio.gather(*(one(reader, writer) for reader, writer in connections))
+    ttfts = [(first - sent_at) * 1000 for first, _ in results if first is not None]
+    wall = max(done for _, done in results) - sent_at
+    return UpstreamAlone(ttfts, chats * tokens / wall)
+
+
 def _percentile(values: list[float], fraction: float) -> float:
     if not values:
         return float("nan")
@@ -244,6 +290,7 @@ class Command(BaseCommand):
                 _turn_counts(queries, len(servers))
                 queries.unlink()
                 upstream_ttft = asyncio.run(_upstream_ttft(env["OPENAI_BASE_URL"]))
+                upstream_alone = asyncio.run(_upstream_alone(env["OPENAI_BASE_URL"], chats, _words(tokens), tokens)) if chats > 1 else None
                 figures = asyncio.run(
                     self._load(
                         servers, chats, tokens, options["idle"], options["profile"], options["timeout"], options["profile_gil"], options["history"],
@@ -254,6 +301,7 @@ class Command(BaseCommand):
                 self.stderr.write((work / "daphne-0.log").read_text()[-4000:])
                 raise
             figures["upstream_ttft"] = upstream_ttft
+            figures["upstream_alone"] = upstream_alone
             self._report(figures, _turn_counts(queries, chats, prefix="r"), chats, tokens, delay, env, len(servers))
 
     # -- processes ---------------------------------------------------------------------
@@ -328,7 +376,7 @@ class Command(BaseCommand):
         sockets = [ws for ws, _ in timed]
         if history:
             await asyncio.wait_for(asyncio.gather(*(self._prime(ws, f"h{run_id}{index}", history) for index, ws in enumerate(sockets))), timeout)
-        words = " ".join(f"w{index}" for index in range(tokens - ECHO_PREFIX_WORDS))
+        words = _words(tokens)
         runs = [ChatRun() for _ in range(chats)]
         collections_before = None
         if gc_stats is not None:
@@ -414,6 +462,7 @@ class Command(BaseCommand):
                 if chunk.get("type") == "text-delta":
                     if run.first_token_at is None:
                         run.first_token_at = now
+                    run.last_token_at = now
                     run.text += chunk["delta"]
                 if run.first_token_at is not None:  # the wait before it is the TTFT, not a gap
                     run.frame_times.append(now)
@@ -443,11 +492,18 @@ class Command(BaseCommand):
         write(f"loadbench: {chats} chat(s) x {tokens} tokens, {pace}; {processes}, {database}, {layer}")
         write(f"  complete answers:      {complete}/{chats} (text exactly as sent by the upstream, once)")
         write(f"  TTFT:                  p50 {statistics.median(ttfts):.0f} ms, p99 {_percentile(ttfts, 0.99):.0f} ms (upstream alone: {figures['upstream_ttft']:.0f} ms)")
+        alone: UpstreamAlone | None = figures["upstream_alone"]
+        if alone is not None:
+            write(f"  upstream alone ({chats}):   TTFT p50 {statistics.median(alone.ttft_ms):.0f} ms, p99 {_percentile(alone.ttft_ms, 0.99):.0f} ms; "
+                  f"{alone.tokens_per_second:,.0f} tokens/s (K streams straight to it, no server)")
         if delay > 0:
-            write(f"  tokens/s delivered:    {delivered:,.0f} of {upstream:,.0f} produced by the upstream ({100 * delivered / upstream:.0f} %)")
+            of_alone = f"; {100 * delivered / alone.tokens_per_second:.0f} % of the upstream alone" if alone is not None else ""
+            write(f"  tokens/s delivered:    {delivered:,.0f} of {upstream:,.0f} at the upstream's pace ({100 * delivered / upstream:.0f} %{of_alone})")
         else:
             write(f"  tokens/s delivered:    {delivered:,.0f} (all chats, send to done)")
         write(f"  inter-chunk gap:       p50 {_percentile(gaps, 0.5):.1f} ms, p99 {_percentile(gaps, 0.99):.1f} ms")
+        endings = [(r.done_at - r.last_token_at) * 1000 for r in runs if r.done_at is not None and r.last_token_at is not None]
+        write(f"  last words to done:    p50 {_percentile(endings, 0.5):.0f} ms, p99 {_percentile(endings, 0.99):.0f} ms (the answer stored, the turn's outcome sent)")
         if counts:
             before = [c["before_first_token"] for c in counts]
             after = [c["after_first_token"] for c in counts]
