@@ -11,7 +11,7 @@ from django.test import AsyncClient
 from django.utils import timezone
 
 from agents_app.gateway.models import Budget, ModelCall, RateLimit
-from agents_app.testing.fake_openai import Reply
+from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from tests.conftest import is_done, user_message
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
@@ -110,3 +110,18 @@ async def test_the_openai_endpoint_answers_429_in_the_openai_error_shape(model, 
     )
     assert response.status_code == 429 and response.json()["error"]["code"] == "rate_limit_exceeded"
     assert int(response["Retry-After"]) >= 1
+
+
+
+def test_a_turns_later_model_call_counts_its_earlier_ones(client, model, token):
+    """A turn writes its calls' log lines with its ending, but a call checked against a
+    limit writes those of the turn's earlier calls first: here the first call used up the
+    day's tokens, so the call after the tool is refused."""
+    RateLimit.objects.create(tokens_per_day=100)
+    first = Reply.tool_calls([ToolCallSpec("getWeather", '{"city": "Paris"}')])
+    first.usage = {"prompt_tokens": 150, "completion_tokens": 10, "total_tokens": 160}
+    model.script(first, Reply.text("Sunny."))
+    answered = chat(client, token).json()
+    assert answered["status"] == "error" and "Daily token limit reached" in answered["error"]
+    assert model.request_count == 1
+    assert list(ModelCall.objects.order_by("id").values_list("status", flat=True)) == ["ok", "refused"]

@@ -2,6 +2,7 @@
 cost, and API keys that never reach a user or a log row."""
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -18,7 +19,7 @@ from agents_app.providers.errors import ModelError
 from agents_app.storage import query_count
 from agents_app.storage.models import Session
 from agents_app.turns.instances import resolve_session
-from agents_app.testing.fake_openai import FakeOpenAI, Reply
+from agents_app.testing.fake_openai import FakeOpenAI, Reply, ToolCallSpec
 from tests.conftest import is_done, user_message
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
@@ -60,6 +61,17 @@ def test_without_a_provider_calls_go_to_the_configured_model_and_are_logged(clie
     call = ModelCall.objects.get()
     assert (call.provider, call.model, call.status, call.agent, call.user_id) == ("default", "fake-model", "ok", "chat-agent", user.pk)
     assert call.request_id == result["requestId"] and call.fallbacks == []
+
+
+def test_a_turn_that_fails_while_storing_its_answer_still_logs_its_model_call(client, model, token, settings):
+    """A turn's log lines are written with its ending; when that write fails, the failure
+    path writes them before the error outcome goes out."""
+    settings.AGENTS_FAULT_INJECTION = "reply_write"
+    model.script(Reply.text("Sunny."))
+    result = ask(client, token)
+    assert result["status"] == "error"
+    call = ModelCall.objects.get()
+    assert (call.status, call.request_id) == ("ok", result["requestId"])
 
 
 def test_a_500_from_the_first_provider_falls_back_to_the_next(client, model, backup, token):
@@ -144,6 +156,25 @@ def test_disabled_providers_are_skipped(client, model, backup, token):
     route((provider("off", model, enabled=False), "m"), (provider("on", backup), "m"))
     backup.script(Reply.text("Enabled one."))
     assert answer_text(ask(client, token)) == "Enabled one." and model.request_count == 0
+
+
+async def test_a_steps_call_is_in_the_log_while_the_turns_next_step_streams(open_socket, model, token):
+    """A turn holds its calls' log lines for its ending, but its next model call (after the
+    tool) writes those before it: a long agent turn shows in the log as it goes."""
+    model.script(
+        Reply.tool_calls([ToolCallSpec("getWeather", '{"city": "Paris"}')]),
+        Reply.text("It is snowy in Paris today.", delay=0.3),
+    )
+    socket = await open_socket("/agents/chat-agent/steps-room", token=token, wait_ready=True)
+    await socket.chat("steps01", [user_message("Weather in Paris?")])
+    await socket.until(lambda f: f.get("body", "").startswith('{"type":"text-delta"'))
+    deadline = asyncio.get_running_loop().time() + 2
+    while not await ModelCall.objects.filter(request_id="steps01").aexists():
+        assert asyncio.get_running_loop().time() < deadline, "the first step's call was not logged while the turn went on"
+        await asyncio.sleep(0.02)
+    assert await ModelCall.objects.filter(request_id="steps01").acount() == 1  # the second is still streaming
+    await socket.until(is_done("steps01"))
+    assert await ModelCall.objects.filter(request_id="steps01", status="ok").acount() == 2
 
 
 async def test_a_cancelled_turn_closes_the_upstream_and_logs_an_aborted_call(open_socket, model, token):

@@ -45,12 +45,13 @@ AFTER_FIRST_TOKEN = 26
 # read after it); 3 and 4 before the lock joined the admission's call, 6 before that.
 CALLS_BEFORE_FIRST_TOKEN = {"first turn": 3, "later turn": 2}
 # Calls after it, to the end of the run (its done frame is sent before the last few).
-# Measured (2026-12-04, evening): 7 for a later turn (the call log; the stream's last
-# chunk-log batch, the reply and the outcome in one (storage/turn_ending.py); the transcript
-# for other tabs; the lock's release; the chat page's queue and title), 10 for a process's
-# first (prices, the once-a-minute chunk-log sweep); 10 and 13 when the ending took four.
-# A longer answer adds one per chunk-log batch stored while it streams.
-CALLS_AFTER_FIRST_TOKEN = {"first turn": 12, "later turn": 8}
+# Measured (2026-12-04, evening): 6 for a later turn (the stream's last chunk-log batch, the
+# reply, the outcome and the model call's log line in one (storage/turn_ending.py); the
+# transcript for other tabs; the lock's release; the chat page's queue and title), 9 for a
+# process's first (prices, the once-a-minute chunk-log sweep); 10 and 13 when the ending
+# took four and the call log one more. A longer answer adds one per chunk-log batch stored
+# while it streams.
+CALLS_AFTER_FIRST_TOKEN = {"first turn": 11, "later turn": 7}
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ with a readable, key-free message. Every call leaves one ModelCall row.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +24,8 @@ from agents_app.providers.errors import ModelError, describe_error, redact
 from agents_app.providers.openai_chat import ChatChunk, stream_chat_chunks
 from agents_app.storage.db_threads import db_async
 
+# Log writes nothing awaits, referenced until they finish (asyncio keeps weak references).
+_writing: set[asyncio.Future[None]] = set()
 BROKE_OFF = "The connection to the model service broke off mid-answer. Please try again."
 
 
@@ -40,8 +43,10 @@ def _has_output(chunk: ChatChunk) -> bool:
     return False
 
 
-def _prepare(record: CallRecord, model: str, caller: scope.Caller | None, gateway_id: str | None) -> routing.Plan:
-    """What the gateway reads before the upstream call, in one trip to a worker thread."""
+def _prepare(record: CallRecord, model: str, caller: scope.Caller | None, gateway_id: str | None, earlier: list[CallRecord]) -> routing.Plan:
+    """What the gateway reads before the upstream call, in one trip to a worker thread,
+    after writing the `earlier` calls' log lines that a turn held (limits count them)."""
+    call_log.save_all(earlier)
     caller = caller or scope.load_caller(record.session_id)
     record.agent, record.user_id = caller.agent, caller.user_id
     if caller.limited:
@@ -75,11 +80,16 @@ class GatewayCall:
         )
         try:
             caller, model, gateway_id = call_scope.caller, self._request.get("model", ""), call_scope.options.gateway_id
+            # The turn's earlier calls (a step before a tool ran): their log lines go now.
+            held = call_scope.held_calls.take() if call_scope.held_calls is not None else []
             if caller is not None and not caller.limited and gateway_id is None:
                 # Nothing to enforce or look up: no database round trip before the first token.
-                plan = _prepare(record, model, caller, gateway_id)
+                plan = _prepare(record, model, caller, gateway_id, [])
+                if held:  # written beside this call's request: nothing waits for them
+                    _writing.add(task := asyncio.ensure_future(db_async(call_log.save_all)(held)))
+                    task.add_done_callback(_writing.discard)
             else:
-                plan = await db_async(_prepare)(record, model, caller, gateway_id)
+                plan = await db_async(_prepare)(record, model, caller, gateway_id, held)
             ttl = call_scope.options.cache_ttl if call_scope.options.cache_ttl is not None else plan.cache_ttl
             cache_key = response_cache.key_for(self._request) if ttl > 0 else None
             if cache_key is not None and not call_scope.options.skip_cache:
@@ -100,7 +110,8 @@ class GatewayCall:
             raise
         finally:
             record.latency_ms = _milliseconds_since(start)
-            await db_async(call_log.save)(record)
+            if call_scope.held_calls is None or not call_scope.held_calls.hold(record):
+                await db_async(call_log.save)(record)
 
     async def _replay(self, cached: dict[str, Any], record: CallRecord, start: float) -> AsyncIterator[ChatChunk]:
         record.cache_hit = True

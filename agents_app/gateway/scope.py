@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agents_app.gateway import limits, routing
+from agents_app.gateway import call_log, limits, routing
 from agents_app.gateway.process_cache import BoundedMap, TableCopy
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Agent, Session
@@ -86,6 +86,7 @@ class CallScope:
     request_id: str = ""
     options: GatewayOptions = GatewayOptions()
     caller: Caller | None = None  # None outside a turn: read when the call is made
+    held_calls: call_log.HeldCalls | None = None  # a runner's turn: its call-log lines wait for its ending
 
 
 _current: ContextVar[CallScope] = ContextVar("gateway_call_scope", default=CallScope())
@@ -111,9 +112,12 @@ def caller_of(session: Session) -> Caller:
     return caller_for(session.agent.slug, session.owner_id)
 
 
-def turn_scope(session_id: int, request_id: str, body: dict[str, Any] | None, caller: Caller) -> contextlib.AbstractContextManager[CallScope]:
-    """The scope of a turn whose caller is known (`caller_of`)."""
-    return _entered(CallScope(session_id, request_id, GatewayOptions.from_body(body), caller))
+def turn_scope(
+    session_id: int, request_id: str, body: dict[str, Any] | None, caller: Caller, held_calls: call_log.HeldCalls | None = None
+) -> contextlib.AbstractContextManager[CallScope]:
+    """The scope of a turn whose caller is known (`caller_of`). With `held_calls`, its model
+    calls' log lines are held for the caller to write (see HeldCalls)."""
+    return _entered(CallScope(session_id, request_id, GatewayOptions.from_body(body), caller, held_calls))
 
 
 @contextlib.asynccontextmanager

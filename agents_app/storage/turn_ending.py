@@ -5,11 +5,14 @@ A streamed turn used to end with four database calls, each a hop to a database t
 `max_persisted_messages`, the turn's status. Turns that end together (they began together)
 queue every one of those calls on the database threads and, on SQLite, on its one write
 lock, and no done frame leaves before its turn's writes are done. Here they are one call and
-one commit. A failure leaves none of them written: the runner's failure path then stores
-what it can step by step, as after a failure anywhere else in a turn.
+one commit, with the turn's model-call log lines (gateway/call_log.HeldCalls), which its
+model calls used to write each in a call of their own just before the stream's last chunks.
+A failure leaves none of them written: the runner's failure path then stores what it can
+step by step, as after a failure anywhere else in a turn.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -57,9 +60,15 @@ def save_reply(reply: Reply) -> None:
     transcript.trim_to(reply.session, reply.keep_at_most)
 
 
-def store(turn: Turn, chunks: chunk_log.Batch | None, reply: Reply | None, outcome: Outcome) -> None:
-    """Everything a turn still has to write once its stream has ended, all or nothing."""
+def store(
+    turn: Turn, chunks: chunk_log.Batch | None, reply: Reply | None, outcome: Outcome, *, also: Callable[[], object] | None = None
+) -> None:
+    """Everything a turn still has to write once its stream has ended, all or nothing.
+    `also`: writes of the floors above (the gateway's call log), made first in the same
+    transaction; one that must not fail the ending catches its own errors."""
     with transaction.atomic():
+        if also is not None:
+            also()
         if chunks is not None:
             chunk_log.write_batch(*chunks)
         if reply is not None:

@@ -10,7 +10,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -18,6 +18,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from agents_app import limits
+from agents_app.gateway import call_log
 from agents_app.gateway import scope as gateway_scope
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
@@ -196,6 +197,7 @@ class _Progress:
     publisher: StreamPublisher | None = None
     reply_saved: bool = False
     terminal_cleared: bool = False  # the reply's write also cleared the session's last failure
+    held_calls: call_log.HeldCalls = field(default_factory=call_log.HeldCalls)  # written with the ending
     result: TurnResult | None = None  # set once the outcome is delivered
 
 
@@ -214,7 +216,7 @@ async def _run_locked(progress: _Progress, request: TurnRequest, turn: Turn, tak
                 heartbeat = asyncio.create_task(_keep_alive(turn.pk))
                 progress.agent = loaded.agent
                 # The gateway attributes the turn's model calls (log, limits, budgets) to this scope.
-                gateway.enter_context(gateway_scope.turn_scope(request.session_id, request.request_id, request.body, loaded.caller))
+                gateway.enter_context(gateway_scope.turn_scope(request.session_id, request.request_id, request.body, loaded.caller, progress.held_calls))
                 if not await _admitted_by_policy(progress.agent, turn):
                     await _skip(request, turn)
                     return TurnResult(request.request_id, "skipped")
@@ -226,6 +228,7 @@ async def _run_locked(progress: _Progress, request: TurnRequest, turn: Turn, tak
                     heartbeat.cancel()
                 await _release(request)
         await _attempt(request, "sweeping stream buffers", _sweep_stale_buffers())
+        await _write_held_calls(request, progress)  # a turn that ended before its outcome was sent
         if progress.agent is not None:
             await _safe_on_chat_response(progress.agent, request, result)
     return result
@@ -433,18 +436,31 @@ async def _store_ending(
     progress: _Progress, turn: Turn, publisher: StreamPublisher, outcome: _StreamOutcome, message: UIMessage | None
 ) -> None:
     """What a streamed turn still has to write, in one call: the chunk log's last batch,
-    the reply and the outcome (storage/turn_ending.py). Retried through a database restart,
+    the reply, the outcome and its model calls' log lines (storage/turn_ending.py). Retried through a database restart,
     like every write of a turn's ending; a failure writes none of it, and `_fail` then
     stores what it can one step at a time."""
     chunks = publisher.pending_store()
     reply = _reply(progress, message, outcome.status != "error") if message is not None else None
     recorded = turn_ending.Outcome(outcome.status, outcome.error or "", message["id"] if message is not None else "")
-    await _retrying(lambda: db_async(turn_ending.store)(turn, chunks, reply, recorded))
+    progress.held_calls.close()
+    calls = progress.held_calls.pending()
+    log_calls = functools.partial(call_log.save_all, calls) if calls else None
+    await _retrying(lambda: db_async(turn_ending.store)(turn, chunks, reply, recorded, also=log_calls))
+    progress.held_calls.take()
     if chunks is not None:
         publisher.mark_stored(chunks)
     if reply is not None:
         progress.reply_saved = True
         progress.terminal_cleared = reply.succeeded
+
+
+async def _write_held_calls(request: TurnRequest, progress: _Progress) -> None:
+    """The call-log lines the turn held and its ending did not write (it failed, or had no
+    stream), before its outcome is sent; model calls made from now on write their own."""
+    progress.held_calls.close()
+    calls = progress.held_calls.take()
+    if calls:
+        await _attempt(request, "writing the call log", db_async(call_log.save_all)(calls))
 
 
 def _reply(progress: _Progress, message: UIMessage, succeeded: bool) -> turn_ending.Reply:
@@ -466,6 +482,7 @@ async def _conclude(
         await _attempt(
             request, "recording the outcome", _retrying(lambda: db_async(turn_ending.record_outcome)(turn, ending, terminal_settled=settled))
         )
+    await _write_held_calls(request, progress)
     final = outcome.final_frames(request.request_id, request.continuation)
     streamed = progress.publisher is not None and progress.publisher.started
     if streamed:
