@@ -87,6 +87,37 @@ async def test_the_calls_of_the_turn_that_began_first_are_served_first() -> None
     assert served == ["older turn", "newer turn", "no turn"]
 
 
+async def test_a_turns_calls_after_its_outcome_rank_behind_turns_that_began_later() -> None:
+    """Once its outcome is sent, a turn's bookkeeping (its lock, titles, the transcript for
+    other tabs) ranks as new work: the endings of turns that began after it, whose users
+    still wait for their done frame, go first."""
+    pool = db_threads.OldestFirstExecutor(1, thread_name_prefix="test-rank-from-now")
+    loop = asyncio.get_running_loop()
+    busy = asyncio.Event()
+    release = threading.Event()
+    served: list[str] = []
+
+    def hold() -> None:
+        loop.call_soon_threadsafe(busy.set)
+        release.wait(5)
+
+    async def bookkeeping_of_the_first_turn() -> None:
+        with db_threads.oldest_first(time.monotonic() - 10):
+            db_threads.rank_from_now()
+            await loop.run_in_executor(pool, served.append, "first turn, after its outcome")
+
+    blocker = loop.run_in_executor(pool, hold)
+    await busy.wait()
+    first = asyncio.ensure_future(bookkeeping_of_the_first_turn())
+    await asyncio.sleep(0)  # queued first
+    with db_threads.oldest_first(time.monotonic() - 5):
+        later = loop.run_in_executor(pool, served.append, "later turn's ending")
+    release.set()
+    await asyncio.gather(blocker, first, later)
+    pool.shutdown()
+    assert served == ["later turn's ending", "first turn, after its outcome"]
+
+
 async def test_every_thread_started_so_far_closes_its_connections_once() -> None:
     """A test run drops its database after the threads let go of it: each must be reached,
     however few of the allowed threads were ever started."""

@@ -61,6 +61,13 @@ def oldest_first(began: float | None = None) -> Iterator[None]:
         _turn_began.reset(token)
 
 
+def rank_from_now() -> None:
+    """This task's later database calls rank as if its turn began now: a turn's work after
+    its outcome was sent (releasing its lock, titles, the transcript for other tabs) waits
+    behind the turns that began before and still have users waiting for a frame."""
+    _turn_began.set(time.monotonic())
+
+
 def turn_began() -> float | None:
     return _turn_began.get()
 

@@ -489,6 +489,7 @@ async def _conclude(
         await _attempt(request, "sending the final frames", progress.publisher.send_final(final))
     else:
         await _attempt(request, "sending the final frames", broadcast.broadcast(turn.session_id, final))
+    db_threads.rank_from_now()
     if progress.reply_saved and progress.session is not None:
         spared = transcript_sync.spared_requester(request, progress.agent)
         await _attempt(request, "broadcasting the transcript", transcript_sync.send_to_others(progress.session, spared, reply=message))

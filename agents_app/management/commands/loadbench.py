@@ -508,9 +508,10 @@ class Command(BaseCommand):
             before = [c["before_first_token"] for c in counts]
             after = [c["after_first_token"] for c in counts]
             calls = [c["calls_before_first_token"] for c in counts]
+            calls_after = [c["calls_after_first_token"] for c in counts]
             write(f"  DB round trips/turn:   {statistics.median(before):.0f} before the first token (max {max(before)}), "
                   f"{statistics.median(after):.0f} after it ({len(counts)} turns); "
-                  f"{statistics.median(calls):.0f} database-thread calls before the first token")
+                  f"{statistics.median(calls):.0f} database-thread calls before the first token, {statistics.median(calls_after):.0f} after it")
         connects = figures["connect_ms"]
         write(f"  connecting (at once):  p50 {statistics.median(connects):.0f} ms, p99 {_percentile(connects, 0.99):.0f} ms to the connect frames, "
               f"server CPU {1000 * figures['connect_cpu'] / chats:.1f} ms per connection")
