@@ -163,10 +163,18 @@ class _ClientGone(Exception):
 
 class _UpstreamServer(ThreadingHTTPServer):
     """A real upstream accepts bursts of connections: socketserver's default listen backlog
-    of 5 drops the SYNs of 50 chats connecting at once, which then fail on a loaded machine."""
+    of 5 drops the SYNs of 50 chats connecting at once, which then fail on a loaded machine.
+    And it sends each event as it is written: without TCP_NODELAY an event written while the
+    previous one is unacknowledged waits for that ACK, which the client may delay by 40 ms
+    (a request on a kept-alive connection waited that long for its answer)."""
 
     request_queue_size = 1024
     daemon_threads = True
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection, address
 
 
 class FakeOpenAI:
@@ -269,7 +277,9 @@ class FakeOpenAI:
                         self._stream(request, reply)
                     except (_ClientGone, BrokenPipeError, ConnectionResetError):
                         fake._count_disconnect()
-                    self.close_connection = True
+                        self.close_connection = True
+                    # Otherwise the connection stays open for the client's next request, as a
+                    # real upstream keeps it (HTTP/1.1 keep-alive).
                 else:
                     self._json(200, _completion(request, reply))
 
