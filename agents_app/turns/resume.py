@@ -27,7 +27,7 @@ from django.utils import timezone
 from agents_app.protocol import frames
 from agents_app.turns import process_liveness, recovery, runner, turn_lock
 from agents_app.turns.event_loop_dispatch import LeanDispatchMixin
-from agents_app.storage import chunk_log
+from agents_app.storage import chunk_log, transcript
 from agents_app.storage.compiled_query import CompiledQuery
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn
@@ -77,6 +77,10 @@ def _is_live(turn: Turn) -> bool:
     heart-beating (see recovery.py)."""
     beating = turn.heartbeat_at is not None and turn.heartbeat_at > timezone.now() - turn_lock.stale_after()
     return beating and process_liveness.is_alive(turn.owner or "")
+
+
+def _stored_transcript(session_id: int) -> list[dict[str, Any]]:
+    return transcript.transcript(Session.objects.get(pk=session_id))
 
 
 def _orphaned(turn_id: int) -> bool | None:
@@ -236,15 +240,21 @@ class ConnectionStreams:
         turn, terminal = await db_async(lookup)()
         first = self._first_to_replay(request_id)
         self._end(request_id)
+        replayed = -1
         if terminal is not None:
             if turn is not None:
-                await self._replay(turn, first)
+                replayed = await self._replay(turn, first)
             await self.send([frames.chat_response(request_id, terminal.get("body", ""), done=True, error=True)])
-            return
-        continuation = bool(turn and turn.is_continuation)
-        if turn is not None and turn.status in (Turn.Status.COMPLETED, Turn.Status.ABORTED):
-            await self._replay(turn, first)
-        await self.send([frames.chat_response(request_id, done=True, replay=True, continuation=continuation)])
+        else:
+            if turn is not None and turn.status in (Turn.Status.COMPLETED, Turn.Status.ABORTED):
+                replayed = await self._replay(turn, first)
+            continuation = bool(turn and turn.is_continuation)
+            await self.send([frames.chat_response(request_id, done=True, replay=True, continuation=continuation)])
+        if replayed >= 0:
+            # The client rebuilt the message from the replay, a continuation's under an id of its
+            # own (its `start` names none), and the transcript that shows the stored message may
+            # have reached it before this ACK: the stored list comes last, as after a live stream.
+            await self.send([frames.chat_messages(await db_async(_stored_transcript)(self.session_id))])
 
     def _end(self, request_id: str) -> None:
         received = self._attached.pop(request_id, -1)
