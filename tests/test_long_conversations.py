@@ -10,8 +10,12 @@ from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from django.test import Client
 
+from agents_app.think.context_blocks import estimate_tokens
 from agents_app.think.context_window import context_window, estimate_request_tokens, fit_to_window
 from agents_app.think.model_loop import CONTEXT_OVERFLOW_TEXT
 from agents_app.think.pruning import prune_messages
@@ -91,6 +95,24 @@ def test_models_have_known_windows_which_settings_and_agents_override(settings):
         context_window = 4_000
 
     assert context_window("gpt-4o", Small()) == 4_000
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@hypothesis_settings(max_examples=200, deadline=None)
+@given(st.lists(st.dictionaries(st.text(max_size=12), _json_values, min_size=1, max_size=4), max_size=6))
+def test_a_requests_tools_count_as_their_json_does_however_often_they_are_offered(tools):
+    """The tools' part of the estimate is that of the list's JSON, the first time a schema
+    is seen and every time after (their sizes are remembered per schema object)."""
+    messages = [{"role": "user", "content": "What is the weather?"}]
+    expected = estimate_request_tokens(messages) + (estimate_tokens(json.dumps(tools)) if tools else 0)
+    assert estimate_request_tokens(messages, tools) == expected
+    assert estimate_request_tokens(messages, tools) == expected
 
 
 def test_a_request_over_budget_loses_old_tool_output_first_then_old_exchanges_never_the_question():

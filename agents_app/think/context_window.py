@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -111,9 +112,37 @@ def message_tokens(message: dict[str, Any]) -> int:
 
 
 def estimate_request_tokens(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> int:
-    """Estimated input tokens of a chat-completions request."""
+    """Estimated input tokens of a chat-completions request: its messages, and its tools as
+    `estimate_tokens(json.dumps(tools))`."""
     total = sum(message_tokens(m) for m in messages)
-    return total + (estimate_tokens(json.dumps(tools)) if tools else 0)
+    if not tools:
+        return total
+    # The list's JSON is its items' joined by ", " inside brackets: its length is theirs plus
+    # 2n, and its words are theirs (the separators' spaces split them, the brackets do not).
+    sizes = [_schema_size(tool) for tool in tools]
+    characters = sum(size[0] for size in sizes) + 2 * len(tools)
+    words = sum(size[1] for size in sizes)
+    return total + math.ceil(max(characters / 4, words * 1.3))
+
+
+# id(schema) → (schema, characters, words) of its JSON. A step offers every tool, and the
+# schemas are objects shared by every call that offers the same tool (Tool.offered_schema):
+# encoding and splitting them again for each call was ~4 % of a turn's CPU under load. The
+# schema is kept with its figures, so an id is never reused while it is a key; schemas made
+# afresh per call (a middleware's edited copy) fill the map until it is cleared.
+_schema_sizes: dict[int, tuple[dict[str, Any], int, int]] = {}
+_MAX_SCHEMA_SIZES = 4096
+
+
+def _schema_size(schema: dict[str, Any]) -> tuple[int, int]:
+    known = _schema_sizes.get(id(schema))
+    if known is not None and known[0] is schema:
+        return known[1], known[2]
+    text = json.dumps(schema)
+    if len(_schema_sizes) >= _MAX_SCHEMA_SIZES:
+        _schema_sizes.clear()
+    _schema_sizes[id(schema)] = (schema, len(text), len(text.split()))
+    return len(text), len(text.split())
 
 
 def truncation_note(tool_name: str, original_chars: int) -> str:
