@@ -250,10 +250,11 @@ class ConnectionStreams:
                 replayed = await self._replay(turn, first)
             continuation = bool(turn and turn.is_continuation)
             await self.send([frames.chat_response(request_id, done=True, replay=True, continuation=continuation)])
-        if replayed >= 0:
+        if replayed >= 0 and first == 0:
             # The client rebuilt the message from the replay, a continuation's under an id of its
             # own (its `start` names none), and the transcript that shows the stored message may
             # have reached it before this ACK: the stored list comes last, as after a live stream.
+            # (A sender's client that had the stream's first chunks only appends the rest.)
             await self.send([frames.chat_messages(await db_async(_stored_transcript)(self.session_id))])
 
     def _end(self, request_id: str) -> None:
