@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -59,14 +60,14 @@ async def test_a_database_thread_whose_connection_died_while_idle_answers_its_ne
     assert await asyncio.gather(*(db_async(_count_users)() for _ in range(calls))) == [1] * calls
 
 
-async def test_the_calls_of_the_turn_that_began_first_are_served_first() -> None:
-    """Fifty turns admitted together must not advance in lockstep: with every thread busy,
-    a queued call of an older turn runs before the queued calls of newer turns."""
-    pool = db_threads.OldestFirstExecutor(1, thread_name_prefix="test-oldest-first")
+@contextlib.asynccontextmanager
+async def _one_busy_thread(name: str) -> AsyncIterator[db_threads.OldestFirstExecutor]:
+    """A one-thread pool whose thread is busy for the block: calls made in it queue up, and
+    are served in rank order once it ends."""
+    pool = db_threads.OldestFirstExecutor(1, thread_name_prefix=name)
     loop = asyncio.get_running_loop()
     busy = asyncio.Event()
     release = threading.Event()
-    served: list[str] = []
 
     def hold() -> None:
         loop.call_soon_threadsafe(busy.set)
@@ -74,15 +75,27 @@ async def test_the_calls_of_the_turn_that_began_first_are_served_first() -> None
 
     blocker = loop.run_in_executor(pool, hold)
     await busy.wait()
+    try:
+        yield pool
+    finally:
+        release.set()
+        await blocker
+
+
+async def test_the_calls_of_the_turn_that_began_first_are_served_first() -> None:
+    """Fifty turns admitted together must not advance in lockstep: with every thread busy,
+    a queued call of an older turn runs before the queued calls of newer turns."""
+    loop = asyncio.get_running_loop()
+    served: list[str] = []
     queued = []
-    for name, began in (("newer turn", 2.0), ("no turn", None), ("older turn", 1.0)):
-        if began is None:
-            queued.append(loop.run_in_executor(pool, served.append, name))
-            continue
-        with db_threads.oldest_first(began):
-            queued.append(loop.run_in_executor(pool, served.append, name))
-    release.set()
-    await asyncio.gather(blocker, *queued)
+    async with _one_busy_thread("test-oldest-first") as pool:
+        for name, began in (("newer turn", 2.0), ("no turn", None), ("older turn", 1.0)):
+            if began is None:
+                queued.append(loop.run_in_executor(pool, served.append, name))
+                continue
+            with db_threads.oldest_first(began):
+                queued.append(loop.run_in_executor(pool, served.append, name))
+    await asyncio.gather(*queued)
     pool.shutdown()
     assert served == ["older turn", "newer turn", "no turn"]
 
@@ -91,29 +104,20 @@ async def test_a_turns_calls_after_its_outcome_rank_behind_turns_that_began_late
     """Once its outcome is sent, a turn's bookkeeping (its lock, titles, the transcript for
     other tabs) ranks as new work: the endings of turns that began after it, whose users
     still wait for their done frame, go first."""
-    pool = db_threads.OldestFirstExecutor(1, thread_name_prefix="test-rank-from-now")
     loop = asyncio.get_running_loop()
-    busy = asyncio.Event()
-    release = threading.Event()
     served: list[str] = []
 
-    def hold() -> None:
-        loop.call_soon_threadsafe(busy.set)
-        release.wait(5)
-
-    async def bookkeeping_of_the_first_turn() -> None:
+    async def bookkeeping_of_the_first_turn(pool: db_threads.OldestFirstExecutor) -> None:
         with db_threads.oldest_first(time.monotonic() - 10):
             db_threads.rank_from_now()
             await loop.run_in_executor(pool, served.append, "first turn, after its outcome")
 
-    blocker = loop.run_in_executor(pool, hold)
-    await busy.wait()
-    first = asyncio.ensure_future(bookkeeping_of_the_first_turn())
-    await asyncio.sleep(0)  # queued first
-    with db_threads.oldest_first(time.monotonic() - 5):
-        later = loop.run_in_executor(pool, served.append, "later turn's ending")
-    release.set()
-    await asyncio.gather(blocker, first, later)
+    async with _one_busy_thread("test-rank-from-now") as pool:
+        first = asyncio.ensure_future(bookkeeping_of_the_first_turn(pool))
+        await asyncio.sleep(0)  # queued first
+        with db_threads.oldest_first(time.monotonic() - 5):
+            later = loop.run_in_executor(pool, served.append, "later turn's ending")
+    await asyncio.gather(first, later)
     pool.shutdown()
     assert served == ["later turn's ending", "first turn, after its outcome"]
 

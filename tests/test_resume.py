@@ -128,16 +128,26 @@ async def test_an_ai_chat_tab_waiting_to_resume_gets_no_transcript_before_its_ac
     assert received == []
 
 
-async def test_a_think_tab_waiting_to_resume_still_gets_the_final_transcript(open_socket, token, model):
-    model.script(Reply.text("one two three four five six", chunk_size=4, delay=0.05))
-    path = "/agents/chat-agent/resume-think"
+THINK_ANSWER = "one two three four five six"
+
+
+async def think_tab_offered_a_stream(open_socket, token, model, room, request_id):
+    """A second tab of a Think chat, opened while the first tab's turn streams: it has been
+    offered the stream (cf_agent_stream_resuming) and has not acknowledged it."""
+    model.script(Reply.text(THINK_ANSWER, chunk_size=4, delay=0.05))
+    path = f"/agents/chat-agent/{room}"
     first = await open_socket(path, token=token, wait_ready=True)
-    await first.chat("think01", [user_message("go", "u1")])
+    await first.chat(request_id, [user_message("go", "u1")])
     await first.until(lambda f: "text-delta" in f.get("body", ""))
     late = await open_socket(path, token=token)
     await late.until(lambda f: f.get("type") == "cf_agent_stream_resuming")
+    return late
+
+
+async def test_a_think_tab_waiting_to_resume_still_gets_the_final_transcript(open_socket, token, model):
+    late = await think_tab_offered_a_stream(open_socket, token, model, "resume-think", "think01")
     frames = await late.until(lambda f: f.get("type") == "cf_agent_chat_messages")  # never acknowledged
-    assert frames[-1]["messages"][-1]["parts"][-1]["text"] == "one two three four five six"
+    assert frames[-1]["messages"][-1]["parts"][-1]["text"] == THINK_ANSWER
     assert not any(f.get("type") == "cf_agent_use_chat_response" for f in frames)
 
 
@@ -145,19 +155,13 @@ async def test_an_ack_after_the_stream_ended_is_answered_by_the_replay_then_the_
     """The transcript of the turn's end reached this tab before its ACK; the replay that
     follows makes the client rebuild the message (a continuation's under an id of its own),
     so the stored transcript comes again after the done frame and the tab ends as stored."""
-    model.script(Reply.text("one two three four five six", chunk_size=4, delay=0.05))
-    path = "/agents/chat-agent/resume-late-ack"
-    first = await open_socket(path, token=token, wait_ready=True)
-    await first.chat("late01", [user_message("go", "u1")])
-    await first.until(lambda f: "text-delta" in f.get("body", ""))
-    late = await open_socket(path, token=token)
-    await late.until(lambda f: f.get("type") == "cf_agent_stream_resuming")
+    late = await think_tab_offered_a_stream(open_socket, token, model, "resume-late-ack", "late01")
     await late.until(lambda f: f.get("type") == "cf_agent_chat_messages")  # the turn's end
     await late.send({"type": "cf_agent_stream_resume_ack", "id": "late01"})
     frames = await late.until(lambda f: f.get("type") == "cf_agent_chat_messages")
     assert [f.get("done") for f in frames if f.get("type") == "cf_agent_use_chat_response"][-1] is True
-    assert text_from(frames, "late01") == "one two three four five six"
-    assert frames[-1]["messages"][-1]["parts"][-1]["text"] == "one two three four five six"
+    assert text_from(frames, "late01") == THINK_ANSWER
+    assert frames[-1]["messages"][-1]["parts"][-1]["text"] == THINK_ANSWER
 
 
 async def test_an_ack_for_another_request_id_produces_nothing(open_socket, token):
