@@ -1,7 +1,9 @@
 """A full turn over the cf_agent_chat WebSocket protocol against the fake upstream (protocol §9.1)."""
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -143,3 +145,20 @@ async def test_a_chat_request_sent_again_with_its_id_runs_once_and_stores_nothin
     assert [m["parts"][-1]["text"] for m in stored if m["role"] == "assistant"] == ["Answered once.", "The next turn."]
     assert model.request_count == 2
     assert await Turn.objects.filter(session=session).acount() == 2
+
+
+async def test_a_turn_streams_while_asgirefs_shared_thread_is_busy(open_socket, token, model):
+    """A socket's frames and its turns query on the database threads: a long call on asgiref's
+    one shared thread (a sync view or tool elsewhere in the process) holds none of them up."""
+    model.script(Reply.text("Still answering"))
+    socket = await open_socket(CHAT, token=token, wait_ready=True)
+    release = threading.Event()
+    busy = asyncio.ensure_future(sync_to_async(release.wait)(30))
+    try:
+        await socket.chat("shared-busy", [user_message("Hi", "u-shared-busy")])
+        frames = await socket.until(is_done("shared-busy"), timeout=10)
+        assert "".join(c["delta"] for c in chunks_of(frames, "shared-busy") if c["type"] == "text-delta") == "Still answering"
+        assert not busy.done()
+    finally:
+        release.set()
+        await busy
