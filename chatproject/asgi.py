@@ -9,11 +9,10 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatproject.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.sessions import SessionMiddlewareStack  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
 
-from agents_app.transport.auth import AgentAuthMiddleware  # noqa: E402
+from agents_app.transport.auth import AgentAuthMiddleware, socket_session_stack  # noqa: E402
 from agents_app.transport.origins import WebSocketOriginGuard  # noqa: E402
 from agents_app.routing import websocket_urlpatterns  # noqa: E402
 from chatproject.gc_tuning import record_collections, tune_for_serving  # noqa: E402
@@ -26,7 +25,7 @@ application = ProtocolTypeRouter(
     {
         "http": http_app,
         # Host and Origin are checked before anything reads the session cookie.
-        "websocket": WebSocketOriginGuard(SessionMiddlewareStack(AgentAuthMiddleware(URLRouter(websocket_urlpatterns)))),
+        "websocket": WebSocketOriginGuard(socket_session_stack(AgentAuthMiddleware(URLRouter(websocket_urlpatterns)))),
     }
 )
 

@@ -7,11 +7,29 @@ from urllib.parse import parse_qs
 
 from channels.auth import AuthMiddleware
 from channels.db import database_sync_to_async
+from channels.sessions import CookieMiddleware, InstanceSessionWrapper, SessionMiddleware
 from django.contrib.auth.models import AnonymousUser
 from django.utils import timezone
 
 from agents_app.storage.models import ApiToken
 from agents_app.transport.origins import header
+
+
+class SocketSessionMiddleware(SessionMiddleware):
+    """Channels' session middleware for WebSockets, minus its check on every message sent.
+    That check saves a modified session only before `http.response.start`, which a socket
+    never sends, yet reads the session's state for each frame (a stream sends dozens a
+    second per socket). The session is resolved from the cookie as before."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
+        wrapper = InstanceSessionWrapper(scope, send)
+        await wrapper.resolve_session()
+        return await self.inner(wrapper.scope, receive, send)
+
+
+def socket_session_stack(inner: Any) -> CookieMiddleware:
+    """`channels.sessions.SessionMiddlewareStack` for WebSocket routes."""
+    return CookieMiddleware(SocketSessionMiddleware(inner))
 
 
 def user_for_token(raw_key: str) -> Any | None:
