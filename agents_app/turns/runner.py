@@ -303,6 +303,8 @@ async def _keep_alive(turn_id: int) -> None:
 _last_sweep = 0.0
 SWEEP_INTERVAL = 60.0
 FAIRNESS_SLICE = 0.01
+# A gap between two chunks longer than this: the read waited for the network, not for parsing.
+WAITED_FOR = 0.001
 DATABASE_RETRY_SECONDS = 5.0
 
 
@@ -529,11 +531,17 @@ async def _stream(
     async def consume() -> None:
         # A fast upstream can deliver many chunks without the read ever suspending; yield to
         # the event loop every few milliseconds so frames go out and other sockets are served.
-        last_yield = time.monotonic()
+        # A chunk that was waited for (a paced model sends one every ~20 ms) let the loop run
+        # meanwhile and begins a new slice: yielding after it as well cost a loop pass a token.
+        slice_began = arrived = time.monotonic()
         async for chunk in _as_chunks(response, request_id):
-            if time.monotonic() - last_yield > FAIRNESS_SLICE:
+            now = time.monotonic()
+            if now - arrived > WAITED_FOR:
+                slice_began = now
+            arrived = now
+            if now - slice_began > FAIRNESS_SLICE:
                 await publisher.wait_sent()
-                last_yield = time.monotonic()
+                slice_began = arrived = time.monotonic()
             if chunk.get("type") == "error":
                 raise _InBandError(str(chunk.get("errorText") or "The model stream failed."), chunk.get("classification"))
             rewritten = builder.rewrite(chunk)
