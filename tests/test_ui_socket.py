@@ -6,7 +6,9 @@ a protocol client on the same session (used here to drive and observe the turns)
 asking for that tool, for every client."""
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -179,3 +181,23 @@ async def test_the_pages_stop_button_aborts_the_running_answer_and_keeps_what_wa
     stored = (await sync_to_async(transcript.transcript)(session))[-1]
     assert stored["role"] == "assistant" and "w199" not in str(stored)
     await page.disconnect()
+
+
+async def test_an_approval_from_the_page_is_applied_while_asgirefs_shared_thread_is_busy(open_socket, token, model, user):
+    """The page's frames and the tool-state writes they cause run on the database threads: a
+    long call on asgiref's one shared thread elsewhere in the process holds none of them up."""
+    model.script(Reply.tool_calls([ToolCallSpec("deleteFile", '{"path": "/tmp/c"}', id="busy")]), Reply.text("Deleted /tmp/c."))
+    socket = await open_socket(CHAT, token=token, wait_ready=True)
+    page = await page_socket(user)
+    assert any(c["type"] == "tool-approval-request" for c in await ask_to_delete(socket, "busy001", "busy"))
+    release = threading.Event()
+    busy = asyncio.ensure_future(sync_to_async(release.wait)(30))
+    try:
+        await page.send_to(text_data=json.dumps({"action": "approve", "tool_call_id": "busy"}))
+        frames = await socket.until(turn_done_other_than("busy001"), timeout=10)
+        said = "".join(json.loads(f["body"]).get("delta", "") for f in frames if f.get("type") == "cf_agent_use_chat_response" and f.get("body"))
+        assert said == "Deleted /tmp/c."
+        assert not busy.done()
+    finally:
+        release.set()
+        await busy

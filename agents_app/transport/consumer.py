@@ -79,16 +79,6 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
     streams: ConnectionStreams
     chat_updates_while_resuming: bool
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        """A client's frame is no request boundary either (see StreamEventsMixin.dispatch):
-        this consumer queries only through the database threads, which check their own
-        connections, so Channels' `close_old_connections` before each frame only queued it
-        for asgiref's one shared thread, behind every other socket's frames."""
-        if message["type"] == "websocket.receive":
-            await self.websocket_receive(message)
-            return
-        await super().dispatch(message)
-
     async def connect(self) -> None:
         self.frame_rate = limits.FrameRate()
         route = self.scope["url_route"]["kwargs"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import transaction
 
 from agents_app.protocol.messages import is_tool_part
@@ -17,6 +16,7 @@ from agents_app.turns import repair, runner
 from agents_app.turns.instances import load_agent
 from agents_app.turns.types import TurnRequest, new_request_id
 from agents_app.storage import transcript
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn
 
 COALESCE_SECONDS = 0.05
@@ -59,7 +59,7 @@ async def after_tool_answer(
     session: Session, *, wants_continuation: bool, client_tools: list[dict[str, Any]] | None
 ) -> str | None:
     """Admit and schedule the continuation when it is due; returns its request id."""
-    admitted = await sync_to_async(_admit_if_ready)(session.pk, wants_continuation, client_tools)
+    admitted = await db_async(_admit_if_ready)(session.pk, wants_continuation, client_tools)
     if admitted is None:
         return None
     request, turn = admitted

@@ -382,11 +382,19 @@ class StreamEventsMixin(LeanDispatchMixin):
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Channels runs `close_old_connections` before every handler: a hop to asgiref's one
         shared thread, which also gives that thread's connection back (CONN_MAX_AGE is 0), so
-        its next query takes one again. A session's channel-layer events, many
-        per second per socket while a turn streams, are no request boundary: they skip it.
-        Frames from the client still get it; a connection that broke is dropped at its
-        failing query anyway (storage/connections.py)."""
-        if message["type"].startswith("agent."):
+        its next query takes one again. A session's channel-layer events, many per second per
+        socket while a turn streams, are no request boundary, and neither is a client's frame:
+        the consumers query through the database threads, which check their own connections
+        (storage/db_threads.py), and a burst of chat requests waited in line for that one
+        thread, each behind the others. Agent code that a frame runs (RPC methods,
+        `on_message`) gets its request boundary from `database_sync_to_async`, as Channels
+        advises; a connection that broke is dropped at its failing query anyway
+        (storage/connections.py). Connect and disconnect still get it."""
+        kind = message["type"]
+        if kind == "websocket.receive":
+            await self.websocket_receive(message)  # type: ignore[attr-defined]
+            return
+        if kind.startswith("agent."):
             handler = getattr(self, get_handler_name(message), None)
             if handler is not None:
                 await handler(message)

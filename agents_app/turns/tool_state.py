@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import transaction
 
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import ToolApproval, ToolResult
 from agents_app.protocol.messages import UIMessage, is_tool_part, tool_name_of
 from agents_app.turns import broadcast, continuation
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Message, Session, ToolGrant
 
 DEFAULT_DENIAL_TEXT = "Tool execution denied by user"
@@ -54,9 +54,9 @@ def _update_part(session: Session, tool_call_id: str, accepted: frozenset[str], 
 async def _apply_with_retries(session: Session, tool_call_id: str, accepted: frozenset[str], change: Any) -> UIMessage | None:
     """Results can arrive just before the turn that asked for them has persisted its message."""
     for attempt in range(LOOKUP_ATTEMPTS):
-        exists = await sync_to_async(_owner_of)(session, tool_call_id)
+        exists = await db_async(_owner_of)(session, tool_call_id)
         if exists is not None:
-            return await sync_to_async(_update_part)(session, tool_call_id, accepted, change)
+            return await db_async(_update_part)(session, tool_call_id, accepted, change)
         if attempt < LOOKUP_ATTEMPTS - 1:
             await asyncio.sleep(LOOKUP_INTERVAL)
     return None
@@ -65,7 +65,7 @@ async def _apply_with_retries(session: Session, tool_call_id: str, accepted: fro
 async def apply_tool_result(session: Session, result: ToolResult) -> str | None:
     """Returns the request id of the continuation this result scheduled, if any."""
     if result.client_tools:
-        await sync_to_async(_remember_client_tools)(session, result.client_tools)
+        await db_async(_remember_client_tools)(session, result.client_tools)
 
     def change(part: dict[str, Any]) -> None:
         if result.is_error:
@@ -105,9 +105,9 @@ async def apply_tool_approval(
     if updated is None:
         return None  # stray or already decided: nothing changed, no model call
     if for_agent and approval.approved:
-        await sync_to_async(allow_tool_for_agent)(session, approved_tool[0])
+        await db_async(allow_tool_for_agent)(session, approved_tool[0])
     elif always_allow and approval.approved:
-        await sync_to_async(allow_tool_always)(session, approved_tool[0])
+        await db_async(allow_tool_always)(session, approved_tool[0])
     await broadcast.broadcast(session.pk, [frames.message_updated(updated)])
     return await continuation.after_tool_answer(session, wants_continuation=approval.auto_continue, client_tools=None)
 

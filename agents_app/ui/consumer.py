@@ -15,7 +15,6 @@ import logging
 import uuid
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.template.loader import render_to_string
 from django.utils.safestring import mark_safe
@@ -29,6 +28,7 @@ from agents_app.turns.broadcast import session_group
 from agents_app.turns.resume import ConnectionStreams, StreamEventsMixin
 from agents_app.turns.types import Connection, new_request_id
 from agents_app.storage import transcript
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session
 from agents_app.ui import sending
 from agents_app.ui.message_stats import model_choices
@@ -49,7 +49,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             return
         route = self.scope["url_route"]["kwargs"]
         # Only an existing conversation: a fresh chat is stored by its first message (views.send).
-        session = await sync_to_async(
+        session = await db_async(
             Session.objects.select_related("agent").filter(agent__slug=route["agent"], name=route["name"], owner=user).first
         )()
         if session is None:
@@ -64,8 +64,8 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         await self.channel_layer.group_add(session_group(self.session.pk), self.channel_name)
         # What changed between rendering the page and joining the group (a turn that ended
         # meanwhile, e.g. right after the first message loaded the page) is drawn now.
-        current = await sync_to_async(transcript.transcript)(self.session)
-        await self._send_html(await self._conversation_html(current) + await sync_to_async(self._session_html)())
+        current = await db_async(transcript.transcript)(self.session)
+        await self._send_html(await self._conversation_html(current) + await db_async(self._session_html)())
         await self.streams.on_connect()
 
     async def disconnect(self, code: int) -> None:
@@ -153,13 +153,13 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
 
     async def _regenerate(self, data: dict[str, Any]) -> None:
         """Like the client's regenerate(): the conversation up to the answered message, again."""
-        history = await sync_to_async(transcript.transcript)(self.session)
+        history = await db_async(transcript.transcript)(self.session)
         ids = [m["id"] for m in history]
         if data.get("message_id") not in ids:
             return
         before = history[: ids.index(data["message_id"])]
         model = str(data.get("model", ""))
-        if model and model not in await sync_to_async(model_choices)():
+        if model and model not in await db_async(model_choices)():
             return
         body = {"model": model} if model else None
         if before:
@@ -169,7 +169,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         """An edited user message: resent under its id with new text, it becomes a sibling of
         the original (which keeps its answers, reachable with ‹ ›) and is answered anew."""
         text = str(data.get("message", "")).strip()
-        history = await sync_to_async(transcript.transcript)(self.session)
+        history = await db_async(transcript.transcript)(self.session)
         ids = [m["id"] for m in history]
         if not text or data.get("message_id") not in ids:
             return
@@ -180,8 +180,8 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         await chat.submit(self.session, self.connection, ChatRequest(new_request_id(), [*history[:index], edited], "submit-message", None, None))
 
     async def _switch(self, data: dict[str, Any]) -> None:
-        if await sync_to_async(transcript.switch_branch)(self.session, str(data.get("message_id", ""))):
-            current = await sync_to_async(transcript.transcript)(self.session)
+        if await db_async(transcript.switch_branch)(self.session, str(data.get("message_id", ""))):
+            current = await db_async(transcript.transcript)(self.session)
             await broadcast.broadcast(self.session.pk, [frames.chat_messages(current)])
 
     # -- frames → HTML ----------------------------------------------------------------------
@@ -200,7 +200,7 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
             elif kind == frames.CHAT_CLEAR:
                 html.append(await self._conversation_html([]))
             elif kind == frames.MESSAGE_UPDATED:
-                html.extend(await sync_to_async(render_conversation)(self.session, [frame["message"]], swap_oob=True))
+                html.extend(await db_async(render_conversation)(self.session, [frame["message"]], swap_oob=True))
         if html:
             await self._send_html("".join(html))
 
@@ -225,14 +225,14 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         return [render_to_string("chat/_streaming_slot.html", {"content": content})]
 
     async def _conversation_html(self, messages: list[UIMessage]) -> str:
-        rendered = "".join(await sync_to_async(render_conversation)(self.session, messages))
-        queue = await sync_to_async(render_queue)(self.session, swap_oob=True)
+        rendered = "".join(await db_async(render_conversation)(self.session, messages))
+        queue = await db_async(render_queue)(self.session, swap_oob=True)
         # Both pieces were rendered by our templates (autoescaped there).
         return render_to_string("chat/_conversation_swap.html", {"messages": mark_safe(rendered), "queue": mark_safe(queue)})  # noqa: S308
 
     async def agent_session_changed(self, message: dict[str, Any]) -> None:
         """A new title (header, sidebar link) or a changed queue."""
-        await self._send_html(await sync_to_async(self._session_html)())
+        await self._send_html(await db_async(self._session_html)())
 
     def _session_html(self) -> str:
         session = Session.objects.select_related("agent").filter(pk=self.session.pk).first()

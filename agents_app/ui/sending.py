@@ -12,7 +12,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import transaction
 
 from agents_app.protocol.inbound import ChatRequest
@@ -24,8 +23,8 @@ from agents_app.turns.instances import load_agent, session_with_agent
 from agents_app.turns.turn_listeners import on_turn_finished
 from agents_app.turns.types import TurnResult
 from agents_app.storage import transcript
-from agents_app.storage.compiled_query import CompiledQuery
 from agents_app.storage.db_threads import db_async
+from agents_app.storage.compiled_query import CompiledQuery
 from agents_app.storage.models import Session
 from agents_app.ui.models import QueuedMessage
 
@@ -50,16 +49,16 @@ def _must_wait(session: Session) -> bool:
 
 
 async def submit(session: Session, message: UIMessage) -> None:
-    history = await sync_to_async(transcript.transcript)(session)
+    history = await db_async(transcript.transcript)(session)
     await chat.submit(session, None, ChatRequest(new_request_id(), [*history, message], "submit-message", None, None))
 
 
 async def send(session: Session, text: str, file_parts: list[dict[str, Any]]) -> bool:
     """Send now, or queue while the agent answers. True when the message was queued."""
-    if await sync_to_async(_must_wait)(session):
-        if (await sync_to_async(strategy_of)(session)).strategy == "drop":
+    if await db_async(_must_wait)(session):
+        if (await db_async(strategy_of)(session)).strategy == "drop":
             raise SendRefused("The assistant is still answering and this agent ignores messages sent meanwhile. Wait for the answer or stop it.")
-        await sync_to_async(QueuedMessage.objects.create)(session=session, text=text, files=file_parts)
+        await db_async(QueuedMessage.objects.create)(session=session, text=text, files=file_parts)
         await release(session.pk)  # the answer may have ended while the message was stored
         return True
     await submit(session, user_message(text, file_parts))
