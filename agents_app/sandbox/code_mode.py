@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import pydantic
-from asgiref.sync import sync_to_async
 
 from agents_app.agents.tools import Tool, run_nested
 from agents_app.sandbox.quickjs_runner import Bridge, Limits, SandboxCodeError, SandboxLimitError, run_js
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.workspace import Workspace, WorkspaceError
 
 
@@ -64,7 +64,7 @@ class WorkspaceState:
             async def call(args: list[Any]) -> Any:
                 if not all(isinstance(a, str) for a in args):
                     raise WorkspaceError("paths and contents are strings")
-                return await sync_to_async(function)(*args)
+                return await db_async(function)(*args)
 
             return call
 

@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 import httpx
 import pydantic
-from asgiref.sync import sync_to_async
 from django.db.models import Exists, OuterRef
 
 from agents_app.think.context_blocks import ContextBlockSpec
@@ -250,7 +249,7 @@ class ExtensionManager:
             raise ExtensionError(f"{extension.name} is built in and cannot be replaced")
         described = Extension(**{**extension.__dict__, "tools": await describe_tools(extension, self.limits)})
         manifest = described.manifest()
-        await sync_to_async(SessionExtension.objects.update_or_create)(
+        await db_async(SessionExtension.objects.update_or_create)(
             session=self.agent.session, name=described.name,
             defaults={"source": described.source, "manifest": manifest, "tools": dict(described.tools)},
         )

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import UIMessage, text_of
 from agents_app.gateway.text import generate_text
 from agents_app.think.context_blocks import estimate_tokens
 from agents_app.think.context_window import input_budget
 from agents_app.storage import transcript
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Compaction, Message, Session
 from agents_app.storage.overlays import apply_overlays, overlays_on_path
 
@@ -97,14 +97,14 @@ async def summarize(agent: ThinkHost, messages: list[UIMessage]) -> str:
 async def compact(agent: ThinkHost) -> Compaction | None:
     """Summarise the middle of the active path into an overlay; None when it is too short."""
     session = agent.session
-    messages = await sync_to_async(transcript.transcript)(session)
-    bounds = await sync_to_async(_choose_range)(messages, session, agent.compaction_protect_head, agent.compaction_keep_tail)
+    messages = await db_async(transcript.transcript)(session)
+    bounds = await db_async(_choose_range)(messages, session, agent.compaction_protect_head, agent.compaction_keep_tail)
     if bounds is None:
         return None
     first, last = bounds
     uids = [m["id"] for m in messages]
     covered = messages[uids.index(first) : uids.index(last) + 1]
-    summary = await summarize(agent, await sync_to_async(apply_overlays)(session, covered))
+    summary = await summarize(agent, await db_async(apply_overlays)(session, covered))
 
     def store() -> Compaction:
         by_uid = dict(Message.objects.filter(session=session, uid__in=[first, last]).values_list("uid", "pk"))
@@ -116,7 +116,7 @@ async def compact(agent: ThinkHost) -> Compaction | None:
             tokens_before=estimate_messages_tokens(covered),
         )
 
-    return await sync_to_async(store)()
+    return await db_async(store)()
 
 
 def undo(session: Session, compaction_id: int) -> bool:

@@ -23,7 +23,6 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
 import pydantic
-from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 
@@ -170,10 +169,10 @@ class ContextBlocks:
 
     # -- writing ----------------------------------------------------------------------------
     async def replace(self, label: str, content: str, *, source: str = "code", check_writable: bool = True) -> BlockView:
-        return await sync_to_async(self._write)(label, content, source, check_writable, False)
+        return await db_async(self._write)(label, content, source, check_writable, False)
 
     async def append(self, label: str, content: str, *, source: str = "code") -> BlockView:
-        return await sync_to_async(self._write)(label, content, source, True, True)
+        return await db_async(self._write)(label, content, source, True, True)
 
     def _write(self, label: str, content: str, source: str, check_writable: bool, append: bool) -> BlockView:
         spec = self._spec(label)
@@ -201,7 +200,7 @@ class ContextBlocks:
         def store() -> None:
             ContextEntry.objects.update_or_create(block=self._stored(spec), key=key, defaults={"content": content, "title": title})
 
-        await sync_to_async(store)()
+        await db_async(store)()
 
     # -- blocks added while the agent runs ------------------------------------------------------
     async def add_context(
@@ -221,7 +220,7 @@ class ContextBlocks:
             settings = {"runtime": True, "description": description, "max_tokens": max_tokens, "readonly": readonly, "content": content}
             ContextBlock.objects.update_or_create(session=self.session, label=label, defaults=settings)
 
-        await sync_to_async(store)()
+        await db_async(store)()
         self.specs[label] = spec
         self.agent.runtime_context_blocks = (*(s for s in self.agent.runtime_context_blocks if s.label != label), spec)
         return BlockView(label, description, content, tokens, max_tokens, spec.writable, spec.kind)
@@ -235,7 +234,7 @@ class ContextBlocks:
         def delete() -> int:
             return ContextBlock.objects.filter(session=self.session, label=label, runtime=True).delete()[0]
 
-        removed = bool(await sync_to_async(delete)())
+        removed = bool(await db_async(delete)())
         self.specs.pop(label, None)
         self.agent.runtime_context_blocks = tuple(s for s in self.agent.runtime_context_blocks if s.label != label)
         return removed
@@ -276,7 +275,7 @@ class ContextBlocks:
             def lookup() -> str | None:
                 return ContextEntry.objects.filter(block__session=self.session, block__label=label, key=key).values_list("content", flat=True).first()
 
-            document = await sync_to_async(lookup)()
+            document = await db_async(lookup)()
             return document if document is not None else f"Not found: {key}"
 
         return Tool("load_context", "Load a document listed in a skills block of your system prompt.", LoadContext, load_context)
@@ -285,7 +284,7 @@ class ContextBlocks:
         UnloadContext = _labelled_input("UnloadContext", labels, key=(str, ...))
 
         async def unload_context(label: str, key: str) -> str:
-            if await sync_to_async(unload_document)(self.session, label, key):
+            if await db_async(unload_document)(self.session, label, key):
                 return f'Unloaded "{key}" from {label}. Context reclaimed.'
             return f'"{key}" is not loaded from {label} (only documents loaded in earlier turns can be unloaded).'
 
@@ -298,10 +297,10 @@ class ContextBlocks:
 
         async def search_context(label: str, query: str) -> str:
             if label == HISTORY_LABEL:
-                hits = await sync_to_async(search.search_messages)(query, session_ids=[self.session.pk], limit=10)
+                hits = await db_async(search.search_messages)(query, session_ids=[self.session.pk], limit=10)
                 found = [f"[{hit.role} {hit.id}]\n{hit.snippet}" for hit in hits]
             else:
-                found = await sync_to_async(self._search_entries)(label, query)
+                found = await db_async(self._search_entries)(label, query)
             return "\n\n".join(found) if found else "No results found."
 
         description = 'Search a searchable context block, or "history" for earlier messages of this conversation.'

@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from asgiref.sync import sync_to_async
 
 from agents_app.protocol.messages import UIMessage, normalize_messages, user_text_message
 from agents_app.agents.tools import Tool
@@ -32,6 +31,7 @@ from agents_app.turns.instances import find_session, load_agent, resolve_session
 from agents_app.turns.registry import agent_segment
 from agents_app.turns.agent_interface import ChatAgent, HostedAgent
 from agents_app.turns.types import TurnRequest, TurnResult, new_request_id
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Turn
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ async def sub_agent(parent: HostedAgent, agent_class: type[A], name: str) -> A:
             raise ValueError("An agent cannot be its own sub-agent")
         return load_agent(session)
 
-    child = await sync_to_async(resolve)()
+    child = await db_async(resolve)()
     if not isinstance(child, agent_class):
         raise TypeError(f"{agent_class.__name__} is not registered (see register_agent)")
     return child
@@ -91,7 +91,7 @@ async def sub_agent(parent: HostedAgent, agent_class: type[A], name: str) -> A:
 
 async def _existing(parent: HostedAgent, agent_class: type[HostedAgent], name: str) -> Any:
     """The child's session if it was ever created (never creating it)."""
-    return await sync_to_async(find_session)(agent_segment(agent_class.__name__), name, parent.session.owner)
+    return await db_async(find_session)(agent_segment(agent_class.__name__), name, parent.session.owner)
 
 
 async def abort(parent: HostedAgent, agent_class: type[HostedAgent], name: str) -> bool:

@@ -10,10 +10,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pydantic
-from asgiref.sync import sync_to_async
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents_app.agents.tools import Tool
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.workspace import Workspace, WorkspaceError, glob_regex, normalize
 
 MAX_LINE_CHARS = 2000
@@ -207,7 +207,7 @@ def _bound(workspace: Workspace, operation: Callable[..., dict[str, Any]]) -> Ca
 
     async def execute(**arguments: Any) -> dict[str, Any]:
         try:
-            return await sync_to_async(operation)(workspace, **arguments)
+            return await db_async(operation)(workspace, **arguments)
         except WorkspaceError as error:
             return {"error": str(error)}
 
