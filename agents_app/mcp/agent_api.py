@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import sync_to_async
 
 from agents_app.mcp import manager
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session
 
 
@@ -29,7 +29,7 @@ class McpClientMixin:
 
     async def get_mcp_servers(self) -> dict[str, Any]:
         """The state clients receive as `cf_agent_mcp_servers`."""
-        return await sync_to_async(manager.servers_state)(self.session.pk)
+        return await db_async(manager.servers_state)(self.session.pk)
 
     async def wait_for_mcp_servers(self, timeout: float = 10.0) -> dict[str, Any]:
         """Connect every server that is not connected in this process, waiting up to `timeout` s."""

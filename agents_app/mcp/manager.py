@@ -12,7 +12,6 @@ import logging
 import re
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Exists, OuterRef, Q
 
@@ -94,7 +93,7 @@ async def publish(session_id: int) -> None:
 async def _update(row: McpServer, **fields: Any) -> None:
     for key, value in fields.items():
         setattr(row, key, value)
-    await sync_to_async(McpServer.objects.filter(pk=row.pk).update)(**fields)
+    await db_async(McpServer.objects.filter(pk=row.pk).update)(**fields)
     await publish(row.session_id)
 
 
@@ -152,7 +151,7 @@ async def _connect(row: McpServer) -> None:
     if row.state != McpServer.State.CONNECTING:
         await _update(row, state=McpServer.State.CONNECTING, error=None)
     try:
-        endpoint = await sync_to_async(endpoint_for)(row)
+        endpoint = await db_async(endpoint_for)(row)
         catalogue = await pool.connect(row.pk, endpoint, connect_timeout())
     except McpAuthorizationRequired:
         auth_url = await oauth.pending_auth_url(row)
@@ -231,7 +230,7 @@ async def add_server(session_id: int, name: str, url: str, *, headers: dict[str,
         raise ValueError("An MCP server needs a name")
     if headers is not None and not (isinstance(headers, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())):
         raise ValueError("headers must be an object of strings")
-    row = await sync_to_async(McpServer.objects.create)(
+    row = await db_async(McpServer.objects.create)(
         session_id=session_id, name=name.strip(), server_url=_validate_url(url), transport=transport, headers=headers or {}
     )
     _home_loops[session_id] = asyncio.get_running_loop()
@@ -241,12 +240,12 @@ async def add_server(session_id: int, name: str, url: str, *, headers: dict[str,
 
 
 async def remove_server(session_id: int, server_id: str) -> None:
-    row = await sync_to_async(McpServer.objects.filter(session_id=session_id, pk=server_id).first)()
+    row = await db_async(McpServer.objects.filter(session_id=session_id, pk=server_id).first)()
     if row is None:
         raise ValueError(f"Unknown MCP server {server_id!r}")
     if row.attached_id is not None:
         raise ValueError("This server is attached by the operator to every instance; it cannot be removed here")
-    await sync_to_async(row.delete)()
+    await db_async(row.delete)()
     await pool.disconnect(server_id)
     await publish(session_id)
 

@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
@@ -27,6 +26,7 @@ from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull,
 
 from agents_app.mcp.models import McpServer
 from agents_app.mcp.pool import connect_deadline
+from agents_app.storage.db_threads import db_async
 
 # How long a connection attempt waits for the user to authorize.
 AUTHORIZATION_WAIT_SECONDS = 600
@@ -51,18 +51,18 @@ class RowTokenStorage:
         self.server_id = server_id
 
     async def get_tokens(self) -> OAuthToken | None:
-        tokens = (await sync_to_async(_oauth_of)(self.server_id)).get("tokens")
+        tokens = (await db_async(_oauth_of)(self.server_id)).get("tokens")
         return OAuthToken.model_validate(tokens) if tokens else None
 
     async def set_tokens(self, tokens: OAuthToken) -> None:
-        await sync_to_async(_merge_oauth)(self.server_id, tokens=tokens.model_dump(mode="json", exclude_none=True))
+        await db_async(_merge_oauth)(self.server_id, tokens=tokens.model_dump(mode="json", exclude_none=True))
 
     async def get_client_info(self) -> OAuthClientInformationFull | None:
-        client = (await sync_to_async(_oauth_of)(self.server_id)).get("client")
+        client = (await db_async(_oauth_of)(self.server_id)).get("client")
         return OAuthClientInformationFull.model_validate(client) if client else None
 
     async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        await sync_to_async(_merge_oauth)(self.server_id, client=client_info.model_dump(mode="json", exclude_none=True))
+        await db_async(_merge_oauth)(self.server_id, client=client_info.model_dump(mode="json", exclude_none=True))
 
 
 def callback_url(row: McpServer) -> str:
@@ -81,8 +81,8 @@ def provider_for(row: McpServer, publish: Callable[[int], Awaitable[None]]) -> O
         if deadline is not None:  # a person is authorizing now: give them time
             deadline.reschedule(asyncio.get_running_loop().time() + AUTHORIZATION_WAIT_SECONDS)
         state = (parse_qs(urlsplit(authorization_url).query).get("state") or [""])[0]
-        await sync_to_async(_merge_oauth)(server_id, state=state, callback=None)
-        await sync_to_async(McpServer.objects.filter(pk=server_id).update)(
+        await db_async(_merge_oauth)(server_id, state=state, callback=None)
+        await db_async(McpServer.objects.filter(pk=server_id).update)(
             state=McpServer.State.AUTHENTICATING, auth_url=authorization_url, error=None
         )
         await publish(session_id)
@@ -90,9 +90,9 @@ def provider_for(row: McpServer, publish: Callable[[int], Awaitable[None]]) -> O
     async def wait_for_callback() -> AuthorizationCodeResult:
         deadline = time.monotonic() + AUTHORIZATION_WAIT_SECONDS
         while time.monotonic() < deadline:
-            callback = (await sync_to_async(_oauth_of)(server_id)).get("callback")
+            callback = (await db_async(_oauth_of)(server_id)).get("callback")
             if callback:
-                await sync_to_async(_merge_oauth)(server_id, callback=None, state=None)
+                await db_async(_merge_oauth)(server_id, callback=None, state=None)
                 if callback.get("error"):
                     raise PermissionError(f"Authorization refused: {callback['error']}")
                 return AuthorizationCodeResult(code=callback["code"], state=callback.get("state"), iss=callback.get("iss"))
@@ -118,12 +118,12 @@ def _find_pending(session_id: int, state: str) -> McpServer | None:
 async def handle_callback(session_id: int, request: HttpRequest) -> HttpResponse:
     """`GET /agents/<agent>/<name>/callback`: the authorization server sends the user here."""
     state = request.GET.get("state", "")
-    row = await sync_to_async(_find_pending)(session_id, state)
+    row = await db_async(_find_pending)(session_id, state)
     if row is None:
         return HttpResponse("Unknown or expired authorization.", status=400, content_type="text/plain")
     callback = {"code": request.GET.get("code", ""), "state": state, "iss": request.GET.get("iss")}
     if request.GET.get("error") or not callback["code"]:
         callback = {"error": request.GET.get("error_description") or request.GET.get("error") or "no code"}
-    await sync_to_async(_merge_oauth)(row.pk, callback=callback)
+    await db_async(_merge_oauth)(row.pk, callback=callback)
     message = "Authorization refused." if "error" in callback else f"{row.name} is authorized. You can close this window."
     return HttpResponse(format_html("<!doctype html><title>MCP authorization</title><p>{}</p>", message))
