@@ -9,7 +9,7 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,11 +23,10 @@ from agents_app.gateway import scope as gateway_scope
 from agents_app.protocol import frames
 from agents_app.protocol.message_builder import MessageBuilder
 from agents_app.protocol.messages import UIMessage, normalize_messages
-from agents_app.providers.errors import ChatErrorClassification
-from agents_app.turns import broadcast, cancellation, chat_errors, concurrency, repair, transcript_sync, turn_end, turn_listeners, turn_loading, turn_lock
+from agents_app.turns import broadcast, cancellation, chat_errors, concurrency, repair, response_stream, transcript_sync, turn_end, turn_listeners, turn_loading, turn_lock
 from agents_app.turns.agent_interface import ChatAgent
 from agents_app.turns.stream_publisher import StreamPublisher
-from agents_app.turns.types import ChatErrorContext, ChatOptions, ChatResponseResult, TurnRequest, TurnResult, TurnStatus
+from agents_app.turns.types import ChatErrorContext, ChatOptions, ChatResponseResult, TurnRequest, TurnResult
 from agents_app.storage import chunk_log, db_threads, query_count, row_writes, transcript, turn_ending
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn
@@ -43,16 +42,6 @@ ADMISSION_FAILED = "The server could not start this turn. Please try again."
 
 class AdmissionFailed(Exception):
     """A turn could not even be recorded; callers answer with their own error outcome."""
-
-
-class _InBandError(Exception):
-    """An `error` chunk from the model stream: error frame, then a normal done frame."""
-
-    def __init__(self, text: str, classification: ChatErrorClassification | None) -> None:
-        super().__init__(text)
-        # The model loop classified its own failure: the chunk's text is its rendering, and
-        # the upstream's error, which the classifier read, is gone by now.
-        self.classification = classification
 
 
 def admit(request: TurnRequest, *, session_busy: bool | None = None, holds_lock: bool = False) -> tuple[Turn, bool]:
@@ -263,7 +252,7 @@ async def _fail(progress: _Progress, request: TurnRequest, turn: Turn, error: Ex
         has_content = any(part.get("type") != "step-start" for part in message["parts"])
         if has_content and not progress.reply_saved:
             await _attempt(request, "keeping the partial answer", _retrying(lambda: _save_reply(progress, message, checked=False)))
-    return await _conclude(progress, request, turn, _StreamOutcome("error", text), message)
+    return await _conclude(progress, request, turn, response_stream.StreamOutcome("error", text), message)
 
 
 async def _attempt(request: TurnRequest, what: str, step: Any) -> Any:
@@ -302,9 +291,6 @@ async def _keep_alive(turn_id: int) -> None:
 
 _last_sweep = 0.0
 SWEEP_INTERVAL = 60.0
-FAIRNESS_SLICE = 0.01
-# A gap between two chunks longer than this: the read waited for the network, not for parsing.
-WAITED_FOR = 0.001
 DATABASE_RETRY_SECONDS = 5.0
 
 
@@ -393,12 +379,12 @@ async def _execute(progress: _Progress, request: TurnRequest, turn: Turn, abort:
     progress.builder = builder
     response = await agent.on_chat_message(options)
     if response is None:
-        return await _conclude(progress, request, turn, _StreamOutcome("completed", body=frames.NO_RESPONSE_TEXT), None)
+        return await _conclude(progress, request, turn, response_stream.StreamOutcome("completed", body=frames.NO_RESPONSE_TEXT), None)
 
     publisher = StreamPublisher(session.pk, turn.pk, request.request_id, continuation=request.continuation)
     publisher.begin(builder.message["id"])  # the model call starts while the turn is marked as streaming
     progress.publisher = publisher
-    outcome = await _stream(response, builder, publisher, abort, agent, request.request_id)
+    outcome = await response_stream.drain(response, builder, publisher, abort, agent, request.request_id)
     if outcome.status == "aborted":
         publisher.publish({"type": "abort"})  # as AI SDK streams end when aborted
     message = builder.finalize()
@@ -435,7 +421,7 @@ async def _save_reply(progress: _Progress, message: UIMessage, *, checked: bool 
 
 
 async def _store_ending(
-    progress: _Progress, turn: Turn, publisher: StreamPublisher, outcome: _StreamOutcome, message: UIMessage | None
+    progress: _Progress, turn: Turn, publisher: StreamPublisher, outcome: response_stream.StreamOutcome, message: UIMessage | None
 ) -> None:
     """What a streamed turn still has to write, in one call: the chunk log's last batch,
     the reply, the outcome and its model calls' log lines (storage/turn_ending.py). Retried through a database restart,
@@ -471,7 +457,7 @@ def _reply(progress: _Progress, message: UIMessage, succeeded: bool) -> turn_end
 
 
 async def _conclude(
-    progress: _Progress, request: TurnRequest, turn: Turn, outcome: _StreamOutcome, message: UIMessage | None, *, recorded: bool = False
+    progress: _Progress, request: TurnRequest, turn: Turn, outcome: response_stream.StreamOutcome, message: UIMessage | None, *, recorded: bool = False
 ) -> TurnResult:
     """Record and deliver a turn's one outcome, once its answer is stored: the turn row
     (unless `recorded` with the answer already), the final frames (error, done) to every
@@ -498,105 +484,6 @@ async def _conclude(
     await _attempt(request, "settling parked connections", turn_end.settle(turn, streamed=streamed))
     progress.result = TurnResult(request.request_id, outcome.status, outcome.error, message)
     return progress.result
-
-
-@dataclass
-class _StreamOutcome:
-    status: TurnStatus
-    error: str | None = None
-    # An in-band `error` chunk gets an error frame then a normal done (protocol §9.13);
-    # an exception gets a single error frame that is also the done frame.
-    in_band: bool = False
-    # The done frame's body: empty, except for a handler that returned no response at all.
-    body: str = ""
-
-    def final_frames(self, request_id: str, continuation: bool) -> list[frames.Frame]:
-        done = frames.chat_response(request_id, self.body, done=True, continuation=continuation)
-        if self.status != "error":
-            return [done]
-        error = frames.chat_response(request_id, self.error or "", done=not self.in_band, error=True, continuation=continuation)
-        return [error, done] if self.in_band else [error]
-
-
-async def _stream(
-    response: Any,
-    builder: MessageBuilder,
-    publisher: StreamPublisher,
-    abort: asyncio.Event,
-    agent: ChatAgent,
-    request_id: str,
-) -> _StreamOutcome:
-    """Drain the handler's response into the publisher until it ends, fails or is aborted."""
-
-    async def consume() -> None:
-        # A fast upstream can deliver many chunks without the read ever suspending; yield to
-        # the event loop every few milliseconds so frames go out and other sockets are served.
-        # A chunk that was waited for (a paced model sends one every ~20 ms) let the loop run
-        # meanwhile and begins a new slice: yielding after it as well cost a loop pass a token.
-        slice_began = arrived = time.monotonic()
-        async for chunk in _as_chunks(response, request_id):
-            now = time.monotonic()
-            if now - arrived > WAITED_FOR:
-                slice_began = now
-            arrived = now
-            if now - slice_began > FAIRNESS_SLICE:
-                await publisher.wait_sent()
-                slice_began = arrived = time.monotonic()
-            if chunk.get("type") == "error":
-                raise _InBandError(str(chunk.get("errorText") or "The model stream failed."), chunk.get("classification"))
-            rewritten = builder.rewrite(chunk)
-            if rewritten is None:
-                continue
-            builder.apply(rewritten)
-            publisher.publish(rewritten)
-            if publisher.first_output_pending:
-                await publisher.wait_sent()
-
-    consumer = asyncio.create_task(consume())
-    aborted = asyncio.create_task(abort.wait())
-    try:
-        await asyncio.wait({consumer, aborted}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        aborted.cancel()
-    if not consumer.done():
-        # Cancelling the task closes the upstream HTTP response inside the openai SDK.
-        consumer.cancel()
-        try:
-            await consumer
-        except asyncio.CancelledError:
-            pass
-        except Exception:  # the turn is aborted either way; a failure while closing is only logged
-            logger.warning("turn %s: the aborted stream failed while closing", request_id, exc_info=True)
-        return _StreamOutcome("aborted")
-    error = consumer.exception()
-    if error is None:
-        return _StreamOutcome("completed")
-    if isinstance(error, _InBandError):
-        ctx = ChatErrorContext("stream", request_id, classification=error.classification)
-        return _StreamOutcome("error", chat_errors.error_text(agent, error, ctx, str(error)), in_band=True)
-    logger.error("turn %s failed while streaming: %s", request_id, error, exc_info=error)
-    return _StreamOutcome("error", chat_errors.error_text(agent, error, ChatErrorContext("stream", request_id), "The agent failed while answering."))
-
-
-async def _as_chunks(response: Any, request_id: str) -> AsyncIterator[dict[str, Any]]:
-    """Normalise a handler's response to UI chunks. Plain text becomes one text part whose
-    id is the request id (as the reference wraps non-SSE responses)."""
-    if isinstance(response, str):
-        yield {"type": "text-start", "id": request_id}
-        yield {"type": "text-delta", "id": request_id, "delta": response}
-        yield {"type": "text-end", "id": request_id}
-        return
-    text_open = False
-    async for item in response:
-        if isinstance(item, str):
-            if not text_open:
-                text_open = True
-                yield {"type": "text-start", "id": request_id}
-            yield {"type": "text-delta", "id": request_id, "delta": item}
-        elif isinstance(item, dict):
-            yield item
-    if text_open:
-        yield {"type": "text-end", "id": request_id}
 
 
 def _up_to_answered(messages: list[UIMessage], answers: str) -> list[UIMessage]:
