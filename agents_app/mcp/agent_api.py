@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from agents_app.mcp import manager
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-
 from agents_app.protocol.messages import UIMessage, text_of
 from agents_app.gateway.text import generate_text
 from agents_app.think.context_blocks import estimate_tokens

@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-
 from agents_app.protocol.messages import UIMessage, normalize_messages, user_text_message
 from agents_app.agents.tools import Tool
 from agents_app.turns import chat as chat_ops

@@ -225,8 +225,10 @@ class ChatPageConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
         return [render_to_string("chat/_streaming_slot.html", {"content": content})]
 
     async def _conversation_html(self, messages: list[UIMessage]) -> str:
-        rendered = "".join(await db_async(render_conversation)(self.session, messages))
-        queue = await db_async(render_queue)(self.session, swap_oob=True)
+        def render() -> tuple[str, str]:  # both reads in one hand-off to the database threads
+            return "".join(render_conversation(self.session, messages)), render_queue(self.session, swap_oob=True)
+
+        rendered, queue = await db_async(render)()
         # Both pieces were rendered by our templates (autoescaped there).
         return render_to_string("chat/_conversation_swap.html", {"messages": mark_safe(rendered), "queue": mark_safe(queue)})  # noqa: S308
 
