@@ -12,10 +12,9 @@ class AgentsAppConfig(AppConfig):
         from agents_app.storage.connections import watch
 
         connection_created.connect(watch, dispatch_uid="agents_app.storage.connections.watch")
-        from agents_app.storage import query_count, write_watch
+        from agents_app.storage import query_count
 
         connection_created.connect(query_count.watch, dispatch_uid="agents_app.storage.query_count.watch")
-        connection_created.connect(write_watch.watch, dispatch_uid="agents_app.storage.write_watch.watch")
         # Importing the demo module registers its agent classes with the registry.
         from agents_app import demo_agents  # noqa: F401
         from agents_app.turns.registry import load_configured_agents

@@ -21,9 +21,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
 CHAT = "/agents/chat-agent/round-trips"
 
 # Measured (2026-12-05), a signed-in user's turn with the Think-style chat-agent: a later turn
-# 6 on SQLite and 7 on PostgreSQL, a process's first 9 and 10 (the gateway reads its routes,
-# limits and budgets once; an agent's stored features are read again after its start-up
-# only if that wrote to the database, storage/write_watch.py). 8 and 9 on 2026-12-04, 13 on
+# 6 on SQLite and 7 on PostgreSQL, a process's first 10 and 11 (the gateway reads its routes,
+# limits and budgets once; the agent's stored features are read again after its first
+# `on_start`, which may store some). 8 and 9 on 2026-12-04, 13 on
 # 2026-12-02 evening, 18 that afternoon, 29–32 that morning, 44–50 before. What is left: admission in one transaction
 # (SQLite's BEGIN IMMEDIATE; on PostgreSQL the user's row locked for the per-user turn limit
 # and the session's row locked before it is read, two statements); the session's row with
@@ -33,9 +33,9 @@ CHAT = "/agents/chat-agent/round-trips"
 # running, inserted unless its request id exists; then the stream's start, beside the model
 # request. A chat with no other tab reads no transcript for the others.
 BEFORE_FIRST_TOKEN = {
-    ("sqlite", "first turn"): 10,
+    ("sqlite", "first turn"): 11,
     ("sqlite", "later turn"): 6,
-    ("postgresql", "first turn"): 11,
+    ("postgresql", "first turn"): 12,
     ("postgresql", "later turn"): 7,
 }
 # Measured: 13–15 for a 3-word answer (call log, a chunk-log batch, the reply (which also
@@ -45,14 +45,13 @@ BEFORE_FIRST_TOKEN = {
 # answer adds a chunk-log write per stored batch (stream_publisher).
 AFTER_FIRST_TOKEN = 26
 # Calls to the database threads before the first token: each is a hand-off to a thread and
-# back (~0.5 ms on an idle server), more than most statements cost. Measured (2026-12-05): 2
-# for a turn on a session with no other turn (the admission, which then takes the turn lock
-# and loads the agent, its context and what it reads before every turn; the stream's start,
-# which runs beside the model request), an instance's first turn in a process included when
-# its start-up writes nothing (else its stored features are read again after it: 3). 3 for
-# that first turn on 2026-12-03, late; 3 and 4 before the lock joined the admission's call,
-# 6 before that.
-CALLS_BEFORE_FIRST_TOKEN = {"first turn": 2, "later turn": 2}
+# back (~0.5 ms on an idle server), more than most statements cost. Measured (2026-12-03,
+# late): 2 for a turn of an agent already started in the process, on a session with no other
+# turn (the admission, which then takes the turn lock and loads the agent, its context and a
+# Think agent's stored features; the stream's start, which runs beside the model request),
+# 3 for an instance's first turn in a process (its start-up may store features, so they are
+# read after it); 3 and 4 before the lock joined the admission's call, 6 before that.
+CALLS_BEFORE_FIRST_TOKEN = {"first turn": 3, "later turn": 2}
 # Calls after it, to the end of the run (its done frame is sent before the last few).
 # Measured (2026-12-04, evening): 6 for a later turn (the stream's last chunk-log batch, the
 # reply, the outcome and the model call's log line in one (storage/turn_ending.py); the

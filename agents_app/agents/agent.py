@@ -21,7 +21,6 @@ from agents_app.mcp import oauth
 from agents_app.mcp.agent_api import McpClientMixin
 from agents_app.protocol import frames
 from agents_app.protocol.inbound import AppMessage
-from agents_app.storage import write_watch
 from agents_app.storage.models import Agent as AgentRecord
 from agents_app.storage.models import Session
 from agents_app.think import sub_agents
@@ -72,9 +71,6 @@ class Agent(McpClientMixin):
         # The connection whose RPC call is running, if any (readonly connections cannot set state).
         self.caller: Connection | None = None
         self._started = False
-        # Whether `start` ran the instance's start-up hooks here and they wrote to the database
-        # (storage/write_watch.py); None when it did not run them (they had run before).
-        self.start_up_wrote: bool | None = None
         # Sub-agent handles this object gave out, so each child starts up once (sub_agent()).
         self._sub_agents: dict[tuple[type[Agent], str], Agent] = {}
         for key, value in (record.settings or {}).items():
@@ -221,9 +217,7 @@ class Agent(McpClientMixin):
         key = self._start_key()
         adopted = _started_instances.get(key)
         if adopted is None:
-            with write_watch.watching() as watch:
-                adopted = await self._start_up()
-            self.start_up_wrote = watch.wrote
+            adopted = await self._start_up()
             _started_instances[key] = adopted
             while len(_started_instances) > MAX_STARTED_INSTANCES:
                 _started_instances.popitem(last=False)

@@ -99,7 +99,6 @@ class ThinkAgent(AIChatAgent):
         self.runtime_context_blocks: tuple[ContextBlockSpec, ...] = ()
         self.loaded_context_keys: frozenset[str] = frozenset()
         self._features_read_at_lock: StoredFeatures | None = None
-        self._features_read_before_start: StoredFeatures | None = None
 
     @staticmethod
     def new_message_id() -> str:
@@ -233,19 +232,14 @@ class ThinkAgent(AIChatAgent):
         return feature_annotations()
 
     def read_before_turn(self) -> None:
-        features = features_on(self.session)
+        # Only an instance already started here: a first start's on_start may store features.
         if self.started_in_process():
-            self._features_read_at_lock = features or read_stored_features(self.session.pk)
-        else:  # a first start-up here may store features: these hold if it writes nothing
-            self._features_read_before_start = features
+            self._features_read_at_lock = features_on(self.session) or read_stored_features(self.session.pk)
 
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
         await self.start()  # first: on_start may add blocks, servers or extensions
         # One read says which of the session's stored features exist; only those are read.
         stored, self._features_read_at_lock = self._features_read_at_lock, None
-        if stored is None and self.start_up_wrote is False:
-            stored = self._features_read_before_start
-        self._features_read_before_start = None
         if stored is None:
             stored = await db_async(read_stored_features)(self.session.pk)
         if stored.runtime_blocks:
