@@ -4,9 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.db.models import Count
 
-from agents_app.storage.compiled_query import CompiledQuery, CompiledRowWithRows, json_value
+from agents_app.storage.compiled_query import CompiledQuery
 from agents_app.storage.models import Agent, Message, Session
 
 pytestmark = [pytest.mark.django_db, pytest.mark.backends]
@@ -59,29 +58,3 @@ def test_an_instance_is_the_one_a_queryset_builds_with_its_related_rows_and_conv
     with django_assert_num_queries(0):  # the agent came with the session
         assert loaded.agent.slug == "compiled-query" and loaded.agent.pk == expected.agent.pk
     assert _WITH_AGENT.instance(session.pk + 1000) is None
-
-
-_SESSION_AND_MESSAGES = CompiledRowWithRows(
-    lambda pk: Session.objects.select_related("agent").annotate(messages_stored=Count("messages")).filter(pk=pk),
-    lambda pk: Message.objects.filter(session_id=pk).values_list("id", "uid", "parts"),
-)
-
-
-def test_a_row_and_its_rows_come_back_from_one_statement_ordered_by_the_rows_first_column(django_assert_num_queries: Any) -> None:
-    session = _session("head")
-    Session.objects.filter(pk=session.pk).update(state={"count": 3})
-    with django_assert_num_queries(1):
-        loaded, messages = _SESSION_AND_MESSAGES.fetch(session.pk)
-        assert loaded.agent.slug == "compiled-query"
-    assert loaded.pk == session.pk and loaded.state == {"count": 3} and loaded.messages_stored == 3
-    assert loaded.created_at == Session.objects.get(pk=session.pk).created_at
-    assert [uid for _, uid, _ in messages] == ["a", "b", "c"]
-    assert [json_value(parts) for *_, parts in messages][0] == [{"type": "text", "text": "a"}]
-
-
-def test_a_row_without_rows_comes_back_alone_and_a_missing_row_as_none() -> None:
-    agent, _ = Agent.objects.get_or_create(slug="compiled-query", defaults={"class_path": "agents_app.demo_agents.EchoAgent"})
-    empty = Session.objects.create(agent=agent, name="empty")
-    loaded, messages = _SESSION_AND_MESSAGES.fetch(empty.pk)
-    assert loaded is not None and loaded.pk == empty.pk and messages == []
-    assert _SESSION_AND_MESSAGES.fetch(empty.pk + 1000) == (None, [])

@@ -4,16 +4,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.db import transaction
 
 from agents_app.agents.stored_features import StoredFeatures, features_on, read_stored_features
-from agents_app.storage import client_messages
 from agents_app.storage.models import Compaction, Message, Session, ToolGrant
 from agents_app.turns.instances import fresh_agent, resolve_session
-from agents_app.testing.fake_openai import Reply
 from agents_app.turns.registry import agent_class
-from tests.conftest import is_done, user_message
-from tests.parity_agents import StartingChildAgent  # noqa: F401 (registers it)
 
 pytestmark = [pytest.mark.django_db, pytest.mark.backends]
 
@@ -48,20 +43,7 @@ def test_a_turns_session_row_carries_the_same_features_as_their_own_read(user: A
     session = resolve_session("chat-agent", "features-with-row", user)
     Session.objects.filter(pk=session.pk).update(allowed_tools=["deleteFile"])
     ToolGrant.objects.create(user=user, agent="chat-agent", tool="research")
-    admission_read = client_messages.SessionRead(agent_class("chat-agent").turn_session_annotations())
-    with transaction.atomic():
-        row = admission_read.locked(session.pk).session
-    assert features_on(row) == read_stored_features(session.pk)
-    assert features_on(row) == StoredFeatures(allowed_tools=frozenset({"deleteFile"}), tool_grants=True)
+    agent = fresh_agent(session.pk, agent_class("chat-agent"))
+    assert features_on(agent.session) == read_stored_features(session.pk)
+    assert features_on(agent.session) == StoredFeatures(allowed_tools=frozenset({"deleteFile"}), tool_grants=True)
     assert features_on(fresh_agent(session.pk).session) is None  # read without them
-
-
-@pytest.mark.django_db(transaction=True)
-async def test_a_block_that_on_start_stores_reaches_the_model_in_the_instances_first_turn(open_socket, token, model):
-    """The features a turn's admission read are read again after a start-up that wrote."""
-    model.script(Reply.text("Hello."))
-    socket = await open_socket("/agents/starting-child-agent/first-turn", token=token, wait_ready=True)
-    await socket.chat("started", [user_message("Hi", "u-started")])
-    await socket.until(is_done("started"))
-    system = model.requests[-1]["messages"][0]
-    assert system["role"] == "system" and "Started by on_start." in system["content"]

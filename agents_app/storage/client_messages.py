@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists
 from django.utils import timezone
 
 from agents_app.protocol.messages import SETTLED_TOOL_STATES, UIMessage, is_tool_part, sanitize_for_persistence
 from agents_app.storage import row_writes
-from agents_app.storage.compiled_query import CompiledQuery, CompiledRowWithRows, json_value
+from agents_app.storage.compiled_query import CompiledQuery, json_value
 from agents_app.storage.models import Compaction, Message, Session
 from agents_app.storage.transcript import (
     StoredMessage,
@@ -111,58 +111,49 @@ def _fork_for_edit(session: Session, stored: StoredRow, incoming: UIMessage) -> 
     return write_message(session, incoming, stored.parent_id, None)
 
 
-# The session's row is locked before it is read: SQLite's write transaction locks it already;
-# elsewhere `_LOCK_SESSION_ROW` comes first, because a statement that waits for a row lock gets
-# that row as the other transaction left it, but the rows it reads beside it (messages, turns)
-# as they were when the statement began, without those the other transaction added.
-_LOCK_SESSION_ROW = CompiledQuery(lambda pk: Session.objects.select_for_update().filter(pk=pk).order_by().values_list("pk"))
-
-
-class SessionRead:
-    """How a session is read, locked, before its client's messages are merged: its row (with
-    its agent's record, whether it has compaction overlays, and `annotations`) and every message
-    of the session, in one statement (storage/compiled_query.py's CompiledRowWithRows). A turn's
-    admission asks with the row what the turn would otherwise read in queries of its own
-    (its unfinished turns, what its agent reads before every turn). Of a message, only
-    what reconciling and writing use (not the dates to convert, nor the search text)."""
-
-    def __init__(self, annotations: dict[str, Any] | None = None) -> None:
-        extra = dict(annotations or {})
-        self._query = CompiledRowWithRows(
-            lambda pk: Session.objects.select_related("agent")
-            .annotate(compacted=Exists(Compaction.objects.filter(session_id=OuterRef("pk"))), **extra)
-            .filter(pk=pk),
-            lambda pk: Message.objects.filter(session_id=pk)
-            .order_by("id")
-            .values_list("id", "uid", "parent_id", "role", "parts", "metadata"),
-        )
-
-    def locked(self, session_id: int) -> LockedSession:
-        """Call inside a transaction: the session's row stays locked until it ends."""
-        if connection.features.has_select_for_update:
-            _LOCK_SESSION_ROW.row(session_id)
-        row, messages = self._query.fetch(session_id)
-        if row is None:
-            raise Session.DoesNotExist(f"session {session_id} no longer exists")
-        return LockedSession(
-            row,
-            {
-                uid: StoredMessage(pk, uid, parent_id, role, json_value(parts), json_value(metadata))
-                for pk, uid, parent_id, role, parts, metadata in messages
-            },
-        )
-
-
-_PLAIN_READ = SessionRead()
+# The session's row (and its turn lock) with every message of the session, in one statement:
+# read by every turn's admission inside its write transaction, once the row is locked (SQLite's
+# write transaction, or `_LOCK_SESSION_ROW` first: a statement that waits for a row lock gets
+# that row as the other transaction left it, but the rows it joins as they were when the
+# statement began, without the messages the other transaction added). Only what reconciling
+# and writing use of a message (not the dates to convert, nor the search text); a session
+# without messages is one row whose message columns are NULL (the join is an outer one).
+_LOCK_SESSION_ROW = CompiledQuery(lambda pk: Session.objects.select_for_update().filter(pk=pk).values_list("pk"))
+_SESSION_WITH_MESSAGES = CompiledQuery(
+    lambda pk: Session.objects.filter(pk=pk)
+    .annotate(compacted=Exists(Compaction.objects.filter(session_id=pk)))  # by key: evaluated once, not per message
+    .order_by("messages__id")
+    .values_list(
+        "active_leaf_id", "terminal", "turn_lock", "compacted",
+        "messages__id", "messages__uid", "messages__parent_id", "messages__role", "messages__parts", "messages__metadata",
+    )
+)
 
 
 @dataclass
-class LockedSession:
-    """The session's row as read under its lock (`session`, which a merge then updates to what
-    it wrote), and every message of the session."""
+class _LockedSession:
+    """The session's row as admission reads it, locked, and every message of the session."""
 
-    session: Session
+    active_leaf_id: int | None
+    terminal: Any
+    turn_lock: str
+    compacted: bool
     messages: dict[str, StoredRow]
+
+
+def _locked_session(session_id: int) -> _LockedSession:
+    if connection.features.has_select_for_update:  # SQLite's write transaction locks everything already
+        _LOCK_SESSION_ROW.row(session_id)
+    rows = _SESSION_WITH_MESSAGES.rows(session_id)
+    if not rows:
+        raise Session.DoesNotExist(f"session {session_id} no longer exists")
+    active_leaf_id, terminal, turn_lock, compacted = rows[0][:4]
+    messages = {
+        uid: StoredMessage(pk, uid, parent_id, role, json_value(parts), json_value(metadata))
+        for *_, pk, uid, parent_id, role, parts, metadata in rows
+        if pk is not None
+    }
+    return _LockedSession(active_leaf_id, terminal, turn_lock, bool(compacted), messages)
 
 
 @dataclass
@@ -201,41 +192,31 @@ def upsert(
     (a new turn answers these messages) the last failed turn's record is cleared in the
     same write as the leaf. Returns the reconciled list.
     """
-    return _upsert(session, incoming, None, move_leaf=move_leaf, clear_terminal=clear_terminal, lock_for=None)[0]
+    return _upsert(session, incoming, move_leaf=move_leaf, clear_terminal=clear_terminal, lock_for=None)[0]
 
 
-def admit(
-    session: Session, incoming: list[UIMessage], *, lock_for: str | None, locked: LockedSession | None = None
-) -> AdmittedMessages:
+def admit(session: Session, incoming: list[UIMessage], *, lock_for: str | None) -> AdmittedMessages:
     """A chat request's messages, stored as `upsert` stores them (the leaf moves, the last
-    failure is cleared) inside its turn's admission transaction, over `locked` (the session
-    as that transaction read it, when it did). With `lock_for` (a request id whose turn no
-    other turn of the session precedes), the same write also takes the session's turn lock
-    for it if nobody holds it (the compare-and-set of turns/turn_lock.py, made on the row
-    this transaction has locked); such a turn is also given its transcript, as this write
-    leaves it, so that it need not read it again."""
-    return _upsert(session, incoming, locked, move_leaf=True, clear_terminal=True, lock_for=lock_for)[1]
+    failure is cleared) inside its turn's admission transaction. With
+    `lock_for` (a request id whose turn no other turn of the session precedes), the same
+    write also takes the session's turn lock for it if nobody holds it (the compare-and-set
+    of turns/turn_lock.py, made on the row this transaction has locked); such a turn is
+    also given its transcript, as this write leaves it, so that it need not read it again."""
+    return _upsert(session, incoming, move_leaf=True, clear_terminal=True, lock_for=lock_for)[1]
 
 
 # No savepoint: inside a caller's transaction (turn admission) a failure fails that whole
 # transaction anyway, and two fewer round trips precede every turn.
 @transaction.atomic(savepoint=False)
 def _upsert(
-    session: Session,
-    incoming: list[UIMessage],
-    locked: LockedSession | None,
-    *,
-    move_leaf: bool,
-    clear_terminal: bool,
-    lock_for: str | None,
+    session: Session, incoming: list[UIMessage], *, move_leaf: bool, clear_terminal: bool, lock_for: str | None
 ) -> tuple[list[UIMessage], AdmittedMessages]:
-    if locked is None:
-        locked = _PLAIN_READ.locked(session.pk)
-    row, stored = locked.session, locked.messages
+    locked = _locked_session(session.pk)
+    stored = locked.messages
     reconciled = [strip_computed_metadata(m) for m in reconcile(stored, incoming)]
     all_known = bool(reconciled) and all(m["id"] in stored for m in reconciled)
     by_pk = {m.pk: m for m in stored.values()}
-    leaf = by_pk.get(row.active_leaf_id) if row.active_leaf_id is not None else newest_childless(by_pk)
+    leaf = by_pk.get(locked.active_leaf_id) if locked.active_leaf_id is not None else newest_childless(by_pk)
     forked = False
     for message in reconciled:
         existing = stored.get(message["id"])
@@ -249,16 +230,14 @@ def _upsert(
     if move_leaf and all_known:
         leaf = stored[reconciled[-1]["id"]]
     changes: dict[str, Any] = {}
-    if leaf is not None and leaf.pk != row.active_leaf_id:
+    if leaf is not None and leaf.pk != locked.active_leaf_id:
         changes["active_leaf_id"] = leaf.pk
-    if clear_terminal and row.terminal is not None:
+    if clear_terminal and locked.terminal is not None:
         changes["terminal"] = None
-    lock_taken = lock_for is not None and not row.turn_lock
+    lock_taken = lock_for is not None and not locked.turn_lock
     if lock_taken:
         changes.update(turn_lock=lock_for, turn_lock_heartbeat=timezone.now())
     if changes:
         row_writes.update(Session, {"pk": session.pk}, **changes)
-        for name, value in changes.items():
-            setattr(row, name, value)
-    known = lock_taken and not forked and not row.compacted
+    known = lock_taken and not forked and not locked.compacted
     return reconciled, AdmittedMessages(lock_taken, _transcript_in_memory(leaf, by_pk) if known else None)

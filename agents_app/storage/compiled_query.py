@@ -61,7 +61,6 @@ class _Compiled:
         # The converters are the backend's and the fields' (dates on SQLite, JSON columns):
         # they only read settings, so one vendor's serve every connection of it.
         self._converters = list(compiler.get_converters([column[0] for column in select]).items())
-        self.width = len(select)
 
     def instances(self, rows: list[tuple[Any, ...]], connection: BaseDatabaseWrapper) -> list[Any]:
         assert self._model is not None, "instances() needs a queryset of model rows"
@@ -136,55 +135,6 @@ class CompiledQuery:
         """The first row as an instance, or None."""
         compiled, rows, connection = self._fetch(keys, first=True)
         return compiled.instances(rows, connection)[0] if rows else None
-
-
-class CompiledRowWithRows:
-    """A model row and the rows of a second query, in one statement.
-
-    For a read that needs both a row and its children (a session and its messages) where one
-    round trip less matters, and a join would repeat the row's every column on every child
-    row. The two queries run as one `UNION ALL`, the row first: each branch fills the other's
-    columns with NULLs. Both builders take the same keys."""
-
-    def __init__(self, row: Callable[..., QuerySet[Any]], rows: Callable[..., QuerySet[Any]]) -> None:
-        """`row(*keys)`: at most one model row (by a primary key); `rows(*keys)`: values_list
-        rows, which come back ordered by their first column (a UNION keeps no branch's own
-        ORDER BY)."""
-        self._row = CompiledQuery(row)
-        self._rows = CompiledQuery(rows)
-        self._compiled: dict[str, tuple[str, tuple[Any, ...], _Slots]] = {}
-
-    def _for_vendor(self, connection: BaseDatabaseWrapper) -> tuple[_Compiled, _Compiled, str, tuple[Any, ...], _Slots]:
-        row, rows = self._row._for_vendor(connection), self._rows._for_vendor(connection)
-        compiled = self._compiled.get(connection.vendor)
-        if compiled is None:
-            # Column 1 says which branch a row comes from.
-            padding_rows, padding_row = ", NULL" * rows.width, ", NULL" * row.width
-            sql = (
-                f"SELECT 0, head.*{padding_rows} FROM ({row.sql}) head"
-                f" UNION ALL SELECT 1{padding_row}, tail.* FROM ({rows.sql}) tail"
-                f" ORDER BY 1, {row.width + 2}"
-            )
-            offset = len(row.params)
-            slots = row.slots + tuple((index + offset, key) for index, key in rows.slots)
-            compiled = self._compiled[connection.vendor] = (sql, row.params + rows.params, slots)
-        return row, rows, *compiled
-
-    def fetch(self, *keys: Any) -> tuple[Any | None, list[tuple[Any, ...]]]:
-        """The row as an instance (None when the first query finds none) and the other rows,
-        as the driver returns them."""
-        connection = connections[DEFAULT_DB_ALIAS]
-        row, _, sql, params, slots = self._for_vendor(connection)
-        bound = list(params)
-        for index, key in slots:
-            bound[index] = keys[key]
-        with connection.cursor() as cursor:
-            cursor.execute(sql, bound)
-            fetched = cursor.fetchall()
-        if not fetched or fetched[0][0] != 0:
-            return None, [found[row.width + 1 :] for found in fetched]
-        head = row.instances([fetched[0][1 : row.width + 1]], connection)[0]
-        return head, [found[row.width + 1 :] for found in fetched[1:]]
 
 
 def json_value(value: Any) -> Any:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from django.db import transaction
 
@@ -15,12 +14,11 @@ from agents_app.protocol import frames
 from agents_app.protocol.inbound import ChatRequest
 from agents_app.protocol.messages import UIMessage
 from agents_app.turns import broadcast, runner, transcript_sync, turn_loading
-from agents_app.turns.agent_interface import HostedAgent
 from agents_app.turns.concurrency import Concurrency, is_busy
 from agents_app.turns.instances import load_agent
 from agents_app.turns.registry import agent_class
 from agents_app.turns.types import Connection, TurnRequest
-from agents_app.storage import client_messages, transcript, unfinished_turns
+from agents_app.storage import client_messages, transcript
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn, TurnChunk
 
@@ -46,18 +44,14 @@ def _accept(session: Session, request: TurnRequest, chat: ChatRequest) -> _Accep
     """Admission and the writes it implies commit together: a turn is never left queued for
     messages that failed to store (it would block the session's queue). A turn with no other
     before it takes its session's lock in the write that stores its messages, is recorded
-    as running, and is loaded in the same call once that commits, over the session's row as
-    admission read it. None: `drop` concurrency rejected an overlapping submit, and nothing
-    was stored."""
-    cls = agent_class(session.agent.slug)
+    as running, and is loaded in the same call once that commits. None: `drop` concurrency
+    rejected an overlapping submit, and nothing was stored."""
     try:
         with transaction.atomic():
             if _drops(session, chat):
                 return None
-            limits.serialise_owner_admissions(session.owner_id)
-            locked = _admission_read(cls, limits.counts_owner(session.owner_id)).locked(session.pk)
-            session_busy = limits.check_unfinished(unfinished_turns.on(locked.session), session.owner_id)
-            stored = client_messages.admit(session, chat.messages, lock_for=None if session_busy else request.request_id, locked=locked)
+            session_busy = limits.check_turn_admission(session.pk, session.owner_id)
+            stored = client_messages.admit(session, chat.messages, lock_for=None if session_busy else request.request_id)
             turn, created = runner.admit(request, session_busy=session_busy, holds_lock=stored.holds_lock)
             if not created:
                 raise _RepeatedRequest(turn)  # undoes the messages' write and the lock
@@ -65,25 +59,7 @@ def _accept(session: Session, request: TurnRequest, chat: ChatRequest) -> _Accep
         return _Accepted(repeated.turn, False, None)
     if not stored.holds_lock:
         return _Accepted(turn, True, None)
-    return _Accepted(turn, True, turn_loading.load_after_admission(request, turn, stored.transcript, locked.session))
-
-
-# Per agent class, and whether the owner's turns are counted: compiled once each.
-_ADMISSION_READS: dict[tuple[type[HostedAgent] | None, bool], client_messages.SessionRead] = {}
-
-
-def _admission_read(cls: type[HostedAgent] | None, of_owner: bool) -> client_messages.SessionRead:
-    """A chat request's read of its session: with the row, the turns its limits count and
-    what the session's agent reads before every turn (ChatAgent.turn_session_annotations), so
-    that a turn taking the lock at its admission reads nothing more before its model call."""
-    read = _ADMISSION_READS.get((cls, of_owner))
-    if read is None:
-        # A plain (non-chat) agent class has no such hook.
-        annotations: dict[str, Any] = getattr(cls, "turn_session_annotations", dict)()
-        read = _ADMISSION_READS.setdefault(
-            (cls, of_owner), client_messages.SessionRead({**annotations, **unfinished_turns.annotations(of_owner=of_owner)})
-        )
-    return read
+    return _Accepted(turn, True, turn_loading.load_after_admission(request, turn, stored.transcript, agent_class(session.agent.slug)))
 
 
 def _drops(session: Session, request: ChatRequest) -> bool:

@@ -4,9 +4,7 @@ Both are read on the database thread in the call that takes the lock (each call 
 first token is a thread hand-off both ways, ~0.5 ms on an otherwise idle server). A chat
 request admitted on an idle session goes one step further: its admission's transaction takes
 the lock (in the write that stores its messages) and the same call then loads the turn
-(`load_after_admission`), so a chat's first token waits for one call less. That turn's agent
-is built over the session's row as the admission read it under its lock (with what the agent
-reads before every turn, turns/chat.py), not read again.
+(`load_after_admission`), so a chat's first token waits for one call less.
 """
 from __future__ import annotations
 
@@ -18,8 +16,8 @@ from agents_app.storage import client_messages, transcript
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
 from agents_app.turns import concurrency
-from agents_app.turns.agent_interface import ChatAgent
-from agents_app.turns.instances import fresh_agent, load_agent
+from agents_app.turns.agent_interface import ChatAgent, HostedAgent
+from agents_app.turns.instances import fresh_agent
 from agents_app.turns.types import TurnRequest
 
 # The session the turn runs on and the transcript the model answers.
@@ -51,17 +49,15 @@ class TakenAtAdmission:
         return self.loaded
 
 
-def load_for_turn(
-    request: TurnRequest, turn: Turn, admitted: list[UIMessage] | None = None, session: Session | None = None
-) -> Loaded:
+def load_for_turn(request: TurnRequest, turn: Turn, admitted: list[UIMessage] | None = None, agent_cls: type[HostedAgent] | None = None) -> Loaded:
     """The turn's agent over the session as it is now that the lock is held, and, when
     nothing is to happen before the turn reads its context (no messages to save first, no
     concurrency policy to apply), that context too. `admitted`: the transcript as the
-    turn's admission left it, when it took the lock (not read again); `session`: the
-    session's row as that admission read and wrote it, with what the agent reads before
-    every turn (not read again either)."""
+    turn's admission left it, when it took the lock (not read again); `agent_cls`: the
+    session's agent class, when known, so that what it reads before every turn comes with
+    the session's row."""
     faults.point("agent_load")
-    agent = fresh_agent(request.session_id) if session is None else load_agent(session)
+    agent = fresh_agent(request.session_id, agent_cls)
     if not isinstance(agent, ChatAgent):
         raise TypeError(f"{type(agent).__name__} is not a chat agent")
     context = None
@@ -72,15 +68,15 @@ def load_for_turn(
 
 
 def load_after_admission(
-    request: TurnRequest, turn: Turn, admitted: list[UIMessage] | None, session: Session
+    request: TurnRequest, turn: Turn, admitted: list[UIMessage] | None, agent_cls: type[HostedAgent] | None
 ) -> TakenAtAdmission:
     """On the database thread, right after `turn`'s admission committed having taken its
     session's lock: load the turn (over `admitted`, the transcript its admission stored,
-    when it could say, and `session`, the row it read and wrote). Never raises: a failure
-    here is the turn's, not its admission's (the runner ends the turn and releases the lock)."""
+    when it could say; `agent_cls` as in `load_for_turn`). Never raises: a failure here is
+    the turn's, not its admission's (the runner ends the turn and releases the lock)."""
     try:
         faults.point("lock_acquire")
-        return TakenAtAdmission(load_for_turn(request, turn, admitted, session))
+        return TakenAtAdmission(load_for_turn(request, turn, admitted, agent_cls))
     except Exception as error:
         return TakenAtAdmission(None, error)
 
