@@ -6,7 +6,6 @@ transaction with the owner's row locked, so parallel requests cannot all slip un
 """
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any
 
@@ -15,7 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import connection
 
-from agents_app.storage.models import Session, Turn
+from agents_app.storage import unfinished_turns
 
 
 class LimitReached(Exception):
@@ -44,54 +43,41 @@ def take(key: str, limit: int, window_seconds: int) -> int:
     return int((window + 1) * window_seconds - time.time()) + 1
 
 
-def check_turn_admission(session_id: int, owner_id: int | None) -> bool:
-    """Call inside the admission transaction, before the Turn row is created. Returns whether
-    another turn of the session is queued or running (the new one overlaps it): the same
-    single query answers the limits and that."""
-    per_user = owner_id is not None and settings.AGENTS_MAX_CONCURRENT_TURNS_PER_USER > 0
-    if per_user and connection.features.has_select_for_update:
-        # Serialises this user's admissions (SQLite's write transaction already does).
+def counts_owner(owner_id: int | None) -> bool:
+    """Whether a turn of `owner_id` is held to the per-user limit (its owner's unfinished
+    turns are counted at its admission)."""
+    return owner_id is not None and settings.AGENTS_MAX_CONCURRENT_TURNS_PER_USER > 0
+
+
+def serialise_owner_admissions(owner_id: int | None) -> None:
+    """Call first in the admission transaction: a user's admissions then count their turns
+    one after another, so that parallel ones cannot all slip under the per-user limit
+    (SQLite's write transaction serialises every admission already)."""
+    if counts_owner(owner_id) and connection.features.has_select_for_update:
         get_user_model().objects.select_for_update().filter(pk=owner_id).exists()
-    session_queued, session_unfinished, owner_active = _unfinished_turns(session_id, owner_id if per_user else None)
-    if per_user and owner_active >= settings.AGENTS_MAX_CONCURRENT_TURNS_PER_USER:
+
+
+def check_unfinished(counts: unfinished_turns.UnfinishedTurns, owner_id: int | None) -> bool:
+    """Refuse a new turn (LimitReached) past a limit, given the turns its admission found
+    unfinished; else whether another turn of its session is queued or running (the new one
+    overlaps it)."""
+    if counts_owner(owner_id) and counts.of_owner >= settings.AGENTS_MAX_CONCURRENT_TURNS_PER_USER:
         raise LimitReached(
             f"Too many turns at once: at most {settings.AGENTS_MAX_CONCURRENT_TURNS_PER_USER} turns at a time per user. "
             "Wait for an answer to finish."
         )
     limit = settings.AGENTS_MAX_QUEUED_TURNS_PER_SESSION
-    if limit > 0 and session_queued >= limit:
+    if limit > 0 and counts.queued >= limit:
         raise LimitReached(f"Too many turns queued in this conversation (at most {limit}). Wait for the answers.")
-    return session_unfinished > 0
+    return counts.in_session > 0
 
 
-@functools.cache
-def _unfinished_turns_sql(by_owner: bool) -> str:
-    """The statement counting unfinished turns: the session's queued ones, the session's, and
-    (`by_owner`) the owner's across sessions. Written once: building it as a queryset cost
-    ~0.5 ms of Python inside the admission transaction, which on SQLite every admission waits for."""
-    turns, sessions = Turn._meta.db_table, Session._meta.db_table
-    finished = ", ".join(["%s"] * len(Turn.FINISHED))
-    owner_count = ", COALESCE(SUM(CASE WHEN s.owner_id = %s THEN 1 ELSE 0 END), 0)" if by_owner else ", 0"
-    join = f" INNER JOIN {sessions} s ON s.id = t.session_id" if by_owner else ""
-    among = "(t.session_id = %s OR s.owner_id = %s)" if by_owner else "t.session_id = %s"
-    return (
-        "SELECT COALESCE(SUM(CASE WHEN t.session_id = %s AND t.status = %s THEN 1 ELSE 0 END), 0),"
-        f" COALESCE(SUM(CASE WHEN t.session_id = %s THEN 1 ELSE 0 END), 0){owner_count}"
-        f" FROM {turns} t{join} WHERE t.status NOT IN ({finished}) AND {among}"
-    )
-
-
-def _unfinished_turns(session_id: int, owner_id: int | None) -> tuple[int, int, int]:
-    by_owner = owner_id is not None
-    params: list[Any] = [session_id, Turn.Status.QUEUED.value, session_id]
-    if by_owner:
-        params.append(owner_id)
-    params += [status.value for status in Turn.FINISHED]
-    params += [session_id, owner_id] if by_owner else [session_id]
-    with connection.cursor() as cursor:
-        cursor.execute(_unfinished_turns_sql(by_owner), params)
-        queued, unfinished, owner_active = cursor.fetchone()
-    return int(queued), int(unfinished), int(owner_active)
+def check_turn_admission(session_id: int, owner_id: int | None) -> bool:
+    """`check_unfinished` with the counts read now: call inside the admission transaction,
+    before the Turn row is created."""
+    serialise_owner_admissions(owner_id)
+    counts = unfinished_turns.unfinished_turns(session_id, owner_id if counts_owner(owner_id) else None)
+    return check_unfinished(counts, owner_id)
 
 
 def check_new_session(owner: Any) -> None:

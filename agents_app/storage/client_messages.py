@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Exists
+from django.db.models import Exists, QuerySet
 from django.utils import timezone
 
 from agents_app.protocol.messages import SETTLED_TOOL_STATES, UIMessage, is_tool_part, sanitize_for_persistence
-from agents_app.storage import row_writes
+from agents_app.storage import row_writes, unfinished_turns
 from agents_app.storage.compiled_query import CompiledQuery, json_value
 from agents_app.storage.models import Compaction, Message, Session
 from agents_app.storage.transcript import (
@@ -111,49 +111,67 @@ def _fork_for_edit(session: Session, stored: StoredRow, incoming: UIMessage) -> 
     return write_message(session, incoming, stored.parent_id, None)
 
 
-# The session's row (and its turn lock) with every message of the session, in one statement:
-# read by every turn's admission inside its write transaction, once the row is locked (SQLite's
-# write transaction, or `_LOCK_SESSION_ROW` first: a statement that waits for a row lock gets
-# that row as the other transaction left it, but the rows it joins as they were when the
-# statement began, without the messages the other transaction added). Only what reconciling
-# and writing use of a message (not the dates to convert, nor the search text); a session
-# without messages is one row whose message columns are NULL (the join is an outer one).
-_LOCK_SESSION_ROW = CompiledQuery(lambda pk: Session.objects.select_for_update().filter(pk=pk).values_list("pk"))
-_SESSION_WITH_MESSAGES = CompiledQuery(
-    lambda pk: Session.objects.filter(pk=pk)
-    .annotate(compacted=Exists(Compaction.objects.filter(session_id=pk)))  # by key: evaluated once, not per message
-    .order_by("messages__id")
-    .values_list(
-        "active_leaf_id", "terminal", "turn_lock", "compacted",
-        "messages__id", "messages__uid", "messages__parent_id", "messages__role", "messages__parts", "messages__metadata",
+# The session's row (and its turn lock) with every message of the session and the turns not
+# finished yet, in one statement: read by every turn's admission inside its write transaction,
+# once the row is locked (SQLite's write transaction, or `_LOCK_SESSION_ROW` first: a
+# statement that waits for a row lock gets that row as the other transaction left it, but the
+# rows it joins as they were when the statement began, without the messages the other
+# transaction added). Only what reconciling and writing use of a message (not the dates to
+# convert, nor the search text); a session without messages is one row whose message columns
+# are NULL (the join is an outer one). What the turn reads besides (its agent, what the agent
+# reads before every turn) waits until the transaction has committed: on SQLite every other
+# admission waits for that.
+_LOCK_SESSION_ROW = CompiledQuery(lambda pk: Session.objects.select_for_update().filter(pk=pk).order_by().values_list("pk"))
+_SESSION_COLUMNS = ("active_leaf_id", "terminal", "turn_lock", "compacted")
+_MESSAGE_COLUMNS = ("messages__id", "messages__uid", "messages__parent_id", "messages__role", "messages__parts", "messages__metadata")
+
+
+def _session_with_messages(pk: Any, owner: Any | None) -> QuerySet[Session]:
+    counts = unfinished_turns.annotations(pk, owner)
+    return (
+        Session.objects.filter(pk=pk)
+        .annotate(compacted=Exists(Compaction.objects.filter(session_id=pk)), **counts)  # by key: evaluated once, not per message
+        .order_by("messages__id")
+        .values_list(*_SESSION_COLUMNS, *counts, *_MESSAGE_COLUMNS)
     )
-)
+
+
+_SESSION_WITH_MESSAGES = CompiledQuery(lambda pk: _session_with_messages(pk, None))
+_SESSION_WITH_MESSAGES_AND_OWNER = CompiledQuery(lambda pk, owner: _session_with_messages(pk, owner))
 
 
 @dataclass
-class _LockedSession:
-    """The session's row as admission reads it, locked, and every message of the session."""
+class LockedSession:
+    """The session's row as admission reads it, locked, every message of the session, and its
+    unfinished turns (its owner's too, when asked for)."""
 
     active_leaf_id: int | None
     terminal: Any
     turn_lock: str
     compacted: bool
+    unfinished: unfinished_turns.UnfinishedTurns
     messages: dict[str, StoredRow]
 
 
-def _locked_session(session_id: int) -> _LockedSession:
+def lock_session(session_id: int, owner_id: int | None = None) -> LockedSession:
+    """Call inside a transaction: the session's row stays locked until it ends. `owner_id`:
+    count that user's unfinished turns too."""
     if connection.features.has_select_for_update:  # SQLite's write transaction locks everything already
         _LOCK_SESSION_ROW.row(session_id)
-    rows = _SESSION_WITH_MESSAGES.rows(session_id)
+    if owner_id is None:
+        rows = _SESSION_WITH_MESSAGES.rows(session_id)
+    else:
+        rows = _SESSION_WITH_MESSAGES_AND_OWNER.rows(session_id, owner_id)
     if not rows:
         raise Session.DoesNotExist(f"session {session_id} no longer exists")
-    active_leaf_id, terminal, turn_lock, compacted = rows[0][:4]
+    counted = 3 if owner_id is not None else 2
+    active_leaf_id, terminal, turn_lock, compacted, *counts = rows[0][: len(_SESSION_COLUMNS) + counted]
     messages = {
         uid: StoredMessage(pk, uid, parent_id, role, json_value(parts), json_value(metadata))
         for *_, pk, uid, parent_id, role, parts, metadata in rows
         if pk is not None
     }
-    return _LockedSession(active_leaf_id, terminal, turn_lock, bool(compacted), messages)
+    return LockedSession(active_leaf_id, terminal, turn_lock, bool(compacted), unfinished_turns.UnfinishedTurns.of(*counts), messages)
 
 
 @dataclass
@@ -192,26 +210,36 @@ def upsert(
     (a new turn answers these messages) the last failed turn's record is cleared in the
     same write as the leaf. Returns the reconciled list.
     """
-    return _upsert(session, incoming, move_leaf=move_leaf, clear_terminal=clear_terminal, lock_for=None)[0]
+    return _upsert(session, incoming, None, move_leaf=move_leaf, clear_terminal=clear_terminal, lock_for=None)[0]
 
 
-def admit(session: Session, incoming: list[UIMessage], *, lock_for: str | None) -> AdmittedMessages:
+def admit(
+    session: Session, incoming: list[UIMessage], *, lock_for: str | None, locked: LockedSession | None = None
+) -> AdmittedMessages:
     """A chat request's messages, stored as `upsert` stores them (the leaf moves, the last
-    failure is cleared) inside its turn's admission transaction. With
-    `lock_for` (a request id whose turn no other turn of the session precedes), the same
-    write also takes the session's turn lock for it if nobody holds it (the compare-and-set
-    of turns/turn_lock.py, made on the row this transaction has locked); such a turn is
-    also given its transcript, as this write leaves it, so that it need not read it again."""
-    return _upsert(session, incoming, move_leaf=True, clear_terminal=True, lock_for=lock_for)[1]
+    failure is cleared) inside its turn's admission transaction, over `locked` (the session
+    as that transaction read it, when it did: `lock_session`). With `lock_for` (a request id
+    whose turn no other turn of the session precedes), the same write also takes the
+    session's turn lock for it if nobody holds it (the compare-and-set of turns/turn_lock.py,
+    made on the row this transaction has locked); such a turn is also given its transcript,
+    as this write leaves it, so that it need not read it again."""
+    return _upsert(session, incoming, locked, move_leaf=True, clear_terminal=True, lock_for=lock_for)[1]
 
 
 # No savepoint: inside a caller's transaction (turn admission) a failure fails that whole
 # transaction anyway, and two fewer round trips precede every turn.
 @transaction.atomic(savepoint=False)
 def _upsert(
-    session: Session, incoming: list[UIMessage], *, move_leaf: bool, clear_terminal: bool, lock_for: str | None
+    session: Session,
+    incoming: list[UIMessage],
+    locked: LockedSession | None,
+    *,
+    move_leaf: bool,
+    clear_terminal: bool,
+    lock_for: str | None,
 ) -> tuple[list[UIMessage], AdmittedMessages]:
-    locked = _locked_session(session.pk)
+    if locked is None:
+        locked = lock_session(session.pk)
     stored = locked.messages
     reconciled = [strip_computed_metadata(m) for m in reconcile(stored, incoming)]
     all_known = bool(reconciled) and all(m["id"] in stored for m in reconciled)

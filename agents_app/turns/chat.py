@@ -50,8 +50,10 @@ def _accept(session: Session, request: TurnRequest, chat: ChatRequest) -> _Accep
         with transaction.atomic():
             if _drops(session, chat):
                 return None
-            session_busy = limits.check_turn_admission(session.pk, session.owner_id)
-            stored = client_messages.admit(session, chat.messages, lock_for=None if session_busy else request.request_id)
+            limits.serialise_owner_admissions(session.owner_id)
+            locked = client_messages.lock_session(session.pk, session.owner_id if limits.counts_owner(session.owner_id) else None)
+            session_busy = limits.check_unfinished(locked.unfinished, session.owner_id)
+            stored = client_messages.admit(session, chat.messages, lock_for=None if session_busy else request.request_id, locked=locked)
             turn, created = runner.admit(request, session_busy=session_busy, holds_lock=stored.holds_lock)
             if not created:
                 raise _RepeatedRequest(turn)  # undoes the messages' write and the lock
