@@ -43,17 +43,17 @@ def take(key: str, limit: int, window_seconds: int) -> int:
     return int((window + 1) * window_seconds - time.time()) + 1
 
 
-def counts_owner(owner_id: int | None) -> bool:
-    """Whether a turn of `owner_id` is held to the per-user limit (its owner's unfinished
-    turns are counted at its admission)."""
-    return owner_id is not None and settings.AGENTS_MAX_CONCURRENT_TURNS_PER_USER > 0
+def counted_owner(owner_id: int | None) -> int | None:
+    """The user whose unfinished turns a turn of `owner_id`'s admission counts: its owner
+    when the per-user limit applies, else None."""
+    return owner_id if owner_id is not None and settings.AGENTS_MAX_CONCURRENT_TURNS_PER_USER > 0 else None
 
 
 def serialise_owner_admissions(owner_id: int | None) -> None:
     """Call first in the admission transaction: a user's admissions then count their turns
     one after another, so that parallel ones cannot all slip under the per-user limit
     (SQLite's write transaction serialises every admission already)."""
-    if counts_owner(owner_id) and connection.features.has_select_for_update:
+    if counted_owner(owner_id) is not None and connection.features.has_select_for_update:
         get_user_model().objects.select_for_update().filter(pk=owner_id).exists()
 
 
@@ -61,7 +61,7 @@ def check_unfinished(counts: unfinished_turns.UnfinishedTurns, owner_id: int | N
     """Refuse a new turn (LimitReached) past a limit, given the turns its admission found
     unfinished; else whether another turn of its session is queued or running (the new one
     overlaps it)."""
-    if counts_owner(owner_id) and counts.of_owner >= settings.AGENTS_MAX_CONCURRENT_TURNS_PER_USER:
+    if counted_owner(owner_id) is not None and counts.of_owner >= settings.AGENTS_MAX_CONCURRENT_TURNS_PER_USER:
         raise LimitReached(
             f"Too many turns at once: at most {settings.AGENTS_MAX_CONCURRENT_TURNS_PER_USER} turns at a time per user. "
             "Wait for an answer to finish."
@@ -76,7 +76,7 @@ def check_turn_admission(session_id: int, owner_id: int | None) -> bool:
     """`check_unfinished` with the counts read now: call inside the admission transaction,
     before the Turn row is created."""
     serialise_owner_admissions(owner_id)
-    counts = unfinished_turns.unfinished_turns(session_id, owner_id if counts_owner(owner_id) else None)
+    counts = unfinished_turns.unfinished_turns(session_id, counted_owner(owner_id))
     return check_unfinished(counts, owner_id)
 
 

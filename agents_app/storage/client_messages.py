@@ -164,8 +164,7 @@ def lock_session(session_id: int, owner_id: int | None = None) -> LockedSession:
         rows = _SESSION_WITH_MESSAGES_AND_OWNER.rows(session_id, owner_id)
     if not rows:
         raise Session.DoesNotExist(f"session {session_id} no longer exists")
-    counted = 3 if owner_id is not None else 2
-    active_leaf_id, terminal, turn_lock, compacted, *counts = rows[0][: len(_SESSION_COLUMNS) + counted]
+    active_leaf_id, terminal, turn_lock, compacted, *counts = rows[0][: -len(_MESSAGE_COLUMNS)]
     messages = {
         uid: StoredMessage(pk, uid, parent_id, role, json_value(parts), json_value(metadata))
         for *_, pk, uid, parent_id, role, parts, metadata in rows

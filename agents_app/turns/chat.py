@@ -51,7 +51,7 @@ def _accept(session: Session, request: TurnRequest, chat: ChatRequest) -> _Accep
             if _drops(session, chat):
                 return None
             limits.serialise_owner_admissions(session.owner_id)
-            locked = client_messages.lock_session(session.pk, session.owner_id if limits.counts_owner(session.owner_id) else None)
+            locked = client_messages.lock_session(session.pk, limits.counted_owner(session.owner_id))
             session_busy = limits.check_unfinished(locked.unfinished, session.owner_id)
             stored = client_messages.admit(session, chat.messages, lock_for=None if session_busy else request.request_id, locked=locked)
             turn, created = runner.admit(request, session_busy=session_busy, holds_lock=stored.holds_lock)

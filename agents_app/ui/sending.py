@@ -23,8 +23,8 @@ from agents_app.turns.instances import load_agent, session_with_agent
 from agents_app.turns.turn_listeners import on_turn_finished
 from agents_app.turns.types import TurnResult
 from agents_app.storage import transcript
-from agents_app.storage.db_threads import db_async
 from agents_app.storage.compiled_query import CompiledQuery
+from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session
 from agents_app.ui.models import QueuedMessage
 
