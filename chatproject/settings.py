@@ -127,14 +127,17 @@ SQLITE_OPTIONS = {
     "transaction_mode": "IMMEDIATE",
     "timeout": float(os.environ.get("AGENTS_SQLITE_BUSY_TIMEOUT", "20")),
 }
+# Django's SQLite backend, with this process's writers taking SQLite's lock in turn.
+SQLITE_ENGINE = "agents_app.storage.sqlite_backend"
 if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
     if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        DATABASES["default"]["ENGINE"] = SQLITE_ENGINE
         DATABASES["default"]["OPTIONS"] = {**SQLITE_OPTIONS, **DATABASES["default"].get("OPTIONS", {})}
 else:
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            "ENGINE": SQLITE_ENGINE,
             "NAME": os.environ.get("SQLITE_PATH", str(DATA_DIR / "db.sqlite3")),
             "OPTIONS": dict(SQLITE_OPTIONS),
             # A file, not memory: browser and Node tests run the server as a separate process.
@@ -216,7 +219,7 @@ AGENTS_RECOVERY_SWEEP_SECONDS = float(os.environ.get("AGENTS_RECOVERY_SWEEP_SECO
 # writes): without them every session's queries queue on asgiref's one shared thread.
 # A PostgreSQL query mostly waits on the network (threads overlap it); SQLite's writers queue on
 # one lock, so more threads would only wait there.
-AGENTS_DB_THREADS = int(os.environ.get("AGENTS_DB_THREADS", "4" if DATABASES["default"]["ENGINE"].endswith("sqlite3") else "12"))
+AGENTS_DB_THREADS = int(os.environ.get("AGENTS_DB_THREADS", "4" if DATABASES["default"]["ENGINE"] == SQLITE_ENGINE else "12"))
 # PostgreSQL connections come from a pool (psycopg_pool), never kept per thread: under ASGI
 # Django serves each HTTP request on a thread of its own that ends with the request, so a
 # connection kept open past the request (CONN_MAX_AGE > 0) outlives its thread unclosed and

@@ -32,7 +32,7 @@ def free_port() -> int:
 
 def _database_env() -> dict[str, str]:
     db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
+    if connection.vendor == "sqlite":
         return {"SQLITE_PATH": str(db["NAME"])}
     user = db.get("USER") or "postgres"
     password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""

@@ -1,0 +1,154 @@
+"""SQLite: the write transactions of one process take the database's write lock in the
+order they asked for it, and every way a transaction ends hands it to the next writer."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+from django.db import OperationalError, connection, connections, transaction
+
+from agents_app.storage.models import Agent
+from agents_app.storage.sqlite_backend.base import WriterQueue, writers_of
+
+JOIN = 10.0  # liveness bound for a thread that should finish at once
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    event = threading.Event()
+    for _ in range(1000):
+        if condition():
+            return
+        event.wait(0.005)
+    raise AssertionError("condition never held")
+
+
+def _in_thread(work: Callable[[], None]) -> threading.Thread:
+    def run() -> None:
+        try:
+            work()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_the_queue_grants_the_lock_in_the_order_it_was_asked_for():
+    queue = WriterQueue()
+    assert queue.acquire(1.0)
+    granted: list[int] = []
+
+    def writer(number: int) -> None:
+        assert queue.acquire(JOIN)
+        granted.append(number)
+        queue.release()
+
+    threads = []
+    for number in range(5):
+        threads.append(thread := threading.Thread(target=writer, args=(number,)))
+        thread.start()
+        _wait_until(lambda: queue.waiting == number + 1)
+    queue.release()
+    for thread in threads:
+        thread.join(JOIN)
+    assert granted == [0, 1, 2, 3, 4]
+
+
+def test_a_waiter_past_its_timeout_gives_up_and_leaves_the_queue():
+    queue = WriterQueue()
+    assert queue.acquire(1.0)
+    assert queue.acquire(0.05) is False
+    assert queue.waiting == 0
+    queue.release()
+    assert queue.acquire(0.0)  # free again: nobody was left queued to hand it to
+
+
+@pytest.fixture
+def sqlite_writers(transactional_db) -> WriterQueue:
+    if connection.vendor != "sqlite":
+        pytest.skip("about SQLite (the embedded-mode pass)")
+    return writers_of(connection)
+
+
+def _write_in_turn(slug: str, committed: list[str], before_commit: Callable[[], None] = lambda: None) -> None:
+    with transaction.atomic():
+        Agent.objects.create(slug=slug, class_path="agents_app.demo_agents.ChatAgent")
+        before_commit()
+        committed.append(slug)
+
+
+def test_write_transactions_of_one_process_commit_in_the_order_they_began(sqlite_writers):
+    committed: list[str] = []
+    threads = []
+    with transaction.atomic():  # this thread holds the lock while the others line up
+        Agent.objects.create(slug="first", class_path="agents_app.demo_agents.ChatAgent")
+        for number in range(4):
+            threads.append(_in_thread(lambda slug=f"writer-{number}": _write_in_turn(slug, committed)))
+            _wait_until(lambda: sqlite_writers.waiting == number + 1)
+    for thread in threads:
+        thread.join(JOIN)
+    assert committed == ["writer-0", "writer-1", "writer-2", "writer-3"]
+    assert set(Agent.objects.filter(slug__startswith="writer-").values_list("slug", flat=True)) == set(committed)
+
+
+def test_a_transaction_that_fails_hands_the_lock_to_the_next_writer(sqlite_writers):
+    committed: list[str] = []
+    holding = threading.Event()
+
+    def fails() -> None:
+        with pytest.raises(ValueError), transaction.atomic():
+            Agent.objects.create(slug="rolled-back", class_path="agents_app.demo_agents.ChatAgent")
+            holding.set()
+            _wait_until(lambda: sqlite_writers.waiting == 1)
+            raise ValueError("the transaction's own failure")
+
+    failing = _in_thread(fails)
+    assert holding.wait(JOIN)
+    _write_in_turn("after-the-failure", committed)
+    failing.join(JOIN)
+    assert committed == ["after-the-failure"]
+    assert not Agent.objects.filter(slug="rolled-back").exists()
+
+
+def test_a_connection_closed_inside_its_transaction_hands_the_lock_on(sqlite_writers):
+    committed: list[str] = []
+    holding = threading.Event()
+
+    def drops_its_connection() -> None:
+        try:
+            with transaction.atomic():
+                Agent.objects.create(slug="never-committed", class_path="agents_app.demo_agents.ChatAgent")
+                holding.set()
+                _wait_until(lambda: sqlite_writers.waiting == 1)
+                connection.close()  # as a broken connection is dropped mid-transaction
+        except Exception:
+            pass  # atomic cannot commit on a closed connection: the write is lost, not the lock
+
+    dropping = _in_thread(drops_its_connection)
+    assert holding.wait(JOIN)
+    _write_in_turn("after-the-close", committed)
+    dropping.join(JOIN)
+    assert committed == ["after-the-close"]
+    assert not Agent.objects.filter(slug="never-committed").exists()
+
+
+def test_a_writer_queued_past_the_busy_timeout_gets_sqlites_own_error(sqlite_writers):
+    errors: list[str] = []
+
+    def impatient() -> None:
+        own = connections["default"]
+        own.settings_dict = {**own.settings_dict, "OPTIONS": {**own.settings_dict["OPTIONS"], "timeout": 0.1}}
+        try:
+            with transaction.atomic():
+                Agent.objects.create(slug="too-late", class_path="agents_app.demo_agents.ChatAgent")
+        except OperationalError as error:
+            errors.append(str(error))
+
+    with transaction.atomic():
+        Agent.objects.create(slug="holder", class_path="agents_app.demo_agents.ChatAgent")
+        _in_thread(impatient).join(JOIN)
+    assert errors == ["database is locked"]
+    assert sqlite_writers.waiting == 0
+    _write_in_turn("next", [])  # the queue still moves
