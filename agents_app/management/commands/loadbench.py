@@ -72,6 +72,23 @@ class ChatRun:
     error: str | None = None
 
 
+@dataclass
+class FirstTokens:
+    """The servers' CPU from the first send to the moment every chat has its first token:
+    whether a burst's TTFT is CPU the server spent (near 100 % of a core) or time it waited."""
+
+    pids: list[int]
+    waiting: int
+    cpu_at_start: float
+    cpu: float | None = None
+    at: float | None = None
+
+    def arrived(self, now: float) -> None:
+        self.waiting -= 1
+        if self.waiting == 0:
+            self.cpu, self.at = sum(_cpu_seconds(pid) for pid in self.pids) - self.cpu_at_start, now
+
+
 def _words(tokens: int) -> str:
     """A user message the fake echoes back as an answer of `tokens` words."""
     return " ".join(f"w{index}" for index in range(tokens - ECHO_PREFIX_WORDS))
@@ -390,9 +407,10 @@ class Command(BaseCommand):
             )
         started = time.perf_counter()
         cpu_before = sum(_cpu_seconds(pid) for pid in pids)
+        first_tokens = FirstTokens(pids, chats, cpu_before)
         try:
             await asyncio.wait_for(
-                asyncio.gather(*(self._chat(ws, run, f"r{run_id}{index}", words) for index, (ws, run) in enumerate(zip(sockets, runs)))),
+                asyncio.gather(*(self._chat(ws, run, f"r{run_id}{index}", words, first_tokens) for index, (ws, run) in enumerate(zip(sockets, runs)))),
                 timeout,
             )
         finally:
@@ -412,6 +430,7 @@ class Command(BaseCommand):
             "runs": runs, "elapsed": elapsed, "cpu": cpu, "expected": f"You said: {words}",
             "rss_before": rss_before, "rss_idle": rss_idle, "rss_after": rss_after, "idle": idle,
             "connect_ms": [ms for _, ms in timed], "connect_cpu": connect_cpu, "collections": collections,
+            "first_tokens": first_tokens,
         }
 
     @classmethod
@@ -446,7 +465,7 @@ class Command(BaseCommand):
                 return
 
     @staticmethod
-    async def _chat(ws: Any, run: ChatRun, request_id: str, words: str) -> None:
+    async def _chat(ws: Any, run: ChatRun, request_id: str, words: str, first_tokens: FirstTokens | None = None) -> None:
         body = {"messages": [{"id": f"u-{request_id}", "role": "user", "parts": [{"type": "text", "text": words}]}], "trigger": "submit-message"}
         run.sent_at = time.perf_counter()
         await ws.send(json.dumps({"type": "cf_agent_use_chat_request", "id": request_id, "init": {"method": "POST", "body": json.dumps(body)}}))
@@ -462,6 +481,8 @@ class Command(BaseCommand):
                 if chunk.get("type") == "text-delta":
                     if run.first_token_at is None:
                         run.first_token_at = now
+                        if first_tokens is not None:
+                            first_tokens.arrived(now)
                     run.last_token_at = now
                     run.text += chunk["delta"]
                 if run.first_token_at is not None:  # the wait before it is the TTFT, not a gap
@@ -502,6 +523,12 @@ class Command(BaseCommand):
         else:
             write(f"  tokens/s delivered:    {delivered:,.0f} (all chats, send to done)")
         write(f"  inter-chunk gap:       p50 {_percentile(gaps, 0.5):.1f} ms, p99 {_percentile(gaps, 0.99):.1f} ms")
+        burst: FirstTokens = figures["first_tokens"]
+        # /proc counts CPU in clock ticks (10 ms): too coarse for a handful of turns.
+        if chats >= 10 and burst.cpu is not None and burst.at is not None:
+            until = (burst.at - first_sent) * 1000
+            write(f"  to the first tokens:   server CPU {1000 * burst.cpu:.0f} ms in the {until:.0f} ms from the first send to the last first token "
+                  f"({100 * burst.cpu * 1000 / until:.0f} % of a core), {1000 * burst.cpu / chats:.1f} ms per turn")
         endings = [(r.done_at - r.last_token_at) * 1000 for r in runs if r.done_at is not None and r.last_token_at is not None]
         write(f"  last words to done:    p50 {_percentile(endings, 0.5):.0f} ms, p99 {_percentile(endings, 0.99):.0f} ms (the answer stored, the turn's outcome sent)")
         if counts:
