@@ -1,15 +1,18 @@
 """SQLite: the write transactions of one process take the database's write lock in the
-order they asked for it, and every way a transaction ends hands it to the next writer."""
+order they asked for it, every way a transaction ends hands it to the next writer, and
+statements reach SQLite as Django's own cursor would send them."""
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Callable
 
 import pytest
 from django.db import OperationalError, connection, connections, transaction
+from django.db.backends.sqlite3.base import SQLiteCursorWrapper
 
 from agents_app.storage.models import Agent
-from agents_app.storage.sqlite_backend.base import WriterQueue, writers_of
+from agents_app.storage.sqlite_backend.base import CursorWrapper, WriterQueue, writers_of
 
 JOIN = 10.0  # liveness bound for a thread that should finish at once
 
@@ -152,3 +155,19 @@ def test_a_writer_queued_past_the_busy_timeout_gets_sqlites_own_error(sqlite_wri
     assert errors == ["database is locked"]
     assert sqlite_writers.waiting == 0
     _write_in_turn("next", [])  # the queue still moves
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        'SELECT "id" FROM "agents_app_agent" WHERE "slug" = %s AND "enabled" = %s',
+        "SELECT '100%%' FROM \"agents_app_agent\" WHERE \"slug\" LIKE %s",
+        'UPDATE "agents_app_turn" SET "chunk_count" = "chunk_count" + %s WHERE "id" = %s',
+    ],
+)
+def test_statement_placeholders_become_what_djangos_sqlite_cursor_makes_of_them(sql):
+    memory = sqlite3.connect(":memory:")
+    djangos = memory.cursor(factory=SQLiteCursorWrapper).convert_query(sql)
+    ours = memory.cursor(factory=CursorWrapper)
+    assert ours.convert_query(sql) == djangos
+    assert ours.convert_query(sql) == djangos  # again, from the cache

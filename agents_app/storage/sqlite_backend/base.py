@@ -1,4 +1,5 @@
-"""Django's SQLite backend, with this process's write transactions taking turns in order.
+"""Django's SQLite backend, with this process's write transactions taking turns in order,
+and each statement's placeholders converted once.
 
 SQLite has one write lock per database. A connection that finds it taken sleeps in SQLite's
 busy handler and polls, at growing intervals (up to 100 ms a try), while a thread that
@@ -10,17 +11,22 @@ for the lock here, in arrival order, and the lock is handed from one to the next
 released; SQLite's own lock and busy timeout still order them against other processes (a
 Celery worker). Only with IMMEDIATE (or EXCLUSIVE) transactions, the default here, where
 BEGIN itself takes SQLite's write lock: a deferred transaction may only read.
+
+Django writes SQL with `%s` placeholders and its SQLite cursor rewrites them to `?` with a
+regular expression on every execute. The turn path runs the same few dozen statements over
+and over, so the rewritten text is kept (per statement text, a bounded cache).
 """
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 from typing import Any
 
 from django.db import OperationalError
 from django.db.backends.sqlite3 import base
 
-__all__ = ["DatabaseWrapper", "WriterQueue", "writers_of"]
+__all__ = ["CursorWrapper", "DatabaseWrapper", "WriterQueue", "writers_of"]
 
 
 class WriterQueue:
@@ -76,8 +82,23 @@ def writers_of(connection: base.DatabaseWrapper) -> WriterQueue:
     return _queue_for(str(connection.settings_dict["NAME"]))
 
 
+@functools.lru_cache(maxsize=2048)
+def _qmark(query: str) -> str:
+    return base.FORMAT_QMARK_REGEX.sub("?", query).replace("%%", "%")
+
+
+class CursorWrapper(base.SQLiteCursorWrapper):
+    def convert_query(self, query: str, *, param_names: list[str] | None = None) -> str:
+        if param_names is None:
+            return _qmark(query)
+        return super().convert_query(query, param_names=param_names)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     _writer_turn: WriterQueue | None = None
+
+    def create_cursor(self, name: str | None = None) -> CursorWrapper:
+        return self.connection.cursor(factory=CursorWrapper)
 
     def _start_transaction_under_autocommit(self) -> None:
         if self.transaction_mode not in ("IMMEDIATE", "EXCLUSIVE") or self.is_in_memory_db():
