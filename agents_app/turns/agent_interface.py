@@ -6,7 +6,7 @@ agent API built on top of it.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, runtime_checkable
 
 from agents_app.storage.models import Agent as AgentRecord
 from agents_app.storage.models import Session
@@ -33,7 +33,7 @@ class HostedAgent(Protocol):
 @runtime_checkable
 class ChatAgent(HostedAgent, Protocol):
     """An agent that answers chat turns (AIChatAgent and ThinkAgent): what runner.py and
-    recovery.py call. `isinstance(agent, ChatAgent)` tells a chat agent from a plain one."""
+    recovery.py call. `is_chat_agent(agent)` tells a chat agent from a plain one."""
 
     message_concurrency: Any
     merges_queued_user_messages: bool
@@ -66,3 +66,17 @@ class ChatAgent(HostedAgent, Protocol):
     async def broadcast_transcript(self) -> list[dict[str, Any]]: ...
 
     async def save_messages(self, messages: Any, *, request_id: str | None = None) -> Any: ...
+
+
+# Whether instances of a class are chat agents, decided on the first one seen.
+_chat_classes: dict[type, bool] = {}
+
+
+def is_chat_agent(agent: object) -> TypeGuard[ChatAgent]:
+    """`isinstance(agent, ChatAgent)`, checked once per class: a runtime protocol check looks
+    up every member of the protocol (~90 µs on Python 3.11), and every turn asks."""
+    cls = type(agent)
+    known = _chat_classes.get(cls)
+    if known is None:
+        known = _chat_classes[cls] = isinstance(agent, ChatAgent)
+    return known

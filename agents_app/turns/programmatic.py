@@ -6,7 +6,7 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 
 from agents_app.protocol.messages import user_text_message
-from agents_app.turns.agent_interface import ChatAgent
+from agents_app.turns.agent_interface import ChatAgent, is_chat_agent
 from agents_app.turns.instances import load_agent, resolve_session
 from agents_app.turns.types import TurnResult
 
@@ -14,7 +14,7 @@ from agents_app.turns.types import TurnResult
 def _agent_for(segment: str, name: str, username: str | None) -> ChatAgent:
     user = get_user_model().objects.get(username=username) if username else None
     agent = load_agent(resolve_session(segment, name, user))
-    if not isinstance(agent, ChatAgent):
+    if not is_chat_agent(agent):
         raise TypeError(f"{segment} is not a chat agent")
     return agent
 

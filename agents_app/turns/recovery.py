@@ -29,7 +29,7 @@ from agents_app.protocol import frames
 from agents_app.protocol.message_builder import rebuild_message
 from agents_app.protocol.messages import UIMessage, is_tool_part, text_of
 from agents_app.turns import broadcast, process_liveness, runner, turn_lock
-from agents_app.turns.agent_interface import ChatAgent
+from agents_app.turns.agent_interface import ChatAgent, is_chat_agent
 from agents_app.turns.instances import load_agent
 from agents_app.turns.types import TurnRequest, TurnResult, new_request_id
 from agents_app.storage import chunk_log, transcript
@@ -185,7 +185,7 @@ async def recover(turn_id: int) -> TurnResult | None:
         return None
     session = await sync_to_async(Session.objects.select_related("agent").get)(pk=turn.session_id)
     agent = await sync_to_async(load_agent)(session)
-    if not isinstance(agent, ChatAgent):
+    if not is_chat_agent(agent):
         return None
     # Anyone still watching the dead stream gets its end.
     done = frames.chat_response(turn.request_id, done=True, continuation=turn.is_continuation)

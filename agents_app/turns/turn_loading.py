@@ -16,7 +16,7 @@ from agents_app.storage import client_messages, transcript
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
 from agents_app.turns import concurrency
-from agents_app.turns.agent_interface import ChatAgent, HostedAgent
+from agents_app.turns.agent_interface import ChatAgent, HostedAgent, is_chat_agent
 from agents_app.turns.instances import fresh_agent
 from agents_app.turns.types import TurnRequest
 
@@ -58,7 +58,7 @@ def load_for_turn(request: TurnRequest, turn: Turn, admitted: list[UIMessage] | 
     the session's row."""
     faults.point("agent_load")
     agent = fresh_agent(request.session_id, agent_cls)
-    if not isinstance(agent, ChatAgent):
+    if not is_chat_agent(agent):
         raise TypeError(f"{type(agent).__name__} is not a chat agent")
     context = None
     if request.new_messages is None and policy_at_start(agent, turn) is None:
