@@ -173,20 +173,6 @@ def close_connections(timeout: float = 10.0) -> None:
         pool.run_on_every_thread(connections.close_all, timeout)
 
 
-def _checked_after_idle(func: Callable[_P, _R]) -> Callable[_P, _R]:
-    @functools.wraps(func)
-    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        last = getattr(_last_call, "at", None)
-        if last is not None and time.monotonic() - last > IDLE_BEFORE_CHECK_SECONDS:
-            drop_dead()
-        try:
-            return func(*args, **kwargs)
-        finally:
-            _last_call.at = time.monotonic()
-
-    return call
-
-
 def db_async(func: Callable[_P, _R]) -> Callable[_P, Coroutine[Any, Any, _R]]:
     """`sync_to_async(func, thread_sensitive=False)` on the database threads, without its
     bookkeeping (a turn makes dozens of these calls; asgiref's wrapper cost twice the hop).
@@ -196,14 +182,13 @@ def db_async(func: Callable[_P, _R]) -> Callable[_P, Coroutine[Any, Any, _R]]:
     never runs, and one already running finishes and returns its result to the cancelled
     caller. Context variables the call sets stay in the call (nothing here relies on them
     flowing back)."""
-    checked = _checked_after_idle(func)
 
     @functools.wraps(func)
     async def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         query_count.database_call()
         loop = asyncio.get_running_loop()
         context = contextvars.copy_context()
-        running = executor().submit(_run_in_context, loop, context, checked, args, kwargs)
+        running = executor().submit(_run_in_context, loop, context, func, args, kwargs)
         waiter = loop.create_future()
         running.add_done_callback(lambda done: loop.call_soon_threadsafe(_pass_outcome, done, waiter))
         try:
@@ -226,7 +211,13 @@ def _run_in_context(
 
 def _call_rehomed(context: contextvars.Context, func: Callable[..., _R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _R:
     _restore_context(context)  # asgiref: `Local` data moved on purpose belongs to this thread now
-    return func(*args, **kwargs)
+    last = getattr(_last_call, "at", None)
+    if last is not None and time.monotonic() - last > IDLE_BEFORE_CHECK_SECONDS:
+        drop_dead()
+    try:
+        return func(*args, **kwargs)
+    finally:
+        _last_call.at = time.monotonic()
 
 
 def _pass_outcome(done: Future[_R], waiter: asyncio.Future[_R]) -> None:
