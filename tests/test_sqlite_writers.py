@@ -3,6 +3,7 @@ order they asked for it, every way a transaction ends hands it to the next write
 statements reach SQLite as Django's own cursor would send them."""
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -96,44 +97,37 @@ def test_write_transactions_of_one_process_commit_in_the_order_they_began(sqlite
     assert set(Agent.objects.filter(slug__startswith="writer-").values_list("slug", flat=True)) == set(committed)
 
 
-def test_a_transaction_that_fails_hands_the_lock_to_the_next_writer(sqlite_writers):
+def _next_writer_after(sqlite_writers: WriterQueue, slug: str, end: Callable[[], None]) -> list[str]:
+    """Another thread writes `slug` in a transaction that `end` ends once this thread waits
+    for the lock; this thread then writes "next". What committed, in order."""
     committed: list[str] = []
     holding = threading.Event()
 
-    def fails() -> None:
-        with pytest.raises(ValueError), transaction.atomic():
-            Agent.objects.create(slug="rolled-back", class_path="agents_app.demo_agents.ChatAgent")
+    def holder() -> None:
+        with contextlib.suppress(Exception), transaction.atomic():
+            Agent.objects.create(slug=slug, class_path="agents_app.demo_agents.ChatAgent")
             holding.set()
             _wait_until(lambda: sqlite_writers.waiting == 1)
-            raise ValueError("the transaction's own failure")
+            end()
 
-    failing = _in_thread(fails)
+    thread = _in_thread(holder)
     assert holding.wait(JOIN)
-    _write_in_turn("after-the-failure", committed)
-    failing.join(JOIN)
-    assert committed == ["after-the-failure"]
+    _write_in_turn("next", committed)
+    thread.join(JOIN)
+    return committed
+
+
+def test_a_transaction_that_fails_hands_the_lock_to_the_next_writer(sqlite_writers):
+    def fail() -> None:
+        raise ValueError("the transaction's own failure")
+
+    assert _next_writer_after(sqlite_writers, "rolled-back", fail) == ["next"]
     assert not Agent.objects.filter(slug="rolled-back").exists()
 
 
 def test_a_connection_closed_inside_its_transaction_hands_the_lock_on(sqlite_writers):
-    committed: list[str] = []
-    holding = threading.Event()
-
-    def drops_its_connection() -> None:
-        try:
-            with transaction.atomic():
-                Agent.objects.create(slug="never-committed", class_path="agents_app.demo_agents.ChatAgent")
-                holding.set()
-                _wait_until(lambda: sqlite_writers.waiting == 1)
-                connection.close()  # as a broken connection is dropped mid-transaction
-        except Exception:
-            pass  # atomic cannot commit on a closed connection: the write is lost, not the lock
-
-    dropping = _in_thread(drops_its_connection)
-    assert holding.wait(JOIN)
-    _write_in_turn("after-the-close", committed)
-    dropping.join(JOIN)
-    assert committed == ["after-the-close"]
+    # As a broken connection is dropped mid-transaction: the write is lost, not the lock.
+    assert _next_writer_after(sqlite_writers, "never-committed", lambda: connection.close()) == ["next"]
     assert not Agent.objects.filter(slug="never-committed").exists()
 
 
