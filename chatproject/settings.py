@@ -247,6 +247,9 @@ AGENTS_COUNT_QUERIES = os.environ.get("AGENTS_COUNT_QUERIES", "")
 # A directory: each server process keeps its garbage collections' counts and CPU there
 # (gc-<pid>.json), for `manage.py loadbench`. Empty: not recorded.
 AGENTS_GC_STATS = os.environ.get("AGENTS_GC_STATS", "")
+# A file: each turn appends the moments it passes the steps to its first frame
+# (agents_app/testing/timeline.py), for `manage.py loadbench`. Empty: not recorded.
+AGENTS_TURN_TIMELINE = os.environ.get("AGENTS_TURN_TIMELINE", "")
 CELERY_BEAT_SCHEDULE = {
     "sweep-stream-buffers": {"task": "agents.sweep_stream_buffers", "schedule": 600.0},
     # Interrupted turns are recovered and one-shot schedules whose task was lost are re-sent.

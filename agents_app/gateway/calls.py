@@ -23,6 +23,7 @@ from agents_app.providers import clients
 from agents_app.providers.errors import ModelError, describe_error, redact
 from agents_app.providers.openai_chat import ChatChunk, stream_chat_chunks
 from agents_app.storage.db_threads import db_async
+from agents_app.testing import timeline
 
 # Log writes nothing awaits, referenced until they finish (asyncio keeps weak references).
 _writing: set[asyncio.Future[None]] = set()
@@ -133,12 +134,16 @@ class GatewayCall:
                 client = self._client
                 if not upstream.uses_default_client:
                     client = clients.shared(upstream.base_url, upstream.api_key, upstream.timeout)
+                if record.request_id:
+                    timeline.mark(record.request_id, "model_request")
                 stream = await stream_chat_chunks(client, {**self._request, "model": upstream.model})
                 async with stream:
                     async for chunk in stream:
                         if not emitted and _has_output(chunk):
                             emitted = True
                             record.ttft_ms = _milliseconds_since(start)
+                            if record.request_id:
+                                timeline.mark(record.request_id, "upstream_output")
                         self._count_usage(chunk, record)
                         if cache_key is not None:
                             served.append(chunk)

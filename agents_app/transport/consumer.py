@@ -47,6 +47,7 @@ from agents_app.turns.types import Connection, ConnectionContext
 from agents_app.storage import query_count, transcript
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session
+from agents_app.testing import timeline
 from agents_app.transport.auth import query_params
 
 logger = logging.getLogger(__name__)
@@ -205,6 +206,7 @@ class AgentConsumer(StreamEventsMixin, AsyncWebsocketConsumer):
     async def _dispatch(self, frame: Any) -> None:
         match frame:
             case ChatRequest(request_id=request_id):
+                timeline.mark(request_id, "received")
                 self.streams.own(request_id)
                 with query_count.admission(request_id):
                     await chat.submit(self.session, self.connection, frame)

@@ -21,6 +21,7 @@ from agents_app.turns.types import Connection, TurnRequest
 from agents_app.storage import client_messages, transcript
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Session, Turn, TurnChunk
+from agents_app.testing import timeline
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ async def submit(session: Session, connection: Connection | None, request: ChatR
         return
     if not accepted.created:
         return
+    timeline.mark(request.request_id, "admitted")
     try:
         await transcript_sync.send_to_others(session, connection)
     except Exception:  # the turn runs all the same: it may hold its session's lock already

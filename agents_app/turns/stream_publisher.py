@@ -34,7 +34,7 @@ from agents_app.turns import broadcast
 from agents_app.storage import chunk_log, query_count, row_writes
 from agents_app.storage.db_threads import db_async
 from agents_app.storage.models import Turn
-from agents_app.testing import faults
+from agents_app.testing import faults, timeline
 
 STORE_BATCH = 64
 STORE_INTERVAL = 1.0
@@ -257,6 +257,8 @@ class StreamPublisher:
             tail.feed([(seq, frame["body"]) for seq, frame in sequenced])
         faults.point("broadcast")
         await broadcast.publish_stream(self.session_id, self.request_id, sequenced)
+        if carries_output and not self._output_sent:
+            timeline.mark(self.request_id, "first_frame")
         self._output_sent = self._output_sent or carries_output
 
     async def _write_store(self) -> None:

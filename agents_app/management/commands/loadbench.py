@@ -49,6 +49,8 @@ import websockets
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from agents_app.testing import timeline
+
 PRESETS: dict[str, dict[str, Any]] = {
     "1x100": {"chats": 1, "tokens": 100, "delay": 0.02},
     "50x100": {"chats": 50, "tokens": 100, "delay": 0.02},
@@ -63,6 +65,7 @@ ECHO_PREFIX_WORDS = 2
 class ChatRun:
     """What one client saw of its turn."""
 
+    request_id: str = ""
     sent_at: float = 0.0
     first_token_at: float | None = None
     last_token_at: float | None = None
@@ -319,6 +322,7 @@ class Command(BaseCommand):
                 raise
             figures["upstream_ttft"] = upstream_ttft
             figures["upstream_alone"] = upstream_alone
+            figures["timeline"] = timeline.read(str(work / "timeline.txt")) if (work / "timeline.txt").exists() else {}
             self._report(figures, _turn_counts(queries, chats, prefix="r"), chats, tokens, delay, env, len(servers))
 
     # -- processes ---------------------------------------------------------------------
@@ -338,6 +342,7 @@ class Command(BaseCommand):
                 "AGENTS_ALLOW_ANONYMOUS": "true",
                 "AGENTS_COUNT_QUERIES": str(work / "queries.jsonl"),
                 "AGENTS_GC_STATS": str(work),
+                "AGENTS_TURN_TIMELINE": str(work / "timeline.txt"),
                 # A title by model is one more model call after a chat's first answer. The fake
                 # upstream echoes the whole exchange back as that "title" (hundreds of tokens, as
                 # much as the answer itself, where a model writes six words), so it would double
@@ -467,6 +472,7 @@ class Command(BaseCommand):
     @staticmethod
     async def _chat(ws: Any, run: ChatRun, request_id: str, words: str, first_tokens: FirstTokens | None = None) -> None:
         body = {"messages": [{"id": f"u-{request_id}", "role": "user", "parts": [{"type": "text", "text": words}]}], "trigger": "submit-message"}
+        run.request_id = request_id
         run.sent_at = time.perf_counter()
         await ws.send(json.dumps({"type": "cf_agent_use_chat_request", "id": request_id, "init": {"method": "POST", "body": json.dumps(body)}}))
         while True:
@@ -529,6 +535,14 @@ class Command(BaseCommand):
             until = (burst.at - first_sent) * 1000
             write(f"  to the first tokens:   server CPU {1000 * burst.cpu:.0f} ms in the {until:.0f} ms from the first send to the last first token "
                   f"({100 * burst.cpu * 1000 / until:.0f} % of a core), {1000 * burst.cpu / chats:.1f} ms per turn")
+        marks: dict[str, dict[str, float]] = figures["timeline"]
+        steps = []
+        for step in timeline.STEPS:
+            after_send = [(marks[r.request_id][step] - r.sent_at) * 1000 for r in runs if step in marks.get(r.request_id, {})]
+            if after_send:
+                steps.append(f"{step.replace('_', ' ')} {_percentile(after_send, 0.5):.0f} / {_percentile(after_send, 0.99):.0f}")
+        if steps:
+            write(f"  on the way (ms after send, p50 / p99): {', '.join(steps)}")
         endings = [(r.done_at - r.last_token_at) * 1000 for r in runs if r.done_at is not None and r.last_token_at is not None]
         write(f"  last words to done:    p50 {_percentile(endings, 0.5):.0f} ms, p99 {_percentile(endings, 0.99):.0f} ms (the answer stored, the turn's outcome sent)")
         if counts:
