@@ -30,7 +30,7 @@ on one floor do not import each other):
   gateway's budgets consult them); reads the database only.
 * `storage`: models, transcript, chunk log, workspace, connections.
 * `protocol`: the wire format; imports nothing of ours.
-* `testing` | `log_redaction`: the fault points and the fake model server, and the log
+* `testing` | `log_redaction`: the fault points, the turn timeline and the fake model server, and the log
   filter that settings installs; plain modules that import nothing of ours.
 
 Every module must sit on a floor: a new top-level module fails here until it is placed.
