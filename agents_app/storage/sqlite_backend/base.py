@@ -73,8 +73,13 @@ _queues_lock = threading.Lock()
 
 
 def _queue_for(name: str) -> WriterQueue:
-    with _queues_lock:
-        return _queues.setdefault(name, WriterQueue())
+    queue = _queues.get(name)  # every BEGIN asks: no lock, nothing built, once the queue exists
+    if queue is None:
+        with _queues_lock:
+            queue = _queues.get(name)
+            if queue is None:
+                queue = _queues[name] = WriterQueue()
+    return queue
 
 
 def writers_of(connection: base.DatabaseWrapper) -> WriterQueue:
