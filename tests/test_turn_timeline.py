@@ -29,10 +29,15 @@ async def test_a_traced_turn_records_each_step_to_its_first_frame_in_order(open_
     assert sent <= times[0] and times == sorted(times) and times[-1] <= time.perf_counter()
 
 
-async def test_an_untraced_turn_writes_nothing(open_socket, token, model, settings: Any, tmp_path):
-    settings.AGENTS_TURN_TIMELINE = ""
-    model.script(Reply.text("Not traced"))
+async def test_a_turn_run_while_tracing_is_off_adds_nothing_to_the_timeline(open_socket, token, model, settings: Any, tmp_path):
+    traced = str(tmp_path / "timeline.txt")
+    model.script(Reply.text("Traced"), Reply.text("Not traced"))
     socket = await open_socket("/agents/chat-agent/untraced", token=token, wait_ready=True)
-    await socket.chat("untraced-1", [user_message("Hi")])
+    settings.AGENTS_TURN_TIMELINE = traced
+    await socket.chat("traced-2", [user_message("Hi")])
+    await socket.until(is_done("traced-2"))
+    settings.AGENTS_TURN_TIMELINE = ""
+    await socket.chat("untraced-1", [user_message("Again")])
     await socket.until(is_done("untraced-1"))
-    assert list(tmp_path.iterdir()) == []
+
+    assert list(timeline.read(traced)) == ["traced-2"]
