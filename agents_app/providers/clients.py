@@ -18,12 +18,15 @@ import asyncio
 import urllib.request
 import weakref
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit
 
 import openai
 from django.conf import settings
+from openai._models import FinalRequestOptions
 
 from agents_app.providers.event_stream import EventStreamDecoder
+from agents_app.providers.request_template import RequestTemplates
 from agents_app.providers.upstream_transport import StreamingTransport, http
 
 _Key = tuple[str | None, str, float | None]
@@ -33,10 +36,23 @@ _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[_Key, Shared
 class SharedAsyncOpenAI(openai.AsyncOpenAI):
     """A client that outlives the `async with` of any one caller: callers written for a
     client of their own (`async with make_client() as client`) share it unchanged. Its
-    streams are read by the leaner event-stream decoder (see providers/event_stream.py)."""
+    streams are read by the leaner event-stream decoder (see providers/event_stream.py),
+    and its requests are built from templates of the SDK's own (providers/request_template.py)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._request_templates = RequestTemplates()
 
     def _make_sse_decoder(self) -> EventStreamDecoder:
         return EventStreamDecoder()
+
+    def _build_request(self, options: FinalRequestOptions, *, retries_taken: int = 0) -> Any:
+        return self._request_templates.build(
+            options,
+            retries_taken,
+            self,
+            sdk_build=lambda: super(SharedAsyncOpenAI, self)._build_request(options, retries_taken=retries_taken),
+        )
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, exc_tb: TracebackType | None
