@@ -250,6 +250,10 @@ AGENTS_GC_STATS = os.environ.get("AGENTS_GC_STATS", "")
 # A file: each turn appends the moments it passes the steps to its first frame
 # (agents_app/testing/timeline.py), for `manage.py loadbench`. Empty: not recorded.
 AGENTS_TURN_TIMELINE = os.environ.get("AGENTS_TURN_TIMELINE", "")
+# A directory: each server process keeps the CPU of its database threads' calls there, by
+# function (db-cpu-<pid>.json, agents_app/testing/db_cpu.py), for `manage.py loadbench`.
+# Empty: not recorded.
+AGENTS_DB_CPU = os.environ.get("AGENTS_DB_CPU", "")
 CELERY_BEAT_SCHEDULE = {
     "sweep-stream-buffers": {"task": "agents.sweep_stream_buffers", "schedule": 600.0},
     # Interrupted turns are recovered and one-shot schedules whose task was lost are re-sent.

@@ -43,6 +43,7 @@ from django.db import connections
 
 from agents_app.storage import query_count
 from agents_app.storage.connections import drop_dead
+from agents_app.testing import db_cpu
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -215,7 +216,8 @@ def _call_rehomed(context: contextvars.Context, func: Callable[..., _R], args: t
     if last is not None and time.monotonic() - last > IDLE_BEFORE_CHECK_SECONDS:
         drop_dead()
     try:
-        return func(*args, **kwargs)
+        cpu_record = settings.AGENTS_DB_CPU
+        return db_cpu.timed(cpu_record, func, args, kwargs) if cpu_record else func(*args, **kwargs)
     finally:
         _last_call.at = time.monotonic()
 

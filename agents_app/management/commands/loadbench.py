@@ -13,8 +13,9 @@ aggregate against what the upstream produced, the p99 gap between stream frames 
 client from its first text delta on (the frames that open the message come before the model
 has answered: the wait after them is the TTFT), the database round trips per turn before
 and after its first token (counted by the server, `AGENTS_COUNT_QUERIES`), the server's CPU
-time, its garbage collections (recorded by the server, `AGENTS_GC_STATS`) and RSS, and
-whether every answer arrived complete, exactly once. With `--history N` each conversation
+time, its garbage collections (recorded by the server, `AGENTS_GC_STATS`) and RSS, the CPU
+of its database threads' calls by function (`AGENTS_DB_CPU`), and whether every answer
+arrived complete, exactly once. With `--history N` each conversation
 first gets N earlier messages (a turn of its own before the run), so the run's turns are
 those of long chats. The K sockets connect at once before that (a reconnect storm after a
 deploy looks like this): how long each waited for its connect frames, and the CPU it cost.
@@ -49,7 +50,7 @@ import websockets
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from agents_app.testing import timeline
+from agents_app.testing import db_cpu, timeline
 
 PRESETS: dict[str, dict[str, Any]] = {
     "1x100": {"chats": 1, "tokens": 100, "delay": 0.02},
@@ -135,6 +136,8 @@ def _cpu_seconds(pid: int) -> float:
     return float("nan")
 
 
+# The database threads' busiest functions printed (by their CPU in all).
+DATABASE_CPU_SHOWN = 6
 # How long to wait for the servers' garbage-collection records to catch up: two rewrites
 # (chatproject/gc_tuning.py RECORD_INTERVAL; the app does not import the project) and a margin.
 GC_RECORD_WAIT = 0.45
@@ -342,6 +345,7 @@ class Command(BaseCommand):
                 "AGENTS_ALLOW_ANONYMOUS": "true",
                 "AGENTS_COUNT_QUERIES": str(work / "queries.jsonl"),
                 "AGENTS_GC_STATS": str(work),
+                "AGENTS_DB_CPU": str(work),
                 "AGENTS_TURN_TIMELINE": str(work / "timeline.txt"),
                 # A title by model is one more model call after a chat's first answer. The fake
                 # upstream echoes the whole exchange back as that "title" (hundreds of tokens, as
@@ -401,9 +405,11 @@ class Command(BaseCommand):
         words = _words(tokens)
         runs = [ChatRun() for _ in range(chats)]
         collections_before = None
+        database_cpu_before: dict[str, list[float]] = {}
         if gc_stats is not None:
             await asyncio.sleep(GC_RECORD_WAIT)  # the servers' records now include the connecting
             collections_before = _collections(gc_stats, pids)
+            database_cpu_before = db_cpu.read(gc_stats, pids)
         profiler = None
         if profile:
             profiler = subprocess.Popen(
@@ -425,9 +431,11 @@ class Command(BaseCommand):
         elapsed = time.perf_counter() - started
         cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
         collections = None
+        database_cpu: dict[str, list[float]] = {}
         if gc_stats is not None and collections_before is not None:  # both or neither
             await asyncio.sleep(GC_RECORD_WAIT)
             collections = _collections_since(collections_before, _collections(gc_stats, pids))
+            database_cpu = db_cpu.since(database_cpu_before, db_cpu.read(gc_stats, pids))
         rss_after = _rss_kib(pids)
         for ws in [*sockets, *idle_sockets]:
             await ws.close()
@@ -435,6 +443,7 @@ class Command(BaseCommand):
             "runs": runs, "elapsed": elapsed, "cpu": cpu, "expected": f"You said: {words}",
             "rss_before": rss_before, "rss_idle": rss_idle, "rss_after": rss_after, "idle": idle,
             "connect_ms": [ms for _, ms in timed], "connect_cpu": connect_cpu, "collections": collections,
+            "database_cpu": database_cpu,
             "first_tokens": first_tokens,
         }
 
@@ -563,6 +572,10 @@ class Command(BaseCommand):
             young, middle, full = collections["collections"]
             write(f"  garbage collector:     {young:.0f} young, {middle:.0f} middle, {full:.0f} full collections, "
                   f"{1000 * sum(collections['cpu_seconds']):.0f} ms CPU, longest {1000 * max(collections['longest_seconds']):.0f} ms")
+        database_cpu = sorted(figures.get("database_cpu", {}).items(), key=lambda item: -item[1][1])
+        if database_cpu:
+            busiest = ", ".join(f"{name} {1e6 * seconds / calls:.0f} µs × {calls:.0f}" for name, (calls, seconds) in database_cpu[:DATABASE_CPU_SHOWN])
+            write(f"  database threads:      {1000 * sum(seconds for _, seconds in dict(database_cpu).values()):.0f} ms CPU; per call: {busiest}")
         rss = figures["rss_after"]
         write(f"  server RSS:            {figures['rss_before'].get('VmRSS', 0) / 1024:.0f} MiB at start, "
               f"{rss.get('VmRSS', 0) / 1024:.0f} MiB after, peak {rss.get('VmHWM', 0) / 1024:.0f} MiB")
