@@ -102,9 +102,11 @@ class Message(models.Model):
 
     ROLE_CHOICES = [("user", "user"), ("assistant", "assistant"), ("system", "system")]
 
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="messages")
+    # Every index is written by every turn (its messages, its turn row): a column's own index is
+    # left out where an index below or a unique constraint starts with that column.
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="messages", db_index=False)
     uid = models.CharField(max_length=255, help_text="UIMessage id")
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children", db_index=False)
     role = models.CharField(max_length=16, choices=ROLE_CHOICES)
     parts = models.JSONField(default=list, blank=True)
     metadata = models.JSONField(null=True, blank=True)
@@ -172,7 +174,8 @@ class Turn(models.Model):
     PRE_STREAM = (Status.QUEUED, Status.RUNNING)
     FINISHED = (Status.COMPLETED, Status.ERROR, Status.ABORTED, Status.SKIPPED, Status.INTERRUPTED)
 
-    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="turns")
+    # Indexed by `uniq_turn_request` and `turn_status_idx` (see Message.session).
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="turns", db_index=False)
     request_id = models.CharField(max_length=64)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.WEBSOCKET)
@@ -181,8 +184,9 @@ class Turn(models.Model):
     # Admitted while another turn was queued or running (subject to message concurrency).
     overlapping = models.BooleanField(default=False)
     message_uid = models.CharField(max_length=255, blank=True)
-    # The request id of the turn a recovery turn (re-)runs; blank for every other turn.
-    recovery_root = models.CharField(max_length=64, blank=True, db_index=True)
+    # The request id of the turn a recovery turn (re-)runs; blank for every other turn. Read
+    # with the session's id, whose indexes find a session's turns.
+    recovery_root = models.CharField(max_length=64, blank=True)
     error_text = models.TextField(blank=True)
     chunk_count = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now)
