@@ -39,10 +39,12 @@ def _cached(key: tuple[Any, ...], build: Any) -> tuple[str, tuple[Field[Any, Any
     return statement
 
 
-def insert(instance: Model, *, unless_conflict_on: Iterable[str] = ()) -> bool:
+def insert(instance: Model, *, unless_conflict_on: Iterable[str] = (), unless_any_conflict: bool = False) -> bool:
     """INSERT `instance` (its field values, defaults applied) and set its primary key. With
     `unless_conflict_on` (the columns of a unique constraint), a row that would break the
-    constraint is not inserted and False is returned: no savepoint is needed around it."""
+    constraint is not inserted and False is returned: no savepoint is needed around it.
+    `unless_any_conflict` does the same for every unique constraint of the table (a partial
+    one, say, which a list of columns cannot name)."""
     model = type(instance)
     conflict = tuple(unless_conflict_on)
     connection = connections[DEFAULT_DB_ALIAS]  # see the module docstring
@@ -55,9 +57,11 @@ def insert(instance: Model, *, unless_conflict_on: Iterable[str] = ()) -> bool:
         sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"
         if conflict:
             sql += f" ON CONFLICT ({', '.join(quote(_field(model, name).column) for name in conflict)}) DO NOTHING"
+        elif unless_any_conflict:
+            sql += " ON CONFLICT DO NOTHING"
         return f"{sql} RETURNING {quote(pk.column)}", fields
 
-    sql, fields = _cached(("insert", model, conflict, connection.vendor), build)
+    sql, fields = _cached(("insert", model, conflict, unless_any_conflict, connection.vendor), build)
     params = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
