@@ -12,7 +12,8 @@ key), what the SDK's own build gave the first time: method, URL, headers and ext
 Later requests of that kind are that plus their body, encoded by the SDK's own encoder. A
 request the template cannot vouch for (custom headers, query parameters, files, raw content,
 `extra_json`, a client that sends an idempotency key, cookies the upstream set on the
-client) is built by the SDK as before. `tests/test_request_template.py` holds a built request against the SDK's.
+client) is built by the SDK as before. `tests/test_request_template.py` holds the requests
+sent, byte for byte, against those the SDK's own build sends.
 """
 from __future__ import annotations
 
