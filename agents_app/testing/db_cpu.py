@@ -76,5 +76,9 @@ def read(directory: Path, pids: list[int]) -> dict[str, list[float]]:
 
 def since(before: dict[str, list[float]], after: dict[str, list[float]]) -> dict[str, list[float]]:
     """The calls between two reads, by function (those made meanwhile only)."""
-    made = {name: [calls - before.get(name, [0, 0.0])[0], seconds - before.get(name, [0, 0.0])[1]] for name, (calls, seconds) in after.items()}
-    return {name: total for name, total in made.items() if total[0] > 0}
+    made: dict[str, list[float]] = {}
+    for name, (calls, seconds) in after.items():
+        calls_before, seconds_before = before.get(name, (0, 0.0))
+        if calls > calls_before:
+            made[name] = [calls - calls_before, seconds - seconds_before]
+    return made

@@ -317,7 +317,7 @@ class Command(BaseCommand):
                 figures = asyncio.run(
                     self._load(
                         servers, chats, tokens, options["idle"], options["profile"], options["timeout"], options["profile_gil"], options["history"],
-                        gc_stats=work,
+                        server_records=work,
                     )
                 )
             except Exception:
@@ -386,9 +386,11 @@ class Command(BaseCommand):
         timeout: float,
         profile_gil: bool = False,
         history: int = 0,
-        gc_stats: Path | None = None,
+        server_records: Path | None = None,
     ) -> dict[str, Any]:
-        """Chat `index` talks to server `index % len(servers)`; CPU and RSS are the servers' sums."""
+        """Chat `index` talks to server `index % len(servers)`; CPU and RSS are the servers' sums.
+        `server_records`: where the servers keep their garbage collections and their database
+        threads' CPU (AGENTS_GC_STATS, AGENTS_DB_CPU)."""
         run_id = uuid.uuid4().hex[:8]
         pids = [pid for _, pid in servers]
         rss_before = _rss_kib(pids)
@@ -406,10 +408,10 @@ class Command(BaseCommand):
         runs = [ChatRun() for _ in range(chats)]
         collections_before = None
         database_cpu_before: dict[str, list[float]] = {}
-        if gc_stats is not None:
+        if server_records is not None:
             await asyncio.sleep(GC_RECORD_WAIT)  # the servers' records now include the connecting
-            collections_before = _collections(gc_stats, pids)
-            database_cpu_before = db_cpu.read(gc_stats, pids)
+            collections_before = _collections(server_records, pids)
+            database_cpu_before = db_cpu.read(server_records, pids)
         profiler = None
         if profile:
             profiler = subprocess.Popen(
@@ -432,10 +434,10 @@ class Command(BaseCommand):
         cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
         collections = None
         database_cpu: dict[str, list[float]] = {}
-        if gc_stats is not None and collections_before is not None:  # both or neither
+        if server_records is not None and collections_before is not None:  # both or neither
             await asyncio.sleep(GC_RECORD_WAIT)
-            collections = _collections_since(collections_before, _collections(gc_stats, pids))
-            database_cpu = db_cpu.since(database_cpu_before, db_cpu.read(gc_stats, pids))
+            collections = _collections_since(collections_before, _collections(server_records, pids))
+            database_cpu = db_cpu.since(database_cpu_before, db_cpu.read(server_records, pids))
         rss_after = _rss_kib(pids)
         for ws in [*sockets, *idle_sockets]:
             await ws.close()
@@ -575,7 +577,7 @@ class Command(BaseCommand):
         database_cpu = sorted(figures.get("database_cpu", {}).items(), key=lambda item: -item[1][1])
         if database_cpu:
             busiest = ", ".join(f"{name} {1e6 * seconds / calls:.0f} µs × {calls:.0f}" for name, (calls, seconds) in database_cpu[:DATABASE_CPU_SHOWN])
-            write(f"  database threads:      {1000 * sum(seconds for _, seconds in dict(database_cpu).values()):.0f} ms CPU; per call: {busiest}")
+            write(f"  database threads:      {1000 * sum(seconds for _, (_, seconds) in database_cpu):.0f} ms CPU; per call: {busiest}")
         rss = figures["rss_after"]
         write(f"  server RSS:            {figures['rss_before'].get('VmRSS', 0) / 1024:.0f} MiB at start, "
               f"{rss.get('VmRSS', 0) / 1024:.0f} MiB after, peak {rss.get('VmHWM', 0) / 1024:.0f} MiB")
