@@ -16,6 +16,7 @@ from agents_app.transport.auth import AgentAuthMiddleware, socket_session_stack 
 from agents_app.transport.origins import WebSocketOriginGuard  # noqa: E402
 from agents_app.routing import websocket_urlpatterns  # noqa: E402
 from chatproject.gc_tuning import record_collections, tune_for_serving  # noqa: E402
+from chatproject.socket_writes import send_writes_at_once  # noqa: E402
 
 # The app serves its own static files (htmx and its extension, CSS) unless a front server
 # does (AGENTS_SERVE_STATIC=false): the quick start and single-process deployments need no CDN.
@@ -29,6 +30,8 @@ application = ProtocolTypeRouter(
     }
 )
 
+if settings.AGENTS_DIRECT_SOCKET_WRITES:
+    send_writes_at_once()
 if settings.AGENTS_GC_FREEZE:
     tune_for_serving()
 if settings.AGENTS_GC_STATS:

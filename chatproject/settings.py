@@ -193,6 +193,9 @@ AGENTS_SERVE_STATIC = env_bool("AGENTS_SERVE_STATIC", True)
 # collects its youngest objects less often (see chatproject/gc_tuning.py); `false` leaves
 # Python's defaults.
 AGENTS_GC_FREEZE = env_bool("AGENTS_GC_FREEZE", True)
+# Daphne's sockets send a write at once instead of on the next turn of the event loop
+# (chatproject/socket_writes.py).
+AGENTS_DIRECT_SOCKET_WRITES = env_bool("AGENTS_DIRECT_SOCKET_WRITES", True)
 
 # Celery: Redis in production; an embedded filesystem broker otherwise, so the
 # quick start needs no service. The schedule of record lives in the database.
