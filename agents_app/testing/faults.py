@@ -2,7 +2,8 @@
 ends the turn for everyone (see README, "Failure behaviour").
 
 Off unless `settings.AGENTS_FAULT_INJECTION` names a stage; production leaves it empty, and
-then `point()` is one attribute read and a falsy test. Tests set it per test in-process
+then `point()` is one global read and a falsy test (it runs for every frame batch of every
+stream, and a read of `settings` costs a lazy-object lookup each time). Tests set it per test in-process
 (pytest-django's `settings` fixture) or through the environment variable of the same name
 for the daphne and Celery processes they start. `"stage"` raises every time the stage is
 reached; `"stage:N"` only the first N times in this process (so a live server can fail a few
@@ -11,8 +12,10 @@ turns and then serve normally).
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 # Every stage a turn passes through, in order; each has one `point()` call in the code.
 STAGES = (
@@ -38,11 +41,25 @@ class InjectedFault(RuntimeError):
 
 _lock = threading.Lock()
 _fired: dict[str, int] = {}
+# `settings.AGENTS_FAULT_INJECTION`, read once and again whenever a test changes it.
+_armed: str | None = None
+
+
+def _forget_armed(*, setting: str, **_: Any) -> None:
+    global _armed
+    if setting == "AGENTS_FAULT_INJECTION":
+        _armed = None
+
+
+setting_changed.connect(_forget_armed)
 
 
 def point(stage: str) -> None:
     """Raise InjectedFault here when `stage` is armed; otherwise do nothing."""
-    armed = settings.AGENTS_FAULT_INJECTION
+    global _armed
+    armed = _armed
+    if armed is None:
+        armed = _armed = settings.AGENTS_FAULT_INJECTION
     if not armed:
         return
     name, _, limit = armed.partition(":")
