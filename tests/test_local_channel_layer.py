@@ -47,4 +47,23 @@ async def test_a_member_whose_queue_is_full_misses_the_message_and_the_others_ge
     await layer.group_send("session-1", {"type": "frame"})
     assert (await layer.receive("fast"))["type"] == "frame"
     assert (await layer.receive("slow"))["type"] == "backlog"
-    assert "slow" not in layer.channels  # drained: nothing is left behind for a closed socket
+
+
+async def test_a_closed_sockets_channel_leaves_nothing_behind() -> None:
+    layer = LocalChannelLayer()
+    await layer.send("inbox", {"type": "frame"})
+    assert (await layer.receive("inbox"))["type"] == "frame"
+    waiting = asyncio.ensure_future(layer.receive("inbox"))
+    await asyncio.sleep(0)
+    waiting.cancel()  # what a consumer does with its pending receive when its socket closes
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert "inbox" not in layer.channels
+
+
+async def test_a_receiver_gets_what_was_sent_while_it_handled_the_previous_message() -> None:
+    layer = LocalChannelLayer()
+    await layer.send("inbox", {"type": "first"})
+    assert (await layer.receive("inbox"))["type"] == "first"
+    await layer.send("inbox", {"type": "second"})
+    assert (await layer.receive("inbox"))["type"] == "second"

@@ -11,7 +11,8 @@ spends per message is paid thousands of times a second under load:
 * `group_send` started a task per member and gathered them with `as_completed`; `send` and
   `receive` built a new queue on every call (as the default of `setdefault`) and `send`
   deep-copied the message with `copy.deepcopy`. Here a member's queue is filled directly,
-  a queue is built only for a channel that has none, and a message of plain JSON values
+  a queue is built only for a channel that has none (and kept while its socket receives:
+  a consumer receives once per message), and a message of plain JSON values
   (all this project sends) is copied by a walk that knows only those types. Each receiver
   still gets its own copy, as with a layer that serialises.
 """
@@ -83,15 +84,20 @@ class LocalChannelLayer(InMemoryChannelLayer):
                 pass
 
     async def receive(self, channel: str) -> dict[str, Any]:
-        self.require_valid_channel_name(channel)
-        self._clean_expired()
-        queue = self._queue(channel)
+        self._clean_expired()  # before the lookup: a sweep may drop a queue it emptied
+        queue = self.channels.get(channel)
+        if queue is None:  # a channel's name is checked once, when its queue is made
+            self.require_valid_channel_name(channel)
+            queue = self._queue(channel)
         try:
             _, message = await queue.get()
-        finally:
-            # An empty queue is dropped, so a closed socket's channel leaves nothing behind.
+        except BaseException:
+            # A receive that never completes is a socket closing (its consumer cancels it):
+            # its empty queue is dropped, so a closed socket's channel leaves nothing behind.
+            # A receiver that got its message keeps the queue for its next receive.
             if queue.empty() and self.channels.get(channel) is queue:
                 del self.channels[channel]
+            raise
         return message
 
     async def group_members(self, group: str) -> list[str]:
