@@ -15,6 +15,7 @@ from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: 
 from agents_app.transport.auth import AgentAuthMiddleware, socket_session_stack  # noqa: E402
 from agents_app.transport.origins import WebSocketOriginGuard  # noqa: E402
 from agents_app.routing import websocket_urlpatterns  # noqa: E402
+from chatproject.autobahn_log_arguments import format_log_arguments_on_demand  # noqa: E402
 from chatproject.gc_tuning import record_collections, tune_for_serving  # noqa: E402
 from chatproject.socket_writes import send_writes_at_once  # noqa: E402
 
@@ -30,6 +31,7 @@ application = ProtocolTypeRouter(
     }
 )
 
+format_log_arguments_on_demand()
 if settings.AGENTS_DIRECT_SOCKET_WRITES:
     send_writes_at_once()
 if settings.AGENTS_GC_FREEZE:
