@@ -4,11 +4,9 @@ Every WebSocket frame daphne sends goes through autobahn's `sendData`, which log
 debug level with three arguments highlighted for a terminal (`hltype`, `hlval`: a qualified
 name looked up, three `click.style` calls). Python evaluates them before the log call finds
 debug logging off, so every frame paid for formatting nobody reads: 3.5 µs a frame, more
-than the frame's `send` (a GIL profile of a 200-chat burst put it at ~5 % of the server's
-CPU). Here the two
-highlighters of autobahn's WebSocket module return an object that highlights when a log
-line formats it, so a written line reads exactly as before and an unwritten one costs one
-small object per argument (0.75 µs a frame).
+than the frame's `send`. Here the two highlighters of autobahn's WebSocket module return an
+object that highlights when a log line formats it, so a written line reads exactly as
+before and an unwritten one costs one small object per argument (0.75 µs a frame).
 """
 from __future__ import annotations
 

@@ -3,9 +3,10 @@
 Daphne serves through Twisted, whose TCP connection never sends in `write`: it appends the
 bytes to a buffer, registers the socket for writability (an `epoll_ctl` and the asyncio
 selector's bookkeeping), sends on the next turn of the event loop and unregisters it again.
-Every stream frame to every socket paid that round; the `send` itself was a twentieth of
-it. Under 20 paced chats the server spent 18 % less CPU per token with writes sent at once
-(323–353 → 270–277 µs), under 200 chats 7 %.
+Every stream frame to every socket paid that round; the `send` itself was a small
+part of it. With writes sent at once the server spent less CPU per streamed token: 25 % for one
+paced chat (a frame per token), 6–18 % for 20, 2–8 % for 50 or 200 (whose frames carry two
+or three tokens each).
 
 A write is sent at once only when nothing is waiting in the connection's buffer, so bytes
 stay in order. What the socket does not take (its send buffer is full), and any write the

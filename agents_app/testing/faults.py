@@ -3,9 +3,9 @@ ends the turn for everyone (see README, "Failure behaviour").
 
 Off unless `settings.AGENTS_FAULT_INJECTION` names a stage; production leaves it empty, and
 then `point()` is one global read and a falsy test (it runs for every frame batch of every
-stream, and a read of `settings` costs a lazy-object lookup each time). Tests set it per test in-process
-(pytest-django's `settings` fixture) or through the environment variable of the same name
-for the daphne and Celery processes they start. `"stage"` raises every time the stage is
+stream, and each read of `settings` is a lazy-object lookup). Tests set it per test
+in-process (pytest-django's `settings` fixture) or through the environment variable of the
+same name for the daphne and Celery processes they start. `"stage"` raises every time the stage is
 reached; `"stage:N"` only the first N times in this process (so a live server can fail a few
 turns and then serve normally).
 """
