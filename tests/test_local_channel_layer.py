@@ -67,3 +67,19 @@ async def test_a_receiver_gets_what_was_sent_while_it_handled_the_previous_messa
     assert (await layer.receive("inbox"))["type"] == "first"
     await layer.send("inbox", {"type": "second"})
     assert (await layer.receive("inbox"))["type"] == "second"
+
+
+async def test_a_socket_that_stopped_receiving_leaves_nothing_behind_after_the_next_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local_layer, "SWEEP_INTERVAL_SECONDS", 0.0)
+    layer = LocalChannelLayer()
+    await layer.send("stopped", {"type": "frame"})
+    assert (await layer.receive("stopped"))["type"] == "frame"  # its handler fails: no receive follows
+    listening = asyncio.ensure_future(layer.receive("listening"))
+    await asyncio.sleep(0)
+
+    await layer.group_send("session-1", {"type": "nothing"})  # any call that sweeps
+
+    assert "stopped" not in layer.channels
+    assert "listening" in layer.channels
+    await layer.send("listening", {"type": "frame"})
+    assert (await listening)["type"] == "frame"

@@ -46,12 +46,21 @@ class LocalChannelLayer(InMemoryChannelLayer):
 
     _last_sweep = 0.0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._receiving: set[str] = set()  # the channels a receive is waiting on now
+
     def _clean_expired(self) -> None:
         now = time.monotonic()
         if now - self._last_sweep < SWEEP_INTERVAL_SECONDS:
             return
         self._last_sweep = now
         super()._clean_expired()
+        # A socket keeps its queue between receives; one whose consumer stopped while it
+        # handled a message (an error in a handler) never receives again, and its empty
+        # queue goes here. A live one caught between two messages just gets a new queue.
+        for channel in [c for c, queue in self.channels.items() if queue.empty() and c not in self._receiving]:
+            del self.channels[channel]
 
     def _queue(self, channel: str) -> asyncio.Queue[tuple[float, dict[str, Any]]]:
         queue = self.channels.get(channel)
@@ -89,6 +98,7 @@ class LocalChannelLayer(InMemoryChannelLayer):
         if queue is None:  # a channel's name is checked once, when its queue is made
             self.require_valid_channel_name(channel)
             queue = self._queue(channel)
+        self._receiving.add(channel)
         try:
             _, message = await queue.get()
         except BaseException:
@@ -98,6 +108,8 @@ class LocalChannelLayer(InMemoryChannelLayer):
             if queue.empty() and self.channels.get(channel) is queue:
                 del self.channels[channel]
             raise
+        finally:
+            self._receiving.discard(channel)
         return message
 
     async def group_members(self, group: str) -> list[str]:
