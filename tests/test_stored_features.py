@@ -4,8 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.db import transaction
 
 from agents_app.agents.stored_features import StoredFeatures, features_on, read_stored_features
+from agents_app.storage import client_messages
 from agents_app.storage.models import Compaction, Message, Session, ToolGrant
 from agents_app.turns.instances import fresh_agent, resolve_session
 from agents_app.turns.registry import agent_class
@@ -38,12 +40,13 @@ def test_a_deleted_session_has_no_features(user: Any) -> None:
     assert read_stored_features(session.pk) == StoredFeatures()
 
 
-def test_a_turns_session_row_carries_the_same_features_as_their_own_read(user: Any) -> None:
+def test_a_turns_session_row_read_at_admission_carries_the_same_features_as_their_own_read(user: Any) -> None:
     """A turn that took its lock at admission reads them with the session's row."""
     session = resolve_session("chat-agent", "features-with-row", user)
     Session.objects.filter(pk=session.pk).update(allowed_tools=["deleteFile"])
     ToolGrant.objects.create(user=user, agent="chat-agent", tool="research")
-    agent = fresh_agent(session.pk, agent_class("chat-agent"))
-    assert features_on(agent.session) == read_stored_features(session.pk)
-    assert features_on(agent.session) == StoredFeatures(allowed_tools=frozenset({"deleteFile"}), tool_grants=True)
+    with transaction.atomic():
+        row = client_messages.lock_session(session.pk, annotated_for=agent_class("chat-agent")).row
+    assert features_on(row) == read_stored_features(session.pk)
+    assert features_on(row) == StoredFeatures(allowed_tools=frozenset({"deleteFile"}), tool_grants=True)
     assert features_on(fresh_agent(session.pk).session) is None  # read without them

@@ -4,10 +4,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import connection, transaction
+from django.contrib.auth import get_user_model
+from django.db import OperationalError, connection, transaction
 
 from agents_app.turns.instances import resolve_session
 from agents_app.storage import client_messages, transcript
+from agents_app.storage.models import Session
 from tests.conftest import user_message
 
 
@@ -142,3 +144,31 @@ def test_a_request_admitted_while_another_holds_the_session_chains_its_message_a
         first.result(10)
         second.result(10)
     assert ids(session) == ["m1", "m2"]
+
+
+def _locked_elsewhere(model: type, pk: int) -> bool:
+    """Whether another connection finds row `pk` of `model` locked."""
+    try:
+        with transaction.atomic():
+            list(model.objects.select_for_update(nowait=True).filter(pk=pk).values_list("pk"))
+        return False
+    except OperationalError:
+        return True
+    finally:
+        connection.close()
+
+
+@pytest.mark.backends
+@pytest.mark.django_db(transaction=True)
+def test_an_admission_counting_its_owners_turns_holds_the_owners_row_and_the_sessions_row(user):
+    """A signed-in user's admissions queue on the user's row, so that the per-user turn limit
+    counts them one after another, and on the session's row, so that their messages chain."""
+    if not connection.features.has_select_for_update:
+        pytest.skip("SQLite's write transaction locks the whole database")
+    session = resolve_session("chat-agent", "rows-locked", user)
+    other = resolve_session("chat-agent", "rows-not-locked", user)
+    with ThreadPoolExecutor(1) as pool, transaction.atomic():
+        client_messages.lock_session(session.pk, user.pk)
+        assert pool.submit(_locked_elsewhere, get_user_model(), user.pk).result(10)
+        assert pool.submit(_locked_elsewhere, Session, session.pk).result(10)
+        assert not pool.submit(_locked_elsewhere, Session, other.pk).result(10)

@@ -20,23 +20,25 @@ from tests.conftest import chunks_of, is_done, user_message
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
 CHAT = "/agents/chat-agent/round-trips"
 
-# Measured (2026-12-05), a signed-in user's turn with the Think-style chat-agent: a later turn
-# 7 on SQLite and 8 on PostgreSQL, a process's first 11 and 12 (the gateway reads its routes,
-# limits and budgets once; an instance's stored features are read again after its first
-# start-up, which may store some). 8 and 9 on 2026-12-04, 13 on 2026-12-02 evening, 18 that
-# afternoon, 29–32 that morning, 44–50 before. What is left: admission in one transaction
-# (SQLite's BEGIN IMMEDIATE; on PostgreSQL the user's row locked for the per-user turn limit
-# and the session's row locked before it is read); the session's row with its messages and
-# its unfinished turns (limits and the session's queue), from which the turn's transcript is
-# built; the user's message; the leaf and the turn lock in one write; the turn row, running,
-# inserted unless its request id exists; then, once that has committed, the agent with the
-# session's stored features, and the stream's start (beside the model request). A chat with
-# no other tab reads no transcript for the others.
+# Measured (2026-12-05, afternoon), a signed-in user's turn with the Think-style chat-agent: a
+# later turn 6 on SQLite and on PostgreSQL, a process's first 10 (the gateway reads its
+# routes, limits and budgets once; an instance's stored features are read again after its
+# first start-up, which may store some). 7 and 8 that morning, 8 and 9 on 2026-12-04, 13 on
+# 2026-12-02 evening, 18 that afternoon, 29–32 that morning, 44–50 before. What is left:
+# admission in one transaction (SQLite's BEGIN IMMEDIATE; on PostgreSQL the user's row, for
+# the per-user turn limit, and the session's row locked in one statement before they are
+# read); the session's row with its agent's, what the agent class reads before every turn,
+# its messages and its unfinished turns (limits and the session's queue), from which the
+# turn's transcript is built and over which its agent runs; the user's message; the leaf and
+# the turn lock in one write; the turn row, running, inserted unless its request id exists;
+# then the stream's start (beside the model request). A chat with no other tab reads no
+# transcript for the others. Statements, as Django runs them: on PostgreSQL the admission's
+# transaction also costs a BEGIN and a COMMIT exchange, on SQLite a COMMIT.
 BEFORE_FIRST_TOKEN = {
-    ("sqlite", "first turn"): 12,
-    ("sqlite", "later turn"): 7,
-    ("postgresql", "first turn"): 13,
-    ("postgresql", "later turn"): 8,
+    ("sqlite", "first turn"): 10,
+    ("sqlite", "later turn"): 6,
+    ("postgresql", "first turn"): 10,
+    ("postgresql", "later turn"): 6,
 }
 # Measured: 13–15 for a 3-word answer (call log, a chunk-log batch, the reply (which also
 # clears the session's last failure), the outcome, the transcript for every tab, the lock,

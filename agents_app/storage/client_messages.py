@@ -15,13 +15,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, transaction
-from django.db.models import Exists, QuerySet
+from django.contrib.auth import get_user_model
+from django.db import NotSupportedError, connection, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.models import Exists, F, Func, JSONField, QuerySet, TextField
 from django.utils import timezone
 
 from agents_app.protocol.messages import SETTLED_TOOL_STATES, UIMessage, is_tool_part, sanitize_for_persistence
 from agents_app.storage import row_writes, unfinished_turns
-from agents_app.storage.compiled_query import CompiledQuery, json_value
+from agents_app.storage.compiled_query import CompiledQuery
 from agents_app.storage.models import Compaction, Message, Session
 from agents_app.storage.transcript import (
     StoredMessage,
@@ -111,66 +113,128 @@ def _fork_for_edit(session: Session, stored: StoredRow, incoming: UIMessage) -> 
     return write_message(session, incoming, stored.parent_id, None)
 
 
-# The session's row (and its turn lock) with every message of the session and the turns not
-# finished yet, in one statement: read by every turn's admission inside its write transaction,
-# once the row is locked (SQLite's write transaction, or `_LOCK_SESSION_ROW` first: a
-# statement that waits for a row lock gets that row as the other transaction left it, but the
-# rows it joins as they were when the statement began, without the messages the other
-# transaction added). Only what reconciling and writing use of a message (not the dates to
-# convert, nor the search text); a session without messages is one row whose message columns
-# are NULL (the join is an outer one). What the turn reads besides (its agent, what the agent
-# reads before every turn) waits until the transaction has committed: on SQLite every other
-# admission waits for that.
+# The session's row (with its agent's) and every message of the session and the turns not
+# finished yet, in one statement, one row: read by every turn's admission inside its write
+# transaction, once the row is locked (SQLite's write transaction, or a locking statement
+# first: a statement that waits for a row lock gets that row as the other transaction left
+# it, but what it reads besides as it was when the statement began, without the messages the
+# other transaction added). The messages come as one JSON array (`_MessagesAsJSON`): joined,
+# each message's row would repeat the session's columns, its state included. The row is the
+# one the turn then runs over, with what its agent class reads before every turn
+# (`turn_session_annotations`): a turn that takes the lock at admission reads nothing more
+# before its model request.
 _LOCK_SESSION_ROW = CompiledQuery(lambda pk: Session.objects.select_for_update().filter(pk=pk).order_by().values_list("pk"))
-_SESSION_COLUMNS = ("active_leaf_id", "terminal", "turn_lock", "compacted")
-_MESSAGE_COLUMNS = ("messages__id", "messages__uid", "messages__parent_id", "messages__role", "messages__parts", "messages__metadata")
+# The owner's row first, then the session's, in one statement (FOR UPDATE without OF locks
+# the rows of every table it reads, in the order they are named): a user's admissions count
+# that user's turns one after another, so that parallel ones cannot all slip under the
+# per-user limit.
+_LOCK_OWNER_AND_SESSION_ROWS = CompiledQuery(
+    lambda pk: get_user_model().objects.select_for_update().filter(agent_sessions__pk=pk).order_by().values_list("pk")
+)
+_MESSAGE_FIELDS = ("id", "uid", "parent_id", "role", "parts", "metadata")
+COMPACTED, STORED_MESSAGES = "admission_compacted", "admission_messages"
 
 
-def _session_with_messages(pk: Any, owner: Any | None) -> QuerySet[Session]:
-    counts = unfinished_turns.annotations(pk, owner)
+class _MessagesAsJSON(Func):
+    """Every message of the query's session as one JSON array of
+    `[id, uid, parent_id, role, parts, metadata]` arrays, in no particular order (SQL NULL
+    for a session without messages). Only what reconciling and writing use of a message: not
+    the dates to convert, nor the search text."""
+
+    output_field = TextField()
+
+    def __init__(self) -> None:
+        super().__init__(F("pk"))
+
+    def _sql(self, compiler: Any, connection: BaseDatabaseWrapper, template: str, wrap_json: str) -> tuple[str, list[Any]]:
+        session, params = compiler.compile(self.get_source_expressions()[0])
+        quote = connection.ops.quote_name
+        table = quote(Message._meta.db_table)
+        fields = [Message._meta.get_field(name) for name in _MESSAGE_FIELDS]
+        columns = ", ".join(
+            f"{wrap_json}({table}.{quote(field.column)})" if wrap_json and isinstance(field, JSONField) else f"{table}.{quote(field.column)}"
+            for field in fields
+        )
+        where = f"{table}.{quote(Message._meta.get_field('session').column)} = {session}"
+        return template.format(columns=columns, table=table, where=where), list(params)
+
+    def as_sqlite(self, compiler: Any, connection: BaseDatabaseWrapper, **extra: Any) -> tuple[str, list[Any]]:
+        # A JSON column is text here: json() embeds it as JSON, not as a string.
+        template = "(SELECT json_group_array(json_array({columns})) FROM {table} WHERE {where})"
+        return self._sql(compiler, connection, template, "json")
+
+    def as_postgresql(self, compiler: Any, connection: BaseDatabaseWrapper, **extra: Any) -> tuple[str, list[Any]]:
+        template = "(SELECT json_agg(json_build_array({columns}))::text FROM {table} WHERE {where})"
+        return self._sql(compiler, connection, template, "")
+
+    def as_sql(self, compiler: Any, connection: BaseDatabaseWrapper, **extra: Any) -> tuple[str, list[Any]]:
+        raise NotSupportedError(f"reading a session's messages as JSON is not written for {connection.vendor}")
+
+
+def _admission_read(pk: Any, owner: Any | None, annotated_for: type[Any] | None) -> QuerySet[Session]:
+    # A plain (non-chat) agent class reads nothing before its turns.
+    before_turn: dict[str, Any] = getattr(annotated_for, "turn_session_annotations", dict)()
     return (
-        Session.objects.filter(pk=pk)
-        .annotate(compacted=Exists(Compaction.objects.filter(session_id=pk)), **counts)  # by key: evaluated once, not per message
-        .order_by("messages__id")
-        .values_list(*_SESSION_COLUMNS, *counts, *_MESSAGE_COLUMNS)
+        Session.objects.select_related("agent")
+        .filter(pk=pk)
+        .order_by()
+        .annotate(
+            **{COMPACTED: Exists(Compaction.objects.filter(session_id=pk)), STORED_MESSAGES: _MessagesAsJSON()},
+            **unfinished_turns.annotations(pk, owner),
+            **before_turn,
+        )
     )
 
 
-_SESSION_WITH_MESSAGES = CompiledQuery(lambda pk: _session_with_messages(pk, None))
-_SESSION_WITH_MESSAGES_AND_OWNER = CompiledQuery(lambda pk, owner: _session_with_messages(pk, owner))
+# By (agent class, whose owner's turns are counted too): compiled once each.
+_ADMISSION_READS: dict[tuple[type[Any] | None, bool], CompiledQuery] = {}
+
+
+def _read_for_admission(session_id: int, owner_id: int | None, annotated_for: type[Any] | None) -> Session | None:
+    key = (annotated_for, owner_id is not None)
+    query = _ADMISSION_READS.get(key)
+    if query is None:
+        if owner_id is None:
+            built = CompiledQuery(lambda pk: _admission_read(pk, None, annotated_for))
+        else:
+            built = CompiledQuery(lambda pk, owner: _admission_read(pk, owner, annotated_for))
+        query = _ADMISSION_READS.setdefault(key, built)
+    return query.instance(session_id) if owner_id is None else query.instance(session_id, owner_id)
 
 
 @dataclass
 class LockedSession:
-    """The session's row as admission reads it, locked, every message of the session, and its
-    unfinished turns (its owner's too, when asked for)."""
+    """The session as admission reads it, locked: its row (with its agent's, kept in step
+    with what the admission writes to it), every message of the session, and its unfinished
+    turns (its owner's too, when asked for)."""
 
-    active_leaf_id: int | None
-    terminal: Any
-    turn_lock: str
+    row: Session
     compacted: bool
     unfinished: unfinished_turns.UnfinishedTurns
     messages: dict[str, StoredRow]
 
 
-def lock_session(session_id: int, owner_id: int | None = None) -> LockedSession:
+def lock_session(session_id: int, owner_id: int | None = None, annotated_for: type[Any] | None = None) -> LockedSession:
     """Call inside a transaction: the session's row stays locked until it ends. `owner_id`:
-    count that user's unfinished turns too."""
+    count that user's unfinished turns too, and lock that user's row first (PostgreSQL;
+    SQLite's write transaction serialises every admission already). `annotated_for`: the
+    session's agent class, whose `turn_session_annotations` the row is read with."""
     if connection.features.has_select_for_update:  # SQLite's write transaction locks everything already
-        _LOCK_SESSION_ROW.row(session_id)
-    if owner_id is None:
-        rows = _SESSION_WITH_MESSAGES.rows(session_id)
-    else:
-        rows = _SESSION_WITH_MESSAGES_AND_OWNER.rows(session_id, owner_id)
-    if not rows:
+        if owner_id is None:
+            _LOCK_SESSION_ROW.row(session_id)
+        else:
+            _LOCK_OWNER_AND_SESSION_ROWS.row(session_id)
+    row = _read_for_admission(session_id, owner_id, annotated_for)
+    if row is None:
         raise Session.DoesNotExist(f"session {session_id} no longer exists")
-    active_leaf_id, terminal, turn_lock, compacted, *counts = rows[0][: -len(_MESSAGE_COLUMNS)]
+    listed = json.loads(getattr(row, STORED_MESSAGES) or "[]")
     messages = {
-        uid: StoredMessage(pk, uid, parent_id, role, json_value(parts), json_value(metadata))
-        for *_, pk, uid, parent_id, role, parts, metadata in rows
-        if pk is not None
+        uid: StoredMessage(pk, uid, parent_id, role, parts, metadata)
+        for pk, uid, parent_id, role, parts, metadata in sorted(listed, key=lambda message: message[0])
     }
-    return LockedSession(active_leaf_id, terminal, turn_lock, bool(compacted), unfinished_turns.UnfinishedTurns.of(*counts), messages)
+    counted = (unfinished_turns.QUEUED, unfinished_turns.IN_SESSION) + (() if owner_id is None else (unfinished_turns.OF_OWNER,))
+    counts = unfinished_turns.UnfinishedTurns.of(*(getattr(row, name) for name in counted))
+    return LockedSession(row, bool(getattr(row, COMPACTED)), counts, messages)
 
 
 @dataclass
@@ -243,7 +307,8 @@ def _upsert(
     reconciled = [strip_computed_metadata(m) for m in reconcile(stored, incoming)]
     all_known = bool(reconciled) and all(m["id"] in stored for m in reconciled)
     by_pk = {m.pk: m for m in stored.values()}
-    leaf = by_pk.get(locked.active_leaf_id) if locked.active_leaf_id is not None else newest_childless(by_pk)
+    row = locked.row
+    leaf = by_pk.get(row.active_leaf_id) if row.active_leaf_id is not None else newest_childless(by_pk)
     forked = False
     for message in reconciled:
         existing = stored.get(message["id"])
@@ -257,14 +322,16 @@ def _upsert(
     if move_leaf and all_known:
         leaf = stored[reconciled[-1]["id"]]
     changes: dict[str, Any] = {}
-    if leaf is not None and leaf.pk != locked.active_leaf_id:
+    if leaf is not None and leaf.pk != row.active_leaf_id:
         changes["active_leaf_id"] = leaf.pk
-    if clear_terminal and locked.terminal is not None:
+    if clear_terminal and row.terminal is not None:
         changes["terminal"] = None
-    lock_taken = lock_for is not None and not locked.turn_lock
+    lock_taken = lock_for is not None and not row.turn_lock
     if lock_taken:
         changes.update(turn_lock=lock_for, turn_lock_heartbeat=timezone.now())
     if changes:
         row_writes.update(Session, {"pk": session.pk}, **changes)
+        for name, value in changes.items():
+            setattr(row, name, value)
     known = lock_taken and not forked and not locked.compacted
     return reconciled, AdmittedMessages(lock_taken, _transcript_in_memory(leaf, by_pk) if known else None)

@@ -45,14 +45,15 @@ def _accept(session: Session, request: TurnRequest, chat: ChatRequest) -> _Accep
     """Admission and the writes it implies commit together: a turn is never left queued for
     messages that failed to store (it would block the session's queue). A turn with no other
     before it takes its session's lock in the write that stores its messages, is recorded
-    as running, and is loaded in the same call once that commits. None: `drop` concurrency
-    rejected an overlapping submit, and nothing was stored."""
+    as running, and is loaded in the same call once that commits, over the session's row as
+    the admission read it (with what its agent class reads before every turn). None: `drop`
+    concurrency rejected an overlapping submit, and nothing was stored."""
+    agent_cls = agent_class(session.agent.slug)
     try:
         with transaction.atomic():
             if _drops(session, chat):
                 return None
-            limits.serialise_owner_admissions(session.owner_id)
-            locked = client_messages.lock_session(session.pk, limits.counted_owner(session.owner_id))
+            locked = client_messages.lock_session(session.pk, limits.counted_owner(session.owner_id), agent_cls)
             session_busy = limits.check_unfinished(locked.unfinished, session.owner_id)
             stored = client_messages.admit(session, chat.messages, lock_for=None if session_busy else request.request_id, locked=locked)
             turn, created = runner.admit(request, session_busy=session_busy, holds_lock=stored.holds_lock)
@@ -62,7 +63,7 @@ def _accept(session: Session, request: TurnRequest, chat: ChatRequest) -> _Accep
         return _Accepted(repeated.turn, False, None)
     if not stored.holds_lock:
         return _Accepted(turn, True, None)
-    return _Accepted(turn, True, turn_loading.load_after_admission(request, turn, stored.transcript, agent_class(session.agent.slug)))
+    return _Accepted(turn, True, turn_loading.load_after_admission(request, turn, locked.row, stored.transcript))
 
 
 def _drops(session: Session, request: ChatRequest) -> bool:

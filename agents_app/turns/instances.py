@@ -94,30 +94,9 @@ def session_with_agent(session_id: int) -> Session | None:
     return _SESSION_WITH_AGENT.instance(session_id)
 
 
-# The same read with what an agent class reads before every turn (ChatAgent.turn_session_annotations),
-# per class: compiled once each, and the plain read for a class that reads nothing more.
-_SESSION_FOR_TURN: dict[type[HostedAgent], CompiledQuery] = {}
-
-
-def _session_for_turn(session_id: int, agent_cls: type[HostedAgent]) -> Session | None:
-    query = _SESSION_FOR_TURN.get(agent_cls)
-    if query is None:  # a class's first turn here: its annotations are built once, not per turn
-        # A plain (non-chat) agent class has no such hook.
-        annotations: dict[str, Any] = getattr(agent_cls, "turn_session_annotations", dict)()
-        built = (
-            CompiledQuery(lambda pk: Session.objects.select_related("agent").annotate(**annotations).filter(pk=pk))
-            if annotations
-            else _SESSION_WITH_AGENT
-        )
-        query = _SESSION_FOR_TURN.setdefault(agent_cls, built)
-    return query.instance(session_id)
-
-
-def fresh_agent(session_id: int, agent_cls: type[HostedAgent] | None = None) -> HostedAgent:
-    """An agent over the session's current row (Session.DoesNotExist once it is deleted).
-    `agent_cls`, the session's agent class when the caller knows it: the row is read with
-    the annotations that class reads before every turn."""
-    session = session_with_agent(session_id) if agent_cls is None else _session_for_turn(session_id, agent_cls)
+def fresh_agent(session_id: int) -> HostedAgent:
+    """An agent over the session's current row (Session.DoesNotExist once it is deleted)."""
+    session = session_with_agent(session_id)
     if session is None:
         raise Session.DoesNotExist(f"session {session_id} does not exist")
     return load_agent(session)

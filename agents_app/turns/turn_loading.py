@@ -4,7 +4,8 @@ Both are read on the database thread in the call that takes the lock (each call 
 first token is a thread hand-off both ways, ~0.5 ms on an otherwise idle server). A chat
 request admitted on an idle session goes one step further: its admission's transaction takes
 the lock (in the write that stores its messages) and the same call then loads the turn
-(`load_after_admission`), so a chat's first token waits for one call less.
+(`load_after_admission`) over the session's row that admission read, so a chat's first token
+waits for one call less and for no read of the agent's.
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from agents_app.storage import client_messages, transcript
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
 from agents_app.turns import concurrency
-from agents_app.turns.agent_interface import ChatAgent, HostedAgent, is_chat_agent
-from agents_app.turns.instances import fresh_agent
+from agents_app.turns.agent_interface import ChatAgent, is_chat_agent
+from agents_app.turns.instances import fresh_agent, load_agent
 from agents_app.turns.types import TurnRequest
 
 # The session the turn runs on and the transcript the model answers.
@@ -49,15 +50,15 @@ class TakenAtAdmission:
         return self.loaded
 
 
-def load_for_turn(request: TurnRequest, turn: Turn, admitted: list[UIMessage] | None = None, agent_cls: type[HostedAgent] | None = None) -> Loaded:
+def load_for_turn(request: TurnRequest, turn: Turn, session: Session | None = None, admitted: list[UIMessage] | None = None) -> Loaded:
     """The turn's agent over the session as it is now that the lock is held, and, when
     nothing is to happen before the turn reads its context (no messages to save first, no
-    concurrency policy to apply), that context too. `admitted`: the transcript as the
-    turn's admission left it, when it took the lock (not read again); `agent_cls`: the
-    session's agent class, when known, so that what it reads before every turn comes with
-    the session's row."""
+    concurrency policy to apply), that context too. `session`: the session's row (with its
+    agent's) as the turn's admission read it, locked, when it took the lock, with what the
+    agent class reads before every turn; `admitted`: the transcript as that admission left
+    it. Neither is read again then."""
     faults.point("agent_load")
-    agent = fresh_agent(request.session_id, agent_cls)
+    agent = fresh_agent(request.session_id) if session is None else load_agent(session)
     if not is_chat_agent(agent):
         raise TypeError(f"{type(agent).__name__} is not a chat agent")
     context = None
@@ -67,16 +68,14 @@ def load_for_turn(request: TurnRequest, turn: Turn, admitted: list[UIMessage] | 
     return Loaded(agent, gateway_scope.caller_of(agent.session), context)
 
 
-def load_after_admission(
-    request: TurnRequest, turn: Turn, admitted: list[UIMessage] | None, agent_cls: type[HostedAgent] | None
-) -> TakenAtAdmission:
+def load_after_admission(request: TurnRequest, turn: Turn, session: Session, admitted: list[UIMessage] | None) -> TakenAtAdmission:
     """On the database thread, right after `turn`'s admission committed having taken its
-    session's lock: load the turn (over `admitted`, the transcript its admission stored,
-    when it could say; `agent_cls` as in `load_for_turn`). Never raises: a failure here is
-    the turn's, not its admission's (the runner ends the turn and releases the lock)."""
+    session's lock: load the turn over `session` and `admitted` (as in `load_for_turn`).
+    Never raises: a failure here is the turn's, not its admission's (the runner ends the
+    turn and releases the lock)."""
     try:
         faults.point("lock_acquire")
-        return TakenAtAdmission(load_for_turn(request, turn, admitted, agent_cls))
+        return TakenAtAdmission(load_for_turn(request, turn, session, admitted))
     except Exception as error:
         return TakenAtAdmission(None, error)
 
