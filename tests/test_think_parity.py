@@ -16,7 +16,7 @@ from agents_app.storage.models import Message
 from agents_app.testing.fake_openai import Reply, ToolCallSpec
 from agents_app.turns.instances import find_session, load_agent, resolve_session
 from tests.agents import CoordinatorAgent, EventLog, ResearcherAgent
-from tests.conftest import user_message
+from tests.conftest import is_done, user_message
 from tests.parity_agents import ConfiguredAgent, StartingChildAgent, TurnOptionsAgent
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -198,6 +198,17 @@ async def test_a_sub_agents_on_start_runs_once_before_its_first_use(user, model)
     await child.chat("Hi", EventLog())
     await child.chat("Hi again", EventLog())
     assert StartingChildAgent.starts == ["kid"]
+    assert "Started by on_start." in system_of(model.requests[0])
+
+
+async def test_a_chats_first_turn_sees_what_its_instances_on_start_stored(open_socket, token, model):
+    """Admission reads the session's stored features with its row, before the instance's
+    first start: an on_start that stores some is not answered with the row's stale view."""
+    model.script(Reply.text("Hello."))
+    socket = await open_socket("/agents/starting-child-agent/first-chat", token=token, wait_ready=True)
+    await socket.chat("start-first", [user_message("Hi", "u1")])
+    await socket.until(is_done("start-first"))
+    assert StartingChildAgent.starts == ["first-chat"]
     assert "Started by on_start." in system_of(model.requests[0])
 
 

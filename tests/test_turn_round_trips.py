@@ -20,24 +20,26 @@ from tests.conftest import chunks_of, is_done, user_message
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.backends]
 CHAT = "/agents/chat-agent/round-trips"
 
-# Measured (2026-12-05, afternoon), a signed-in user's turn with the Think-style chat-agent: a
-# later turn 6 on SQLite and on PostgreSQL, a process's first 10 (the gateway reads its
-# routes, limits and budgets once; an instance's stored features are read again after its
-# first start-up, which may store some). 7 and 8 that morning, 8 and 9 on 2026-12-04, 13 on
-# 2026-12-02 evening, 18 that afternoon, 29–32 that morning, 44–50 before. What is left:
-# admission in one transaction (SQLite's BEGIN IMMEDIATE; on PostgreSQL the user's row, for
-# the per-user turn limit, and the session's row locked in one statement before they are
-# read); the session's row with its agent's, what the agent class reads before every turn,
-# its messages and its unfinished turns (limits and the session's queue), from which the
-# turn's transcript is built and over which its agent runs; the user's message; the leaf and
-# the turn lock in one write; the turn row, running, inserted unless its request id exists;
-# then the stream's start (beside the model request). A chat with no other tab reads no
-# transcript for the others. Statements, as Django runs them: on PostgreSQL the admission's
-# transaction also costs a BEGIN and a COMMIT exchange, on SQLite a COMMIT.
+# Measured (2026-12-05, afternoon), a signed-in user's turn with the Think-style chat-agent:
+# 6 on SQLite and on PostgreSQL, for a new conversation's first turn too; a process's first
+# turn 9 (the gateway reads its routes, limits and budgets once). 7 and 8 that morning (a new
+# conversation's first turn one more: its stored features were read again after its
+# instance's first start, whether or not its class has an on_start that may store some), 8
+# and 9 on 2026-12-04, 13 on 2026-12-02 evening, 18 that afternoon, 29–32 that morning, 44–50
+# before. What is left: admission in one transaction (SQLite's BEGIN IMMEDIATE; on
+# PostgreSQL the user's row, for the per-user turn limit, and the session's row locked in
+# one statement before they are read); the session's row with its agent's, what the agent
+# class reads before every turn, its messages and its unfinished turns (limits and the
+# session's queue), from which the turn's transcript is built and over which its agent runs;
+# the user's message; the leaf and the turn lock in one write; the turn row, running,
+# inserted unless its request id exists; then the stream's start (beside the model
+# request). A chat with no other tab reads no transcript for the others. Statements, as
+# Django runs them: on PostgreSQL the admission's transaction also costs a BEGIN and a
+# COMMIT exchange, on SQLite a COMMIT.
 BEFORE_FIRST_TOKEN = {
-    ("sqlite", "first turn"): 10,
+    ("sqlite", "first turn"): 9,
     ("sqlite", "later turn"): 6,
-    ("postgresql", "first turn"): 10,
+    ("postgresql", "first turn"): 9,
     ("postgresql", "later turn"): 6,
 }
 # Measured: 13–15 for a 3-word answer (call log, a chunk-log batch, the reply (which also
@@ -47,13 +49,14 @@ BEFORE_FIRST_TOKEN = {
 # answer adds a chunk-log write per stored batch (stream_publisher).
 AFTER_FIRST_TOKEN = 26
 # Calls to the database threads before the first token: each is a hand-off to a thread and
-# back (~0.5 ms on an idle server), more than most statements cost. Measured (2026-12-03,
-# late): 2 for a turn of an agent already started in the process, on a session with no other
-# turn (the admission, which then takes the turn lock and loads the agent, its context and a
-# Think agent's stored features; the stream's start, which runs beside the model request),
-# 3 for an instance's first turn in a process (its start-up may store features, so they are
-# read after it); 3 and 4 before the lock joined the admission's call, 6 before that.
-CALLS_BEFORE_FIRST_TOKEN = {"first turn": 3, "later turn": 2}
+# back (~0.5 ms on an idle server), more than most statements cost. Measured (2026-12-05,
+# afternoon): 2 on a session with no other turn (the admission, which then takes the turn
+# lock and loads the agent, its context and a Think agent's stored features; the stream's
+# start, which runs beside the model request), an instance's first turn in a process too
+# when its class has no on_start (one that does may store features, so they are read after
+# it: 3, as every first turn until then); 3 and 4 before the lock joined the admission's
+# call, 6 before that.
+CALLS_BEFORE_FIRST_TOKEN = {"first turn": 2, "later turn": 2}
 # Calls after it, to the end of the run (its done frame is sent before the last few).
 # Measured (2026-12-04, evening): 6 for a later turn (the stream's last chunk-log batch, the
 # reply, the outcome and the model call's log line in one (storage/turn_ending.py); the

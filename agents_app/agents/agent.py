@@ -206,6 +206,12 @@ class Agent(McpClientMixin):
         only hands this object what they set)."""
         return self._started or self._start_key() in _started_instances
 
+    def start_up_stores_nothing(self) -> bool:
+        """Whether starting this instance cannot change what is stored for its session: its
+        class keeps the no-op `on_start`. Then what a first turn read of the session before
+        the start is still current after it."""
+        return type(self).on_start is Agent.on_start
+
     def _start_key(self) -> tuple[type[Agent], int, Any]:
         return (type(self), self.session.pk, self.session.created_at)
 

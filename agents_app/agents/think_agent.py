@@ -232,8 +232,9 @@ class ThinkAgent(AIChatAgent):
         return feature_annotations()
 
     def read_before_turn(self) -> None:
-        # Only an instance already started here: a first start's on_start may store features.
-        if self.started_in_process():
+        # Not before a first start whose on_start may store features (configure_session only
+        # builds in memory).
+        if self.started_in_process() or self.start_up_stores_nothing():
             self._features_read_at_lock = features_on(self.session) or read_stored_features(self.session.pk)
 
     async def on_chat_message(self, options: ChatOptions) -> ChatResponse:
