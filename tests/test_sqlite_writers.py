@@ -97,6 +97,27 @@ def test_write_transactions_of_one_process_commit_in_the_order_they_began(sqlite
     assert set(Agent.objects.filter(slug__startswith="writer-").values_list("slug", flat=True)) == set(committed)
 
 
+def test_a_write_outside_a_transaction_takes_its_turn_in_the_same_queue(sqlite_writers):
+    """A lone INSERT or UPDATE (autocommit) waits in line with the transactions: in SQLite's
+    busy handler it would poll while they hand the lock on ahead of it. A read waits for
+    nobody."""
+    class_path = "agents_app.demo_agents.ChatAgent"
+    threads = []
+    with transaction.atomic():
+        Agent.objects.create(slug="holder", class_path=class_path)
+        threads.append(_in_thread(lambda: Agent.objects.create(slug="lone-write", class_path=class_path)))
+        _wait_until(lambda: sqlite_writers.waiting == 1)
+        threads.append(_in_thread(lambda: _write_in_turn("in-transaction", [])))
+        _wait_until(lambda: sqlite_writers.waiting == 2)
+        reader = _in_thread(lambda: Agent.objects.filter(slug="lone-write").exists())
+        reader.join(JOIN)
+        assert not reader.is_alive() and sqlite_writers.waiting == 2
+    for thread in threads:
+        thread.join(JOIN)
+    written = Agent.objects.filter(slug__in=["lone-write", "in-transaction"]).order_by("pk")
+    assert list(written.values_list("slug", flat=True)) == ["lone-write", "in-transaction"]
+
+
 def _next_writer_after(sqlite_writers: WriterQueue, slug: str, end: Callable[[], None]) -> list[str]:
     """Another thread writes `slug` in a transaction that `end` ends once this thread waits
     for the lock; this thread then writes "next". What committed, in order."""

@@ -10,7 +10,11 @@ every turn's first token waited for the last of them. So the threads of one proc
 for the lock here, in arrival order, and the lock is handed from one to the next as it is
 released; SQLite's own lock and busy timeout still order them against other processes (a
 Celery worker). Only with IMMEDIATE (or EXCLUSIVE) transactions, the default here, where
-BEGIN itself takes SQLite's write lock: a deferred transaction may only read.
+BEGIN itself takes SQLite's write lock: a deferred transaction may only read. A write outside
+a transaction (an UPDATE or INSERT in autocommit: a stream's start, a heartbeat) takes its
+turn in the same queue for the length of its statement: in the busy handler it had polled
+while fifty admissions handed the lock on ahead of it, and a stream's first frame, which
+waits for its start to be recorded, came ~60 ms after the model's first words.
 
 Django writes SQL with `%s` placeholders and its SQLite cursor rewrites them to `?` with a
 regular expression on every execute. The turn path runs the same few dozen statements over
@@ -19,8 +23,10 @@ and over, so the rewritten text is kept (per statement text, a bounded cache).
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from django.db import OperationalError
@@ -92,26 +98,68 @@ def _qmark(query: str) -> str:
     return base.FORMAT_QMARK_REGEX.sub("?", query).replace("%%", "%")
 
 
+@functools.lru_cache(maxsize=2048)
+def _writes(query: str) -> bool:
+    return query.lstrip()[:7].upper().startswith(("INSERT", "UPDATE", "DELETE", "REPLACE"))
+
+
 class CursorWrapper(base.SQLiteCursorWrapper):
+    # The queue this cursor's writes outside a transaction wait in (None: they do not), and
+    # for how long at most: set by the connection that makes the cursor.
+    writers: WriterQueue | None = None
+    busy_timeout = 5.0
+
     def convert_query(self, query: str, *, param_names: list[str] | None = None) -> str:
         if param_names is None:
             return _qmark(query)
         return super().convert_query(query, param_names=param_names)
+
+    def execute(self, query: str, params: Any = None) -> Any:
+        if self.writers is None or self.connection.in_transaction or not _writes(query):
+            return super().execute(query, params)
+        with self._in_turn():
+            return super().execute(query, params)
+
+    def executemany(self, query: str, param_list: Any) -> Any:
+        if self.writers is None or self.connection.in_transaction or not _writes(query):
+            return super().executemany(query, param_list)
+        with self._in_turn():
+            return super().executemany(query, param_list)
+
+    @contextlib.contextmanager
+    def _in_turn(self) -> Iterator[None]:
+        writers = self.writers
+        assert writers is not None
+        if not writers.acquire(self.busy_timeout):
+            raise OperationalError("database is locked")  # as SQLite says after its busy timeout
+        try:
+            yield
+        finally:
+            writers.release()
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
     _writer_turn: WriterQueue | None = None
 
     def create_cursor(self, name: str | None = None) -> CursorWrapper:
-        return self.connection.cursor(factory=CursorWrapper)
+        cursor = self.connection.cursor(factory=CursorWrapper)
+        if self._writers_take_turns():
+            cursor.writers = writers_of(self)
+            cursor.busy_timeout = self._busy_timeout()
+        return cursor
+
+    def _writers_take_turns(self) -> bool:
+        return self.transaction_mode in ("IMMEDIATE", "EXCLUSIVE") and not self.is_in_memory_db()
+
+    def _busy_timeout(self) -> float:
+        return float(self.settings_dict.get("OPTIONS", {}).get("timeout", 5.0))
 
     def _start_transaction_under_autocommit(self) -> None:
-        if self.transaction_mode not in ("IMMEDIATE", "EXCLUSIVE") or self.is_in_memory_db():
+        if not self._writers_take_turns():
             super()._start_transaction_under_autocommit()
             return
         writers = writers_of(self)
-        timeout = float(self.settings_dict.get("OPTIONS", {}).get("timeout", 5.0))
-        if not writers.acquire(timeout):
+        if not writers.acquire(self._busy_timeout()):
             raise OperationalError("database is locked")  # as SQLite says after its busy timeout
         self._writer_turn = writers
         try:
