@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection, transaction
 from django.utils import timezone
 
 from agents_app.turns.instances import resolve_session
@@ -247,3 +249,63 @@ async def test_a_turn_that_failed_while_nobody_listened_is_delivered_through_the
     frames = await again.until(is_done("failed01"))
     assert frames[-1] == {"type": "cf_agent_use_chat_response", "id": "failed01", "body": "the stream broke", "done": True, "error": True}
     assert text_from(frames, "failed01") == "w0 w1 "
+
+
+class _StartHeldBack:
+    """Holds the turn's row locked (on SQLite: the database's write lock) from another
+    connection, so that recording the stream's start waits until `release`."""
+
+    def __init__(self, user, request_id):
+        self._locked, self._release = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._hold, args=(user, request_id))
+
+    def _hold(self, user, request_id):
+        try:
+            with transaction.atomic():
+                Turn.objects.filter(session__owner=user, request_id=request_id).update(heartbeat_at=timezone.now())
+                self._locked.set()
+                self._release.wait(20)
+        finally:
+            connection.close()
+
+    async def __aenter__(self):
+        self._thread.start()
+        assert await sync_to_async(self._locked.wait)(10)
+        return self
+
+    async def __aexit__(self, *exc_info):
+        self._release.set()
+        await sync_to_async(self._thread.join)(10)
+
+
+async def test_a_streams_first_frames_do_not_wait_for_its_start_to_be_recorded(open_socket, token, user):
+    first = await ready(open_socket, token)
+    await first.chat("unheld01", [user_message("go", "u1")], pre_delay=0.5, words=10, delay=0.02)
+    await wait_for_status(user, "unheld01", Turn.PRE_STREAM)
+    async with _StartHeldBack(user, "unheld01"):
+        await first.until(lambda f: '"w2 "' in f.get("body", ""), timeout=5)
+        assert await turn_status(user, "unheld01") in Turn.PRE_STREAM
+    frames = await first.until(is_done("unheld01"))
+    assert text_from(first.received, "unheld01") == "".join(f"w{i} " for i in range(10))
+    assert frames[-1]["done"] is True and not frames[-1].get("error")
+
+
+async def test_a_connection_parked_for_a_turn_gets_the_frames_sent_before_it_heard_of_the_stream_in_its_replay(open_socket, token, user):
+    first = await ready(open_socket, token)
+    await first.chat("unheld02", [user_message("go", "u1")], pre_delay=0.5, words=40, delay=0.03)
+    await wait_for_status(user, "unheld02", Turn.PRE_STREAM)
+    parked = await open_socket(PATH, token=token)
+    assert await parked.next() == {"type": "cf_agent_stream_pending", "id": "unheld02"}
+    await parked.until(lambda f: f["type"] == "cf_agent_mcp_servers")
+    async with _StartHeldBack(user, "unheld02"):
+        await first.until(lambda f: '"w2 "' in f.get("body", ""), timeout=5)
+        assert await parked.no_frame(0.2)
+    assert await parked.next(timeout=5) == {"type": "cf_agent_stream_resuming", "id": "unheld02"}
+    await parked.send({"type": "cf_agent_stream_resume_ack", "id": "unheld02"})
+    frames = [f for f in await parked.until(is_done("unheld02")) if f.get("type") == "cf_agent_use_chat_response"]
+    complete_at = next(index for index, frame in enumerate(frames) if frame.get("replayComplete"))
+    assert json.loads(frames[0]["body"])["type"] == "start"
+    assert all(frame.get("replay") is True for frame in frames[:complete_at])
+    sequence = [frame["seq"] for frame in frames if "seq" in frame]
+    assert sequence == list(range(len(sequence)))  # every chunk once, in order
+    assert text_from(frames, "unheld02") == "".join(f"w{i} " for i in range(40))

@@ -6,7 +6,9 @@ Each connection keeps its own view of the shared truth in the database:
   offered meanwhile: the official transport never acknowledges an offer of a request it sent
   itself, so holding that stream back would strand it without its done frame;
 * offered a resume and not yet acknowledged → live frames of other streams are held back;
-* parked (a turn is accepted but not streaming) → waits for stream-start or release;
+* parked (a turn is accepted but not streaming) → waits for stream-start or release, holding
+  the frames of a stream it has not heard of yet (they may come first: the producer does
+  not hold its frames back until the stream's start is recorded and announced);
 * every live chunk carries a sequence number, so after a replay from the chunk log the
   live tail continues exactly after the last replayed chunk: nothing lost, nothing twice,
   whichever process produced the stream;
@@ -98,6 +100,8 @@ class ConnectionStreams:
         self.offered: str | None = None  # request id offered with cf_agent_stream_resuming
         self.parked = False
         self._held: list[Held] = []
+        # While parked: the chunks of a stream not announced yet (request id, sequenced).
+        self._unannounced: tuple[str, list[Held]] | None = None
         # Streams delivered live to this connection: request id → last chunk seq it got.
         self._attached: dict[str, int] = {}
         # Streams whose end this connection was given (live, or after a replay): a terminal
@@ -270,6 +274,12 @@ class ConnectionStreams:
         return self.offered is not None and request_id not in self._attached
 
     async def on_stream_frames(self, request_id: str, sequenced: list[tuple[int, frames.Frame]]) -> None:
+        if self.parked and request_id not in self._attached:
+            # It is offered once its start is announced, and gets these with the stream then.
+            if self._unannounced is None or self._unannounced[0] != request_id:
+                self._unannounced = (request_id, [])
+            self._unannounced[1].extend(sequenced)
+            return
         if self._withheld(request_id):
             if self.offered == request_id:
                 self._held.extend(sequenced)
@@ -353,20 +363,25 @@ class ConnectionStreams:
 
     # -- turn lifecycle notifications ----------------------------------------------------
     async def on_stream_started(self, request_id: str) -> None:
+        unannounced, self._unannounced = self._unannounced, None
         if self.parked:
             self.parked = False
             await self._offer(request_id)
+            if unannounced is not None and unannounced[0] == request_id:
+                self._held.extend(unannounced[1])
         elif self.offered is None:
             self._attached.setdefault(request_id, -1)  # it gets this stream from its first frame
 
     async def on_turn_settled(self, *, streamed: bool, pre_stream_remaining: bool) -> None:
         if self.parked and not streamed and not pre_stream_remaining:
             self.parked = False
+            self._unannounced = None
             await self.send([frames.stream_resume_none()])
 
     async def on_release(self) -> None:
         self.offered = None
         self._held = []
+        self._unannounced = None
         if self.parked:
             self.parked = False
             await self.send([frames.stream_resume_none()])

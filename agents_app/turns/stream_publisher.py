@@ -46,7 +46,7 @@ _followers: dict[int, list[LiveTail]] = {}
 # reader does not notice and which halves the per-frame work of the whole process.
 COALESCE_PER_STREAM = 0.001
 MAX_COALESCE = 0.05
-# The publishers of this process between start() and flush(), by turn id.
+# The publishers of this process between begin() and broadcast_all(), by turn id.
 _streaming: dict[int, StreamPublisher] = {}
 
 
@@ -175,8 +175,8 @@ class StreamPublisher:
         self._coalescing = False  # the flusher waits on purpose for more deltas
         self._output_sent = False  # the first model output has been broadcast
 
-    async def start(self, message_uid: str) -> None:
-        """Mark the turn as streaming and tell parked connections to resume onto it. The
+    async def _record_start(self, message_uid: str) -> None:
+        """Mark the turn as streaming, then tell parked connections to resume onto it. The
         message id is recorded so that an orphaned stream can be rebuilt under it."""
         faults.point("stream_start")
         await db_async(row_writes.update)(
@@ -184,15 +184,17 @@ class StreamPublisher:
         )
         await broadcast.stream_started(self.session_id, self.request_id)
         self.started = True
-        _streaming[self.turn_id] = self
-        self._flusher = asyncio.create_task(self._flush_loop())
 
     def begin(self, message_uid: str) -> None:
-        """`start` without waiting for it, so the model call need not wait for that write.
-        Chunks published meanwhile wait in the outbox: the flusher only runs once the
-        stream has started, so connections still hear of the stream before any chunk of
-        it. A failed start fails the next `publish` and `flush`."""
-        self._starting = asyncio.ensure_future(self.start(message_uid))
+        """Start the stream. Its frames go out as the model produces them, while the turn is
+        marked as streaming beside them (and beside the model call): under load that write
+        waits its turn for the database, and a first frame held back for it came tens of
+        milliseconds after the model's first words. A connection parked for the turn holds
+        the frames it gets before it hears of the stream (turns/resume.py), and the stream's
+        end waits for that announcement. A failed start fails the next `publish` and `flush`."""
+        self._starting = asyncio.ensure_future(self._record_start(message_uid))
+        _streaming[self.turn_id] = self
+        self._flusher = asyncio.create_task(self._flush_loop())
 
     def publish(self, chunk: dict[str, Any]) -> None:
         for task in (self._starting, self._flusher, self._storing):
