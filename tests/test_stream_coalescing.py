@@ -31,7 +31,7 @@ async def _started_publishers(user: Any, count: int) -> list[StreamPublisher]:
     for index in range(count):
         turn = await sync_to_async(_turn)(user, f"coalesce-{index}")
         publisher = StreamPublisher(turn.session_id, turn.pk, turn.request_id, continuation=False)
-        await publisher.start(f"msg-{index}")
+        publisher.begin(f"msg-{index}")
         publishers.append(publisher)
     return publishers
 
@@ -50,6 +50,8 @@ async def _stream_text(publisher: StreamPublisher, words: list[str], pace: float
     deltas = []
     while True:
         message = await asyncio.wait_for(layer.receive(channel), 5)
+        if message["type"] != "agent.stream":  # the stream's start, announced beside its frames
+            continue
         chunks = [json.loads(frame["body"]) for _, frame in message["frames"]]
         deltas += [chunk for chunk in chunks if chunk["type"] == "text-delta"]
         if any(chunk["type"] == "text-end" for chunk in chunks):
