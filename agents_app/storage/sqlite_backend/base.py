@@ -115,27 +115,35 @@ class CursorWrapper(base.SQLiteCursorWrapper):
         return super().convert_query(query, param_names=param_names)
 
     def execute(self, query: str, params: Any = None) -> Any:
-        if self.writers is None or self.connection.in_transaction or not _writes(query):
+        if not self._waits_its_turn(query):  # most statements: no context manager to enter
             return super().execute(query, params)
         with self._in_turn():
             return super().execute(query, params)
 
     def executemany(self, query: str, param_list: Any) -> Any:
-        if self.writers is None or self.connection.in_transaction or not _writes(query):
+        if not self._waits_its_turn(query):
             return super().executemany(query, param_list)
         with self._in_turn():
             return super().executemany(query, param_list)
+
+    def _waits_its_turn(self, query: str) -> bool:
+        """A write outside a transaction, on a database whose writers take turns."""
+        return self.writers is not None and not self.connection.in_transaction and _writes(query)
 
     @contextlib.contextmanager
     def _in_turn(self) -> Iterator[None]:
         writers = self.writers
         assert writers is not None
-        if not writers.acquire(self.busy_timeout):
-            raise OperationalError("database is locked")  # as SQLite says after its busy timeout
+        _take_turn(writers, self.busy_timeout)
         try:
             yield
         finally:
             writers.release()
+
+
+def _take_turn(writers: WriterQueue, timeout: float) -> None:
+    if not writers.acquire(timeout):
+        raise OperationalError("database is locked")  # as SQLite says after its busy timeout
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -159,8 +167,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             super()._start_transaction_under_autocommit()
             return
         writers = writers_of(self)
-        if not writers.acquire(self._busy_timeout()):
-            raise OperationalError("database is locked")  # as SQLite says after its busy timeout
+        _take_turn(writers, self._busy_timeout())
         self._writer_turn = writers
         try:
             super()._start_transaction_under_autocommit()
