@@ -3,6 +3,7 @@ request is byte for byte what the SDK's own build sends, over a real socket."""
 from __future__ import annotations
 
 import asyncio
+import copy
 from typing import Any
 
 import openai
@@ -77,6 +78,21 @@ async def test_every_chat_request_is_sent_as_the_sdk_builds_it(transport: str, s
         expected = await as_sent(upstream, sdk_client(base_url, transport), *bodies)
         shared = clients.shared(base_url, "sk-test", 30.0)
         sent = await as_sent(upstream, shared, *bodies)
+    assert sent == expected
+    assert [body for _, body in sent] == [openai._utils._json.openapi_dumps(body) for body in bodies]
+
+
+async def test_tools_offered_again_are_sent_as_the_sdk_encodes_them_and_a_changed_copy_as_changed() -> None:
+    weather = {"type": "function", "function": {"name": "weather", "description": "Wetter für Städte", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}}, "required": ["city"]}}}
+    search = {"type": "function", "function": {"name": "search", "description": "Search the web", "parameters": {"type": "object", "properties": {}}}}
+    changed = copy.deepcopy(weather)
+    changed["function"]["description"] = "Weather for cities"
+    bodies = [chat("One", tools=[weather, search]), chat("Two", tools=[weather, search], tool_choice="auto"), chat("Three", tools=[changed, search])]
+    async with RecordingUpstream() as upstream:
+        base_url = upstream.url.removesuffix("/chat/completions")
+        expected = await as_sent(upstream, sdk_client(base_url, "streaming"), *bodies)
+        sent = await as_sent(upstream, clients.shared(base_url, "sk-test", 30.0), *bodies)
     assert sent == expected
     assert [body for _, body in sent] == [openai._utils._json.openapi_dumps(body) for body in bodies]
 

@@ -9,7 +9,8 @@ requests is their JSON body.
 
 So a `RequestTemplates` keeps, per kind of request (method, path, timeout, retry count,
 key), what the SDK's own build gave the first time: method, URL, headers and extensions.
-Later requests of that kind are that plus their body, encoded by the SDK's own encoder. A
+Later requests of that kind are that plus their body, encoded by the SDK's own encoder
+(its offered tools once per tool object: see `_encoded_body`). A
 request the template cannot vouch for (custom headers, query parameters, files, raw content,
 `extra_json`, a client that sends an idempotency key, cookies the upstream set on the
 client) is built by the SDK as before. `tests/test_request_template.py` holds the requests
@@ -68,7 +69,40 @@ class RequestTemplates:
             request = sdk_build()
             self._templates[kind] = _Template.of(request)
             return request
-        return template.request(openapi_dumps(options.json_data))
+        return template.request(_encoded_body(options.json_data))
+
+
+# id(tool schema) → (schema, its JSON). A model call offers every tool of its agent, most of
+# its body (fourteen tools are ~6 KB of JSON, ~90 µs to encode), and the schemas are objects
+# shared by every call that offers the same tool and only read (Tool.offered_schema; model
+# middleware edits copies): each is encoded once. The schema is kept with its JSON, so an id
+# is never reused while it is a key; schemas made afresh per call (a middleware's copies,
+# the browser's client tools) fill the map until it is cleared.
+_encoded_tools: dict[int, tuple[Any, bytes]] = {}
+_MAX_ENCODED_TOOLS = 4096
+
+
+def _encoded_body(body: dict[str, Any]) -> bytes:
+    """`openapi_dumps(body)`, byte for byte, with each offered tool's JSON reused."""
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not tools:
+        return openapi_dumps(body)
+    members = [
+        openapi_dumps(key) + b":" + (b"[" + b",".join(map(_encoded_tool, value)) + b"]" if key == "tools" else openapi_dumps(value))
+        for key, value in body.items()
+    ]
+    return b"{" + b",".join(members) + b"}"
+
+
+def _encoded_tool(schema: Any) -> bytes:
+    known = _encoded_tools.get(id(schema))
+    if known is not None and known[0] is schema:
+        return known[1]
+    if len(_encoded_tools) >= _MAX_ENCODED_TOOLS:
+        _encoded_tools.clear()
+    encoded = openapi_dumps(schema)
+    _encoded_tools[id(schema)] = (schema, encoded)
+    return encoded
 
 
 def _kind(options: FinalRequestOptions, retries_taken: int, client: openai.AsyncOpenAI) -> Hashable | None:
