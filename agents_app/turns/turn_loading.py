@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from agents_app.gateway import scope as gateway_scope
 from agents_app.protocol.messages import UIMessage
-from agents_app.storage import client_messages, transcript
+from agents_app.storage import client_messages, row_writes, transcript
 from agents_app.storage.models import Session, Turn
 from agents_app.testing import faults
 from agents_app.turns import concurrency
@@ -109,7 +109,7 @@ def load_turn_context(request: TurnRequest, session: Session, admitted: list[UIM
         context["lastBody"] = request.body
     else:
         context.pop("lastBody", None)
-    if context != session.request_context:
-        Session.objects.filter(pk=session.pk).update(request_context=context)
+    if context != session.request_context:  # a new body, as most turns bring: not a queryset built each time
+        row_writes.update(Session, {"pk": session.pk}, request_context=context)
         session.request_context = context
     return session, admitted if admitted is not None else transcript.transcript(session)
