@@ -97,6 +97,22 @@ async def test_tools_offered_again_are_sent_as_the_sdk_encodes_them_and_a_change
     assert [body for _, body in sent] == [openai._utils._json.openapi_dumps(body) for body in bodies]
 
 
+async def test_a_chat_calls_options_are_those_the_sdks_post_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    given: list[Any] = []
+
+    async def record(cast_to: Any, options: Any, **kwargs: Any) -> Any:
+        given.append(options)
+        return None
+
+    client = clients.shared("http://127.0.0.1:9/v1", "sk-test", 30.0)
+    monkeypatch.setattr(client, "request", record)
+    body = chat("Hi", tools=[{"type": "function", "function": {"name": "f"}}])
+    await client.post("/chat/completions", body=body, cast_to=object, stream=True, stream_cls=openai.AsyncStream[object])
+    await stream_chat_chunks(client, body)
+    by_post, ours = ({name: type(value) if isinstance(value, openai.NotGiven) else value for name, value in options.__dict__.items()} for options in given)
+    assert ours == by_post
+
+
 async def test_a_request_with_headers_of_its_own_carries_them_and_the_next_one_does_not() -> None:
     async with RecordingUpstream() as upstream:
         base_url = upstream.url.removesuffix("/chat/completions")

@@ -8,6 +8,7 @@ from typing import Any
 
 import openai
 from django.conf import settings
+from openai._models import FinalRequestOptions
 
 from agents_app.providers import chunk_stream, clients
 from agents_app.providers.chunk_stream import ChatChunk
@@ -42,6 +43,13 @@ def make_client() -> openai.AsyncOpenAI:
     return clients.shared(base_url, api_key, settings.AGENTS_MODEL_TIMEOUT)
 
 
+# A chat call's options but its body, built once. `post` builds them for every call with
+# pydantic's model_construct, which deep-copies each default (~43 µs); the SDK copies the
+# options it is given before each attempt and replaces, never edits, what it changes, so
+# a shallow copy with the call's body is what `post` would have built.
+_CHAT_CALL = FinalRequestOptions.construct(method="post", url="/chat/completions", json_data=None, files=None)
+
+
 async def stream_chat_chunks(client: openai.AsyncOpenAI, request: dict[str, Any]) -> openai.AsyncStream[ChatChunk]:
     """A streaming chat.completions call whose chunks arrive as the upstream's JSON objects.
 
@@ -56,5 +64,6 @@ async def stream_chat_chunks(client: openai.AsyncOpenAI, request: dict[str, Any]
     # With openai 2, `AsyncStream[object]` (not ChatChunk) is what makes the SDK's stream
     # hand each decoded chunk over untouched; a typed dict would be walked by its converter.
     stream_cls = chunk_stream.ChunkStream if chunk_stream.SUPPORTED else openai.AsyncStream[object]
-    stream: openai.AsyncStream[Any] = await client.post("/chat/completions", body=body, cast_to=object, stream=True, stream_cls=stream_cls)
+    options = _CHAT_CALL.model_copy(update={"json_data": body})
+    stream: openai.AsyncStream[Any] = await client.request(object, options, stream=True, stream_cls=stream_cls)
     return stream
