@@ -10,6 +10,7 @@ Off (the default) the database threads read one setting per call.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -34,7 +35,7 @@ def timed(directory: str, func: Callable[..., _R], args: tuple[Any, ...], kwargs
     finally:
         spent = time.thread_time() - started
         name = f"{getattr(func, '__module__', '?').rpartition('.')[2]}.{getattr(func, '__qualname__', repr(func))}"
-        path = Path(directory) / f"db-cpu-{os.getpid()}.json"
+        path = _record_path(directory, os.getpid())
         with _lock:
             totals = _records.get(path)
             if totals is None:
@@ -43,6 +44,12 @@ def timed(directory: str, func: Callable[..., _R], args: tuple[Any, ...], kwargs
             total = totals.setdefault(name, [0, 0.0])
             total[0] += 1
             total[1] += spent
+
+
+@functools.lru_cache(maxsize=8)
+def _record_path(directory: str, pid: int) -> Path:
+    """Built once: a Path per call was more than the timing itself (a fork has its own pid)."""
+    return Path(directory) / f"db-cpu-{pid}.json"
 
 
 def _write_every_interval(path: Path, totals: dict[str, list[float]]) -> None:
