@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
+import sys
 from typing import Any
 
 import openai
@@ -124,6 +126,28 @@ async def test_calls_read_to_done_share_one_connection() -> None:
         for _ in range(3):
             assert (await read_answer(ChunkStream, upstream.url))[1] is None
         assert upstream.connections == 1
+
+
+async def test_model_calls_leave_no_async_generator_for_the_event_loop_to_close() -> None:
+    # Each would be closed by a task the loop schedules when it is collected: per model call.
+    firstiter, finalizer = sys.get_asyncgen_hooks()
+    left: list[str] = []
+
+    def finalize(generator: Any) -> None:
+        left.append(generator.__qualname__)
+        finalizer(generator)
+
+    sys.set_asyncgen_hooks(firstiter, finalize)
+    try:
+        async with ScriptedUpstream(answering(CHUNK % b"a", DONE)) as upstream:
+            client = clients.shared(upstream.url.removesuffix("/chat/completions"), "k", 2)
+            for _ in range(3):
+                stream = await openai_chat.stream_chat_chunks(client, {"model": "m", "stream": True, "messages": []})
+                assert [chunk["choices"][0]["delta"]["content"] async for chunk in stream] == ["a"]
+        gc.collect()
+    finally:
+        sys.set_asyncgen_hooks(firstiter, finalizer)
+    assert left == []
 
 
 def test_the_model_calls_read_their_answers_with_it() -> None:

@@ -53,9 +53,11 @@ class ChunkStream(openai.AsyncStream[ChatChunk]):
 
     async def __stream__(self) -> AsyncIterator[ChatChunk]:  # type: ignore[override]
         response = self.response
+        pieces = _body_bytes(response)
+        events = self._decoder.aiter_bytes(pieces)
         try:
             try:
-                async for event in self._decoder.aiter_bytes(_body_bytes(response)):
+                async for event in events:
                     data = event.data
                     if data.startswith("[DONE]"):
                         if response.http_version == "HTTP/1.1":  # HTTP/2 closes the stream, keeps the connection
@@ -70,6 +72,10 @@ class ChunkStream(openai.AsyncStream[ChatChunk]):
             except request_exceptions() as error:
                 raise openai.APIConnectionError(request=response.request) from error
         finally:
+            # Left at `[DONE]`, these async generators would each be closed later by a task
+            # the event loop schedules for it (three per model call): closed here instead.
+            await _closed(events)
+            await _closed(pieces)
             await response.aclose()
 
 
@@ -78,6 +84,12 @@ def _body_bytes(response: http.Response) -> AsyncIterator[bytes]:
     if response.headers.get("content-encoding", "identity").strip().lower() in ("", "identity"):
         return response.stream.__aiter__()
     return response.aiter_bytes()
+
+
+async def _closed(iterator: AsyncIterator[Any]) -> None:
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def _in_stream_error(error: Any, response: http.Response) -> openai.APIError:

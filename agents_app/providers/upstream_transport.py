@@ -254,27 +254,32 @@ class _Body(http.AsyncByteStream):  # type: ignore[misc]
         self._complete = False
         self._unread = bytearray()  # chunked: read from the socket, not yet decoded
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> AsyncIterator[bytes]:
         """The body's bytes from where the last iteration stopped: the SDK stops reading an
         event stream at `[DONE]` and then drains the rest in a new iteration, and the socket
-        goes back to the pool only if that one finds the body's end."""
+        goes back to the pool only if that one finds the body's end. A plain async iterator,
+        not an async generator: every stream is left unfinished at `[DONE]`, and an unfinished
+        async generator is closed later by a task the event loop schedules for it."""
+        return _Pieces(self)
+
+    async def next_piece(self) -> bytes | None:
+        """What the next network read completes of the body; None at its end."""
         connection = self._connection
         if connection is None or self._complete:
-            return
+            return None
         if self._chunked:
-            async for data in self._chunks(connection):
-                yield data
-        elif self._remaining is None:
-            while data := await self._read(connection, READ_SIZE, until_close=True):
-                yield data
+            return await self._next_chunked(connection)
+        if self._remaining is None:
+            data = await self._read(connection, READ_SIZE, until_close=True)
+            self._complete = not data
+            return data or None
+        if not self._remaining:
             self._complete = True
-        else:
-            while self._remaining:
-                data = await self._read(connection, min(self._remaining, READ_SIZE))
-                self._remaining -= len(data)
-                self._complete = not self._remaining
-                yield data
-            self._complete = True
+            return None
+        data = await self._read(connection, min(self._remaining, READ_SIZE))
+        self._remaining -= len(data)
+        self._complete = not self._remaining
+        return data
 
     async def _read(self, connection: _Connection, size: int, *, until_close: bool = False) -> bytes:
         connection.reading(self._timeout)
@@ -294,11 +299,11 @@ class _Body(http.AsyncByteStream):  # type: ignore[misc]
         connection.read_done()
         return data
 
-    async def _chunks(self, connection: _Connection) -> AsyncIterator[bytes]:
-        """Decode `Transfer-Encoding: chunked`, yielding whatever each network read completes:
+    async def _next_chunked(self, connection: _Connection) -> bytes | None:
+        """Decode `Transfer-Encoding: chunked`, returning whatever the network reads complete:
         a read of several small chunks (events) is one piece, not several. What was read but
-        not yet decoded stays on the body for the next iteration; the body is complete as soon
-        as the last chunk is decoded, before its data is handed over."""
+        not yet decoded stays on the body for the next call; the body is complete as soon as
+        the last chunk is decoded, before its data is handed over."""
         buffer = self._unread
         while True:
             out = bytearray()
@@ -316,9 +321,7 @@ class _Body(http.AsyncByteStream):  # type: ignore[misc]
                         break  # the trailer section has not fully arrived
                     buffer.clear()
                     self._complete = True
-                    if out:
-                        yield bytes(out)
-                    return
+                    return bytes(out) if out else None
                 data_start = line_end + 2
                 if len(buffer) < data_start + size + 2:
                     break
@@ -326,7 +329,7 @@ class _Body(http.AsyncByteStream):  # type: ignore[misc]
                 position = data_start + size + 2
             del buffer[:position]
             if out:
-                yield bytes(out)
+                return bytes(out)
             buffer += await self._read(connection, READ_SIZE)
 
     async def aclose(self) -> None:
@@ -337,6 +340,22 @@ class _Body(http.AsyncByteStream):  # type: ignore[misc]
             self._transport.checkin(self._origin, connection)
         else:
             connection.close()  # part of the body is unread: the socket cannot carry another request
+
+
+class _Pieces:
+    """One iteration of a body (see `_Body.__aiter__`)."""
+
+    def __init__(self, body: _Body) -> None:
+        self._body = body
+
+    def __aiter__(self) -> _Pieces:
+        return self
+
+    async def __anext__(self) -> bytes:
+        piece = await self._body.next_piece()
+        if piece is None:
+            raise StopAsyncIteration
+        return piece
 
 
 def _serialise(request: httpx2.Request, body: bytes) -> bytes:
