@@ -13,7 +13,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
+from agents_app.storage import chunk_log
 from agents_app.storage.models import Turn
+from agents_app.turns import stream_publisher
 from agents_app.turns.broadcast import session_group
 from agents_app.turns.instances import resolve_session
 from agents_app.turns.stream_publisher import StreamPublisher
@@ -76,3 +78,46 @@ async def test_a_lone_stream_sends_every_delta_in_its_own_frame(user: Any) -> No
     (publisher,) = await _started_publishers(user, 1)
     deltas = await _stream_text(publisher, words, pace=0.02)
     assert [chunk["delta"] for chunk in deltas] == words
+
+
+async def _stored_deltas(publisher: StreamPublisher) -> list[str]:
+    bodies = await sync_to_async(chunk_log.read_bodies)(publisher.turn_id)
+    return [json.loads(body)["delta"] for _, body in bodies if body and json.loads(body)["type"] == "text-delta"]
+
+
+async def test_a_stream_that_pauses_has_what_it_broadcast_stored_within_the_store_interval(user: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(stream_publisher, "STORE_INTERVAL", 0.2)
+    (publisher,) = await _started_publishers(user, 1)
+    publisher.publish({"type": "text-start", "id": "t"})
+    for word in ("a ", "tool ", "runs "):
+        publisher.publish({"type": "text-delta", "id": "t", "delta": word})
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.6)  # nothing more is published while the tool runs
+    assert await _stored_deltas(publisher) == ["a ", "tool ", "runs "]
+    await publisher.flush()
+
+
+async def test_a_follower_joining_has_the_turn_stored_at_its_pace(user: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(stream_publisher, "STORE_INTERVAL", 3600)
+    monkeypatch.setattr(stream_publisher, "FOLLOWED_STORE_INTERVAL", 0.1)
+    (publisher,) = await _started_publishers(user, 1)
+    publisher.publish({"type": "text-start", "id": "t"})
+    publisher.publish({"type": "text-delta", "id": "t", "delta": "early "})
+    await asyncio.sleep(0.2)
+    assert await _stored_deltas(publisher) == []
+    with stream_publisher.followed(publisher.turn_id):
+        await asyncio.sleep(0.5)
+        assert await _stored_deltas(publisher) == ["early "]
+    await publisher.flush()
+
+
+async def test_a_publishers_wait_ends_when_woken_or_when_its_time_is_up() -> None:
+    loop = asyncio.get_running_loop()
+    woken, timed = stream_publisher._Wakeup(), stream_publisher._Wakeup()
+    started = loop.time()
+    waits = [asyncio.ensure_future(woken.wait(30)), asyncio.ensure_future(timed.wait(0.05))]
+    await asyncio.sleep(0.01)
+    woken.set()
+    await asyncio.wait_for(waits[0], 1)  # not 30 s later
+    await asyncio.wait_for(waits[1], 1)
+    assert 0.05 <= loop.time() - started < 1

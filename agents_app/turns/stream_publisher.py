@@ -23,7 +23,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,6 +71,7 @@ def followed(turn_id: int) -> Iterator[LiveTail]:
     publisher = _streaming.get(turn_id)
     if publisher is not None:  # what it broadcast before, as far as the log does not hold it yet
         tail.feed(publisher.unstored())
+        publisher.store_sooner()
     try:
         yield tail
     finally:
@@ -78,10 +81,50 @@ def followed(turn_id: int) -> Iterator[LiveTail]:
             del _followers[turn_id]
 
 
+# Timeouts of the waits below end on the event loop's ticks, every TICK seconds: one timer per
+# tick settles every wait due by then. A coalescing flush waits once per frame of every
+# stream, and asyncio keeps its timers in a heap ordered by a Python-level comparison: with a
+# timer per wait, hundreds of streams made thousands a second, each pushed and popped
+# through a dozen comparisons. A wait ends up to a tick late.
+TICK = 0.002
+
+
+class _Ticks:
+    """The waits of one event loop due on each tick, and one timer per tick that has some."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: dict[int, list[asyncio.Future[None]]] = {}
+
+    def settle_after(self, seconds: float, waiter: asyncio.Future[None]) -> None:
+        """Resolve `waiter` once `seconds` have passed, unless something resolved it first."""
+        tick = math.ceil((self._loop.time() + seconds) / TICK)
+        waiters = self._due.get(tick)
+        if waiters is None:
+            waiters = self._due[tick] = []
+            self._loop.call_at(tick * TICK, self._settle, tick)
+        waiters.append(waiter)
+
+    def _settle(self, tick: int) -> None:
+        for waiter in self._due.pop(tick, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+_ticks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ticks] = weakref.WeakKeyDictionary()
+
+
+def _loop_ticks(loop: asyncio.AbstractEventLoop) -> _Ticks:
+    ticks = _ticks.get(loop)
+    if ticks is None:
+        ticks = _ticks[loop] = _Ticks(loop)
+    return ticks
+
+
 class _Wakeup:
     """A flag the flusher sleeps on, up to a timeout. `asyncio.wait_for(event.wait(), t)`
     starts a task for every wait; the flusher waits once per frame of every stream, so this
-    one parks on a bare future and a timer instead."""
+    one parks on a bare future, and its timeout on the loop's ticks."""
 
     def __init__(self) -> None:
         self._set = False
@@ -96,23 +139,18 @@ class _Wakeup:
     def clear(self) -> None:
         self._set = False
 
-    async def wait(self, timeout: float) -> None:
-        """Return once set, or after `timeout` seconds."""
+    async def wait(self, timeout: float | None = None) -> None:
+        """Return once set, or after `timeout` seconds (None: once set)."""
         if self._set:
             return
         loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
-        timer = loop.call_later(timeout, _settle, waiter)
+        if timeout is not None:
+            _loop_ticks(loop).settle_after(timeout, waiter)
         try:
             await waiter
         finally:
-            timer.cancel()
             self._waiter = None
-
-
-def _settle(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class LiveTail:
@@ -166,6 +204,12 @@ class StreamPublisher:
         # The chunk-log write in progress. It runs beside the flusher: under load a write can
         # wait seconds for the database (every turn's writes queue on it), and frames must not.
         self._storing: asyncio.Task[None] | None = None
+        # When what is broadcast and not yet stored is due in the chunk log: one timer per
+        # store, not a timeout on every wait for the next chunk (a paced stream's flusher
+        # waits twenty times a second, and each such timer was made, pushed on the event
+        # loop's heap and cancelled again: thousands a second with hundreds of streams).
+        self._store_due: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the one the stream runs in, from `begin`
         self._starting: asyncio.Future[None] | None = None  # `start`, run by `begin`
         self.started = False
         self._model_output_seen = False
@@ -192,6 +236,7 @@ class StreamPublisher:
         milliseconds after the model's first words. A connection parked for the turn holds
         the frames it gets before it hears of the stream (turns/resume.py), and the stream's
         end waits for that announcement. A failed start fails the next `publish` and `flush`."""
+        self._loop = asyncio.get_running_loop()
         self._starting = asyncio.ensure_future(self._record_start(message_uid))
         _streaming[self.turn_id] = self
         self._flusher = asyncio.create_task(self._flush_loop())
@@ -269,11 +314,35 @@ class StreamPublisher:
         bodies, self._store = self._store, []
         await db_async(chunk_log.write_batch)(self.turn_id, self._store_first_seq, bodies)
         self._last_store = time.monotonic()
+        if self._store and not self._closed:  # published while this write ran
+            self._store_due_in(self._store_interval())
+
+    def _store_interval(self) -> float:
+        return FOLLOWED_STORE_INTERVAL if self.turn_id in _followers else STORE_INTERVAL
+
+    def store_sooner(self) -> None:
+        """A follower joined: what is not stored yet is due at a follower's pace."""
+        if self._store:
+            self._store_due_in(self._store_interval() - (time.monotonic() - self._last_store))
+
+    def _store_due_in(self, delay: float) -> None:
+        """Wake the flusher to store in `delay` seconds, unless it is to be woken sooner."""
+        loop = self._loop
+        assert loop is not None, "the stream has not begun"
+        due = self._store_due
+        if due is not None:
+            if due.when() <= loop.time() + delay:
+                return
+            due.cancel()
+        self._store_due = loop.call_later(max(0.0, delay), self._store_is_due)
+
+    def _store_is_due(self) -> None:
+        self._store_due = None
+        self._wake.set()
 
     async def _flush_loop(self) -> None:
         while not self._closed:
-            interval = FOLLOWED_STORE_INTERVAL if self.turn_id in _followers else STORE_INTERVAL
-            await self._wake.wait(interval)
+            await self._wake.wait()
             self._wake.clear()
             window = coalescing_window()
             if window and self._output_sent and not self._closed:
@@ -285,9 +354,12 @@ class StreamPublisher:
             await self._send_outbox()
             if not self._outbox:
                 self._sent.set()
+            interval = self._store_interval()
             since_store = time.monotonic() - self._last_store
             if len(self._store) >= STORE_BATCH or (self._store and since_store >= interval):
                 self._store_beside()
+            elif self._store:
+                self._store_due_in(interval - since_store)
 
     def _store_beside(self) -> None:
         """Start writing what accumulated, unless a write is still running (the next one
@@ -314,6 +386,9 @@ class StreamPublisher:
         self._closed = True
         self._wake.set()
         self._closing.set()
+        if self._store_due is not None:
+            self._store_due.cancel()
+            self._store_due = None
         _streaming.pop(self.turn_id, None)
         if self._flusher is not None:
             flusher, self._flusher = self._flusher, None
