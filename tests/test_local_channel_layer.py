@@ -83,3 +83,33 @@ async def test_a_socket_that_stopped_receiving_leaves_nothing_behind_after_the_n
     assert "listening" in layer.channels
     await layer.send("listening", {"type": "frame"})
     assert (await listening)["type"] == "frame"
+
+
+async def test_a_consumer_waiting_for_its_next_message_gets_it_from_the_send_in_order_and_its_own() -> None:
+    layer = LocalChannelLayer()
+    await layer.group_add("session-1", "inbox")
+    await layer.group_send("session-1", {"type": "frame", "index": 0})  # queued: nobody waits yet
+    assert (await layer.receive_soon("inbox"))["index"] == 0
+    waiting = layer.receive_soon("inbox")
+    sent = {"type": "frame", "index": 1, "frames": [[1, {"body": "b"}]]}
+    await layer.group_send("session-1", sent)
+    await layer.group_send("session-1", {"type": "frame", "index": 2})
+    received = await waiting
+    sent["frames"][0][1]["body"] = "changed by the sender"
+    assert received == {"type": "frame", "index": 1, "frames": [[1, {"body": "b"}]]}
+    assert (await layer.receive_soon("inbox"))["index"] == 2
+
+
+async def test_a_closed_sockets_waiting_receive_leaves_nothing_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local_layer, "SWEEP_INTERVAL_SECONDS", 0.0)
+    layer = LocalChannelLayer()
+    await layer.send("inbox", {"type": "frame"})
+    assert (await layer.receive_soon("inbox"))["type"] == "frame"
+    listening = layer.receive_soon("listening")
+    waiting = layer.receive_soon("inbox")
+    waiting.cancel()  # what a consumer does with its pending receive when its socket closes
+    await asyncio.sleep(0)
+    await layer.group_send("session-1", {"type": "nothing"})  # any call that sweeps
+    assert "inbox" not in layer.channels
+    await layer.send("listening", {"type": "frame"})  # a waiting socket is not swept away
+    assert (await listening)["type"] == "frame"

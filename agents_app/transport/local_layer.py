@@ -15,6 +15,10 @@ spends per message is paid thousands of times a second under load:
   a consumer receives once per message), and a message of plain JSON values
   (all this project sends) is copied by a walk that knows only those types. Each receiver
   still gets its own copy, as with a layer that serialises.
+* A consumer receiving with `receive` runs a task per message to wait on its queue. Our
+  consumers (turns/event_loop_dispatch.py) call `receive_soon` instead: a future that the
+  send bringing the next message resolves, with no task and no trip through the queue
+  (~34 → ~26 µs a message, send to handler, in a loop).
 """
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ class LocalChannelLayer(InMemoryChannelLayer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._receiving: set[str] = set()  # the channels a receive is waiting on now
+        self._awaited: dict[str, asyncio.Future[dict[str, Any]]] = {}  # see `receive_soon`
 
     def _clean_expired(self) -> None:
         now = time.monotonic()
@@ -59,7 +64,7 @@ class LocalChannelLayer(InMemoryChannelLayer):
         # A socket keeps its queue between receives; one whose consumer stopped while it
         # handled a message (an error in a handler) never receives again, and its empty
         # queue goes here. A live one caught between two messages just gets a new queue.
-        for channel in [c for c, queue in self.channels.items() if queue.empty() and c not in self._receiving]:
+        for channel in [c for c, queue in self.channels.items() if queue.empty() and c not in self._receiving and c not in self._awaited]:
             del self.channels[channel]
 
     def _queue(self, channel: str) -> asyncio.Queue[tuple[float, dict[str, Any]]]:
@@ -69,6 +74,10 @@ class LocalChannelLayer(InMemoryChannelLayer):
         return queue
 
     def _put(self, channel: str, message: dict[str, Any]) -> None:
+        awaited = self._awaited.pop(channel, None)
+        if awaited is not None and not awaited.done():
+            awaited.set_result(_copied(message))
+            return
         try:
             self._queue(channel).put_nowait((time.time() + self.expiry, _copied(message)))
         except asyncio.QueueFull:
@@ -111,6 +120,32 @@ class LocalChannelLayer(InMemoryChannelLayer):
         finally:
             self._receiving.discard(channel)
         return message
+
+    def receive_soon(self, channel: str) -> asyncio.Future[dict[str, Any]]:
+        """`receive(channel)` as a future the next send to the channel resolves, rather than
+        a coroutine: a consumer waiting for its next message needs no task of its own for it,
+        and the message no trip through the channel's queue. One future per channel at a time."""
+        self._clean_expired()
+        loop = asyncio.get_running_loop()
+        awaited = loop.create_future()
+        queue = self.channels.get(channel)
+        if queue is not None and not queue.empty():
+            awaited.set_result(queue.get_nowait()[1])
+            return awaited
+        if queue is None:
+            self.require_valid_channel_name(channel)
+        self._awaited[channel] = awaited
+        awaited.add_done_callback(lambda future: self._stop_awaiting(channel, future))
+        return awaited
+
+    def _stop_awaiting(self, channel: str, awaited: asyncio.Future[dict[str, Any]]) -> None:
+        """A receive that never completed is a socket closing: nothing is kept for it."""
+        if awaited.cancelled():
+            if self._awaited.get(channel) is awaited:
+                del self._awaited[channel]
+            queue = self.channels.get(channel)
+            if queue is not None and queue.empty():
+                del self.channels[channel]
 
     async def group_members(self, group: str) -> list[str]:
         """The channels in `group` now (see broadcast.anyone_else_listening)."""

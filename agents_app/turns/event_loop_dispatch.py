@@ -37,7 +37,7 @@ async def dispatch_as_they_come(sources: list[Receive], dispatch: Dispatch) -> N
             waiter.set_result(None)
 
     def receive_from(index: int) -> asyncio.Future[dict[str, Any]]:
-        task = asyncio.ensure_future(sources[index]())
+        task = asyncio.ensure_future(sources[index]())  # a future stays itself: no task
         task.add_done_callback(functools.partial(report, index))
         return task
 
@@ -74,7 +74,9 @@ class LeanDispatchMixin:
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
             self.channel_receive = functools.partial(self.channel_layer.receive, self.channel_name)
-            sources.append(self.channel_receive)
+            # The embedded layer hands a waiting consumer its next message in a future.
+            receive_soon = getattr(self.channel_layer, "receive_soon", None)
+            sources.append(functools.partial(receive_soon, self.channel_name) if receive_soon is not None else self.channel_receive)
         self.base_send = send
         try:
             await dispatch_as_they_come(sources, self.dispatch)
