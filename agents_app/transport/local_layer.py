@@ -114,8 +114,7 @@ class LocalChannelLayer(InMemoryChannelLayer):
             # A receive that never completes is a socket closing (its consumer cancels it):
             # its empty queue is dropped, so a closed socket's channel leaves nothing behind.
             # A receiver that got its message keeps the queue for its next receive.
-            if queue.empty() and self.channels.get(channel) is queue:
-                del self.channels[channel]
+            self._drop_empty_queue(channel)
             raise
         finally:
             self._receiving.discard(channel)
@@ -143,9 +142,12 @@ class LocalChannelLayer(InMemoryChannelLayer):
         if awaited.cancelled():
             if self._awaited.get(channel) is awaited:
                 del self._awaited[channel]
-            queue = self.channels.get(channel)
-            if queue is not None and queue.empty():
-                del self.channels[channel]
+            self._drop_empty_queue(channel)
+
+    def _drop_empty_queue(self, channel: str) -> None:
+        queue = self.channels.get(channel)
+        if queue is not None and queue.empty():
+            del self.channels[channel]
 
     async def group_members(self, group: str) -> list[str]:
         """The channels in `group` now (see broadcast.anyone_else_listening)."""
