@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
@@ -113,3 +114,13 @@ async def test_a_closed_sockets_waiting_receive_leaves_nothing_behind(monkeypatc
     assert "inbox" not in layer.channels
     await layer.send("listening", {"type": "frame"})  # a waiting socket is not swept away
     assert (await listening)["type"] == "frame"
+
+
+async def test_channel_names_do_not_repeat_when_the_global_random_is_reseeded() -> None:
+    # Hypothesis reseeds `random` for every example: a new socket must not inherit the name,
+    # and so the messages, of a socket of the example before.
+    layer = LocalChannelLayer()
+    random.seed(0)
+    first = await layer.new_channel()
+    random.seed(0)
+    assert await layer.new_channel() != first

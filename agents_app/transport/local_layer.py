@@ -19,11 +19,16 @@ spends per message is paid thousands of times a second under load:
   consumers (turns/event_loop_dispatch.py) call `receive_soon` instead: a future that the
   send bringing the next message resolves, with no task and no trip through the queue
   (~34 → ~26 µs a message, send to handler, in a loop).
+* The stock layer names channels with the `random` module, whose state other code may set
+  (Hypothesis seeds it for every example): two sockets could get the same name, and a new
+  socket the frames of a turn a closed one had started. Names here come from `uuid4`, as
+  channels-redis's do.
 """
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from copy import deepcopy
 from typing import Any
 
@@ -54,6 +59,9 @@ class LocalChannelLayer(InMemoryChannelLayer):
         super().__init__(*args, **kwargs)
         self._receiving: set[str] = set()  # the channels a receive is waiting on now
         self._awaited: dict[str, asyncio.Future[dict[str, Any]]] = {}  # see `receive_soon`
+
+    async def new_channel(self, prefix: str = "specific.") -> str:
+        return f"{prefix}.inmemory!{uuid.uuid4().hex}"
 
     def _clean_expired(self) -> None:
         now = time.monotonic()
