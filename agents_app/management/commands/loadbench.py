@@ -127,13 +127,25 @@ def _rss_kib(pids: list[int]) -> dict[str, int]:
     return sizes
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far, from /proc (Linux): the server's
-    cost of a run, whatever else loads the machine meanwhile."""
+def _cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds a process has used so far, from /proc (Linux)."""
     with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return float("nan")
+        ticks = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / ticks, int(fields[12]) / ticks
+    return float("nan"), float("nan")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far: the server's cost of a run,
+    whatever else loads the machine meanwhile."""
+    return sum(_cpu_times(pid))
+
+
+def _system_seconds(pid: int) -> float:
+    """The kernel's part of `_cpu_seconds` (socket reads and writes, polling, thread
+    hand-offs): time a profile of the GIL holder (`--profile-gil`) does not see."""
+    return _cpu_times(pid)[1]
 
 
 # The database threads' busiest functions printed (by their CPU in all).
@@ -420,6 +432,7 @@ class Command(BaseCommand):
             )
         started = time.perf_counter()
         cpu_before = sum(_cpu_seconds(pid) for pid in pids)
+        system_before = sum(_system_seconds(pid) for pid in pids)
         first_tokens = FirstTokens(pids, chats, cpu_before)
         try:
             await asyncio.wait_for(
@@ -432,6 +445,7 @@ class Command(BaseCommand):
                 profiler.wait(30)
         elapsed = time.perf_counter() - started
         cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
+        system = sum(_system_seconds(pid) for pid in pids) - system_before
         collections = None
         database_cpu: dict[str, list[float]] = {}
         if server_records is not None and collections_before is not None:  # both or neither
@@ -442,7 +456,7 @@ class Command(BaseCommand):
         for ws in [*sockets, *idle_sockets]:
             await ws.close()
         return {
-            "runs": runs, "elapsed": elapsed, "cpu": cpu, "expected": f"You said: {words}",
+            "runs": runs, "elapsed": elapsed, "cpu": cpu, "system_cpu": system, "expected": f"You said: {words}",
             "rss_before": rss_before, "rss_idle": rss_idle, "rss_after": rss_after, "idle": idle,
             "connect_ms": [ms for _, ms in timed], "connect_cpu": connect_cpu, "collections": collections,
             "database_cpu": database_cpu,
@@ -567,8 +581,8 @@ class Command(BaseCommand):
         connects = figures["connect_ms"]
         write(f"  connecting (at once):  p50 {statistics.median(connects):.0f} ms, p99 {_percentile(connects, 0.99):.0f} ms to the connect frames, "
               f"server CPU {1000 * figures['connect_cpu'] / chats:.1f} ms per connection")
-        write(f"  server CPU:            {figures['cpu']:.2f} s, {1000 * figures['cpu'] / chats:.1f} ms per turn, "
-              f"{1e6 * figures['cpu'] / (chats * tokens):.0f} µs per token")
+        write(f"  server CPU:            {figures['cpu']:.2f} s ({figures['system_cpu']:.2f} s of it in the kernel), "
+              f"{1000 * figures['cpu'] / chats:.1f} ms per turn, {1e6 * figures['cpu'] / (chats * tokens):.0f} µs per token")
         collections = figures.get("collections")
         if collections:
             young, middle, full = collections["collections"]
