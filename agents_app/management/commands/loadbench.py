@@ -128,7 +128,9 @@ def _rss_kib(pids: list[int]) -> dict[str, int]:
 
 
 def _cpu_times(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds a process has used so far, from /proc (Linux)."""
+    """(user, system) CPU seconds a process has used so far, from /proc (Linux). The system
+    part is the kernel's (socket reads and writes, polling, thread hand-offs): time a
+    profile of the GIL holder (`--profile-gil`) does not see."""
     with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rpartition(")")[2].split()
         ticks = os.sysconf("SC_CLK_TCK")
@@ -142,10 +144,10 @@ def _cpu_seconds(pid: int) -> float:
     return sum(_cpu_times(pid))
 
 
-def _system_seconds(pid: int) -> float:
-    """The kernel's part of `_cpu_seconds` (socket reads and writes, polling, thread
-    hand-offs): time a profile of the GIL holder (`--profile-gil`) does not see."""
-    return _cpu_times(pid)[1]
+def _cpu_and_system_seconds(pids: list[int]) -> tuple[float, float]:
+    """`_cpu_seconds` and its kernel part, summed over processes, from one reading of each."""
+    times = [_cpu_times(pid) for pid in pids]
+    return sum(user + system for user, system in times), sum(system for _, system in times)
 
 
 # The database threads' busiest functions printed (by their CPU in all).
@@ -431,8 +433,7 @@ class Command(BaseCommand):
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
         started = time.perf_counter()
-        cpu_before = sum(_cpu_seconds(pid) for pid in pids)
-        system_before = sum(_system_seconds(pid) for pid in pids)
+        cpu_before, system_before = _cpu_and_system_seconds(pids)
         first_tokens = FirstTokens(pids, chats, cpu_before)
         try:
             await asyncio.wait_for(
@@ -444,8 +445,8 @@ class Command(BaseCommand):
                 profiler.send_signal(2)  # SIGINT: py-spy writes what it sampled
                 profiler.wait(30)
         elapsed = time.perf_counter() - started
-        cpu = sum(_cpu_seconds(pid) for pid in pids) - cpu_before
-        system = sum(_system_seconds(pid) for pid in pids) - system_before
+        cpu_after, system_after = _cpu_and_system_seconds(pids)
+        cpu, system = cpu_after - cpu_before, system_after - system_before
         collections = None
         database_cpu: dict[str, list[float]] = {}
         if server_records is not None and collections_before is not None:  # both or neither
