@@ -45,6 +45,41 @@ def _fresh_channel_layer() -> None:
     channel_layers.backends.clear()
 
 
+# How long, once a test is done, its turns may take to end and then their listeners to run,
+# before they are left (turns) or cancelled (listeners).
+TURNS_GRACE = 2.0
+TURN_LISTENERS_GRACE = 5.0
+
+
+@pytest.fixture
+async def _turn_listeners_finish() -> AsyncIterator[None]:
+    """A turn's listeners (the chat page's queue, titles: turns/turn_listeners.py) start once
+    the turn has ended, after its done frame, which is where most tests stop. Left pending as
+    the test's event loop closes, they could never finish: destroyed later, in whichever test
+    collected them, they were logged there as asyncio errors. Every async test lets the turns
+    it started end (a turn a test leaves running on purpose is waited for only briefly), then
+    their listeners finish."""
+    yield
+    from agents_app.turns import runner, turn_listeners
+
+    loop = asyncio.get_running_loop()
+    ending = [task for task in runner._tasks if task.get_loop() is loop]
+    if ending:
+        await asyncio.wait(ending, timeout=TURNS_GRACE)
+    try:
+        await asyncio.wait_for(turn_listeners.wait_idle(), TURN_LISTENERS_GRACE)
+    except TimeoutError:  # wait_for has cancelled them and waited for that
+        pass
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Appended last, so set up last and torn down first: before the database, the fake
+    # upstream and the channel layer the listeners use.
+    for item in items:
+        if isinstance(item, pytest.Function) and asyncio.iscoroutinefunction(item.obj):
+            item.fixturenames.append("_turn_listeners_finish")
+
+
 @pytest.fixture
 def user(db: Any) -> Any:
     return get_user_model().objects.create_user("alice", password="wonderland-42")
