@@ -50,7 +50,7 @@ import websockets
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from agents_app.testing import db_cpu, timeline
+from agents_app.testing import db_cpu, process_readings, timeline
 
 PRESETS: dict[str, dict[str, Any]] = {
     "1x100": {"chats": 1, "tokens": 100, "delay": 0.02},
@@ -90,7 +90,7 @@ class FirstTokens:
     def arrived(self, now: float) -> None:
         self.waiting -= 1
         if self.waiting == 0:
-            self.cpu, self.at = sum(_cpu_seconds(pid) for pid in self.pids) - self.cpu_at_start, now
+            self.cpu, self.at = process_readings.cpu_seconds(self.pids) - self.cpu_at_start, now
 
 
 def _words(tokens: int) -> str:
@@ -115,70 +115,11 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float =
     raise CommandError(f"nothing listens on port {port} after {timeout:.0f} s")
 
 
-def _rss_kib(pids: list[int]) -> dict[str, int]:
-    """Current and peak resident set size of processes, summed, from /proc (Linux)."""
-    sizes = {"VmRSS": 0, "VmHWM": 0}
-    for pid in pids:
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as status:
-            for line in status:
-                name, _, value = line.partition(":")
-                if name in sizes:
-                    sizes[name] += int(value.split()[0])
-    return sizes
-
-
-def _cpu_times(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds a process has used so far, from /proc (Linux). The system
-    part is the kernel's (socket reads and writes, polling, thread hand-offs): time a
-    profile of the GIL holder (`--profile-gil`) does not see."""
-    with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return int(fields[11]) / ticks, int(fields[12]) / ticks
-    return float("nan"), float("nan")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far: the server's cost of a run,
-    whatever else loads the machine meanwhile."""
-    return sum(_cpu_times(pid))
-
-
-def _cpu_and_system_seconds(pids: list[int]) -> tuple[float, float]:
-    """`_cpu_seconds` and its kernel part, summed over processes, from one reading of each."""
-    times = [_cpu_times(pid) for pid in pids]
-    return sum(user + system for user, system in times), sum(system for _, system in times)
-
-
 # The database threads' busiest functions printed (by their CPU in all).
 DATABASE_CPU_SHOWN = 6
 # How long to wait for the servers' garbage-collection records to catch up: two rewrites
 # (chatproject/gc_tuning.py RECORD_INTERVAL; the app does not import the project) and a margin.
 GC_RECORD_WAIT = 0.45
-
-
-def _collections(work: Path, pids: list[int]) -> dict[str, list[float]]:
-    """The servers' garbage-collection totals so far (`AGENTS_GC_STATS`), summed by generation;
-    the longest collection is the longest of any server. A server writes them every 0.2 s."""
-    totals: dict[str, list[float]] = {"collections": [0, 0, 0], "cpu_seconds": [0.0] * 3, "longest_seconds": [0.0] * 3}
-    for pid in pids:
-        with contextlib.suppress(OSError, ValueError):
-            recorded = json.loads((work / f"gc-{pid}.json").read_text())
-            for generation in range(3):
-                totals["collections"][generation] += recorded["collections"][generation]
-                totals["cpu_seconds"][generation] += recorded["cpu_seconds"][generation]
-                totals["longest_seconds"][generation] = max(totals["longest_seconds"][generation], recorded["longest_seconds"][generation])
-    return totals
-
-
-def _collections_since(before: dict[str, list[float]], after: dict[str, list[float]]) -> dict[str, list[float]]:
-    """The collections between two records; the longest is the longest since start-up (the
-    warm-up turn's collections are few and short)."""
-    return {
-        "collections": [a - b for a, b in zip(after["collections"], before["collections"])],
-        "cpu_seconds": [a - b for a, b in zip(after["cpu_seconds"], before["cpu_seconds"])],
-        "longest_seconds": after["longest_seconds"],
-    }
 
 
 def _turn_counts(path: Path, turns: int, prefix: str = "", timeout: float = 10.0) -> list[dict[str, Any]]:
@@ -407,14 +348,14 @@ class Command(BaseCommand):
         threads' CPU (AGENTS_GC_STATS, AGENTS_DB_CPU)."""
         run_id = uuid.uuid4().hex[:8]
         pids = [pid for _, pid in servers]
-        rss_before = _rss_kib(pids)
+        rss_before = process_readings.rss_kib(pids)
         idle_sockets = [await self._connect(f"{servers[index % len(servers)][0]}/idle-{run_id}-{index}") for index in range(idle)]
-        rss_idle = _rss_kib(pids)
-        connect_cpu = sum(_cpu_seconds(pid) for pid in pids)
+        rss_idle = process_readings.rss_kib(pids)
+        connect_cpu = process_readings.cpu_seconds(pids)
         timed = await asyncio.gather(
             *(self._timed_connect(f"{servers[index % len(servers)][0]}/bench-{run_id}-{index}") for index in range(chats))
         )
-        connect_cpu = sum(_cpu_seconds(pid) for pid in pids) - connect_cpu
+        connect_cpu = process_readings.cpu_seconds(pids) - connect_cpu
         sockets = [ws for ws, _ in timed]
         if history:
             await asyncio.wait_for(asyncio.gather(*(self._prime(ws, f"h{run_id}{index}", history) for index, ws in enumerate(sockets))), timeout)
@@ -424,7 +365,7 @@ class Command(BaseCommand):
         database_cpu_before: dict[str, list[float]] = {}
         if server_records is not None:
             await asyncio.sleep(GC_RECORD_WAIT)  # the servers' records now include the connecting
-            collections_before = _collections(server_records, pids)
+            collections_before = process_readings.collections(server_records, pids)
             database_cpu_before = db_cpu.read(server_records, pids)
         profiler = None
         if profile:
@@ -433,7 +374,7 @@ class Command(BaseCommand):
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
         started = time.perf_counter()
-        cpu_before, system_before = _cpu_and_system_seconds(pids)
+        cpu_before, system_before = process_readings.cpu_and_system_seconds(pids)
         first_tokens = FirstTokens(pids, chats, cpu_before)
         try:
             await asyncio.wait_for(
@@ -445,15 +386,15 @@ class Command(BaseCommand):
                 profiler.send_signal(2)  # SIGINT: py-spy writes what it sampled
                 profiler.wait(30)
         elapsed = time.perf_counter() - started
-        cpu_after, system_after = _cpu_and_system_seconds(pids)
+        cpu_after, system_after = process_readings.cpu_and_system_seconds(pids)
         cpu, system = cpu_after - cpu_before, system_after - system_before
         collections = None
         database_cpu: dict[str, list[float]] = {}
         if server_records is not None and collections_before is not None:  # both or neither
             await asyncio.sleep(GC_RECORD_WAIT)
-            collections = _collections_since(collections_before, _collections(server_records, pids))
+            collections = process_readings.collections_since(collections_before, process_readings.collections(server_records, pids))
             database_cpu = db_cpu.since(database_cpu_before, db_cpu.read(server_records, pids))
-        rss_after = _rss_kib(pids)
+        rss_after = process_readings.rss_kib(pids)
         for ws in [*sockets, *idle_sockets]:
             await ws.close()
         return {
