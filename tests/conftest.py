@@ -52,7 +52,7 @@ TURN_LISTENERS_GRACE = 5.0
 
 
 @pytest.fixture
-async def _turn_listeners_finish() -> AsyncIterator[None]:
+async def _turns_end_before_their_loop_closes() -> AsyncIterator[None]:
     """A turn's listeners (the chat page's queue, titles: turns/turn_listeners.py) start once
     the turn has ended, after its done frame, which is where most tests stop. Left pending as
     the test's event loop closes, they could never finish: destroyed later, in whichever test
@@ -77,7 +77,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # upstream and the channel layer the listeners use.
     for item in items:
         if isinstance(item, pytest.Function) and asyncio.iscoroutinefunction(item.obj):
-            item.fixturenames.append("_turn_listeners_finish")
+            item.fixturenames.append("_turns_end_before_their_loop_closes")
 
 
 @pytest.fixture
